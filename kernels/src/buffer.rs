@@ -1,0 +1,203 @@
+//! Pooled device buffers: allocation by size class, return on drop, upload and readback.
+
+use crate::context::{Context, READBACK_TIMEOUT};
+use crate::counters::AtomicCounters;
+use crate::error::{KResult, KernelError};
+use std::sync::Arc;
+
+const MIN_CLASS: u64 = 256;
+
+/// Size classes: powers of two up to 1 MiB, then whole MiBs (bounded waste for big tensors).
+fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(MIN_CLASS);
+    if b <= 1 << 20 {
+        b.next_power_of_two()
+    } else {
+        b.div_ceil(1 << 20) << 20
+    }
+}
+
+/// A storage buffer owned by one tensor storage; it goes back to the pool when dropped.
+pub struct GpuBuffer {
+    buffer: Option<wgpu::Buffer>,
+    class: u64,
+    ctx: Arc<Context>,
+    external: bool,
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBuffer({} bytes)", self.class)
+    }
+}
+
+impl GpuBuffer {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+    /// Capacity in bytes (the size class, at least the requested size).
+    pub fn capacity(&self) -> u64 {
+        self.class
+    }
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buffer.take() {
+            if self.external {
+                return;
+            }
+            AtomicCounters::sub(&self.ctx.counters.live_buffers, 1);
+            AtomicCounters::sub(&self.ctx.counters.live_bytes, self.class);
+            let mut st = self.ctx.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.defer_free(self.class, buf);
+        }
+    }
+}
+
+impl Context {
+    /// A buffer of at least `bytes` bytes from the pool (never zero-size).
+    pub fn alloc(self: &Arc<Self>, bytes: u64) -> KResult<GpuBuffer> {
+        self.check_health()?;
+        let class = size_class(bytes);
+        let max_binding = self.limits().max_storage_buffer_binding_size as u64;
+        if class > max_binding {
+            return Err(KernelError::BufferTooLarge {
+                bytes,
+                limit: "max_storage_buffer_binding_size",
+                max: max_binding,
+            });
+        }
+        if class > self.limits().max_buffer_size {
+            return Err(KernelError::BufferTooLarge { bytes, limit: "max_buffer_size", max: self.limits().max_buffer_size });
+        }
+        let reused = {
+            let mut st = self.state.lock().unwrap();
+            st.free_lists().get_mut(&class).and_then(|v| v.pop())
+        };
+        let buffer = match reused {
+            Some(b) => b,
+            None => {
+                let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+                let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgrad tensor"),
+                    size: class,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                if let Some(e) = pollster::block_on(scope.pop()) {
+                    return Err(KernelError::OutOfMemory { bytes: class, msg: e.to_string() });
+                }
+                AtomicCounters::add(&self.counters.buffer_allocations, 1);
+                b
+            }
+        };
+        AtomicCounters::add(&self.counters.live_buffers, 1);
+        AtomicCounters::add(&self.counters.live_bytes, class);
+        Ok(GpuBuffer { buffer: Some(buffer), class, ctx: self.clone(), external: false })
+    }
+
+    /// An output buffer; poisoned with NaN bits when the poison test aid is on.
+    pub fn alloc_output(self: &Arc<Self>, bytes: u64) -> KResult<GpuBuffer> {
+        let buf = self.alloc(bytes)?;
+        if self.poison_outputs() {
+            let words = vec![0x7fc0_0000u32; (buf.capacity() / 4) as usize];
+            self.write(&buf, 0, bytemuck::cast_slice(&words));
+        }
+        Ok(buf)
+    }
+
+    /// Wrap a buffer the host owns (it is not returned to the pool on drop).
+    pub fn wrap_external(self: &Arc<Self>, buffer: wgpu::Buffer) -> GpuBuffer {
+        let class = buffer.size();
+        GpuBuffer { buffer: Some(buffer), class, ctx: self.clone(), external: true }
+    }
+
+    /// Queue a host-to-device write; it lands before the batch's commands at the next submit.
+    pub(crate) fn write(&self, buf: &GpuBuffer, offset: u64, bytes: &[u8]) {
+        let mut st = self.state.lock().unwrap();
+        self.queue.write_buffer(buf.raw(), offset, bytes);
+        st.mark_dirty();
+    }
+
+    /// Upload host bytes (a multiple of 4) into a fresh buffer.
+    pub fn upload(self: &Arc<Self>, bytes: &[u8]) -> KResult<GpuBuffer> {
+        let buf = self.alloc(bytes.len() as u64)?;
+        if !bytes.is_empty() {
+            self.write(&buf, 0, bytes);
+        }
+        Ok(buf)
+    }
+
+    /// Submit the open batch without waiting for it.
+    pub fn flush(&self) -> KResult<()> {
+        self.check_health()?;
+        let mut st = self.state.lock().unwrap();
+        st.submit(self);
+        Ok(())
+    }
+
+    /// Submit and wait until the GPU has finished all submitted work.
+    pub fn synchronize(&self) -> KResult<()> {
+        self.check_health()?;
+        let index = {
+            let mut st = self.state.lock().unwrap();
+            st.submit(self)
+        };
+        let _ = index;
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) })
+            .map_err(|e| match e {
+                wgpu::PollError::Timeout => KernelError::ReadbackTimeout(READBACK_TIMEOUT),
+                other => KernelError::Gpu(other.to_string()),
+            })?;
+        self.check_health()
+    }
+
+    /// Read `len` bytes at `offset` of a buffer back to the host (blocks; counted).
+    pub fn read(&self, buf: &GpuBuffer, offset: u64, len: u64) -> KResult<Vec<u8>> {
+        self.check_health()?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        AtomicCounters::add(&self.counters.readbacks, 1);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad readback"),
+            size: len,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut st = self.state.lock().unwrap();
+            st.encoder(&self.device).copy_buffer_to_buffer(buf.raw(), offset, &staging, 0, len);
+            st.submit(self);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) })
+            .map_err(|e| match e {
+                wgpu::PollError::Timeout => KernelError::ReadbackTimeout(READBACK_TIMEOUT),
+                other => KernelError::Gpu(other.to_string()),
+            })?;
+        self.check_health()?;
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(KernelError::Gpu(format!("mapping the readback buffer failed: {e}"))),
+            Err(_) => return Err(KernelError::ReadbackTimeout(READBACK_TIMEOUT)),
+        }
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| KernelError::Gpu(format!("mapped range: {e:?}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+}
+
+use std::time::Duration;

@@ -1,0 +1,329 @@
+//! One `Context` owns (or borrows from a host) one wgpu device and queue, the pipeline
+//! cache, the buffer pool and the open command batch.
+
+use crate::counters::{AtomicCounters, Counters};
+use crate::error::{KResult, KernelError};
+use crate::source::KernelKey;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a readback may wait for the GPU before it is reported as an error.
+pub const READBACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// A batch is submitted after this many dispatches even if nobody reads back.
+const MAX_BATCH_DISPATCHES: u32 = 512;
+/// Bytes of the per-batch params arena (each dispatch takes an aligned slot).
+const PARAMS_ARENA_BYTES: u64 = 512 * 1024;
+
+/// Adapter facts shown to users.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+}
+
+pub(crate) struct BatchState {
+    encoder: Option<wgpu::CommandEncoder>,
+    dispatches: u32,
+    /// Host copy of this batch's params; written to `params_buf` right before submit.
+    params: Vec<u32>,
+    params_buf: wgpu::Buffer,
+    /// Buffers dropped while the batch is open: the batch may still read them, and a
+    /// `write_buffer` into one would land before those reads, so they wait for the submit.
+    pending_free: Vec<(u64, wgpu::Buffer)>,
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Set when a queue write must be flushed even without a command.
+    dirty: bool,
+}
+
+/// The wgpu runtime of one device.
+pub struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: AdapterSummary,
+    limits: wgpu::Limits,
+    layouts: Mutex<HashMap<(u32, u32), wgpu::BindGroupLayout>>,
+    pipelines: Mutex<HashMap<KernelKey, wgpu::ComputePipeline>>,
+    pub(crate) state: Mutex<BatchState>,
+    pub(crate) counters: AtomicCounters,
+    fault: Arc<Mutex<Option<String>>>,
+    lost: Arc<AtomicBool>,
+    poison: AtomicBool,
+    params_align: u64,
+}
+
+fn rank_adapter(info: &wgpu::AdapterInfo) -> u32 {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 50,
+        wgpu::DeviceType::IntegratedGpu => 40,
+        wgpu::DeviceType::VirtualGpu => 30,
+        wgpu::DeviceType::Cpu => 20,
+        wgpu::DeviceType::Other => 10,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 2,
+        _ => 0,
+    };
+    ty + backend
+}
+
+impl Context {
+    /// Create a context on the best adapter: `WGRAD_ADAPTER=<substring>` picks one by name,
+    /// otherwise a discrete GPU is preferred over integrated, virtual and CPU adapters.
+    pub fn new() -> KResult<Arc<Context>> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let wanted = std::env::var("WGRAD_ADAPTER").ok().filter(|s| !s.is_empty());
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(|a| {
+                let name = a.get_info().name.to_lowercase();
+                wanted.as_ref().map_or(true, |w| name.contains(&w.to_lowercase()))
+            })
+            .collect();
+        candidates.sort_by_key(|a| std::cmp::Reverse(rank_adapter(&a.get_info())));
+        let Some(adapter) = candidates.into_iter().next() else {
+            let hint = match wanted {
+                Some(w) => format!(" whose name contains '{w}' (WGRAD_ADAPTER)"),
+                None => String::new(),
+            };
+            return Err(KernelError::NoAdapter { hint });
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let device_desc = wgpu::DeviceDescriptor {
+            label: Some("wgrad"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&device_desc))
+            .map_err(|e| KernelError::RequestDevice { adapter: info.name.clone(), msg: e.to_string() })?;
+        Ok(Self::from_parts(device, queue, &info))
+    }
+
+    /// Wrap a device and queue that a host application created (wgrad creates nothing of its own).
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Arc<Context> {
+        Self::from_parts(device, queue, info)
+    }
+
+    fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Arc<Context> {
+        let limits = device.limits();
+        let fault = Arc::new(Mutex::new(None));
+        let lost = Arc::new(AtomicBool::new(false));
+        {
+            let fault_u = fault.clone();
+            // The default handler panics; wgrad turns uncaptured errors into values.
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let mut f = fault_u.lock().unwrap_or_else(|p| p.into_inner());
+                f.get_or_insert_with(|| e.to_string());
+            }));
+            let lost = lost.clone();
+            let fault = fault.clone();
+            device.set_device_lost_callback(move |_reason, msg| {
+                lost.store(true, Ordering::SeqCst);
+                let mut f = fault.lock().unwrap_or_else(|p| p.into_inner());
+                f.get_or_insert(msg);
+            });
+        }
+        let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad params arena"),
+            size: PARAMS_ARENA_BYTES,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let params_align = (limits.min_storage_buffer_offset_alignment as u64).max(16);
+        Arc::new(Context {
+            device,
+            queue,
+            info: AdapterSummary {
+                name: info.name.clone(),
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            },
+            limits,
+            layouts: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            state: Mutex::new(BatchState {
+                encoder: None,
+                dispatches: 0,
+                params: Vec::new(),
+                params_buf,
+                pending_free: Vec::new(),
+                free: HashMap::new(),
+                dirty: false,
+            }),
+            counters: AtomicCounters::default(),
+            fault,
+            lost,
+            poison: AtomicBool::new(false),
+            params_align,
+        })
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.info
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    pub fn wgpu_device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    pub fn wgpu_queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+    /// Test aid: fill every new output buffer with NaN so unwritten elements show.
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.poison.store(on, Ordering::SeqCst);
+    }
+    pub(crate) fn poison_outputs(&self) -> bool {
+        self.poison.load(Ordering::Relaxed)
+    }
+
+    /// Err if the device was lost or an uncaptured GPU error was reported.
+    pub fn check_health(&self) -> KResult<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            let msg = self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            return Err(KernelError::DeviceLost(msg.unwrap_or_default()));
+        }
+        if let Some(msg) = self.fault.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(KernelError::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    /// Mark the device lost (a host that destroyed the device, or a fault test).
+    pub fn mark_lost(&self, why: &str) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why.to_string());
+    }
+
+    pub(crate) fn layout(&self, n_in: u32, n_out: u32) -> wgpu::BindGroupLayout {
+        let mut layouts = self.layouts.lock().unwrap();
+        layouts
+            .entry((n_in, n_out))
+            .or_insert_with(|| {
+                let entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                };
+                let mut entries: Vec<_> = (0..n_in).map(|b| entry(b, true)).collect();
+                entries.extend((n_in..n_in + n_out).map(|b| entry(b, false)));
+                entries.push(entry(n_in + n_out, true));
+                self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("wgrad layout"),
+                    entries: &entries,
+                })
+            })
+            .clone()
+    }
+
+    pub(crate) fn pipeline(&self, key: KernelKey) -> KResult<wgpu::ComputePipeline> {
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let (n_in, n_out) = key.bindings();
+        let layout = self.layout(n_in, n_out);
+        let source = key.source();
+        let name = key.name();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&name),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Compile { kernel: name, msg: e.to_string() });
+        }
+        AtomicCounters::add(&self.counters.pipeline_compilations, 1);
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Params slot alignment within the arena.
+    pub(crate) fn params_align(&self) -> u64 {
+        self.params_align
+    }
+    pub(crate) fn arena_bytes(&self) -> u64 {
+        PARAMS_ARENA_BYTES
+    }
+    pub(crate) fn max_batch(&self) -> u32 {
+        MAX_BATCH_DISPATCHES
+    }
+}
+
+impl BatchState {
+    pub(crate) fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad batch") })
+        })
+    }
+    pub(crate) fn params_mut(&mut self) -> &mut Vec<u32> {
+        &mut self.params
+    }
+    pub(crate) fn params_buf(&self) -> &wgpu::Buffer {
+        &self.params_buf
+    }
+    pub(crate) fn bump_dispatches(&mut self) -> u32 {
+        self.dispatches += 1;
+        self.dispatches
+    }
+    pub(crate) fn free_lists(&mut self) -> &mut HashMap<u64, Vec<wgpu::Buffer>> {
+        &mut self.free
+    }
+    pub(crate) fn defer_free(&mut self, class: u64, buf: wgpu::Buffer) {
+        self.pending_free.push((class, buf));
+    }
+    pub(crate) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Submit the open batch (params first, then commands); returns the submission index.
+    pub(crate) fn submit(&mut self, ctx: &Context) -> Option<wgpu::SubmissionIndex> {
+        let encoder = self.encoder.take();
+        let mut index = None;
+        if encoder.is_some() || self.dirty {
+            if !self.params.is_empty() {
+                ctx.queue.write_buffer(&self.params_buf, 0, bytemuck::cast_slice(&self.params));
+            }
+            index = Some(ctx.queue.submit(encoder.map(|e| e.finish())));
+            AtomicCounters::add(&ctx.counters.submits, 1);
+        }
+        self.params.clear();
+        self.dispatches = 0;
+        self.dirty = false;
+        for (class, buf) in self.pending_free.drain(..) {
+            self.free.entry(class).or_default().push(buf);
+        }
+        index
+    }
+}

@@ -1,0 +1,94 @@
+//! Encoding one kernel launch into the open batch.
+
+use crate::buffer::GpuBuffer;
+use crate::context::Context;
+use crate::counters::AtomicCounters;
+use crate::error::{KResult, KernelError};
+use crate::source::{KernelKey, WG};
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+impl Context {
+    /// Workgroup grid for `threads` threads of a 1-D kernel: folded into 2-D past the
+    /// per-dimension limit (65,535 on most adapters).
+    pub(crate) fn grid_1d(&self, key: KernelKey, threads: u64) -> KResult<(u32, u32, u32)> {
+        self.grid_groups(key, threads.div_ceil(WG as u64))
+    }
+
+    pub(crate) fn grid_groups(&self, key: KernelKey, groups: u64) -> KResult<(u32, u32, u32)> {
+        let max = self.limits().max_compute_workgroups_per_dimension as u64;
+        if groups <= max {
+            return Ok((groups as u32, 1, 1));
+        }
+        let y = groups.div_ceil(max);
+        if y > max {
+            return Err(KernelError::GridTooLarge { kernel: key.name(), groups, max: max as u32 });
+        }
+        Ok((max as u32, y as u32, 1))
+    }
+
+    /// Encode one dispatch; `params` go to this dispatch's slot of the batch arena.
+    pub(crate) fn dispatch(
+        self: &Arc<Self>,
+        key: KernelKey,
+        inputs: &[&GpuBuffer],
+        outputs: &[&GpuBuffer],
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) -> KResult<()> {
+        self.check_health()?;
+        if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
+            return Ok(());
+        }
+        let pipeline = self.pipeline(key)?;
+        let (n_in, n_out) = key.bindings();
+        debug_assert_eq!((inputs.len() as u32, outputs.len() as u32), (n_in, n_out));
+        let layout = self.layout(n_in, n_out);
+        let align = self.params_align();
+        let bytes = (params.len().max(1) * 4) as u64;
+        let mut st = self.state.lock().unwrap();
+        let mut offset = ((st.params_mut().len() * 4) as u64).div_ceil(align) * align;
+        if offset + bytes > self.arena_bytes() {
+            st.submit(self);
+            offset = 0;
+        }
+        {
+            let arena = st.params_mut();
+            arena.resize((offset / 4) as usize, 0);
+            arena.extend_from_slice(params);
+            if params.is_empty() {
+                arena.push(0);
+            }
+        }
+        let params_buf = st.params_buf().clone();
+        let mut entries: Vec<wgpu::BindGroupEntry> = Vec::with_capacity(inputs.len() + outputs.len() + 1);
+        for (i, b) in inputs.iter().chain(outputs.iter()).enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32, resource: b.raw().as_entire_binding() });
+        }
+        entries.push(wgpu::BindGroupEntry {
+            binding: n_in + n_out,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &params_buf,
+                offset,
+                size: NonZeroU64::new(bytes),
+            }),
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        {
+            let encoder = st.encoder(&self.device);
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        AtomicCounters::add(&self.counters.dispatches, 1);
+        if st.bump_dispatches() >= self.max_batch() {
+            st.submit(self);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! Launchers, one per kernel family: they turn shapes and strides into params and a grid.
+//! Every output is a fresh contiguous buffer unless the launcher writes into a given one.
+
+use crate::buffer::GpuBuffer;
+use crate::context::Context;
+use crate::error::{KResult, KernelError};
+use crate::source::{ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp};
+use std::sync::Arc;
+
+/// Highest rank the strided kernels accept.
+pub const MAX_RANK: usize = 8;
+/// Highest number of matmul batch dimensions.
+pub const MAX_BATCH_RANK: usize = 6;
+
+/// A strided view into a buffer, in elements.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub buffer: &'a GpuBuffer,
+    pub offset: usize,
+    pub strides: &'a [usize],
+}
+
+fn u32_of(v: usize, what: &str) -> KResult<u32> {
+    u32::try_from(v).map_err(|_| KernelError::Unsupported(format!("{what} {v} does not fit in 32 bits")))
+}
+
+fn check_rank(shape: &[usize], kernel: &str) -> KResult<()> {
+    if shape.len() > MAX_RANK {
+        return Err(KernelError::Unsupported(format!("{kernel} of rank {} (at most {MAX_RANK})", shape.len())));
+    }
+    Ok(())
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major contiguity, ignoring dims of size 1.
+pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
+    let mut expect = 1;
+    for (&d, &s) in shape.iter().zip(strides).rev() {
+        if d != 1 && s != expect {
+            return false;
+        }
+        expect *= d;
+    }
+    true
+}
+
+fn push_view(p: &mut Vec<u32>, v: &View) -> KResult<()> {
+    p.push(u32_of(v.offset, "offset")?);
+    for &s in v.strides {
+        p.push(u32_of(s, "stride")?);
+    }
+    Ok(())
+}
+
+fn header(shape: &[usize], contiguous: bool, scalar_bits: u32) -> KResult<Vec<u32>> {
+    let mut p = vec![u32_of(numel(shape), "element count")?, shape.len() as u32, contiguous as u32, scalar_bits];
+    for &d in shape {
+        p.push(d as u32);
+    }
+    Ok(p)
+}
+
+impl Context {
+    fn out_f32(self: &Arc<Self>, n: usize) -> KResult<GpuBuffer> {
+        self.alloc_output((n * 4) as u64)
+    }
+
+    /// out = op(x, scalar), x a strided view of `shape`.
+    pub fn unary(self: &Arc<Self>, op: UnaryOp, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        check_rank(shape, "unary")?;
+        let key = KernelKey::new(Kernel::Unary(op), KDType::F32);
+        let out = self.out_f32(numel(shape))?;
+        let mut p = header(shape, is_contiguous(shape, x.strides), scalar.to_bits())?;
+        push_view(&mut p, &x)?;
+        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// out = op(a, b), both already broadcast to `shape` (stride 0 on broadcast dims).
+    pub fn binary(self: &Arc<Self>, op: BinaryOp, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        check_rank(shape, "binary")?;
+        let key = KernelKey::new(Kernel::Binary(op), KDType::F32);
+        let out = self.out_f32(numel(shape))?;
+        let contiguous = is_contiguous(shape, a.strides) && is_contiguous(shape, b.strides);
+        let mut p = header(shape, contiguous, 0)?;
+        push_view(&mut p, &a)?;
+        push_view(&mut p, &b)?;
+        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// out = cond != 0 ? a : b, all broadcast to `shape`.
+    pub fn where_(self: &Arc<Self>, cond: View, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        check_rank(shape, "where")?;
+        let key = KernelKey::new(Kernel::Where, KDType::F32);
+        let out = self.out_f32(numel(shape))?;
+        let contiguous = [cond.strides, a.strides, b.strides].iter().all(|s| is_contiguous(shape, s));
+        let mut p = header(shape, contiguous, 0)?;
+        for v in [&cond, &a, &b] {
+            push_view(&mut p, v)?;
+        }
+        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        self.dispatch(key, &[cond.buffer, a.buffer, b.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// Copy the 4-byte elements of `src` into the strided region `dst` (both of `shape`).
+    pub fn copy_into(self: &Arc<Self>, src: View, dst: View, shape: &[usize]) -> KResult<()> {
+        check_rank(shape, "copy")?;
+        let key = KernelKey::new(Kernel::Copy, KDType::F32);
+        let mut p = header(shape, false, 0)?;
+        push_view(&mut p, &src)?;
+        push_view(&mut p, &dst)?;
+        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        self.dispatch(key, &[src.buffer], &[dst.buffer], &p, grid)
+    }
+
+    /// A contiguous copy of a strided view.
+    pub fn contiguous(self: &Arc<Self>, src: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        let out = self.out_f32(numel(shape))?;
+        let strides = row_major_strides(shape);
+        self.copy_into(src, View { buffer: &out, offset: 0, strides: &strides }, shape)?;
+        Ok(out)
+    }
+
+    /// Dtype conversion between f32 and u32.
+    pub fn cast(self: &Arc<Self>, from: KDType, to: KDType, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        check_rank(shape, "cast")?;
+        let key = KernelKey::new(Kernel::Cast(from, to), KDType::F32);
+        let out = self.out_f32(numel(shape))?;
+        let mut p = header(shape, is_contiguous(shape, x.strides), 0)?;
+        push_view(&mut p, &x)?;
+        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// A buffer of `n` copies of `value`.
+    pub fn fill(self: &Arc<Self>, n: usize, value: f32) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::Fill, KDType::F32);
+        let out = self.alloc((n * 4) as u64)?;
+        let p = [u32_of(n, "element count")?, value.to_bits()];
+        let grid = self.grid_1d(key, n as u64)?;
+        self.dispatch(key, &[], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    fn reduce_params(x: &View, shape: &[usize], outer: usize, inner: usize, nchunks: usize, chunk: usize) -> KResult<Vec<u32>> {
+        let mut p = vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, shape.len() as u32];
+        p.extend(shape.iter().map(|&d| d as u32));
+        push_view(&mut p, x)?;
+        p.push(is_contiguous(shape, x.strides) as u32);
+        Ok(p)
+    }
+
+    /// Reduce the last `n_reduced` dims of the strided view: returns `outer` values.
+    /// Long rows are split into chunks reduced in a second pass (fixed order: deterministic).
+    pub fn reduce(self: &Arc<Self>, op: ReduceOp, x: View, shape: &[usize], n_reduced: usize) -> KResult<GpuBuffer> {
+        check_rank(shape, "reduce")?;
+        let key = KernelKey::new(Kernel::Reduce(op), KDType::F32);
+        let split = shape.len() - n_reduced;
+        let outer = numel(&shape[..split]);
+        let inner = numel(&shape[split..]);
+        const CHUNK: usize = 16 * 1024;
+        let nchunks = if inner > CHUNK { inner.div_ceil(CHUNK) } else { 1 };
+        let chunk = if nchunks > 1 { CHUNK } else { inner.max(1) };
+        let out = self.out_f32(outer * nchunks)?;
+        let p = Self::reduce_params(&x, shape, outer, inner, nchunks, chunk)?;
+        let grid = self.grid_groups(key, (outer * nchunks) as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        if nchunks == 1 {
+            return Ok(out);
+        }
+        let strides = [nchunks, 1];
+        let partial = View { buffer: &out, offset: 0, strides: &strides };
+        self.reduce(op, partial, &[outer, nchunks], 1)
+    }
+
+    /// argmax / argmin over the last dim of the strided view: `outer` u32 indices.
+    pub fn arg_reduce(self: &Arc<Self>, op: ArgReduceOp, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        check_rank(shape, "arg_reduce")?;
+        let key = KernelKey::new(Kernel::ArgReduce(op), KDType::F32);
+        let inner = *shape.last().unwrap_or(&1);
+        let outer = numel(shape) / inner.max(1);
+        let out = self.out_f32(outer)?;
+        let p = Self::reduce_params(&x, shape, outer, inner, 1, inner)?;
+        let grid = self.grid_groups(key, outer as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// Batched matmul: a [batch.., m, k] and b [batch.., k, n] strided (batch strides already
+    /// broadcast, 0 on broadcast dims); returns contiguous [batch.., m, n].
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        self: &Arc<Self>,
+        a: View,
+        b: View,
+        batch_shape: &[usize],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> KResult<GpuBuffer> {
+        if batch_shape.len() > MAX_BATCH_RANK {
+            return Err(KernelError::Unsupported(format!("matmul with {} batch dims (at most {MAX_BATCH_RANK})", batch_shape.len())));
+        }
+        let key = KernelKey::new(Kernel::Matmul, KDType::F32);
+        let batch = numel(batch_shape);
+        let out = self.out_f32(batch * m * n)?;
+        let br = batch_shape.len();
+        let mut p = vec![0u32; 30];
+        p[0] = u32_of(m, "m")?;
+        p[1] = u32_of(n, "n")?;
+        p[2] = u32_of(k, "k")?;
+        p[3] = br as u32;
+        p[5] = u32_of(a.offset, "offset")?;
+        p[6] = u32_of(a.strides[br], "stride")?;
+        p[7] = u32_of(a.strides[br + 1], "stride")?;
+        p[8] = u32_of(b.offset, "offset")?;
+        p[9] = u32_of(b.strides[br], "stride")?;
+        p[10] = u32_of(b.strides[br + 1], "stride")?;
+        for d in 0..br {
+            p[12 + d] = batch_shape[d] as u32;
+            p[18 + d] = u32_of(a.strides[d], "stride")?;
+            p[24 + d] = u32_of(b.strides[d], "stride")?;
+        }
+        let gx = n.div_ceil(64) as u64;
+        let gy = m.div_ceil(64) as u64;
+        let max = self.limits().max_compute_workgroups_per_dimension as u64;
+        if gx > max || gy > max {
+            return Err(KernelError::GridTooLarge { kernel: key.name(), groups: gx.max(gy), max: max as u32 });
+        }
+        let mut base = 0usize;
+        while base < batch {
+            let z = (batch - base).min(max as usize);
+            p[4] = base as u32;
+            self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, (gx as u32, gy as u32, z as u32))?;
+            base += z;
+        }
+        Ok(out)
+    }
+
+    /// x.index_select(axis, idx): `out_shape` is x's shape with `axis` replaced by idx's length.
+    pub fn index_select(
+        self: &Arc<Self>,
+        x: View,
+        idx: View,
+        out_shape: &[usize],
+        axis: usize,
+        dim_size: usize,
+    ) -> KResult<GpuBuffer> {
+        check_rank(out_shape, "index_select")?;
+        let key = KernelKey::new(Kernel::IndexSelect, KDType::F32);
+        let out = self.out_f32(numel(out_shape))?;
+        let mut p = header(out_shape, false, 0)?;
+        p[2] = axis as u32;
+        p[3] = u32_of(dim_size, "dim")?;
+        push_view(&mut p, &x)?;
+        push_view(&mut p, &idx)?;
+        let grid = self.grid_1d(key, numel(out_shape) as u64)?;
+        self.dispatch(key, &[x.buffer, idx.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// torch.gather(x, axis, idx): out has idx's shape (`out_shape`).
+    pub fn gather(self: &Arc<Self>, x: View, idx: View, out_shape: &[usize], axis: usize, dim_size: usize) -> KResult<GpuBuffer> {
+        check_rank(out_shape, "gather")?;
+        let key = KernelKey::new(Kernel::Gather, KDType::F32);
+        let out = self.out_f32(numel(out_shape))?;
+        let mut p = header(out_shape, false, 0)?;
+        p[2] = axis as u32;
+        p[3] = u32_of(dim_size, "dim")?;
+        push_view(&mut p, &x)?;
+        push_view(&mut p, &idx)?;
+        let grid = self.grid_1d(key, numel(out_shape) as u64)?;
+        self.dispatch(key, &[x.buffer, idx.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// one_hot(idx, classes): [idx.shape.., classes] of 0/1.
+    pub fn one_hot(self: &Arc<Self>, idx: View, idx_shape: &[usize], classes: usize) -> KResult<GpuBuffer> {
+        check_rank(idx_shape, "one_hot")?;
+        let key = KernelKey::new(Kernel::OneHot, KDType::F32);
+        let n = numel(idx_shape) * classes;
+        let out = self.out_f32(n)?;
+        let mut p = header(idx_shape, false, 0)?;
+        p[0] = u32_of(n, "element count")?;
+        p[2] = u32_of(classes, "classes")?;
+        push_view(&mut p, &idx)?;
+        let grid = self.grid_1d(key, n as u64)?;
+        self.dispatch(key, &[idx.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+}
+
+/// Row-major strides of a shape.
+pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![0; shape.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        s[i] = acc;
+        acc *= shape[i];
+    }
+    s
+}

@@ -1,0 +1,18 @@
+//! wgrad's GPU runtime. It knows buffers, dims and strides, and nothing of tensors or
+//! autograd: the core crate maps its ops onto the launchers here.
+
+mod buffer;
+mod context;
+mod counters;
+mod dispatch;
+mod error;
+mod launch;
+pub mod source;
+
+pub use buffer::GpuBuffer;
+pub use context::{AdapterSummary, Context, READBACK_TIMEOUT};
+pub use counters::Counters;
+pub use error::{KResult, KernelError};
+pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
+pub use source::{all_kernels, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, WG};
+pub use wgpu;

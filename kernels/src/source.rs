@@ -1,0 +1,212 @@
+//! WGSL assembly: a generated header (dtype aliases, constants) + shared helpers + one
+//! family skeleton + the op-specific function. Every source the runtime can build is
+//! listed by [`all_kernels`], which the naga test validates without a GPU.
+
+/// Threads per workgroup of the 1-D kernels.
+pub const WG: u32 = 256;
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const UNARY: &str = include_str!("../../shaders/unary.wgsl");
+const BINARY: &str = include_str!("../../shaders/binary.wgsl");
+const WHERE: &str = include_str!("../../shaders/where.wgsl");
+const COPY: &str = include_str!("../../shaders/copy.wgsl");
+const CAST: &str = include_str!("../../shaders/cast.wgsl");
+const FILL: &str = include_str!("../../shaders/fill.wgsl");
+const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const ARGREDUCE: &str = include_str!("../../shaders/argreduce.wgsl");
+const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const INDEX_SELECT: &str = include_str!("../../shaders/index_select.wgsl");
+const GATHER: &str = include_str!("../../shaders/gather.wgsl");
+const ONE_HOT: &str = include_str!("../../shaders/one_hot.wgsl");
+
+/// Element types a kernel can be built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KDType {
+    F32,
+    U32,
+}
+
+impl KDType {
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            KDType::F32 => "f32",
+            KDType::U32 => "u32",
+        }
+    }
+}
+
+macro_rules! op_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $body:expr),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            /// The WGSL body of this op's function.
+            pub fn wgsl_body(self) -> &'static str {
+                match self { $($name::$variant => $body),* }
+            }
+        }
+    };
+}
+
+op_enum!(
+    /// `fn unary_op(x: T, s: T) -> T`; `s` is the scalar operand of the scalar forms.
+    UnaryOp {
+        Neg => "return -x;",
+        Exp => "return exp(x);",
+        Log => "return log(x);",
+        Sqrt => "return sqrt(x);",
+        Abs => "return abs(x);",
+        Tanh => "return tanh_safe(x);",
+        Sigmoid => "return sigmoid_safe(x);",
+        Relu => "return select(T(0), x, !(x <= T(0)));",
+        Sin => "return sin(x);",
+        Cos => "return cos(x);",
+        Recip => "return T(1) / x;",
+        Sign => "if (is_nan(x)) { return x; } return sign(x);",
+        AddScalar => "return x + s;",
+        MulScalar => "return x * s;",
+        PowScalar => "return pow_num(x, s);",
+        RPowScalar => "return pow_num(s, x);",
+    }
+);
+
+op_enum!(
+    /// `fn binary_op(a: T, b: T) -> T`; comparisons give 1 or 0 masks in T.
+    BinaryOp {
+        Add => "return a + b;",
+        Sub => "return a - b;",
+        Mul => "return a * b;",
+        Div => "return a / b;",
+        Pow => "return pow_num(a, b);",
+        Maximum => "return max_nan(a, b);",
+        Minimum => "return min_nan(a, b);",
+        Eq => "return select(T(0), T(1), a == b);",
+        Ne => "return select(T(0), T(1), a != b);",
+        Lt => "return select(T(0), T(1), a < b);",
+        Le => "return select(T(0), T(1), a <= b);",
+        Gt => "return select(T(0), T(1), a > b);",
+        Ge => "return select(T(0), T(1), a >= b);",
+    }
+);
+
+op_enum!(
+    /// Tree reductions: `reduce_identity` and `reduce_combine`.
+    ReduceOp {
+        Sum => "fn reduce_identity() -> T { return T(0); }\nfn reduce_combine(a: T, b: T) -> T { return a + b; }",
+        Max => "fn reduce_identity() -> T { return neg_inf(); }\nfn reduce_combine(a: T, b: T) -> T { return max_nan(a, b); }",
+        Min => "fn reduce_identity() -> T { return pos_inf(); }\nfn reduce_combine(a: T, b: T) -> T { return min_nan(a, b); }",
+    }
+);
+
+op_enum!(
+    /// Index reductions: `arg_better(candidate, best)`.
+    ArgReduceOp {
+        ArgMax => "fn arg_better(v: T, best: T) -> bool { return v > best; }",
+        ArgMin => "fn arg_better(v: T, best: T) -> bool { return v < best; }",
+    }
+);
+
+/// Every kernel (family x op variant) the runtime can build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Where,
+    /// Strided copy of 32-bit words (any 4-byte dtype; built with the f32 header).
+    Copy,
+    /// Conversion from the first dtype to the second.
+    Cast(KDType, KDType),
+    Fill,
+    Reduce(ReduceOp),
+    ArgReduce(ArgReduceOp),
+    Matmul,
+    IndexSelect,
+    Gather,
+    OneHot,
+}
+
+/// A pipeline is compiled once per device for each key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub kernel: Kernel,
+    pub dtype: KDType,
+}
+
+impl KernelKey {
+    pub fn new(kernel: Kernel, dtype: KDType) -> Self {
+        KernelKey { kernel, dtype }
+    }
+
+    /// Name in the candle style `{op}_{dtype}`, used as the pipeline label.
+    pub fn name(&self) -> String {
+        format!("{:?}_{}", self.kernel, self.dtype.wgsl()).to_lowercase()
+    }
+
+    /// (read-only inputs, read-write outputs); a params buffer is always bound last.
+    pub fn bindings(&self) -> (u32, u32) {
+        match self.kernel {
+            Kernel::Unary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) => (1, 1),
+            Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
+            Kernel::Binary(_) | Kernel::Matmul | Kernel::IndexSelect | Kernel::Gather => (2, 1),
+            Kernel::Where => (3, 1),
+            Kernel::Fill => (0, 1),
+        }
+    }
+
+    /// The complete WGSL module for this key.
+    pub fn source(&self) -> String {
+        let t = self.dtype.wgsl();
+        let mut s = format!("// generated: {}\nalias T = {t};\nconst WG: u32 = {WG}u;\n", self.name());
+        if let Kernel::Cast(from, to) = self.kernel {
+            s += &format!("alias S = {};\nalias D = {};\n", from.wgsl(), to.wgsl());
+        }
+        s += COMMON;
+        let (skeleton, op_fn) = match self.kernel {
+            Kernel::Unary(op) => (UNARY, format!("fn unary_op(x: T, s: T) -> T {{ {} }}", op.wgsl_body())),
+            Kernel::Binary(op) => (BINARY, format!("fn binary_op(a: T, b: T) -> T {{ {} }}", op.wgsl_body())),
+            Kernel::Reduce(op) => (REDUCE, op.wgsl_body().to_string()),
+            Kernel::ArgReduce(op) => (ARGREDUCE, op.wgsl_body().to_string()),
+            Kernel::Where => (WHERE, String::new()),
+            Kernel::Copy => (COPY, String::new()),
+            Kernel::Cast(..) => (CAST, String::new()),
+            Kernel::Fill => (FILL, String::new()),
+            Kernel::Matmul => (MATMUL, String::new()),
+            Kernel::IndexSelect => (INDEX_SELECT, String::new()),
+            Kernel::Gather => (GATHER, String::new()),
+            Kernel::OneHot => (ONE_HOT, String::new()),
+        };
+        s += "\n";
+        s += &op_fn;
+        s += "\n";
+        s += skeleton;
+        s
+    }
+}
+
+/// Every (kernel, dtype) pair the runtime may build: the naga test validates each.
+pub fn all_kernels() -> Vec<KernelKey> {
+    let f = KDType::F32;
+    let mut v: Vec<KernelKey> = Vec::new();
+    v.extend(UnaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Unary(o), f)));
+    v.extend(BinaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Binary(o), f)));
+    v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Reduce(o), f)));
+    v.extend(ArgReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ArgReduce(o), f)));
+    for k in [Kernel::Where, Kernel::Fill, Kernel::Matmul, Kernel::IndexSelect, Kernel::Gather, Kernel::OneHot] {
+        v.push(KernelKey::new(k, f));
+    }
+    v.push(KernelKey::new(Kernel::Copy, KDType::F32));
+    v.push(KernelKey::new(Kernel::Cast(KDType::U32, KDType::F32), f));
+    v.push(KernelKey::new(Kernel::Cast(KDType::F32, KDType::U32), f));
+    v
+}
+
+/// Parse and validate a WGSL module with naga, as the runtime would before compiling it.
+pub fn validate_wgsl(source: &str) -> Result<(), String> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(source))?;
+    Ok(())
+}

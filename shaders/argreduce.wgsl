@@ -1,0 +1,51 @@
+// argmax / argmin of each row of a strided view [outer..., inner...]: one workgroup per row.
+// Ties go to the first index and NaN counts as the extreme value (PyTorch semantics).
+// params: [outer, inner, 1, inner, rank, shape[rank], off, strides[rank], contiguous]
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@group(0) @binding(2) var<storage, read> params: array<u32>;
+
+var<workgroup> acc_v: array<T, WG>;
+var<workgroup> acc_i: array<u32, WG>;
+
+// Does candidate (vb, ib) beat the current best (va, ia)?
+fn beats(va: T, ia: u32, vb: T, ib: u32) -> bool {
+    if (ib == 0xffffffffu) { return false; }
+    if (ia == 0xffffffffu) { return true; }
+    let na = is_nan(va);
+    let nb = is_nan(vb);
+    if (na || nb) { return (nb && !na) || (na && nb && ib < ia); }
+    if (vb == va) { return ib < ia; }
+    return arg_better(vb, va);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= params[0]) { return; }
+    let inner = params[1];
+    let rank = params[4];
+    let off = params[5u + rank];
+    let contiguous = params[6u + 2u * rank] == 1u;
+    var bv = T(0);
+    var bi = 0xffffffffu;
+    for (var r = lid; r < inner; r = r + WG) {
+        let lin = row * inner + r;
+        var xi = off + lin;
+        if (!contiguous) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
+        let v = x[xi];
+        if (beats(bv, bi, v, r)) { bv = v; bi = r; }
+    }
+    acc_v[lid] = bv;
+    acc_i[lid] = bi;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s && beats(acc_v[lid], acc_i[lid], acc_v[lid + s], acc_i[lid + s])) {
+            acc_v[lid] = acc_v[lid + s];
+            acc_i[lid] = acc_i[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { out[row] = acc_i[0]; }
+}

@@ -1,0 +1,75 @@
+// Helpers shared by every kernel family. The generated header defines `T` and `WG`;
+// each skeleton declares the `params` buffer these helpers read.
+
+// Element offset of row-major linear index `linear` in a strided view whose shape
+// starts at params[shape_at] and strides at params[strides_at] (`rank` of each).
+fn strided_offset(linear: u32, rank: u32, shape_at: u32, strides_at: u32, base: u32) -> u32 {
+    var rem = linear;
+    var off = base;
+    var d = rank;
+    loop {
+        if (d == 0u) { break; }
+        d = d - 1u;
+        let size = params[shape_at + d];
+        off = off + (rem % size) * params[strides_at + d];
+        rem = rem / size;
+    }
+    return off;
+}
+
+// 1-D grids over 65,535 workgroups are folded into 2-D by the launcher.
+fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+fn is_nan(x: T) -> bool {
+    return x != x;
+}
+
+fn neg_inf() -> T {
+    return T(bitcast<f32>(0xff800000u));
+}
+
+fn pos_inf() -> T {
+    return T(bitcast<f32>(0x7f800000u));
+}
+
+fn nan_value() -> T {
+    return T(bitcast<f32>(0x7fc00000u));
+}
+
+// NaN-propagating max/min (WGSL's max/min may drop NaN, PyTorch propagates it).
+fn max_nan(a: T, b: T) -> T {
+    if (is_nan(a)) { return a; }
+    return select(b, a, a >= b);
+}
+
+fn min_nan(a: T, b: T) -> T {
+    if (is_nan(a)) { return a; }
+    return select(b, a, a <= b);
+}
+
+// pow with numpy semantics for negative bases raised to integral exponents.
+fn pow_num(x: T, y: T) -> T {
+    if (y == T(0)) { return T(1); }
+    if (x < T(0) && y == floor(y)) {
+        let r = pow(-x, y);
+        let odd = abs(y - T(2) * floor(y / T(2))) == T(1);
+        return select(r, -r, odd);
+    }
+    if (x == T(0)) { return select(pos_inf(), T(0), y > T(0)); }
+    return pow(x, y);
+}
+
+// tanh saturates past |x| = 15 in f32; clamping first avoids inf/inf = NaN in naive lowerings.
+fn tanh_safe(x: T) -> T {
+    let y = select(x, sign(x) * T(15), abs(x) > T(15));
+    return tanh(y);
+}
+
+fn sigmoid_safe(x: T) -> T {
+    // exp of a non-positive argument cannot overflow: stable on both sides.
+    let e = exp(-abs(x));
+    let p = T(1) / (T(1) + e);
+    return select(p, T(1) - p, x < T(0));
+}

@@ -1,0 +1,40 @@
+// Reduction of the last `inner` elements of a strided view [outer..., inner...]
+// (the launcher permutes the reduced axes to the end). Workgroup g reduces chunk
+// g % nchunks of row g / nchunks; a second pass over [outer, nchunks] finishes.
+// Every element is visited in a fixed order and combined by a fixed tree: deterministic.
+// params: [outer, inner, nchunks, chunk_len, rank, shape[rank], off, strides[rank], contiguous]
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read_write> out: array<T>;
+@group(0) @binding(2) var<storage, read> params: array<u32>;
+
+var<workgroup> acc: array<T, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let g = wid.y * nwg.x + wid.x;
+    let nchunks = params[2];
+    if (g >= params[0] * nchunks) { return; }
+    let inner = params[1];
+    let chunk_len = params[3];
+    let rank = params[4];
+    let off = params[5u + rank];
+    let contiguous = params[6u + 2u * rank] == 1u;
+    let row = g / nchunks;
+    let start = (g % nchunks) * chunk_len;
+    let end = min(inner, start + chunk_len);
+    var a = reduce_identity();
+    for (var r = start + lid; r < end; r = r + WG) {
+        let lin = row * inner + r;
+        var xi = off + lin;
+        if (!contiguous) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
+        a = reduce_combine(a, x[xi]);
+    }
+    acc[lid] = a;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) { acc[lid] = reduce_combine(acc[lid], acc[lid + s]); }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { out[g] = acc[0]; }
+}

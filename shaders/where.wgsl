@@ -1,0 +1,27 @@
+// out[i] = cond[i] != 0 ? a[i] : b[i], all three strided and broadcast.
+// params: [numel, rank, contiguous, 0, shape[rank], (off, strides[rank]) for cond, a, b]
+@group(0) @binding(0) var<storage, read> cond: array<T>;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(4) var<storage, read> params: array<u32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= params[0]) { return; }
+    let rank = params[1];
+    let c_at = 4u + rank;
+    let a_at = c_at + 1u + rank;
+    let b_at = a_at + 1u + rank;
+    var ci = params[c_at] + i;
+    var ai = params[a_at] + i;
+    var bi = params[b_at] + i;
+    if (params[2] == 0u) {
+        ci = strided_offset(i, rank, 4u, c_at + 1u, params[c_at]);
+        ai = strided_offset(i, rank, 4u, a_at + 1u, params[a_at]);
+        bi = strided_offset(i, rank, 4u, b_at + 1u, params[b_at]);
+    }
+    out[i] = select(b[bi], a[ai], cond[ci] != T(0));
+}

@@ -1,0 +1,185 @@
+//! The CPU reference backend: every op computed in f64 from strided views and rounded to
+//! the tensor's dtype (so f32 results are the correctly rounded reference); matmul runs a
+//! blocked GEMM (`matrixmultiply`) in the tensor's own precision.
+use crate::storage::CpuStorage;
+use crate::{DType, Layout};
+use wgrad_kernels::{BinaryOp, UnaryOp};
+
+/// The elements of a view, row-major, widened to f64.
+pub fn read(s: &CpuStorage, l: &Layout) -> Vec<f64> {
+    if l.is_contiguous() {
+        let n = l.numel();
+        return (l.offset..l.offset + n).map(|i| s.get(i)).collect();
+    }
+    l.offsets().into_iter().map(|o| s.get(o)).collect()
+}
+
+pub fn pow_num(x: f64, y: f64) -> f64 {
+    x.powf(y)
+}
+
+pub fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+pub fn min_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// The scalar function of each unary op; `s` is the scalar operand of the scalar forms.
+pub fn unary_fn(op: UnaryOp, x: f64, s: f64) -> f64 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Relu => {
+            if x <= 0.0 {
+                0.0
+            } else {
+                x
+            }
+        }
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Recip => 1.0 / x,
+        UnaryOp::Sign => {
+            if x.is_nan() {
+                x
+            } else if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::AddScalar => x + s,
+        UnaryOp::MulScalar => x * s,
+        UnaryOp::PowScalar => pow_num(x, s),
+        UnaryOp::RPowScalar => pow_num(s, x),
+    }
+}
+
+pub fn binary_fn(op: BinaryOp, a: f64, b: f64) -> f64 {
+    let mask = |c: bool| if c { 1.0 } else { 0.0 };
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Pow => pow_num(a, b),
+        BinaryOp::Maximum => max_nan(a, b),
+        BinaryOp::Minimum => min_nan(a, b),
+        BinaryOp::Eq => mask(a == b),
+        BinaryOp::Ne => mask(a != b),
+        BinaryOp::Lt => mask(a < b),
+        BinaryOp::Le => mask(a <= b),
+        BinaryOp::Gt => mask(a > b),
+        BinaryOp::Ge => mask(a >= b),
+    }
+}
+
+/// out[i] = f(x[i]) with the result in `dtype`. In f32, rounding each step as the GPU does
+/// is not needed for a reference: one correctly rounded result is the target.
+pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64) -> CpuStorage {
+    CpuStorage::from_f64(read(s, l).into_iter().map(f).collect(), dtype)
+}
+
+pub fn zip(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, f: impl Fn(f64, f64) -> f64) -> CpuStorage {
+    let va = read(a.0, a.1);
+    let vb = read(b.0, b.1);
+    CpuStorage::from_f64(va.into_iter().zip(vb).map(|(x, y)| f(x, y)).collect(), dtype)
+}
+
+/// Rows of `inner` values (reduced axes already permuted last) reduced by `f`.
+pub fn reduce_rows(vals: &[f64], inner: usize, outer: usize, init: f64, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    (0..outer).map(|o| vals[o * inner..(o + 1) * inner].iter().fold(init, |a, &b| f(a, b))).collect()
+}
+
+/// Index of the best element of each row (first on ties, NaN wins).
+pub fn arg_rows(vals: &[f64], inner: usize, outer: usize, better: impl Fn(f64, f64) -> bool) -> Vec<f64> {
+    (0..outer)
+        .map(|o| {
+            let row = &vals[o * inner..(o + 1) * inner];
+            let mut best = 0;
+            for (i, &v) in row.iter().enumerate().skip(1) {
+                let b = row[best];
+                if b.is_nan() {
+                    break;
+                }
+                if v.is_nan() || better(v, b) {
+                    best = i;
+                }
+            }
+            best as f64
+        })
+        .collect()
+}
+
+/// C = A @ B for each batch; offsets index the batch's first element; strides in elements.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    a: &CpuStorage,
+    b: &CpuStorage,
+    a_offsets: &[usize],
+    b_offsets: &[usize],
+    (a_rs, a_cs): (usize, usize),
+    (b_rs, b_cs): (usize, usize),
+    m: usize,
+    k: usize,
+    n: usize,
+) -> CpuStorage {
+    let batch = a_offsets.len();
+    match (a, b) {
+        (CpuStorage::F32(av), CpuStorage::F32(bv)) => {
+            let mut c = vec![0f32; batch * m * n];
+            for i in 0..batch {
+                if m * n * k == 0 {
+                    continue;
+                }
+                // SAFETY: offsets and strides describe views inside av / bv (checked by the
+                // layouts); c is a fresh contiguous m x n block per batch.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m, k, n, 1.0,
+                        av.as_ptr().add(a_offsets[i]), a_rs as isize, a_cs as isize,
+                        bv.as_ptr().add(b_offsets[i]), b_rs as isize, b_cs as isize,
+                        0.0, c.as_mut_ptr().add(i * m * n), n as isize, 1,
+                    );
+                }
+            }
+            CpuStorage::F32(c)
+        }
+        (CpuStorage::F64(av), CpuStorage::F64(bv)) => {
+            let mut c = vec![0f64; batch * m * n];
+            for i in 0..batch {
+                if m * n * k == 0 {
+                    continue;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    matrixmultiply::dgemm(
+                        m, k, n, 1.0,
+                        av.as_ptr().add(a_offsets[i]), a_rs as isize, a_cs as isize,
+                        bv.as_ptr().add(b_offsets[i]), b_rs as isize, b_cs as isize,
+                        0.0, c.as_mut_ptr().add(i * m * n), n as isize, 1,
+                    );
+                }
+            }
+            CpuStorage::F64(c)
+        }
+        _ => unreachable!("matmul dtypes are checked before the backend runs"),
+    }
+}

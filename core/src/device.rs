@@ -1,0 +1,121 @@
+//! Where tensors live: the CPU reference backend or one wgpu device.
+use crate::Result;
+use std::sync::{Arc, OnceLock};
+pub use wgrad_kernels::{AdapterSummary, Context, Counters};
+
+/// A compute device. Cloning is cheap; GPU devices compare equal when they share a context.
+#[derive(Clone)]
+pub enum Device {
+    Cpu,
+    Gpu(Arc<Context>),
+}
+
+static DEFAULT_GPU: OnceLock<std::result::Result<Arc<Context>, wgrad_kernels::KernelError>> = OnceLock::new();
+
+impl Device {
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    /// The process-wide default GPU device (created once; `WGRAD_ADAPTER` picks the adapter).
+    /// Errs with instructions when no adapter exists.
+    pub fn gpu() -> Result<Device> {
+        let ctx = DEFAULT_GPU.get_or_init(Context::new).clone()?;
+        Ok(Device::Gpu(ctx))
+    }
+
+    /// A GPU device with a context of its own (its own wgpu device and queue).
+    pub fn new_gpu() -> Result<Device> {
+        Ok(Device::Gpu(Context::new()?))
+    }
+
+    /// Run on the device and queue a host application created (no device of wgrad's own).
+    pub fn from_wgpu(device: wgpu_types::Device, queue: wgpu_types::Queue, info: &wgpu_types::AdapterInfo) -> Device {
+        Device::Gpu(Context::from_wgpu(device, queue, info))
+    }
+
+    /// The GPU when there is one, otherwise the CPU with a one-line notice on stderr.
+    pub fn best() -> Device {
+        match Device::gpu() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("wgrad: no GPU available, running on the CPU ({e})");
+                Device::Cpu
+            }
+        }
+    }
+
+    /// Parse `cpu`, `gpu` or `best` (for command-line flags).
+    pub fn from_name(name: &str) -> Result<Device> {
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Device::gpu(),
+            "best" => Ok(Device::best()),
+            other => Err(crate::Error::Invalid { op: "Device::from_name", msg: format!("unknown device '{other}' (cpu, gpu or best)") }),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Gpu(_))
+    }
+
+    pub fn context(&self) -> Option<&Arc<Context>> {
+        match self {
+            Device::Gpu(c) => Some(c),
+            Device::Cpu => None,
+        }
+    }
+
+    /// Runtime counters of a GPU device (zeros on the CPU).
+    pub fn counters(&self) -> Counters {
+        self.context().map(|c| c.counters()).unwrap_or_default()
+    }
+
+    /// Submit queued GPU work without waiting.
+    pub fn flush(&self) -> Result<()> {
+        if let Some(c) = self.context() {
+            c.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Wait until all queued GPU work has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        if let Some(c) = self.context() {
+            c.synchronize()?;
+        }
+        Ok(())
+    }
+
+    /// A human-readable name: `cpu` or the adapter's name and backend.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".to_string(),
+            Device::Gpu(c) => format!("{} ({})", c.adapter().name, c.adapter().backend),
+        }
+    }
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Device) -> bool {
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            (Device::Gpu(a), Device::Gpu(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name())
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name())
+    }
+}
+
+use wgrad_kernels::wgpu as wgpu_types;

@@ -1,0 +1,36 @@
+use thiserror::Error;
+pub use wgrad_kernels::KernelError;
+
+/// The one public error type of wgrad. Variants name the op and the offending values.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum Error {
+    #[error("{op}: shapes {lhs:?} and {rhs:?} do not broadcast")]
+    Broadcast { op: &'static str, lhs: Vec<usize>, rhs: Vec<usize> },
+    #[error("{op}: shapes {lhs:?} and {rhs:?} are incompatible: {msg}")]
+    ShapeMismatch { op: &'static str, lhs: Vec<usize>, rhs: Vec<usize>, msg: String },
+    #[error("{op}: {got} elements do not fill shape {shape:?} ({expected} elements)")]
+    ElementCount { op: &'static str, shape: Vec<usize>, got: usize, expected: usize },
+    #[error("{op}: axis {axis} is out of range for rank {rank}")]
+    AxisOutOfRange { op: &'static str, axis: isize, rank: usize },
+    #[error("{op}: range {start}..{end} is out of bounds for axis {axis} of size {size}")]
+    SliceOutOfRange { op: &'static str, axis: usize, start: usize, end: usize, size: usize },
+    #[error("{op}: {msg}")]
+    Empty { op: &'static str, msg: String },
+    #[error("{op}: index {index} is out of range for an axis of size {size}")]
+    IndexOutOfRange { op: &'static str, index: u64, size: usize },
+    #[error("{op}: dtypes {lhs:?} and {rhs:?} differ; convert explicitly with to_dtype")]
+    DTypeMismatch { op: &'static str, lhs: crate::DType, rhs: crate::DType },
+    #[error("{op}: tensors are on different devices ({lhs} and {rhs}); move one with to_device")]
+    DeviceMismatch { op: &'static str, lhs: String, rhs: String },
+    #[error("{op}: dtype {dtype:?} is not supported on {device}{why}")]
+    UnsupportedDType { op: &'static str, dtype: crate::DType, device: String, why: String },
+    #[error("{op}: derivative of order {order} is not implemented")]
+    NotDifferentiable { op: String, order: usize },
+    #[error("{op}: {msg}")]
+    Invalid { op: &'static str, msg: String },
+    #[error(transparent)]
+    Gpu(#[from] KernelError),
+}
+
+/// `Result` with wgrad's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

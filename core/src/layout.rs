@@ -1,0 +1,83 @@
+//! Strided views: shape, strides (in elements, 0 on broadcast dims) and offset.
+use crate::shape::{contiguous_strides, numel};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub offset: usize,
+}
+
+impl Layout {
+    pub fn contiguous(shape: &[usize]) -> Layout {
+        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+    }
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+    pub fn is_contiguous(&self) -> bool {
+        wgrad_kernels::is_contiguous(&self.shape, &self.strides)
+    }
+    /// Element offsets in row-major order of the view.
+    pub fn offsets(&self) -> Vec<usize> {
+        let n = self.numel();
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        let rank = self.shape.len();
+        let mut idx = vec![0usize; rank];
+        let mut off = self.offset;
+        for _ in 0..n {
+            out.push(off);
+            for d in (0..rank).rev() {
+                idx[d] += 1;
+                off += self.strides[d];
+                if idx[d] < self.shape[d] {
+                    break;
+                }
+                off -= self.strides[d] * self.shape[d];
+                idx[d] = 0;
+            }
+        }
+        out
+    }
+    pub fn permute(&self, perm: &[usize]) -> Layout {
+        Layout {
+            shape: perm.iter().map(|&p| self.shape[p]).collect(),
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+            offset: self.offset,
+        }
+    }
+    /// View as `shape` by broadcasting (caller checked compatibility).
+    pub fn broadcast_to(&self, shape: &[usize]) -> Layout {
+        let extra = shape.len() - self.shape.len();
+        let mut strides = vec![0; shape.len()];
+        for i in 0..self.shape.len() {
+            strides[extra + i] = if self.shape[i] == 1 && shape[extra + i] != 1 { 0 } else { self.strides[i] };
+        }
+        Layout { shape: shape.to_vec(), strides, offset: self.offset }
+    }
+    pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Layout {
+        let mut l = self.clone();
+        l.offset += start * self.strides[axis];
+        l.shape[axis] = len;
+        l
+    }
+    /// A reshape that keeps the data in place; None when the view is not contiguous.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Option<Layout>> {
+        if numel(shape) != self.numel() {
+            return Err(Error::ElementCount {
+                op: "reshape",
+                shape: shape.to_vec(),
+                got: self.numel(),
+                expected: numel(shape),
+            });
+        }
+        if self.is_contiguous() {
+            return Ok(Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset }));
+        }
+        Ok(None)
+    }
+}

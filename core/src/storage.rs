@@ -1,0 +1,59 @@
+//! The data behind a tensor: a host vector or a pooled GPU buffer, shared by views.
+use crate::DType;
+use std::sync::Arc;
+use wgrad_kernels::GpuBuffer;
+
+#[derive(Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    U32(Vec<u32>),
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::U32(_) => DType::U32,
+        }
+    }
+    /// Element at `i` widened to f64 (exact for every dtype).
+    #[inline]
+    pub fn get(&self, i: usize) -> f64 {
+        match self {
+            CpuStorage::F32(v) => v[i] as f64,
+            CpuStorage::F64(v) => v[i],
+            CpuStorage::U32(v) => v[i] as f64,
+        }
+    }
+    /// Build storage of `dtype` from f64 values (rounded to the dtype).
+    pub fn from_f64(values: Vec<f64>, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(values.into_iter().map(|v| v as f32).collect()),
+            DType::F64 => CpuStorage::F64(values),
+            DType::U32 => CpuStorage::U32(values.into_iter().map(|v| v as u32).collect()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Cpu(Arc<CpuStorage>),
+    Gpu(Arc<GpuBuffer>),
+}
+
+impl Storage {
+    pub fn gpu(&self) -> Option<&GpuBuffer> {
+        match self {
+            Storage::Gpu(b) => Some(b),
+            Storage::Cpu(_) => None,
+        }
+    }
+    pub fn cpu(&self) -> Option<&CpuStorage> {
+        match self {
+            Storage::Cpu(c) => Some(c),
+            Storage::Gpu(_) => None,
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The one user-facing tensor type.
+use crate::graph::{self, Node, Op, SavedOutput};
+use crate::shape::numel;
+use crate::storage::{CpuStorage, Storage};
+use crate::{DType, Device, Element, Error, Layout, Result};
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+pub(crate) struct Inner {
+    pub(crate) storage: Storage,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) node: Option<Arc<Node>>,
+    /// For u32 tensors: a known exclusive upper bound of the values (host data, argmax),
+    /// so index ops can check bounds without reading the GPU back.
+    pub(crate) index_bound: Option<u32>,
+}
+
+/// An n-dimensional array on a [`Device`], cheap to clone (views share storage).
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Inner>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {:?}, {}{})", self.shape(), self.dtype(), self.device(), if self.node().is_some() { ", tracked" } else { "" })
+    }
+}
+
+impl Tensor {
+    pub(crate) fn from_parts(storage: Storage, layout: Layout, dtype: DType, device: Device, node: Option<Arc<Node>>) -> Tensor {
+        Tensor(Arc::new(Inner { storage, layout, dtype, device, node, index_bound: None }))
+    }
+
+    /// Known exclusive upper bound of a u32 tensor's values.
+    pub fn index_bound(&self) -> Option<u32> {
+        self.0.index_bound
+    }
+
+    pub(crate) fn with_index_bound(self, bound: Option<u32>) -> Tensor {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                inner.index_bound = bound;
+                Tensor(Arc::new(inner))
+            }
+            Err(shared) => {
+                let t = Tensor(shared);
+                let mut n = Tensor::from_parts(t.0.storage.clone(), t.0.layout.clone(), t.0.dtype, t.0.device.clone(), t.0.node.clone());
+                Arc::get_mut(&mut n.0).expect("fresh").index_bound = bound;
+                n
+            }
+        }
+    }
+
+    /// A fresh contiguous tensor of `shape` around `storage`.
+    pub(crate) fn new_contiguous(storage: Storage, shape: &[usize], dtype: DType, device: Device) -> Tensor {
+        Tensor::from_parts(storage, Layout::contiguous(shape), dtype, device, None)
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.0.layout.shape
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.shape()
+    }
+    pub fn rank(&self) -> usize {
+        self.shape().len()
+    }
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+    /// The graph node of a tracked tensor.
+    pub fn node(&self) -> Option<&Arc<Node>> {
+        self.0.node.as_ref()
+    }
+    pub fn is_tracked(&self) -> bool {
+        self.0.node.is_some()
+    }
+
+    /// The same data with another node (or none).
+    pub fn with_node(&self, node: Option<Arc<Node>>) -> Tensor {
+        Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype, self.0.device.clone(), node)
+            .with_index_bound(self.0.index_bound)
+    }
+
+    /// The same data cut off from the graph: no gradient flows through it.
+    pub fn detach(&self) -> Tensor {
+        self.with_node(None)
+    }
+
+    /// Alias of [`Tensor::detach`], named as in JAX.
+    pub fn stop_gradient(&self) -> Tensor {
+        self.detach()
+    }
+
+    pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
+        Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype, self.0.device.clone(), None)
+            .with_index_bound(self.0.index_bound)
+    }
+
+    pub(crate) fn saved_output(&self) -> SavedOutput {
+        SavedOutput {
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            dtype: self.0.dtype,
+            device: self.0.device.clone(),
+        }
+    }
+
+    /// Used by Node's iterative drop: the node, if this was the last handle to the tensor.
+    pub(crate) fn take_node_if_unique(self) -> Option<Arc<Node>> {
+        Arc::into_inner(self.0).and_then(|mut inner| inner.node.take())
+    }
+
+    // ---------------------------------------------------------------- constructors
+
+    /// A tensor holding a copy of `data` laid out as `shape`.
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: &Device) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::ElementCount { op: "from_slice", shape: shape.to_vec(), got: data.len(), expected: numel(shape) });
+        }
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(Arc::new(match T::DTYPE {
+                DType::F32 => CpuStorage::F32(bytemuck::cast_slice(data).to_vec()),
+                DType::F64 => CpuStorage::F64(bytemuck::cast_slice(data).to_vec()),
+                DType::U32 => CpuStorage::U32(bytemuck::cast_slice(data).to_vec()),
+            })),
+            Device::Gpu(ctx) => {
+                check_gpu_dtype("from_slice", T::DTYPE, device)?;
+                Storage::Gpu(Arc::new(ctx.upload(bytemuck::cast_slice(data))?))
+            }
+        };
+        let t = Tensor::new_contiguous(storage, shape, T::DTYPE, device.clone());
+        if T::DTYPE == DType::U32 {
+            let max = bytemuck::cast_slice::<T, u32>(data).iter().max().copied();
+            return Ok(t.with_index_bound(max.map(|m| m.saturating_add(1))));
+        }
+        Ok(t)
+    }
+
+    /// A 0-d tensor.
+    pub fn scalar<T: Element>(value: T, device: &Device) -> Result<Tensor> {
+        Tensor::from_slice(&[value], &[], device)
+    }
+
+    /// A tensor of `shape` filled with `value` (converted to `dtype`).
+    pub fn full(value: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => {
+                let s = CpuStorage::from_f64(vec![value; numel(shape)], dtype);
+                Ok(Tensor::new_contiguous(Storage::Cpu(Arc::new(s)), shape, dtype, device.clone()))
+            }
+            Device::Gpu(ctx) => {
+                check_gpu_dtype("full", dtype, device)?;
+                if dtype == DType::U32 {
+                    let data = vec![value as u32; numel(shape)];
+                    return Tensor::from_slice(&data, shape, device);
+                }
+                let buf = ctx.fill(numel(shape), value as f32)?;
+                Ok(Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), shape, dtype, device.clone()))
+            }
+        }
+    }
+
+    pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(0.0, shape, dtype, device)
+    }
+    pub fn ones(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(1.0, shape, dtype, device)
+    }
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros(self.shape(), self.dtype(), self.device())
+    }
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Tensor::ones(self.shape(), self.dtype(), self.device())
+    }
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
+        Tensor::full(value, self.shape(), self.dtype(), self.device())
+    }
+
+    /// 0, 1, ..., n-1.
+    pub fn arange(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+        let v: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        Tensor::from_f64_vec(v, &[n], dtype, device)
+    }
+
+    pub(crate) fn from_f64_vec(v: Vec<f64>, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => Tensor::from_slice(&v.iter().map(|&x| x as f32).collect::<Vec<_>>(), shape, device),
+            DType::F64 => Tensor::from_slice(&v, shape, device),
+            DType::U32 => Tensor::from_slice(&v.iter().map(|&x| x as u32).collect::<Vec<_>>(), shape, device),
+        }
+    }
+
+    /// Uniform samples in [low, high), reproducible for a seed on every device.
+    pub fn rand(shape: &[usize], low: f64, high: f64, seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f64> = (0..numel(shape)).map(|_| rng.random_range(low..high)).collect();
+        Tensor::from_f64_vec(v, shape, dtype, device)
+    }
+
+    /// Standard normal samples, reproducible for a seed on every device.
+    pub fn randn(shape: &[usize], seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
+        use rand_distr::Distribution;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let normal = rand_distr::StandardNormal;
+        let v: Vec<f64> = (0..numel(shape)).map(|_| normal.sample(&mut rng)).collect();
+        Tensor::from_f64_vec(v, shape, dtype, device)
+    }
+
+    // ---------------------------------------------------------------- reading back
+
+    /// The elements in row-major order. `T` must be the tensor's dtype.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
+        }
+        match self.storage() {
+            Storage::Cpu(s) => {
+                let offs = self.layout().offsets();
+                Ok(match &**s {
+                    CpuStorage::F32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
+                    CpuStorage::F64(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
+                    CpuStorage::U32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
+                })
+            }
+            Storage::Gpu(buf) => {
+                let n = self.numel();
+                if n == 0 {
+                    return Ok(Vec::new());
+                }
+                let ctx = buf.context().clone();
+                let t = if self.layout().is_contiguous() { self.clone() } else { graph::no_grad(|| self.contiguous())? };
+                let tb = t.storage().gpu().expect("gpu storage");
+                let bytes = ctx.read(tb, (t.layout().offset * 4) as u64, (n * 4) as u64)?;
+                Ok(bytemuck::pod_collect_to_vec(&bytes))
+            }
+        }
+    }
+
+    /// Elements widened to f64 (any dtype).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        match self.dtype() {
+            DType::F32 => Ok(self.to_vec::<f32>()?.into_iter().map(|x| x as f64).collect()),
+            DType::F64 => self.to_vec::<f64>(),
+            DType::U32 => Ok(self.to_vec::<u32>()?.into_iter().map(|x| x as f64).collect()),
+        }
+    }
+
+    /// The value of a one-element tensor.
+    pub fn to_scalar<T: Element>(&self) -> Result<T> {
+        if self.numel() != 1 {
+            return Err(Error::Invalid { op: "to_scalar", msg: format!("tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel()) });
+        }
+        Ok(self.to_vec::<T>()?[0])
+    }
+
+    // ---------------------------------------------------------------- conversions
+
+    /// A copy on `device` (differentiable: the gradient moves back).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        check_gpu_dtype("to_device", self.dtype(), device)?;
+        let out = match self.dtype() {
+            DType::F32 => Tensor::from_slice(&self.to_vec::<f32>()?, self.shape(), device)?,
+            DType::F64 => Tensor::from_slice(&self.to_vec::<f64>()?, self.shape(), device)?,
+            DType::U32 => Tensor::from_slice(&self.to_vec::<u32>()?, self.shape(), device)?,
+        };
+        Ok(graph::record(out, Op::ToDevice(self.device().clone()), &[self], &[false], false))
+    }
+
+    /// A copy converted to `dtype` (float to u32 truncates; differentiable between floats).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let out = match self.storage() {
+            Storage::Cpu(s) => {
+                let vals: Vec<f64> = self.layout().offsets().into_iter().map(|o| s.get(o)).collect();
+                let vals = if dtype == DType::U32 { vals.into_iter().map(|v| if v.is_nan() || v < 0.0 { 0.0 } else { v.trunc() }).collect() } else { vals };
+                Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(vals, dtype))), self.shape(), dtype, Device::Cpu)
+            }
+            Storage::Gpu(buf) => {
+                check_gpu_dtype("to_dtype", dtype, self.device())?;
+                let ctx = buf.context();
+                let kd = |d: DType| if d == DType::U32 { wgrad_kernels::KDType::U32 } else { wgrad_kernels::KDType::F32 };
+                let out = ctx.cast(kd(self.dtype()), kd(dtype), self.view(), self.shape())?;
+                Tensor::new_contiguous(Storage::Gpu(Arc::new(out)), self.shape(), dtype, self.device().clone())
+            }
+        };
+        let differentiable = dtype.is_float() && self.dtype().is_float();
+        if !differentiable {
+            return Ok(out);
+        }
+        Ok(graph::record(out, Op::ToDtype, &[self], &[false], false))
+    }
+
+    /// The GPU view of this tensor (panics on a CPU tensor: internal use after a device check).
+    pub(crate) fn view(&self) -> wgrad_kernels::View<'_> {
+        wgrad_kernels::View {
+            buffer: self.storage().gpu().expect("GPU tensor"),
+            offset: self.layout().offset,
+            strides: &self.layout().strides,
+        }
+    }
+}
+
+/// Errs when `dtype` cannot live on `device`.
+pub(crate) fn check_gpu_dtype(op: &'static str, dtype: DType, device: &Device) -> Result<()> {
+    if device.is_gpu() && dtype == DType::F64 {
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            device: device.name(),
+            why: " (WGSL kernels compute in f32; use DType::F32 on the GPU or the CPU device for f64)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Errs unless all tensors share one device and one dtype.
+pub(crate) fn check_same(op: &'static str, ts: &[&Tensor]) -> Result<()> {
+    let first = ts[0];
+    for t in &ts[1..] {
+        if t.device() != first.device() {
+            return Err(Error::DeviceMismatch { op, lhs: first.device().name(), rhs: t.device().name() });
+        }
+        if t.dtype() != first.dtype() {
+            return Err(Error::DTypeMismatch { op, lhs: first.dtype(), rhs: t.dtype() });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
+    if !t.dtype().is_float() {
+        return Err(Error::UnsupportedDType { op, dtype: t.dtype(), device: t.device().name(), why: " (a float dtype is needed)".into() });
+    }
+    Ok(())
+}

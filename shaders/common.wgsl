@@ -22,8 +22,9 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid;
 }
 
+// Checked on the bits: drivers may compile `x != x` assuming no NaNs exist.
 fn is_nan(x: T) -> bool {
-    return x != x;
+    return (bitcast<u32>(f32(x)) & 0x7fffffffu) > 0x7f800000u;
 }
 
 fn neg_inf() -> T {
@@ -41,11 +42,13 @@ fn nan_value() -> T {
 // NaN-propagating max/min (WGSL's max/min may drop NaN, PyTorch propagates it).
 fn max_nan(a: T, b: T) -> T {
     if (is_nan(a)) { return a; }
+    if (is_nan(b)) { return b; }
     return select(b, a, a >= b);
 }
 
 fn min_nan(a: T, b: T) -> T {
     if (is_nan(a)) { return a; }
+    if (is_nan(b)) { return b; }
     return select(b, a, a <= b);
 }
 

@@ -26,6 +26,10 @@ pub enum Error {
     UnsupportedDType { op: &'static str, dtype: crate::DType, device: String, why: String },
     #[error("{op}: derivative of order {order} is not implemented")]
     NotDifferentiable { op: String, order: usize },
+    #[error("check_grads: order-{order} derivative disagrees with central differences: \
+             <u, J^T v> = {analytic:e} but the finite-difference value is {numeric:e} \
+             (|difference| {diff:e} > tolerance {tol:e})")]
+    GradCheck { order: usize, analytic: f64, numeric: f64, diff: f64, tol: f64 },
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
     #[error(transparent)]

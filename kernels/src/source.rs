@@ -60,7 +60,7 @@ op_enum!(
         Abs => "return abs(x);",
         Tanh => "return tanh_safe(x);",
         Sigmoid => "return sigmoid_safe(x);",
-        Relu => "return select(T(0), x, !(x <= T(0)));",
+        Relu => "if (is_nan(x)) { return x; } return select(T(0), x, x > T(0));",
         Sin => "return sin(x);",
         Cos => "return cos(x);",
         Recip => "return T(1) / x;",

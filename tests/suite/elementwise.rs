@@ -1,0 +1,141 @@
+use crate::common::*;
+use wgrad::kernels::{BinaryOp, UnaryOp};
+use wgrad::{DType, Tensor};
+
+const SIZES: &[usize] = &[0, 1, 7, 63, 64, 65, 255, 256, 257, 1031];
+
+fn unary_domain(op: UnaryOp) -> (f64, f64) {
+    match op {
+        UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::PowScalar => (0.1, 4.0),
+        UnaryOp::Recip => (0.5, 3.0),
+        _ => (-4.0, 4.0),
+    }
+}
+
+fn unary_tol(op: UnaryOp) -> (f64, f64) {
+    match op {
+        UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::AddScalar | UnaryOp::MulScalar => (1e-6, 1e-6),
+        // sin/cos/tanh lowerings on some drivers are accurate in absolute, not relative, terms near 0
+        _ => (2e-5, 2e-6),
+    }
+}
+
+#[test]
+fn unary_ops_match_the_cpu_reference_at_boundary_sizes() {
+    with_gpu!(g);
+    for &op in UnaryOp::ALL {
+        let (lo, hi) = unary_domain(op);
+        let s = if matches!(op, UnaryOp::PowScalar | UnaryOp::RPowScalar) { 1.7 } else { 0.75 };
+        for &n in SIZES {
+            let (r, d) = pair(&[n], lo, hi, &g);
+            let want = rounded(&rounded(&r).unary(op, s).unwrap());
+            let got = d.unary(op, s).unwrap();
+            let (rtol, atol) = unary_tol(op);
+            assert_close(&got, &want, rtol, atol, &format!("{op:?} n={n}"));
+        }
+    }
+}
+
+#[test]
+fn binary_ops_broadcast_like_numpy() {
+    with_gpu!(g);
+    let shapes: &[(&[usize], &[usize])] = &[(&[5, 7], &[5, 7]), (&[5, 1], &[1, 7]), (&[3, 4, 5], &[5]), (&[], &[6, 2]), (&[2, 1, 3], &[4, 1])];
+    for &op in BinaryOp::ALL {
+        for &(sa, sb) in shapes {
+            let (lo, hi) = if op == BinaryOp::Pow { (0.2, 2.0) } else { (-3.0, 3.0) };
+            let (ra, da) = pair(sa, lo, hi, &g);
+            let (rb, db) = pair(sb, lo, hi, &g);
+            let want = rounded(&rounded(&ra).binary(op, &rounded(&rb)).unwrap());
+            let got = da.binary(op, &db).unwrap();
+            let tol = if op == BinaryOp::Pow { 2e-5 } else { 1e-6 };
+            assert_close(&got, &want, tol, 1e-6, &format!("{op:?} {sa:?} {sb:?}"));
+        }
+    }
+}
+
+#[test]
+fn strided_transposed_sliced_and_broadcast_inputs() {
+    with_gpu!(g);
+    let (r, d) = pair(&[6, 9], -2.0, 2.0, &g);
+    let (rr, dd) = (rounded(&r), d.clone());
+    // transposed
+    assert_close(&dd.t().unwrap().exp().unwrap(), &rounded(&rr.t().unwrap().exp().unwrap()), 2e-5, 1e-6, "exp of transpose");
+    // sliced
+    let sl = |t: &wgrad::Tensor| t.narrow(1, 2, 5).unwrap().narrow(0, 1, 4).unwrap();
+    assert_close(&sl(&dd).mul(&sl(&dd)).unwrap(), &rounded(&sl(&rr).mul(&sl(&rr)).unwrap()), 1e-6, 1e-6, "mul of slices");
+    // broadcast (stride 0) operand
+    let row = dd.narrow(0, 0, 1).unwrap().broadcast_to(&[6, 9]).unwrap();
+    let rrow = rr.narrow(0, 0, 1).unwrap().broadcast_to(&[6, 9]).unwrap();
+    assert_close(&row.sub(&dd).unwrap(), &rounded(&rrow.sub(&rr).unwrap()), 1e-6, 1e-6, "sub of broadcast");
+    // transposed + broadcast mixed
+    assert_close(&dd.t().unwrap().add(&row.t().unwrap()).unwrap(), &rounded(&rr.t().unwrap().add(&rrow.t().unwrap()).unwrap()), 1e-6, 1e-6, "mixed");
+}
+
+#[test]
+fn a_grid_over_65535_workgroups_is_folded_and_fully_written() {
+    with_gpu!(g);
+    // 65,535 * 256 + 1000 elements needs more than 65,535 workgroups in one dimension.
+    let n = 65_535 * 256 + 1000;
+    let x = Tensor::full(1.5, &[n], DType::F32, &g).unwrap();
+    let y = x.add_scalar(1.0).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(y.len(), n);
+    assert!(y.iter().all(|&v| v == 2.5), "an element was not written");
+}
+
+#[test]
+fn nan_and_inf_propagate_like_pytorch() {
+    with_gpu!(g);
+    for dev in [g.clone(), cpu()] {
+        let x = Tensor::from_slice(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0, 2.0], &[5], &dev).unwrap();
+        let relu = x.relu().unwrap().to_vec::<f32>().unwrap();
+        assert!(relu[0].is_nan(), "relu(NaN) must be NaN on {dev}");
+        assert_eq!(&relu[1..], &[f32::INFINITY, 0.0, 0.0, 2.0]);
+        let y = Tensor::from_slice(&[0.0f32, f32::NAN, 1.0, f32::NAN, 1.0], &[5], &dev).unwrap();
+        let mx = x.maximum(&y).unwrap().to_vec::<f32>().unwrap();
+        assert!(mx[0].is_nan() && mx[1].is_nan() && mx[3].is_nan(), "maximum with NaN is NaN on {dev}: {mx:?}");
+        assert_eq!(mx[2], 1.0);
+        let mn = x.minimum(&y).unwrap().to_vec::<f32>().unwrap();
+        assert!(mn[0].is_nan() && mn[1].is_nan() && mn[3].is_nan(), "minimum with NaN is NaN on {dev}: {mn:?}");
+        let th = Tensor::from_slice(&[100.0f32, -100.0, f32::NAN], &[3], &dev).unwrap().tanh().unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(&th[..2], &[1.0, -1.0]);
+        assert!(th[2].is_nan());
+        let sg = Tensor::from_slice(&[100.0f32, -100.0], &[2], &dev).unwrap().sigmoid().unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(sg[0], 1.0);
+        assert!(sg[1] >= 0.0 && sg[1] < 1e-40);
+    }
+}
+
+#[test]
+fn where_and_comparisons_give_masks() {
+    with_gpu!(g);
+    for dev in [g.clone(), cpu()] {
+        let a = Tensor::from_slice(&[1.0f32, 5.0, 3.0], &[3], &dev).unwrap();
+        let b = Tensor::from_slice(&[2.0f32, 5.0, 1.0], &[3], &dev).unwrap();
+        assert_eq!(a.lt(&b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 0.0, 0.0]);
+        assert_eq!(a.ge(&b).unwrap().to_vec::<f32>().unwrap(), vec![0.0, 1.0, 1.0]);
+        assert_eq!(a.eq(&b).unwrap().to_vec::<f32>().unwrap(), vec![0.0, 1.0, 0.0]);
+        let m = a.gt(&b).unwrap();
+        // broadcast scalar branch
+        let z = Tensor::zeros(&[], DType::F32, &dev).unwrap();
+        assert_eq!(m.where_(&a, &z).unwrap().to_vec::<f32>().unwrap(), vec![0.0, 0.0, 3.0]);
+        // u32 labels compare as a float mask
+        let p = Tensor::from_slice(&[1u32, 2, 3], &[3], &dev).unwrap();
+        let l = Tensor::from_slice(&[1u32, 0, 3], &[3], &dev).unwrap();
+        assert_eq!(p.eq(&l).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 0.0, 1.0]);
+    }
+}
+
+#[test]
+fn hand_computed_values() {
+    with_gpu!(g);
+    for dev in [g.clone(), cpu()] {
+        let x = Tensor::from_slice(&[-2.0f32, 0.0, 3.0], &[3], &dev).unwrap();
+        // pow with integral exponents of negative bases follows numpy: (-2)^2 = 4, (-2)^3 = -8
+        assert_eq!(x.powf(2.0).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 0.0, 9.0]);
+        assert_eq!(x.powf(3.0).unwrap().to_vec::<f32>().unwrap(), vec![-8.0, 0.0, 27.0]);
+        assert_eq!(x.abs().unwrap().to_vec::<f32>().unwrap(), vec![2.0, 0.0, 3.0]);
+        assert_eq!(x.sign().unwrap().to_vec::<f32>().unwrap(), vec![-1.0, 0.0, 1.0]);
+        assert_eq!((&x * &x).unwrap().add_scalar(1.0).unwrap().to_vec::<f32>().unwrap(), vec![5.0, 1.0, 10.0]);
+        assert_eq!(x.clamp(-1.0, 1.0).unwrap().to_vec::<f32>().unwrap(), vec![-1.0, 0.0, 1.0]);
+    }
+}

@@ -1,0 +1,13 @@
+//! wgrad's integration suite: one binary (one link, one shared GPU device).
+//! GPU tests run on the default adapter (lavapipe on machines without a GPU) and FAIL
+//! when there is none, unless WGRAD_SKIP_GPU_TESTS=1 opts out explicitly.
+mod common;
+
+mod autograd_ops;
+mod autograd_transforms;
+mod elementwise;
+mod errors;
+mod matmul;
+mod movement_index;
+mod reduce;
+mod runtime;

@@ -1,0 +1,64 @@
+use crate::common::*;
+use wgrad::{DType, Tensor};
+
+/// TESTING.md bound: |err| <= k * 2^-24 * sum |a||b| per element.
+fn assert_matmul_close(got: &Tensor, a: &Tensor, b: &Tensor, what: &str) {
+    let want = a.matmul(b).unwrap();
+    let bound = a.abs().unwrap().matmul(&b.abs().unwrap()).unwrap().to_f64_vec().unwrap();
+    let k = a.shape()[a.rank() - 1].max(1) as f64;
+    let g = got.to_f64_vec().unwrap();
+    let w = want.to_f64_vec().unwrap();
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    for i in 0..w.len() {
+        let tol = k * 2f64.powi(-24) * bound[i] + 1e-30;
+        assert!((g[i] - w[i]).abs() <= tol, "{what}: element {i}: got {}, want {}, bound {tol}", g[i], w[i]);
+    }
+}
+
+#[test]
+fn matmul_matches_the_reference_at_boundary_sizes() {
+    with_gpu!(g);
+    for &(m, k, n) in &[(1, 1, 1), (7, 5, 3), (63, 64, 65), (64, 64, 64), (65, 17, 129), (1, 257, 1), (130, 3, 70)] {
+        let (ra, da) = pair(&[m, k], -1.0, 1.0, &g);
+        let (rb, db) = pair(&[k, n], -1.0, 1.0, &g);
+        assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), &format!("{m}x{k}x{n}"));
+    }
+}
+
+#[test]
+fn transposed_operands_need_no_copy() {
+    with_gpu!(g);
+    let (ra, da) = pair(&[40, 70], -1.0, 1.0, &g);
+    let (rb, db) = pair(&[50, 40], -1.0, 1.0, &g);
+    let before = g.counters();
+    let c = da.t().unwrap().matmul(&db.t().unwrap()).unwrap();
+    let after = g.counters();
+    assert_eq!(after.dispatches - before.dispatches, 1, "one matmul dispatch, no copies");
+    assert_matmul_close(&c, &rounded(&ra).t().unwrap(), &rounded(&rb).t().unwrap(), "A^T B^T");
+}
+
+#[test]
+fn batch_dims_broadcast() {
+    with_gpu!(g);
+    let cases: &[(&[usize], &[usize])] = &[(&[3, 4, 5], &[5, 6]), (&[2, 1, 4, 5], &[3, 5, 2]), (&[4, 5], &[2, 5, 3]), (&[5], &[5, 3]), (&[2, 4, 5], &[5])];
+    for &(sa, sb) in cases {
+        let (ra, da) = pair(sa, -1.0, 1.0, &g);
+        let (rb, db) = pair(sb, -1.0, 1.0, &g);
+        assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), &format!("{sa:?} @ {sb:?}"));
+    }
+    let a = Tensor::ones(&[2, 1, 4, 5], DType::F32, &g).unwrap();
+    let b = Tensor::ones(&[3, 5, 2], DType::F32, &g).unwrap();
+    assert_eq!(a.matmul(&b).unwrap().shape(), &[2, 3, 4, 2]);
+}
+
+#[test]
+fn empty_inner_dimension_gives_zeros() {
+    with_gpu!(g);
+    for dev in [g.clone(), cpu()] {
+        let a = Tensor::zeros(&[2, 0], DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(&[0, 3], DType::F32, &dev).unwrap();
+        let c = a.matmul(&b).unwrap();
+        assert_eq!(c.shape(), &[2, 3]);
+        assert_eq!(c.to_vec::<f32>().unwrap(), vec![0.0; 6], "on {dev}");
+    }
+}

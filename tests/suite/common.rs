@@ -70,3 +70,12 @@ pub fn assert_close(got: &Tensor, want: &Tensor, rtol: f64, atol: f64, what: &st
         assert!(ok, "{what}: element {i} of {:?}: got {a}, want {b} (rtol {rtol}, atol {atol})", want.shape());
     }
 }
+
+/// A GPU device with a context of its own, for tests that count work on the device
+/// (the shared device is used by tests running in parallel).
+pub fn fresh_gpu() -> Option<Device> {
+    gpu()?;
+    let d = Device::new_gpu().expect("a second device on the same adapter");
+    d.context().unwrap().set_poison_outputs(true);
+    Some(d)
+}

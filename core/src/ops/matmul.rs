@@ -16,13 +16,18 @@ impl Tensor {
         if self.rank() == 0 || rhs.rank() == 0 {
             return Err(Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec(), msg: "0-d operands have no matrix axes".into() });
         }
-        if self.rank() == 1 {
-            let r = self.unsqueeze(0)?.matmul(rhs)?;
-            return r.squeeze(-2);
-        }
-        if rhs.rank() == 1 {
-            let r = self.matmul(&rhs.unsqueeze(-1)?)?;
-            return r.squeeze(-1);
+        let (a1, b1) = (self.rank() == 1, rhs.rank() == 1);
+        if a1 || b1 {
+            let a = if a1 { self.unsqueeze(0)? } else { self.clone() };
+            let b = if b1 { rhs.unsqueeze(-1)? } else { rhs.clone() };
+            let mut r = a.matmul(&b)?;
+            if b1 {
+                r = r.squeeze(-1)?;
+            }
+            if a1 {
+                r = r.squeeze(if b1 { -1 } else { -2 })?;
+            }
+            return Ok(r);
         }
         let (ar, br) = (self.rank(), rhs.rank());
         let (m, k) = (self.shape()[ar - 2], self.shape()[ar - 1]);

@@ -59,8 +59,13 @@ impl Drop for GpuBuffer {
 }
 
 impl Context {
-    /// A buffer of at least `bytes` bytes from the pool (never zero-size).
+    /// A buffer of at least `bytes` bytes from the pool (never zero-size), safe to fill
+    /// with a queue write.
     pub fn alloc(self: &Arc<Self>, bytes: u64) -> KResult<GpuBuffer> {
+        self.alloc_for(bytes, true)
+    }
+
+    fn alloc_for(self: &Arc<Self>, bytes: u64, for_queue_write: bool) -> KResult<GpuBuffer> {
         self.check_health()?;
         let class = size_class(bytes);
         let max_binding = self.limits().max_storage_buffer_binding_size as u64;
@@ -74,10 +79,7 @@ impl Context {
         if class > self.limits().max_buffer_size {
             return Err(KernelError::BufferTooLarge { bytes, limit: "max_buffer_size", max: self.limits().max_buffer_size });
         }
-        let reused = {
-            let mut st = self.state.lock().unwrap();
-            st.free_lists().get_mut(&class).and_then(|v| v.pop())
-        };
+        let reused = self.state.lock().unwrap().take_free(class, for_queue_write);
         let buffer = match reused {
             Some(b) => b,
             None => {
@@ -100,10 +102,12 @@ impl Context {
         Ok(GpuBuffer { buffer: Some(buffer), class, ctx: self.clone(), external: false })
     }
 
-    /// An output buffer; poisoned with NaN bits when the poison test aid is on.
+    /// A buffer that only kernels will write; poisoned with NaN bits when the poison test
+    /// aid is on.
     pub fn alloc_output(self: &Arc<Self>, bytes: u64) -> KResult<GpuBuffer> {
-        let buf = self.alloc(bytes)?;
-        if self.poison_outputs() {
+        let poison = self.poison_outputs();
+        let buf = self.alloc_for(bytes, poison)?;
+        if poison {
             let words = vec![0x7fc0_0000u32; (buf.capacity() / 4) as usize];
             self.write(&buf, 0, bytemuck::cast_slice(&words));
         }

@@ -31,9 +31,11 @@ pub(crate) struct BatchState {
     /// Host copy of this batch's params; written to `params_buf` right before submit.
     params: Vec<u32>,
     params_buf: wgpu::Buffer,
-    /// Buffers dropped while the batch is open: the batch may still read them, and a
-    /// `write_buffer` into one would land before those reads, so they wait for the submit.
-    pending_free: Vec<(u64, wgpu::Buffer)>,
+    /// Buffers dropped while the batch is open. The batch may still read them, and a
+    /// `write_buffer` into one would land before those reads (queue writes run before the
+    /// batch's commands), so until the submit they are reused only as kernel outputs,
+    /// which the encoder orders after the earlier reads.
+    pending_free: HashMap<u64, Vec<wgpu::Buffer>>,
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     /// Set when a queue write must be flushed even without a command.
     dirty: bool,
@@ -156,7 +158,7 @@ impl Context {
                 dispatches: 0,
                 params: Vec::new(),
                 params_buf,
-                pending_free: Vec::new(),
+                pending_free: HashMap::new(),
                 free: HashMap::new(),
                 dirty: false,
             }),
@@ -297,11 +299,18 @@ impl BatchState {
         self.dispatches += 1;
         self.dispatches
     }
-    pub(crate) fn free_lists(&mut self) -> &mut HashMap<u64, Vec<wgpu::Buffer>> {
-        &mut self.free
-    }
     pub(crate) fn defer_free(&mut self, class: u64, buf: wgpu::Buffer) {
-        self.pending_free.push((class, buf));
+        self.pending_free.entry(class).or_default().push(buf);
+    }
+    /// A free buffer of `class`; `for_queue_write` excludes those the open batch may read.
+    pub(crate) fn take_free(&mut self, class: u64, for_queue_write: bool) -> Option<wgpu::Buffer> {
+        if let Some(b) = self.free.get_mut(&class).and_then(|v| v.pop()) {
+            return Some(b);
+        }
+        if for_queue_write {
+            return None;
+        }
+        self.pending_free.get_mut(&class).and_then(|v| v.pop())
     }
     pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
@@ -321,8 +330,8 @@ impl BatchState {
         self.params.clear();
         self.dispatches = 0;
         self.dirty = false;
-        for (class, buf) in self.pending_free.drain(..) {
-            self.free.entry(class).or_default().push(buf);
+        for (class, bufs) in self.pending_free.drain() {
+            self.free.entry(class).or_default().extend(bufs);
         }
         index
     }

@@ -143,7 +143,7 @@ impl Context {
     /// A buffer of `n` copies of `value`.
     pub fn fill(self: &Arc<Self>, n: usize, value: f32) -> KResult<GpuBuffer> {
         let key = KernelKey::new(Kernel::Fill, KDType::F32);
-        let out = self.alloc((n * 4) as u64)?;
+        let out = self.alloc_output((n * 4) as u64)?;
         let p = [u32_of(n, "element count")?, value.to_bits()];
         let grid = self.grid_1d(key, n as u64)?;
         self.dispatch(key, &[], &[&out], &p, grid)?;

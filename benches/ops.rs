@@ -1,1 +1,66 @@
-fn main(){}
+//! Criterion benches, GPU vs CPU, one group per op family. Every GPU iteration ends with
+//! `synchronize()` so the timer measures finished work.
+//! `cargo bench --bench ops` (filter: `cargo bench --bench ops -- gpu/matmul`).
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+use wgrad::{DType, Device, Tensor};
+
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut v = Vec::new();
+    match Device::gpu() {
+        Ok(g) => v.push(("gpu", g)),
+        Err(e) => eprintln!("no GPU for the benches: {e}"),
+    }
+    v.push(("cpu", Device::cpu()));
+    v
+}
+
+fn run(dev: &Device, f: impl Fn() -> Tensor) {
+    let t = f();
+    dev.synchronize().unwrap();
+    drop(t);
+}
+
+fn matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    let sizes: Vec<usize> = std::env::var("WGRAD_BENCH_MATMUL").ok().map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![256, 512, 1024, 2048]);
+    for (name, dev) in devices() {
+        for &n in &sizes {
+            let a = Tensor::randn(&[n, n], 1, DType::F32, &dev).unwrap();
+            let b = Tensor::randn(&[n, n], 2, DType::F32, &dev).unwrap();
+            group.throughput(Throughput::Elements((2 * n * n * n) as u64));
+            group.bench_with_input(BenchmarkId::new(format!("{name}/matmul"), n), &n, |bench, _| bench.iter(|| run(&dev, || a.matmul(&b).unwrap())));
+        }
+    }
+}
+
+fn elementwise(c: &mut Criterion) {
+    let mut group = c.benchmark_group("elementwise");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    let n = 16 << 20;
+    for (name, dev) in devices() {
+        let x = Tensor::rand(&[n], -1.0, 1.0, 1, DType::F32, &dev).unwrap();
+        let y = Tensor::rand(&[n], -1.0, 1.0, 2, DType::F32, &dev).unwrap();
+        group.throughput(Throughput::Bytes((12 * n) as u64));
+        group.bench_function(format!("{name}/add_16M"), |b| b.iter(|| run(&dev, || x.add(&y).unwrap())));
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("{name}/exp_x_mul_x_plus_1_16M"), |b| b.iter(|| run(&dev, || x.exp().unwrap().mul(&x).unwrap().add_scalar(1.0).unwrap())));
+    }
+}
+
+fn reduce(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reduce");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    let n = 16 << 20;
+    for (name, dev) in devices() {
+        let x = Tensor::rand(&[n], -1.0, 1.0, 1, DType::F32, &dev).unwrap();
+        group.throughput(Throughput::Bytes((4 * n) as u64));
+        group.bench_function(format!("{name}/sum_16M"), |b| b.iter(|| run(&dev, || x.sum_all().unwrap())));
+        let m = x.reshape(&[4096, 4096]).unwrap();
+        group.bench_function(format!("{name}/row_sum_4096x4096"), |b| b.iter(|| run(&dev, || m.sum(&[1], false).unwrap())));
+    }
+}
+
+criterion_group!(benches, matmul, elementwise, reduce);
+criterion_main!(benches);

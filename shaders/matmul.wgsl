@@ -42,49 +42,63 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let b_cs = params[10];
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
-    var acc: array<T, 16>;
-    for (var i = 0u; i < 16u; i = i + 1u) { acc[i] = T(0); }
-
+    // The 4x4 block lives in four vec4 rows and the loops over it are unrolled by hand:
+    // faster everywhere, and it keeps each invocation far below lavapipe's cap of 65,535
+    // loop iterations (only the K loops remain: about 17 iterations per 16 of K).
+    var acc0 = vec4<T>(T(0));
+    var acc1 = vec4<T>(T(0));
+    var acc2 = vec4<T>(T(0));
+    var acc3 = vec4<T>(T(0));
+    let ty4 = lid3.y * 4u;
+    let tx4 = lid3.x * 4u;
     for (var k0 = 0u; k0 < K; k0 = k0 + BK) {
-        for (var l = 0u; l < 4u; l = l + 1u) {
-            let e = lid + l * 256u;
-            let am = e / BK;
-            let ak = e % BK;
-            var av = T(0);
-            if (row0 + am < M && k0 + ak < K) {
-                av = a[a_base + (row0 + am) * a_rs + (k0 + ak) * a_cs];
-            }
-            a_tile[ak * BM + am] = av;
-            let bk = e / BN;
-            let bn = e % BN;
-            var bv = T(0);
-            if (k0 + bk < K && col0 + bn < N) {
-                bv = b[b_base + (k0 + bk) * b_rs + (col0 + bn) * b_cs];
-            }
-            b_tile[bk * BN + bn] = bv;
-        }
+        load_tiles(lid, row0, col0, k0, M, N, K, a_base, a_rs, a_cs, b_base, b_rs, b_cs);
+        load_tiles(lid + 256u, row0, col0, k0, M, N, K, a_base, a_rs, a_cs, b_base, b_rs, b_cs);
+        load_tiles(lid + 512u, row0, col0, k0, M, N, K, a_base, a_rs, a_cs, b_base, b_rs, b_cs);
+        load_tiles(lid + 768u, row0, col0, k0, M, N, K, a_base, a_rs, a_cs, b_base, b_rs, b_cs);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            var ar: array<T, 4>;
-            var br: array<T, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                ar[i] = a_tile[kk * BM + lid3.y * 4u + i];
-                br[i] = b_tile[kk * BN + lid3.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i * 4u + j] = acc[i * 4u + j] + ar[i] * br[j];
-                }
-            }
+            let ao = kk * BM + ty4;
+            let bo = kk * BN + tx4;
+            let bv = vec4<T>(b_tile[bo], b_tile[bo + 1u], b_tile[bo + 2u], b_tile[bo + 3u]);
+            acc0 = acc0 + a_tile[ao] * bv;
+            acc1 = acc1 + a_tile[ao + 1u] * bv;
+            acc2 = acc2 + a_tile[ao + 2u] * bv;
+            acc3 = acc3 + a_tile[ao + 3u] * bv;
         }
         workgroupBarrier();
     }
     let c_base = batch * M * N;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let r = row0 + lid3.y * 4u + i;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let col = col0 + lid3.x * 4u + j;
-            if (r < M && col < N) { c[c_base + r * N + col] = acc[i * 4u + j]; }
-        }
+    store_row(c_base, row0 + ty4, col0 + tx4, M, N, acc0);
+    store_row(c_base, row0 + ty4 + 1u, col0 + tx4, M, N, acc1);
+    store_row(c_base, row0 + ty4 + 2u, col0 + tx4, M, N, acc2);
+    store_row(c_base, row0 + ty4 + 3u, col0 + tx4, M, N, acc3);
+}
+
+// Element e (0..1024) of each tile: A tile [BK][BM] and B tile [BK][BN], zero-padded.
+fn load_tiles(e: u32, row0: u32, col0: u32, k0: u32, M: u32, N: u32, K: u32,
+              a_base: u32, a_rs: u32, a_cs: u32, b_base: u32, b_rs: u32, b_cs: u32) {
+    let am = e / BK;
+    let ak = e % BK;
+    var av = T(0);
+    if (row0 + am < M && k0 + ak < K) {
+        av = a[a_base + (row0 + am) * a_rs + (k0 + ak) * a_cs];
     }
+    a_tile[ak * BM + am] = av;
+    let bk = e / BN;
+    let bn = e % BN;
+    var bv = T(0);
+    if (k0 + bk < K && col0 + bn < N) {
+        bv = b[b_base + (k0 + bk) * b_rs + (col0 + bn) * b_cs];
+    }
+    b_tile[bk * BN + bn] = bv;
+}
+
+fn store_row(c_base: u32, r: u32, col: u32, M: u32, N: u32, v: vec4<T>) {
+    if (r >= M) { return; }
+    let o = c_base + r * N + col;
+    if (col < N) { c[o] = v.x; }
+    if (col + 1u < N) { c[o + 1u] = v.y; }
+    if (col + 2u < N) { c[o + 2u] = v.z; }
+    if (col + 3u < N) { c[o + 3u] = v.w; }
 }

@@ -14,6 +14,10 @@ pub enum Error {
     AxisOutOfRange { op: &'static str, axis: isize, rank: usize },
     #[error("{op}: range {start}..{end} is out of bounds for axis {axis} of size {size}")]
     SliceOutOfRange { op: &'static str, axis: usize, start: usize, end: usize, size: usize },
+    #[error("{op}: matrix {batch} of the batch is singular (zero pivot in column {column})")]
+    Singular { op: &'static str, batch: usize, column: usize },
+    #[error("{op}: matrix {batch} of the batch is not positive definite (leading minor of order {minor} is not positive)")]
+    NotPositiveDefinite { op: &'static str, batch: usize, minor: usize },
     #[error("{op}: {msg}")]
     Empty { op: &'static str, msg: String },
     #[error("{op}: index {index} is out of range for an axis of size {size}")]

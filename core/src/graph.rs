@@ -48,6 +48,12 @@ pub enum Op {
     ToDevice(Device),
     IndexSelect { axis: usize },
     Gather { axis: usize },
+    /// X = A^-1 B (A [.., n, n], B [.., n, k]).
+    Solve,
+    /// log |det A| (the second output of slogdet).
+    LogAbsDet,
+    /// Lower Cholesky factor.
+    Cholesky,
     Custom(Arc<dyn CustomOp>),
 }
 
@@ -71,6 +77,9 @@ impl Op {
             Op::ToDevice(_) => "to_device".into(),
             Op::IndexSelect { .. } => "index_select".into(),
             Op::Gather { .. } => "gather".into(),
+            Op::Solve => "solve".into(),
+            Op::LogAbsDet => "slogdet".into(),
+            Op::Cholesky => "cholesky".into(),
             Op::Custom(c) => c.name().to_string(),
         }
     }

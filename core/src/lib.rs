@@ -2,6 +2,7 @@
 //! graph recording and the CPU reference backend.
 
 pub mod cpu;
+pub mod cpu_linalg;
 mod device;
 mod dtype;
 mod error;

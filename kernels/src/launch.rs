@@ -150,6 +150,11 @@ impl Context {
         Ok(out)
     }
 
+    /// A buffer of `n` zero words (0u32 has the bits of 0.0f32).
+    pub fn zeros_u32(self: &Arc<Self>, n: usize) -> KResult<GpuBuffer> {
+        self.fill(n, 0.0)
+    }
+
     fn reduce_params(x: &View, shape: &[usize], outer: usize, inner: usize, nchunks: usize, chunk: usize) -> KResult<Vec<u32>> {
         let mut p = vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, shape.len() as u32];
         p.extend(shape.iter().map(|&d| d as u32));

@@ -18,6 +18,9 @@ const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const INDEX_SELECT: &str = include_str!("../../shaders/index_select.wgsl");
 const GATHER: &str = include_str!("../../shaders/gather.wgsl");
 const ONE_HOT: &str = include_str!("../../shaders/one_hot.wgsl");
+const LU: &str = include_str!("../../shaders/lu.wgsl");
+const LU_SOLVE: &str = include_str!("../../shaders/lu_solve.wgsl");
+const CHOLESKY: &str = include_str!("../../shaders/cholesky.wgsl");
 
 /// Element types a kernel can be built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,6 +128,12 @@ pub enum Kernel {
     IndexSelect,
     Gather,
     OneHot,
+    /// Batched LU factorization with partial pivoting (in place).
+    Lu,
+    /// Batched solve from LU factors.
+    LuSolve,
+    /// Batched Cholesky factorization (in place).
+    Cholesky,
 }
 
 /// A pipeline is compiled once per device for each key.
@@ -152,6 +161,9 @@ impl KernelKey {
             Kernel::Binary(_) | Kernel::Matmul | Kernel::IndexSelect | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
             Kernel::Fill => (0, 1),
+            Kernel::Lu => (0, 4),
+            Kernel::LuSolve => (2, 1),
+            Kernel::Cholesky => (0, 2),
         }
     }
 
@@ -176,6 +188,9 @@ impl KernelKey {
             Kernel::IndexSelect => (INDEX_SELECT, String::new()),
             Kernel::Gather => (GATHER, String::new()),
             Kernel::OneHot => (ONE_HOT, String::new()),
+            Kernel::Lu => (LU, String::new()),
+            Kernel::LuSolve => (LU_SOLVE, String::new()),
+            Kernel::Cholesky => (CHOLESKY, String::new()),
         };
         s += "\n";
         s += &op_fn;
@@ -193,7 +208,17 @@ pub fn all_kernels() -> Vec<KernelKey> {
     v.extend(BinaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Binary(o), f)));
     v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Reduce(o), f)));
     v.extend(ArgReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ArgReduce(o), f)));
-    for k in [Kernel::Where, Kernel::Fill, Kernel::Matmul, Kernel::IndexSelect, Kernel::Gather, Kernel::OneHot] {
+    for k in [
+        Kernel::Where,
+        Kernel::Fill,
+        Kernel::Matmul,
+        Kernel::IndexSelect,
+        Kernel::Gather,
+        Kernel::OneHot,
+        Kernel::Lu,
+        Kernel::LuSolve,
+        Kernel::Cholesky,
+    ] {
         v.push(KernelKey::new(k, f));
     }
     v.push(KernelKey::new(Kernel::Copy, KDType::F32));

@@ -7,6 +7,7 @@ mod autograd_ops;
 mod autograd_transforms;
 mod elementwise;
 mod errors;
+mod linalg;
 mod matmul;
 mod movement_index;
 mod reduce;

@@ -62,3 +62,12 @@ fn empty_inner_dimension_gives_zeros() {
         assert_eq!(c.to_vec::<f32>().unwrap(), vec![0.0; 6], "on {dev}");
     }
 }
+
+#[test]
+fn long_inner_dimensions_are_summed_completely() {
+    // K = 8192: more K steps than lavapipe lets one invocation loop over without unrolling
+    with_gpu!(g);
+    let (ra, da) = pair(&[3, 8192], -1.0, 1.0, &g);
+    let (rb, db) = pair(&[8192, 5], -1.0, 1.0, &g);
+    assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), "K = 8192");
+}

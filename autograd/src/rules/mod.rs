@@ -3,6 +3,7 @@
 //! cotangents in the broadcast (output-side) shape; the engine unbroadcasts them.
 mod elementwise;
 mod index;
+mod linalg;
 mod linear;
 mod movement;
 mod reduce;
@@ -28,6 +29,9 @@ pub(crate) fn vjp(node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Op::ToDevice(from) => Ok(vec![Some(g.to_device(from)?)]),
         Op::IndexSelect { axis } => index::index_select(*axis, node, g),
         Op::Gather { axis } => index::gather(*axis, node, g),
+        Op::Solve => linalg::solve(node, g),
+        Op::LogAbsDet => linalg::logabsdet(node, g),
+        Op::Cholesky => linalg::cholesky(node, g),
         Op::Custom(op) => {
             let inputs = (0..node.saved_inputs.len()).map(|i| node.input(i).cloned()).collect::<Result<Vec<_>>>()?;
             op.vjp(&inputs, &Node::output(node)?, g)

@@ -3,6 +3,7 @@
 //! under the same family name.
 mod elementwise;
 mod index;
+mod linalg;
 mod matmul;
 mod movement;
 mod reduce;

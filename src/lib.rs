@@ -4,4 +4,8 @@
 //! with a CPU reference backend. See the README for a tour.
 pub use wgrad_autograd::{backward, check_grads, check_grads_with, grad, hessian, hvp, jacobian, jvp, unbroadcast, value_and_grad, value_and_grad_many, vjp, CheckOptions};
 pub use wgrad_core::*;
+
+pub mod data;
+pub mod nn;
+pub mod optim;
 pub use wgrad_kernels::wgpu;

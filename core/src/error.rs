@@ -36,6 +36,10 @@ pub enum Error {
     GradCheck { order: usize, analytic: f64, numeric: f64, diff: f64, tol: f64 },
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
+    #[error("{op}: {path}: {msg}")]
+    Io { op: &'static str, path: String, msg: String },
+    #[error("{what}: {msg}")]
+    Format { what: String, msg: String },
     #[error(transparent)]
     Gpu(#[from] KernelError),
 }

@@ -54,6 +54,9 @@ pub enum Op {
     LogAbsDet,
     /// Lower Cholesky factor.
     Cholesky,
+    /// Image patches as columns (and its adjoint): convolution as matmul.
+    Im2Col(wgrad_kernels::ConvGeometry),
+    Col2Im(wgrad_kernels::ConvGeometry),
     Custom(Arc<dyn CustomOp>),
 }
 
@@ -80,6 +83,8 @@ impl Op {
             Op::Solve => "solve".into(),
             Op::LogAbsDet => "slogdet".into(),
             Op::Cholesky => "cholesky".into(),
+            Op::Im2Col(_) => "im2col".into(),
+            Op::Col2Im(_) => "col2im".into(),
             Op::Custom(c) => c.name().to_string(),
         }
     }

@@ -20,3 +20,4 @@ pub use graph::{custom_op, is_recording, no_grad, CustomOp, Node, Op};
 pub use layout::Layout;
 pub use tensor::Tensor;
 pub use wgrad_kernels as kernels;
+pub use wgrad_kernels::{AdamParams, ConvGeometry};

@@ -167,10 +167,19 @@ impl Context {
     /// Long rows are split into chunks reduced in a second pass (fixed order: deterministic).
     pub fn reduce(self: &Arc<Self>, op: ReduceOp, x: View, shape: &[usize], n_reduced: usize) -> KResult<GpuBuffer> {
         check_rank(shape, "reduce")?;
-        let key = KernelKey::new(Kernel::Reduce(op), KDType::F32);
         let split = shape.len() - n_reduced;
         let outer = numel(&shape[..split]);
         let inner = numel(&shape[split..]);
+        // Many short rows: a thread per row beats a mostly idle workgroup per row.
+        if inner <= 16 || (outer >= 4096 && inner <= 1024) {
+            let key = KernelKey::new(Kernel::ReduceRows(op), KDType::F32);
+            let out = self.out_f32(outer)?;
+            let p = Self::reduce_params(&x, shape, outer, inner, 1, inner.max(1))?;
+            let grid = self.grid_1d(key, outer as u64)?;
+            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+            return Ok(out);
+        }
+        let key = KernelKey::new(Kernel::Reduce(op), KDType::F32);
         const CHUNK: usize = 16 * 1024;
         let nchunks = if inner > CHUNK { inner.div_ceil(CHUNK) } else { 1 };
         let chunk = if nchunks > 1 { CHUNK } else { inner.max(1) };
@@ -216,6 +225,24 @@ impl Context {
         }
         let key = KernelKey::new(Kernel::Matmul, KDType::F32);
         let batch = numel(batch_shape);
+        // Split-K: few output tiles over a long K (e.g. a weight gradient) would leave most
+        // of the GPU idle; K is cut into `s` slices computed as a batch and summed in a
+        // fixed order (deterministic).
+        let tiles = n.div_ceil(64) * m.div_ceil(64);
+        if batch == 1 && tiles < 32 && k >= 2048 {
+            let s = [64usize, 32, 16, 8, 4].into_iter().find(|&s| k % s == 0 && k / s >= 256 && tiles * s <= 256);
+            if let Some(s) = s {
+                let kc = k / s;
+                let a_strides = [kc * a.strides[batch_shape.len() + 1], a.strides[batch_shape.len()], a.strides[batch_shape.len() + 1]];
+                let b_strides = [kc * b.strides[batch_shape.len()], b.strides[batch_shape.len()], b.strides[batch_shape.len() + 1]];
+                let av = View { buffer: a.buffer, offset: a.offset, strides: &a_strides };
+                let bv = View { buffer: b.buffer, offset: b.offset, strides: &b_strides };
+                let partial = self.matmul(av, bv, &[s], m, kc, n)?;
+                let ps = [1, m * n];
+                let pv = View { buffer: &partial, offset: 0, strides: &ps };
+                return self.reduce(ReduceOp::Sum, pv, &[m * n, s], 1);
+            }
+        }
         let out = self.out_f32(batch * m * n)?;
         let br = batch_shape.len();
         let mut p = vec![0u32; 30];

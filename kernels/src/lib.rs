@@ -8,6 +8,7 @@ mod dispatch;
 mod error;
 mod launch;
 mod linalg;
+mod nn;
 pub mod source;
 
 pub use buffer::GpuBuffer;
@@ -15,6 +16,7 @@ pub use context::{AdapterSummary, Context, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
 pub use linalg::LuFactors;
+pub use nn::{AdamParams, ConvGeometry};
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
 pub use source::{all_kernels, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, WG};
 pub use wgpu;

@@ -13,6 +13,7 @@ const COPY: &str = include_str!("../../shaders/copy.wgsl");
 const CAST: &str = include_str!("../../shaders/cast.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
 const ARGREDUCE: &str = include_str!("../../shaders/argreduce.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const INDEX_SELECT: &str = include_str!("../../shaders/index_select.wgsl");
@@ -21,6 +22,10 @@ const ONE_HOT: &str = include_str!("../../shaders/one_hot.wgsl");
 const LU: &str = include_str!("../../shaders/lu.wgsl");
 const LU_SOLVE: &str = include_str!("../../shaders/lu_solve.wgsl");
 const CHOLESKY: &str = include_str!("../../shaders/cholesky.wgsl");
+const SGD: &str = include_str!("../../shaders/sgd.wgsl");
+const ADAM: &str = include_str!("../../shaders/adam.wgsl");
+const IM2COL: &str = include_str!("../../shaders/im2col.wgsl");
+const COL2IM: &str = include_str!("../../shaders/col2im.wgsl");
 
 /// Element types a kernel can be built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +128,8 @@ pub enum Kernel {
     Cast(KDType, KDType),
     Fill,
     Reduce(ReduceOp),
+    /// One thread per (short) row.
+    ReduceRows(ReduceOp),
     ArgReduce(ArgReduceOp),
     Matmul,
     IndexSelect,
@@ -134,6 +141,14 @@ pub enum Kernel {
     LuSolve,
     /// Batched Cholesky factorization (in place).
     Cholesky,
+    /// In-place SGD (momentum, weight decay) step.
+    Sgd,
+    /// In-place Adam / AdamW step.
+    Adam,
+    /// Image patches as columns (convolution as matmul).
+    Im2Col,
+    /// The adjoint of Im2Col.
+    Col2Im,
 }
 
 /// A pipeline is compiled once per device for each key.
@@ -156,7 +171,7 @@ impl KernelKey {
     /// (read-only inputs, read-write outputs); a params buffer is always bound last.
     pub fn bindings(&self) -> (u32, u32) {
         match self.kernel {
-            Kernel::Unary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) => (1, 1),
+            Kernel::Unary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => (1, 1),
             Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
             Kernel::Binary(_) | Kernel::Matmul | Kernel::IndexSelect | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
@@ -164,6 +179,9 @@ impl KernelKey {
             Kernel::Lu => (0, 4),
             Kernel::LuSolve => (2, 1),
             Kernel::Cholesky => (0, 2),
+            Kernel::Sgd => (1, 2),
+            Kernel::Adam => (1, 3),
+            Kernel::Im2Col | Kernel::Col2Im => (1, 1),
         }
     }
 
@@ -179,6 +197,7 @@ impl KernelKey {
             Kernel::Unary(op) => (UNARY, format!("fn unary_op(x: T, s: T) -> T {{ {} }}", op.wgsl_body())),
             Kernel::Binary(op) => (BINARY, format!("fn binary_op(a: T, b: T) -> T {{ {} }}", op.wgsl_body())),
             Kernel::Reduce(op) => (REDUCE, op.wgsl_body().to_string()),
+            Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
             Kernel::ArgReduce(op) => (ARGREDUCE, op.wgsl_body().to_string()),
             Kernel::Where => (WHERE, String::new()),
             Kernel::Copy => (COPY, String::new()),
@@ -191,6 +210,10 @@ impl KernelKey {
             Kernel::Lu => (LU, String::new()),
             Kernel::LuSolve => (LU_SOLVE, String::new()),
             Kernel::Cholesky => (CHOLESKY, String::new()),
+            Kernel::Sgd => (SGD, String::new()),
+            Kernel::Adam => (ADAM, String::new()),
+            Kernel::Im2Col => (IM2COL, String::new()),
+            Kernel::Col2Im => (COL2IM, String::new()),
         };
         s += "\n";
         s += &op_fn;
@@ -207,6 +230,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
     v.extend(UnaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Unary(o), f)));
     v.extend(BinaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Binary(o), f)));
     v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Reduce(o), f)));
+    v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ReduceRows(o), f)));
     v.extend(ArgReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ArgReduce(o), f)));
     for k in [
         Kernel::Where,
@@ -218,6 +242,10 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::Lu,
         Kernel::LuSolve,
         Kernel::Cholesky,
+        Kernel::Sgd,
+        Kernel::Adam,
+        Kernel::Im2Col,
+        Kernel::Col2Im,
     ] {
         v.push(KernelKey::new(k, f));
     }

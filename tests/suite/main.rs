@@ -10,5 +10,6 @@ mod errors;
 mod linalg;
 mod matmul;
 mod movement_index;
+mod nn_train;
 mod reduce;
 mod runtime;

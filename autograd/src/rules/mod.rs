@@ -1,6 +1,7 @@
 //! The VJP table: one rule per primitive, written with differentiable Tensor ops (so the
 //! gradients they produce can be differentiated again). Each rule returns the input
 //! cotangents in the broadcast (output-side) shape; the engine unbroadcasts them.
+mod conv;
 mod elementwise;
 mod index;
 mod linalg;
@@ -32,6 +33,8 @@ pub(crate) fn vjp(node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Op::Solve => linalg::solve(node, g),
         Op::LogAbsDet => linalg::logabsdet(node, g),
         Op::Cholesky => linalg::cholesky(node, g),
+        Op::Im2Col(geom) => conv::im2col(*geom, g),
+        Op::Col2Im(geom) => conv::col2im(*geom, g),
         Op::Custom(op) => {
             let inputs = (0..node.saved_inputs.len()).map(|i| node.input(i).cloned()).collect::<Result<Vec<_>>>()?;
             op.vjp(&inputs, &Node::output(node)?, g)

@@ -1,11 +1,13 @@
 //! The op surface, one file per family. Each primitive has its shape rule, CPU reference,
 //! GPU launch and graph record next to each other; its VJP lives in `wgrad-autograd`
 //! under the same family name.
+mod conv;
 mod elementwise;
 mod index;
 mod linalg;
 mod matmul;
 mod movement;
+mod optim;
 mod reduce;
 
 use crate::storage::Storage;

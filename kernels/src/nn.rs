@@ -1,0 +1,95 @@
+//! Launchers for training: in-place optimizer steps and the im2col / col2im pair.
+use crate::buffer::GpuBuffer;
+use crate::context::Context;
+use crate::error::KResult;
+use crate::launch::View;
+use crate::source::{KDType, Kernel, KernelKey};
+use std::sync::Arc;
+
+/// Shape of a 2-D convolution's patch extraction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvGeometry {
+    pub fn out_h(&self) -> usize {
+        (self.height + 2 * self.padding - self.kernel_h) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.width + 2 * self.padding - self.kernel_w) / self.stride + 1
+    }
+    fn head(&self, numel: usize) -> Vec<u32> {
+        [numel, self.channels, self.height, self.width, self.kernel_h, self.kernel_w, self.stride, self.padding, self.out_h(), self.out_w()]
+            .iter()
+            .map(|&v| v as u32)
+            .collect()
+    }
+}
+
+/// Hyper-parameters of one Adam step (bias corrections already computed).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+    pub decoupled: bool,
+}
+
+impl Context {
+    /// param -= lr * (momentum-averaged) (grad + wd param), in place; all contiguous of n elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgd_step(self: &Arc<Self>, param: &GpuBuffer, grad: &GpuBuffer, velocity: &GpuBuffer, n: usize, lr: f32, momentum: f32, wd: f32) -> KResult<()> {
+        let key = KernelKey::new(Kernel::Sgd, KDType::F32);
+        let p = [n as u32, lr.to_bits(), momentum.to_bits(), wd.to_bits()];
+        let grid = self.grid_1d(key, n as u64)?;
+        self.dispatch(key, &[grad], &[param, velocity], &p, grid)
+    }
+
+    /// One Adam / AdamW step in place; all buffers contiguous with n elements.
+    pub fn adam_step(self: &Arc<Self>, param: &GpuBuffer, grad: &GpuBuffer, m: &GpuBuffer, v: &GpuBuffer, n: usize, h: AdamParams) -> KResult<()> {
+        let key = KernelKey::new(Kernel::Adam, KDType::F32);
+        let f = |x: f32| x.to_bits();
+        let p = [n as u32, f(h.lr), f(h.beta1), f(h.beta2), f(h.eps), f(h.weight_decay), f(h.bias_correction1), f(h.bias_correction2), h.decoupled as u32];
+        let grid = self.grid_1d(key, n as u64)?;
+        self.dispatch(key, &[grad], &[param, m, v], &p, grid)
+    }
+
+    /// Columns [C*KH*KW, B, OH*OW] of the strided images `x` [B, C, H, W].
+    pub fn im2col(self: &Arc<Self>, x: View, g: ConvGeometry) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::Im2Col, KDType::F32);
+        let n = g.batch * g.channels * g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
+        let out = self.alloc_output((n * 4) as u64)?;
+        let mut p = g.head(n);
+        p.push(x.offset as u32);
+        p.extend(x.strides.iter().map(|&s| s as u32));
+        p.extend([0, g.batch as u32]);
+        let grid = self.grid_1d(key, n as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// Images [B, C, H, W] summing the strided columns `cols` [C*KH*KW, B, OH*OW] back.
+    pub fn col2im(self: &Arc<Self>, cols: View, g: ConvGeometry) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::Col2Im, KDType::F32);
+        let n = g.batch * g.channels * g.height * g.width;
+        let out = self.alloc_output((n * 4) as u64)?;
+        let mut p = g.head(n);
+        p.push(cols.offset as u32);
+        p.extend([cols.strides[1], cols.strides[0], cols.strides[2]].iter().map(|&s| s as u32));
+        let grid = self.grid_1d(key, n as u64)?;
+        self.dispatch(key, &[cols.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,26 @@
+// Reduction of short rows: one thread per output row loops over its `inner` elements in
+// order (deterministic). Used when rows are short and many, where a workgroup per row
+// would idle most of its threads (e.g. 2x2 pooling windows).
+// params: [outer, inner, 1, inner, rank, shape[rank], off, strides[rank], contiguous]
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read_write> out: array<T>;
+@group(0) @binding(2) var<storage, read> params: array<u32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = flat_id(wid, nwg, lid);
+    if (row >= params[0]) { return; }
+    let inner = params[1];
+    let rank = params[4];
+    let off = params[5u + rank];
+    let contiguous = params[6u + 2u * rank] == 1u;
+    var a = reduce_identity();
+    for (var r = 0u; r < inner; r = r + 1u) {
+        let lin = row * inner + r;
+        var xi = off + lin;
+        if (!contiguous) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
+        a = reduce_combine(a, x[xi]);
+    }
+    out[row] = a;
+}

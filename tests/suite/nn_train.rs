@@ -1,0 +1,286 @@
+//! Training: losses, optimizers, layers, the IDX loader, safetensors, and a tiny task that
+//! must be learned.
+use crate::common::*;
+use wgrad::data::{parse_idx, read_idx, Mnist};
+use wgrad::nn::{self, Activation, Conv2d, Ctx, Flatten, Linear, MaxPool2d, Module, Params, Sequential};
+use wgrad::optim::{Adam, Optimizer, Sgd};
+use wgrad::{check_grads, value_and_grad_many, DType, Device, Error, Tensor};
+
+fn f64t(v: &[f64], s: &[usize]) -> Tensor {
+    Tensor::from_slice(v, s, &cpu()).unwrap()
+}
+
+#[test]
+fn cross_entropy_matches_hand_computed_values_and_is_stable() {
+    with_gpu!(g);
+    for dev in [cpu(), g.clone()] {
+        // logits [[1, 2, 3], [1, 1, 1]], labels [2, 0]:
+        // row 0: -log(e^3 / (e + e^2 + e^3)) = log(1 + e^-1 + e^-2) ; row 1: log 3
+        let logits = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 1.0, 1.0, 1.0], &[2, 3], &dev).unwrap();
+        let labels = Tensor::from_slice(&[2u32, 0], &[2], &dev).unwrap();
+        let want = ((1.0 + (-1.0f64).exp() + (-2.0f64).exp()).ln() + 3f64.ln()) / 2.0;
+        let got = nn::cross_entropy(&logits, &labels).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want} on {dev}");
+        // logits of 1e4 and -inf on non-target classes stay finite
+        let big = Tensor::from_slice(&[1e4f32, 0.0, f32::NEG_INFINITY, 1e4, -1e4, f32::NEG_INFINITY], &[2, 3], &dev).unwrap();
+        let l = nn::cross_entropy(&big, &Tensor::from_slice(&[0u32, 0], &[2], &dev).unwrap()).unwrap().to_scalar::<f32>().unwrap();
+        assert!(l.is_finite() && l.abs() < 1e-3, "{l}");
+        let (_, gr) = value_and_grad_many(|p| nn::cross_entropy(&p[0], &Tensor::from_slice(&[0u32, 0], &[2], &dev)?), &[big]).unwrap();
+        assert!(gr[0].to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()));
+        // errors
+        assert!(matches!(nn::cross_entropy(&logits, &Tensor::from_slice(&[3u32, 0], &[2], &dev).unwrap()), Err(Error::IndexOutOfRange { .. })));
+        assert!(matches!(nn::cross_entropy(&logits, &Tensor::from_slice(&[1u32], &[1], &dev).unwrap()), Err(Error::ShapeMismatch { op: "cross_entropy", .. })));
+        let empty = Tensor::zeros(&[0, 3], DType::F32, &dev).unwrap();
+        assert!(matches!(nn::cross_entropy(&empty, &Tensor::from_slice::<u32>(&[], &[0], &dev).unwrap()), Err(Error::Empty { .. })));
+    }
+    // gradient: softmax - one_hot, divided by the batch, checked by finite differences too
+    let labels = Tensor::from_slice(&[2u32, 0], &[2], &cpu()).unwrap();
+    check_grads(|x| nn::cross_entropy(x, &labels), &f64t(&[0.3, -1.0, 2.0, 0.5, 0.1, -0.2], &[2, 3]), 2).unwrap();
+}
+
+#[test]
+fn mse_and_bce_match_hand_computed_values() {
+    let p = f64t(&[1.0, 2.0, 4.0], &[3]);
+    let t = f64t(&[1.0, 0.0, 1.0], &[3]);
+    // mse = (0 + 4 + 9) / 3
+    assert!((nn::mse(&p, &t).unwrap().to_scalar::<f64>().unwrap() - 13.0 / 3.0).abs() < 1e-12);
+    // bce(x, y) = -(y log s(x) + (1 - y) log(1 - s(x)))
+    let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let want = [(1.0, 1.0), (2.0, 0.0), (4.0, 1.0)].iter().map(|&(x, y): &(f64, f64)| -(y * s(x).ln() + (1.0 - y) * (1.0 - s(x)).ln())).sum::<f64>() / 3.0;
+    assert!((nn::binary_cross_entropy_with_logits(&p, &t).unwrap().to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+    check_grads(|x| nn::mse(x, &t), &p, 2).unwrap();
+    check_grads(|x| nn::binary_cross_entropy_with_logits(x, &t), &p, 2).unwrap();
+    let huge = f64t(&[1000.0, -1000.0], &[2]);
+    assert!(nn::binary_cross_entropy_with_logits(&huge, &f64t(&[0.0, 1.0], &[2])).unwrap().to_scalar::<f64>().unwrap().is_finite());
+}
+
+fn one_param(v: &[f32], dev: &Device) -> Params {
+    let mut p = Params::new();
+    p.add("w", Tensor::from_slice(v, &[v.len()], dev).unwrap());
+    p
+}
+
+#[test]
+fn optimizer_steps_match_hand_computed_updates() {
+    with_gpu!(g);
+    for dev in [cpu(), g.clone()] {
+        let grad = [Tensor::from_slice(&[0.5f32, -1.0], &[2], &dev).unwrap()];
+        // SGD lr 0.1, momentum 0.9, wd 0.01: g' = g + 0.01 p; v1 = g'; v2 = 0.9 v1 + g2'
+        let mut p = one_param(&[1.0, 2.0], &dev);
+        let mut sgd = Sgd::new(0.1).momentum(0.9).weight_decay(0.01);
+        sgd.step(&mut p, &grad).unwrap();
+        let g1 = [0.5 + 0.01 * 1.0, -1.0 + 0.01 * 2.0];
+        let p1 = [1.0 - 0.1 * g1[0], 2.0 - 0.1 * g1[1]];
+        assert_close(&p.tensors()[0], &f64t(&p1, &[2]), 1e-6, 1e-7, "sgd step 1");
+        sgd.step(&mut p, &grad).unwrap();
+        let v2 = [0.9 * g1[0] + 0.5 + 0.01 * p1[0], 0.9 * g1[1] - 1.0 + 0.01 * p1[1]];
+        assert_close(&p.tensors()[0], &f64t(&[p1[0] - 0.1 * v2[0], p1[1] - 0.1 * v2[1]], &[2]), 1e-6, 1e-7, "sgd step 2");
+        // Adam, first step: m = 0.1 g, v = 0.001 g^2, p -= lr * g / (|g| + eps): a step of lr * sign(g)
+        let mut p = one_param(&[1.0, 2.0], &dev);
+        let mut adam = Adam::new(0.01);
+        adam.step(&mut p, &grad).unwrap();
+        assert_close(&p.tensors()[0], &f64t(&[0.99, 2.01], &[2]), 1e-6, 1e-6, "adam step 1");
+        // AdamW decays the weights first: p = p (1 - lr wd) - lr sign(g)
+        let mut p = one_param(&[1.0, 2.0], &dev);
+        let mut adamw = Adam::adamw(0.01).weight_decay(0.1);
+        adamw.step(&mut p, &grad).unwrap();
+        assert_close(&p.tensors()[0], &f64t(&[1.0 * 0.999 - 0.01, 2.0 * 0.999 + 0.01], &[2]), 1e-6, 1e-6, "adamw step 1");
+        // errors: wrong count, wrong shape
+        assert!(adam.step(&mut p, &[]).is_err());
+        assert!(adam.step(&mut p, &[Tensor::ones(&[3], DType::F32, &dev).unwrap()]).is_err());
+    }
+}
+
+#[test]
+fn gpu_optimizer_steps_update_in_place() {
+    let Some(g) = fresh_gpu() else { return };
+    g.context().unwrap().set_poison_outputs(false);
+    let mut p = one_param(&[1.0; 1000], &g);
+    let grad = [Tensor::ones(&[1000], DType::F32, &g).unwrap()];
+    let mut adam = Adam::new(0.1);
+    adam.step(&mut p, &grad).unwrap();
+    g.synchronize().unwrap();
+    let before = g.counters();
+    for _ in 0..10 {
+        adam.step(&mut p, &grad).unwrap();
+    }
+    let after = g.counters();
+    assert_eq!(after.dispatches - before.dispatches, 10, "one kernel per parameter per step");
+    assert_eq!(after.readbacks, before.readbacks);
+    assert_eq!(after.buffer_allocations, before.buffer_allocations, "no new buffers");
+    assert_eq!(after.live_buffers, before.live_buffers);
+}
+
+#[test]
+fn layers_have_the_expected_shapes_and_gradients() {
+    with_gpu!(g);
+    // Conv2d: gradient of the convolution against the CPU and by finite differences
+    let x = f64t(&rand_vec(2 * 2 * 5 * 6, -1.0, 1.0), &[2, 2, 5, 6]);
+    let w = f64t(&rand_vec(3 * 2 * 3 * 3, -1.0, 1.0), &[3, 2, 3, 3]);
+    for (stride, pad) in [(1, 1), (2, 0), (2, 1)] {
+        check_grads(|w| x.conv2d(w, None, stride, pad), &w, 2).unwrap_or_else(|e| panic!("conv wrt w, stride {stride} pad {pad}: {e}"));
+        check_grads(|x| x.conv2d(&w, None, stride, pad), &x, 1).unwrap_or_else(|e| panic!("conv wrt x: {e}"));
+        let y = x.conv2d(&w, None, stride, pad).unwrap();
+        let yg = x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap().conv2d(&w.to_dtype(DType::F32).unwrap().to_device(&g).unwrap(), None, stride, pad).unwrap();
+        assert_close(&yg, &y, 1e-5, 1e-5, "conv2d on the GPU");
+    }
+    // direct definition at one output: y[0, 1, 0, 0] (stride 1, pad 0) = sum_c,i,j w[1, c, i, j] x[0, c, i, j]
+    let y = x.conv2d(&w, None, 1, 0).unwrap().to_vec::<f64>().unwrap();
+    let (xv, wv) = (x.to_vec::<f64>().unwrap(), w.to_vec::<f64>().unwrap());
+    let mut want = 0.0;
+    for c in 0..2 {
+        for i in 0..3 {
+            for j in 0..3 {
+                want += wv[((1 * 2 + c) * 3 + i) * 3 + j] * xv[(c * 5 + i) * 6 + j];
+            }
+        }
+    }
+    assert!((y[12] - want).abs() < 1e-12, "{} vs {want}", y[12]);
+    // a small CNN end to end: shapes and a finite loss
+    let dev = g.clone();
+    let mut p = Params::new();
+    let m = Sequential::new()
+        .push(Conv2d::new(&mut p, "c1", 1, 4, 3, 1, 1, 0, &dev).unwrap())
+        .push(Activation::Gelu)
+        .push(MaxPool2d(2))
+        .push(Flatten)
+        .push(Linear::new(&mut p, "fc", 4 * 4 * 4, 3, 1, &dev).unwrap());
+    let xb = Tensor::randn(&[5, 1, 8, 8], 3, DType::F32, &dev).unwrap();
+    assert_eq!(m.forward(&Ctx::eval(p.tensors()), &xb).unwrap().shape(), &[5, 3]);
+    assert_eq!(p.names(), &["c1.weight", "c1.bias", "fc.weight", "fc.bias"]);
+    // dropout: identity in eval mode, zeroes about p of the elements in training
+    let d = nn::Dropout { p: 0.5, seed: 1 };
+    let ones = Tensor::ones(&[1000], DType::F32, &dev).unwrap();
+    assert_eq!(d.forward(&Ctx::eval(&[]), &ones).unwrap().to_vec::<f32>().unwrap(), vec![1.0; 1000]);
+    let kept = d.forward(&Ctx::train(&[], 0), &ones).unwrap().to_vec::<f32>().unwrap();
+    let zeros = kept.iter().filter(|&&v| v == 0.0).count();
+    assert!((400..600).contains(&zeros), "{zeros}");
+    assert!(kept.iter().all(|&v| v == 0.0 || v == 2.0));
+}
+
+#[test]
+fn two_spirals_are_learned_to_nearly_100_percent() {
+    with_gpu!(g);
+    // two interleaved spirals, 200 points
+    let n = 200;
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for i in 0..n {
+        let class = (i % 2) as u32;
+        let t = (i / 2) as f64 / (n / 2) as f64 * 3.0 * std::f64::consts::PI / 2.0 + 0.5;
+        let sign = if class == 0 { 1.0 } else { -1.0 };
+        xs.push((sign * t * t.cos() / 5.0) as f32);
+        xs.push((sign * t * t.sin() / 5.0) as f32);
+        ys.push(class);
+    }
+    let x = Tensor::from_slice(&xs, &[n, 2], &g).unwrap();
+    let y = Tensor::from_slice(&ys, &[n], &g).unwrap();
+    let mut p = Params::new();
+    let m = Sequential::new()
+        .push(Linear::new(&mut p, "l1", 2, 64, 0, &g).unwrap())
+        .push(Activation::Tanh)
+        .push(Linear::new(&mut p, "l2", 64, 64, 1, &g).unwrap())
+        .push(Activation::Tanh)
+        .push(Linear::new(&mut p, "l3", 64, 2, 2, &g).unwrap());
+    let mut opt = Adam::new(0.02);
+    for step in 0..400 {
+        let (_, grads) = value_and_grad_many(|ps| nn::cross_entropy(&m.forward(&Ctx::train(ps, step), &x)?, &y), p.tensors()).unwrap();
+        opt.step(&mut p, &grads).unwrap();
+    }
+    let pred = m.forward(&Ctx::eval(p.tensors()), &x).unwrap().argmax(1, false).unwrap();
+    let acc = pred.eq(&y).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(acc >= 0.98, "training accuracy {acc}");
+}
+
+#[test]
+fn a_1000_step_training_loop_holds_gpu_memory_flat() {
+    let Some(g) = fresh_gpu() else { return };
+    g.context().unwrap().set_poison_outputs(false);
+    let x = Tensor::randn(&[32, 16], 0, DType::F32, &g).unwrap();
+    let y = Tensor::from_slice(&(0..32u32).map(|i| i % 4).collect::<Vec<_>>(), &[32], &g).unwrap();
+    let mut p = Params::new();
+    let m = Sequential::new().push(Linear::new(&mut p, "a", 16, 32, 0, &g).unwrap()).push(Activation::Relu).push(Linear::new(&mut p, "b", 32, 4, 1, &g).unwrap());
+    let mut opt = Sgd::new(0.05).momentum(0.9);
+    let mut step = |i: u64| {
+        let (_, grads) = value_and_grad_many(|ps| nn::cross_entropy(&m.forward(&Ctx::train(ps, i), &x)?, &y), p.tensors()).unwrap();
+        opt.step(&mut p, &grads).unwrap();
+    };
+    for i in 0..50 {
+        step(i);
+    }
+    g.synchronize().unwrap();
+    let before = g.counters();
+    for i in 0..1000 {
+        step(i);
+    }
+    g.synchronize().unwrap();
+    let after = g.counters();
+    assert_eq!(after.live_buffers, before.live_buffers, "live buffers grew over 1,000 steps");
+    assert_eq!(after.buffer_allocations, before.buffer_allocations);
+    assert_eq!(after.readbacks, before.readbacks, "a training step reads nothing back");
+}
+
+#[test]
+fn params_round_trip_through_safetensors_and_bad_files_are_named() {
+    with_gpu!(g);
+    let dir = std::env::temp_dir().join(format!("wgrad-st-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    let mut p = Params::new();
+    p.add("a.weight", Tensor::randn(&[3, 4], 1, DType::F32, &g).unwrap());
+    p.add("a.bias", Tensor::randn(&[4], 2, DType::F32, &g).unwrap());
+    p.save(&path).unwrap();
+    let mut q = Params::new();
+    q.add("a.weight", Tensor::zeros(&[3, 4], DType::F32, &cpu()).unwrap());
+    q.add("a.bias", Tensor::zeros(&[4], DType::F32, &cpu()).unwrap());
+    q.load(&path).unwrap();
+    for (a, b) in p.tensors().iter().zip(q.tensors()) {
+        assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    }
+    let mut wrong_shape = Params::new();
+    wrong_shape.add("a.weight", Tensor::zeros(&[4, 3], DType::F32, &cpu()).unwrap());
+    let e = wrong_shape.load(&path).unwrap_err();
+    assert!(e.to_string().contains("a.weight") && e.to_string().contains("shape"), "{e}");
+    let mut wrong_dtype = Params::new();
+    wrong_dtype.add("a.bias", Tensor::zeros(&[4], DType::F64, &cpu()).unwrap());
+    let e = wrong_dtype.load(&path).unwrap_err();
+    assert!(e.to_string().contains("a.bias") && e.to_string().contains("dtype"), "{e}");
+    let mut missing = Params::new();
+    missing.add("b.weight", Tensor::zeros(&[1], DType::F32, &cpu()).unwrap());
+    assert!(missing.load(&path).unwrap_err().to_string().contains("b.weight"));
+    assert_eq!(wrong_shape.tensors()[0].to_vec::<f32>().unwrap(), vec![0.0; 12], "a failed load replaces nothing");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_idx_loader_reads_good_files_and_rejects_corrupt_ones() {
+    // hand-made: 2 images of 2x3, and 2 labels
+    let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3];
+    img.extend(1..=12u8);
+    let idx = parse_idx(&img, 3, "images").unwrap();
+    assert_eq!(idx.dims, vec![2, 2, 3]);
+    assert_eq!(idx.data, (1..=12).collect::<Vec<u8>>());
+    assert!(matches!(parse_idx(&img[..20], 3, "t"), Err(Error::Format { .. })), "truncated data");
+    assert!(matches!(parse_idx(&img[..10], 3, "t"), Err(Error::Format { .. })), "truncated header");
+    let mut bad_magic = img.clone();
+    bad_magic[2] = 9;
+    assert!(parse_idx(&bad_magic, 3, "t").unwrap_err().to_string().contains("magic"));
+    assert!(parse_idx(&img, 1, "t").unwrap_err().to_string().contains("rank"));
+    // a directory with plain (not gzipped) files, then a corrupt label file
+    let dir = std::env::temp_dir().join(format!("wgrad-idx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let labels = vec![0, 0, 8, 1, 0, 0, 0, 2, 7, 3];
+    for split in ["train", "t10k"] {
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), &img).unwrap();
+        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), &labels).unwrap();
+    }
+    let m = Mnist::load(&dir).unwrap();
+    assert_eq!((m.train.len(), m.train.rows, m.train.cols, m.test.labels.clone()), (2, 2, 3, vec![7, 3]));
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), &labels[..9]).unwrap();
+    assert!(Mnist::load(&dir).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(matches!(read_idx(std::path::Path::new("/nonexistent/x"), 1), Err(Error::Io { .. })));
+    // the shipped subset (gzipped)
+    let m = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")).unwrap();
+    assert_eq!((m.train.len(), m.test.len(), m.train.rows, m.train.cols), (8000, 2000, 28, 28));
+}

@@ -106,10 +106,11 @@ fn plot(path: &std::path::Path, losses: &[f64], accs: &[f64]) -> std::result::Re
     let (left, right) = root.split_horizontally(450);
     let n = losses.len().max(2) as f64;
     let lmax = losses.iter().cloned().fold(1e-6, f64::max) * 1.1;
-    for (area, data, ymax, color) in [(&left, losses, lmax, &RED), (&right, accs, 1.0, &BLUE)] {
+    let amin = (accs.iter().cloned().fold(1.0, f64::min) - 0.02).max(0.0);
+    for (area, data, ymin, ymax, color) in [(&left, losses, 0.0, lmax, &RED), (&right, accs, amin, 1.0, &BLUE)] {
         let area = area.margin(20, 20, 20, 20);
         area.draw(&Rectangle::new([(0, 0), (409, 359)], BLACK.stroke_width(1)))?;
-        let mut chart = ChartBuilder::on(&area).build_cartesian_2d(1f64..n, 0f64..ymax)?;
+        let mut chart = ChartBuilder::on(&area).build_cartesian_2d(1f64..n, ymin..ymax)?;
         chart.draw_series(LineSeries::new(data.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0, v)), color.stroke_width(3)))?;
         for (i, &v) in data.iter().enumerate() {
             chart.draw_series(std::iter::once(Circle::new((i as f64 + 1.0, v), 4, color.filled())))?;
@@ -189,7 +190,7 @@ fn main() -> Result<()> {
     }
     let total = start.elapsed().as_secs_f64();
     let acc = if let Some(&a) = accs.last() { a } else { accuracy(&model, &args.model, &params, &test_x, &test_y, &dev)? };
-    println!("total {:.1} s ({:.0} training img/s); weights {}; curves {} (left: loss, right: test accuracy, per epoch)", total, (n * args.epochs) as f64 / train_time.max(1e-9), weights.display(), curves.display());
+    println!("total {:.1} s ({:.0} training img/s); weights {}; curves {} (left: training loss from 0, right: test accuracy up to 100%, per epoch)", total, (n * args.epochs) as f64 / train_time.max(1e-9), weights.display(), curves.display());
     println!("final test accuracy: {:.2}% (device: {})", acc * 100.0, dev.name());
     Ok(())
 }

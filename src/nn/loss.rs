@@ -1,6 +1,7 @@
 //! Losses, mean-reduced. All are compositions of differentiable ops (so second derivatives
 //! work); cross-entropy is the stable log-softmax form.
-use crate::{DType, Error, Result, Tensor};
+use crate::{custom_op, CustomOp, DType, Error, Result, Tensor};
+use std::sync::Arc;
 
 /// mean_i -log softmax(logits_i)[labels_i] for logits [B, C] and u32 labels [B].
 /// Stable for logits of 1e4 and finite for -inf logits on non-target classes.
@@ -33,7 +34,24 @@ pub fn mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     pred.sub(target)?.square()?.mean_all()
 }
 
-/// mean(max(x, 0) - x y + log(1 + exp(-|x|))) for logits x and targets y in [0, 1].
+/// softplus(x) = log(1 + exp(x)), computed stably as max(x, 0) + log(1 + exp(-|x|)), with
+/// its own VJP g * sigmoid(x): the stable form's pieces have kinks at 0 whose one-sided
+/// derivatives would give a wrong gradient (and Hessian) exactly there.
+pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    struct Softplus;
+    impl CustomOp for Softplus {
+        fn name(&self) -> &str {
+            "softplus"
+        }
+        /// d softplus(x) = sigmoid(x) dx
+        fn vjp(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+            Ok(vec![Some(g.mul(&inputs[0].sigmoid()?)?)])
+        }
+    }
+    custom_op(Arc::new(Softplus), &[x], || x.relu()?.add(&x.abs()?.neg()?.exp()?.add_scalar(1.0)?.log()?))
+}
+
+/// mean(softplus(x) - x y) for logits x and targets y in [0, 1] (stable for any x).
 pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.shape() != targets.shape() {
         return Err(Error::ShapeMismatch { op: "binary_cross_entropy_with_logits", lhs: logits.shape().to_vec(), rhs: targets.shape().to_vec(), msg: "shapes differ".into() });
@@ -41,6 +59,5 @@ pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Re
     if logits.numel() == 0 {
         return Err(Error::Empty { op: "binary_cross_entropy_with_logits", msg: "the batch is empty".into() });
     }
-    let softplus = logits.abs()?.neg()?.exp()?.add_scalar(1.0)?.log()?;
-    logits.relu()?.sub(&logits.mul(targets)?)?.add(&softplus)?.mean_all()
+    softplus(logits)?.sub(&logits.mul(targets)?)?.mean_all()
 }

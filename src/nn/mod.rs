@@ -22,7 +22,7 @@ mod loss;
 mod params;
 
 pub use layers::{Activation, AvgPool2d, Conv2d, Dropout, Flatten, Init, Linear, MaxPool2d, Sequential};
-pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse};
+pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse, softplus};
 pub use params::Params;
 
 use crate::{Result, Tensor};

@@ -50,6 +50,11 @@ fn mse_and_bce_match_hand_computed_values() {
     assert!((nn::binary_cross_entropy_with_logits(&p, &t).unwrap().to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
     check_grads(|x| nn::mse(x, &t), &p, 2).unwrap();
     check_grads(|x| nn::binary_cross_entropy_with_logits(x, &t), &p, 2).unwrap();
+    // at logits exactly 0 (where the stable form has its kinks): d/dx = sigmoid(0) - y
+    let zero = f64t(&[0.0, 0.0, 0.0], &[3]);
+    let g = wgrad::grad(|x| nn::binary_cross_entropy_with_logits(x, &t), &zero).unwrap();
+    assert_eq!(g.to_vec::<f64>().unwrap(), vec![-0.5 / 3.0, 0.5 / 3.0, -0.5 / 3.0]);
+    check_grads(|x| nn::binary_cross_entropy_with_logits(x, &t), &zero, 2).unwrap();
     let huge = f64t(&[1000.0, -1000.0], &[2]);
     assert!(nn::binary_cross_entropy_with_logits(&huge, &f64t(&[0.0, 1.0], &[2])).unwrap().to_scalar::<f64>().unwrap().is_finite());
 }

@@ -1,6 +1,6 @@
 //! Train an MLP (default 784-256-128-10) or a small CNN on MNIST with Adam.
 //! `cargo run --release --example mnist -- [--model mlp|cnn] [--device gpu|cpu|best]
-//!     [--epochs N] [--batch-size N] [--lr X] [--seed N] [--data DIR] [--out DIR] [--resume]`
+//!     [--epochs N (default 10 for mlp, 5 for cnn)] [--batch-size N] [--lr X] [--seed N] [--data DIR] [--out DIR] [--resume]`
 //! Writes the loss / accuracy curves (PNG) and the weights (safetensors) into --out.
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -24,7 +24,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { model: "mlp".into(), device: "best".into(), epochs: 10, batch: 128, lr: 1e-3, seed: 0, data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")), out: None, resume: false };
+    let mut a = Args { model: "mlp".into(), device: "best".into(), epochs: 0, batch: 128, lr: 1e-3, seed: 0, data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")), out: None, resume: false };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let bad = |m: String| Error::Invalid { op: "mnist", msg: m };
     let mut i = 0;
@@ -46,6 +46,9 @@ fn parse_args() -> Result<Args> {
             other => return Err(bad(format!("unknown argument {other}"))),
         }
         i += 2;
+    }
+    if a.epochs == 0 {
+        a.epochs = if a.model == "cnn" { 5 } else { 10 };
     }
     if a.batch == 0 {
         return Err(bad("--batch-size must be positive".into()));

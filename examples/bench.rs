@@ -1,0 +1,185 @@
+//! The GPU-vs-CPU benchmark tool. Each workload runs after a warm-up with the device
+//! synchronized before the timer stops; GPU results are checked against the CPU.
+//! `cargo run --release --example bench -- [--device gpu|cpu|both] [--json FILE] [--quick]`
+use std::time::Instant;
+use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
+use wgrad::optim::{Optimizer, Sgd};
+use wgrad::{grad, hvp, value_and_grad_many, DType, Device, Result, Tensor};
+
+struct Rec {
+    workload: String,
+    param: String,
+    device: &'static str,
+    median: f64,
+    min: f64,
+    max: f64,
+    unit: &'static str,
+}
+
+/// (median, min, max) seconds of `reps` timed runs after one warm-up.
+fn time(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64, f64)> {
+    f()?;
+    dev.synchronize()?;
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let s = Instant::now();
+        f()?;
+        dev.synchronize()?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok((t[t.len() / 2], t[0], t[t.len() - 1]))
+}
+
+fn check(what: &str, got: &Tensor, want: &Tensor, rtol: f64) -> Result<()> {
+    let (g, w) = (got.to_f64_vec()?, want.to_f64_vec()?);
+    let scale = w.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+    let err = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
+    if !(err <= rtol) {
+        eprintln!("CHECK FAILED: {what}: relative error {err:e} > {rtol:e}");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+fn mlp(p: &mut Params, dev: &Device) -> Result<Sequential> {
+    Ok(Sequential::new()
+        .push(Linear::new(p, "l1", 784, 256, 0, dev)?)
+        .push(Activation::Relu)
+        .push(Linear::new(p, "l2", 256, 256, 1, dev)?)
+        .push(Activation::Relu)
+        .push(Linear::new(p, "l3", 256, 10, 2, dev)?))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let which = opt("--device").unwrap_or_else(|| "both".into());
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut devices: Vec<(&'static str, Device)> = Vec::new();
+    let mut recs: Vec<Rec> = Vec::new();
+    if which == "gpu" || which == "both" {
+        // cold start: a fresh device (own wgpu device and queue) and its first op
+        let s = Instant::now();
+        let fresh = Device::new_gpu()?;
+        Tensor::ones(&[4], DType::F32, &fresh)?.exp()?.to_vec::<f32>()?;
+        let cold = s.elapsed().as_secs_f64() * 1e3;
+        recs.push(Rec { workload: "cold start (device + first op)".into(), param: String::new(), device: "gpu", median: cold, min: cold, max: cold, unit: "ms" });
+        drop(fresh);
+        devices.push(("gpu", Device::gpu()?));
+    }
+    if which == "cpu" || which == "both" {
+        devices.push(("cpu", Device::cpu()));
+    }
+    let cpu = Device::cpu();
+    let reps = if quick { 3 } else { 7 };
+    let sizes: &[usize] = if quick { &[256, 512, 1024] } else { &[256, 512, 1024, 2048] };
+    let big = 16 << 20;
+    let gpu_name = devices.iter().find(|d| d.0 == "gpu").map(|d| d.1.name());
+    for (tag, dev) in &devices {
+        eprintln!("running on {}", dev.name());
+        // W1 matmul
+        for &n in sizes {
+            let a = Tensor::randn(&[n, n], 1, DType::F32, dev)?;
+            let b = Tensor::randn(&[n, n], 2, DType::F32, dev)?;
+            let s = Instant::now();
+            let c = a.matmul(&b)?;
+            dev.synchronize()?;
+            let first = s.elapsed().as_secs_f64() * 1e3;
+            if *tag == "gpu" && n <= 1024 {
+                let want = a.to_device(&cpu)?.matmul(&b.to_device(&cpu)?)?;
+                check("matmul", &c, &want, 1e-4)?;
+            }
+            let r = if n >= 2048 { reps.min(3) } else { reps };
+            let (md, mn, mx) = time(dev, r, || a.matmul(&b).map(drop))?;
+            let fl = 2.0 * (n as f64).powi(3) / 1e9;
+            recs.push(Rec { workload: "W1 matmul f32".into(), param: format!("N={n}"), device: tag, median: fl / md, min: fl / mx, max: fl / mn, unit: "GFLOP/s" });
+            recs.push(Rec { workload: "W1 matmul first call".into(), param: format!("N={n}"), device: tag, median: first, min: first, max: first, unit: "ms" });
+        }
+        // W2 elementwise
+        let x = Tensor::rand(&[big], -1.0, 1.0, 3, DType::F32, dev)?;
+        let y = Tensor::rand(&[big], -1.0, 1.0, 4, DType::F32, dev)?;
+        let (md, mn, mx) = time(dev, reps, || x.add(&y).map(drop))?;
+        let gb = 12.0 * big as f64 / 1e9;
+        recs.push(Rec { workload: "W2 add".into(), param: "16M".into(), device: tag, median: gb / md, min: gb / mx, max: gb / mn, unit: "GB/s" });
+        let chain = || x.exp()?.mul(&x)?.add_scalar(1.0);
+        if *tag == "gpu" {
+            let xc = x.to_device(&cpu)?;
+            check("exp(x)*x+1", &chain()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
+        }
+        let (md, mn, mx) = time(dev, reps, || chain().map(drop))?;
+        recs.push(Rec { workload: "W2 exp(x)*x+1".into(), param: "16M".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
+        // W3 reductions
+        if *tag == "gpu" {
+            check("sum", &x.sum_all()?, &x.to_device(&cpu)?.sum_all()?, 1e-4)?;
+        }
+        let (md, mn, mx) = time(dev, reps, || x.sum_all().map(drop))?;
+        let gb = 4.0 * big as f64 / 1e9;
+        recs.push(Rec { workload: "W3 sum".into(), param: "16M".into(), device: tag, median: gb / md, min: gb / mx, max: gb / mn, unit: "GB/s" });
+        let m = x.reshape(&[4096, 4096])?;
+        let (md, mn, mx) = time(dev, reps, || m.sum(&[1], false).map(drop))?;
+        recs.push(Rec { workload: "W3 row-sum".into(), param: "4096x4096".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
+        // W4 MLP train step
+        let mut params = Params::new();
+        let model = mlp(&mut params, dev)?;
+        let xb = Tensor::rand(&[128, 784], 0.0, 1.0, 5, DType::F32, dev)?;
+        let yb = Tensor::from_slice(&(0..128u32).map(|i| i % 10).collect::<Vec<_>>(), &[128], dev)?;
+        let mut sgd = Sgd::new(0.1);
+        let mut step = |params: &mut Params| -> Result<()> {
+            let (_, g) = value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb), params.tensors())?;
+            sgd.step(params, &g)
+        };
+        let s = Instant::now();
+        step(&mut params)?;
+        dev.synchronize()?;
+        let first = s.elapsed().as_secs_f64() * 1e3;
+        let c0 = dev.counters();
+        let steps = 20;
+        for _ in 0..steps {
+            step(&mut params)?;
+        }
+        dev.synchronize()?;
+        let c1 = dev.counters();
+        let (md, mn, mx) = time(dev, reps, || step(&mut params))?;
+        recs.push(Rec { workload: "W4 MLP step 784-256-256-10 b128".into(), param: "SGD".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
+        recs.push(Rec { workload: "W4 MLP first step".into(), param: String::new(), device: tag, median: first, min: first, max: first, unit: "ms" });
+        if *tag == "gpu" {
+            let per = |a: u64, b: u64| (a - b) as f64 / steps as f64;
+            for (name, v) in [("dispatches", per(c1.dispatches, c0.dispatches)), ("submits", per(c1.submits, c0.submits)), ("readbacks", per(c1.readbacks, c0.readbacks)), ("buffer allocations", per(c1.buffer_allocations, c0.buffer_allocations))] {
+                recs.push(Rec { workload: format!("W4 {name} per step"), param: String::new(), device: tag, median: v, min: v, max: v, unit: "count" });
+            }
+        }
+        // W5 loss / grad / hvp of the W4 loss with respect to the first weight
+        let p = params.tensors().to_vec();
+        let loss_of = |w: &Tensor| -> Result<Tensor> {
+            let mut q = p.clone();
+            q[0] = w.clone();
+            nn::cross_entropy(&model.forward(&Ctx::eval(&q), &xb)?, &yb)
+        };
+        let v = Tensor::randn(p[0].shape(), 9, DType::F32, dev)?;
+        let (tl, _, _) = time(dev, reps, || loss_of(&p[0]).map(drop))?;
+        let (tg, _, _) = time(dev, reps, || grad(loss_of, &p[0]).map(drop))?;
+        let (th, _, _) = time(dev, reps, || hvp(loss_of, &p[0], &v).map(drop))?;
+        for (name, val, unit) in [("W5 t(loss)", tl * 1e3, "ms"), ("W5 t(grad)", tg * 1e3, "ms"), ("W5 t(hvp)", th * 1e3, "ms"), ("W5 t(grad)/t(loss)", tg / tl, "ratio"), ("W5 t(hvp)/t(grad)", th / tg, "ratio")] {
+            recs.push(Rec { workload: name.into(), param: String::new(), device: tag, median: val, min: val, max: val, unit });
+        }
+    }
+    println!("GPU: {}", gpu_name.unwrap_or_else(|| "none".into()));
+    println!("{:<34} {:>10} {:>5} {:>11} {:>11} {:>11} {:>8} {:>9}", "workload", "param", "dev", "median", "min", "max", "unit", "gpu/cpu");
+    for r in &recs {
+        let other = recs.iter().find(|o| o.workload == r.workload && o.param == r.param && o.device != r.device);
+        let ratio = match (r.device, other) {
+            ("gpu", Some(o)) if o.median != 0.0 => format!("{:.2}", r.median / o.median),
+            _ => String::new(),
+        };
+        println!("{:<34} {:>10} {:>5} {:>11.3} {:>11.3} {:>11.3} {:>8} {:>9}", r.workload, r.param, r.device, r.median, r.min, r.max, r.unit, ratio);
+    }
+    if let Some(path) = opt("--json") {
+        let lines: Vec<String> = recs
+            .iter()
+            .map(|r| format!("{{\"workload\":{:?},\"param\":{:?},\"device\":{:?},\"value\":{},\"unit\":{:?}}}", r.workload, r.param, r.device, r.median, r.unit))
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| wgrad::Error::Io { op: "bench", path: path.clone(), msg: e.to_string() })?;
+    }
+    Ok(())
+}

@@ -52,9 +52,28 @@ fn min_nan(a: T, b: T) -> T {
     return select(b, a, a <= b);
 }
 
-// pow with numpy semantics for negative bases raised to integral exponents.
+// x^n by squaring: exact for small integral powers (exp2(y log2 x) is not: 3^3 = 27.000002).
+fn pow_int(x: T, n: u32) -> T {
+    var r = T(1);
+    var b = x;
+    var e = n;
+    loop {
+        if (e == 0u) { break; }
+        if ((e & 1u) == 1u) { r = r * b; }
+        b = b * b;
+        e = e >> 1u;
+    }
+    return r;
+}
+
+// pow with numpy semantics: exact small integral powers, negative bases allowed for
+// integral exponents.
 fn pow_num(x: T, y: T) -> T {
     if (y == T(0)) { return T(1); }
+    if (y == floor(y) && abs(y) <= T(64)) {
+        let r = pow_int(x, u32(abs(y)));
+        return select(r, T(1) / r, y < T(0));
+    }
     if (x < T(0) && y == floor(y)) {
         let r = pow(-x, y);
         let odd = abs(y - T(2) * floor(y / T(2))) == T(1);

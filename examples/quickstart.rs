@@ -27,5 +27,20 @@ fn main() -> Result<()> {
             2.0 * (n as f64).powi(3) / secs / 1e9
         );
     }
+    if gpu.is_gpu() {
+        // what one 1024 x 1024 matmul costs the runtime
+        let a = Tensor::randn(&[1024, 1024], 3, DType::F32, &gpu)?;
+        let b = Tensor::randn(&[1024, 1024], 4, DType::F32, &gpu)?;
+        gpu.synchronize()?;
+        let before = gpu.counters();
+        let c = a.matmul(&b)?;
+        let queued = gpu.counters() - before;
+        let _ = c.to_vec::<f32>()?;
+        let read = gpu.counters() - before;
+        println!(
+            "one 1024x1024 matmul: {} dispatch, {} submits and {} readbacks until read; {} submit and {} readback after to_vec",
+            queued.dispatches, queued.submits, queued.readbacks, read.submits, read.readbacks
+        );
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, KernelError, Result};
 pub use graph::{custom_op, is_recording, no_grad, CustomOp, Node, Op};
 pub use layout::Layout;
+pub use ops::ElementwiseKernel;
 pub use tensor::Tensor;
 pub use wgrad_kernels as kernels;
 pub use wgrad_kernels::{AdamParams, ConvGeometry};

@@ -70,8 +70,17 @@ impl Context {
 
     /// out = op(x, scalar), x a strided view of `shape`.
     pub fn unary(self: &Arc<Self>, op: UnaryOp, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        self.map1(Kernel::Unary(op), scalar, x, shape)
+    }
+
+    /// out = user_kernel(x, scalar) for a kernel from [`crate::register_user_unary`].
+    pub fn user_unary(self: &Arc<Self>, id: u32, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        self.map1(Kernel::UserUnary(id), scalar, x, shape)
+    }
+
+    fn map1(self: &Arc<Self>, kernel: Kernel, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "unary")?;
-        let key = KernelKey::new(Kernel::Unary(op), KDType::F32);
+        let key = KernelKey::new(kernel, KDType::F32);
         let out = self.out_f32(numel(shape))?;
         let mut p = header(shape, is_contiguous(shape, x.strides), scalar.to_bits())?;
         push_view(&mut p, &x)?;

@@ -18,5 +18,5 @@ pub use error::{KResult, KernelError};
 pub use linalg::LuFactors;
 pub use nn::{AdamParams, ConvGeometry};
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
-pub use source::{all_kernels, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, WG};
+pub use source::{all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, WG};
 pub use wgpu;

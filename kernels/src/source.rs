@@ -116,10 +116,42 @@ op_enum!(
     }
 );
 
+/// A user elementwise kernel: the WGSL body of `fn unary_op(x: T, s: T) -> T`.
+struct UserKernel {
+    name: String,
+    body: String,
+}
+
+static USER_KERNELS: std::sync::Mutex<Vec<UserKernel>> = std::sync::Mutex::new(Vec::new());
+
+/// Register a user elementwise kernel (process-wide). The assembled module is validated
+/// with naga now, so a bad body is an error here, not at dispatch.
+pub fn register_user_unary(name: &str, wgsl_body: &str) -> Result<u32, String> {
+    let mut reg = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner());
+    let id = reg.len() as u32;
+    reg.push(UserKernel { name: name.to_string(), body: wgsl_body.to_string() });
+    drop(reg);
+    let key = KernelKey::new(Kernel::UserUnary(id), KDType::F32);
+    if let Err(e) = validate_wgsl(&key.source()) {
+        // leave the slot unusable: its body is replaced by a valid identity, never dispatched
+        USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner())[id as usize].body = "return x;".into();
+        return Err(e);
+    }
+    Ok(id)
+}
+
+fn user_kernel(id: u32) -> (String, String) {
+    let reg = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner());
+    let k = &reg[id as usize];
+    (k.name.clone(), k.body.clone())
+}
+
 /// Every kernel (family x op variant) the runtime can build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Unary(UnaryOp),
+    /// A registered user elementwise kernel (unary skeleton).
+    UserUnary(u32),
     Binary(BinaryOp),
     Where,
     /// Strided copy of 32-bit words (any 4-byte dtype; built with the f32 header).
@@ -171,7 +203,7 @@ impl KernelKey {
     /// (read-only inputs, read-write outputs); a params buffer is always bound last.
     pub fn bindings(&self) -> (u32, u32) {
         match self.kernel {
-            Kernel::Unary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => (1, 1),
+            Kernel::Unary(_) | Kernel::UserUnary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => (1, 1),
             Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
             Kernel::Binary(_) | Kernel::Matmul | Kernel::IndexSelect | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
@@ -195,6 +227,10 @@ impl KernelKey {
         s += COMMON;
         let (skeleton, op_fn) = match self.kernel {
             Kernel::Unary(op) => (UNARY, format!("fn unary_op(x: T, s: T) -> T {{ {} }}", op.wgsl_body())),
+            Kernel::UserUnary(id) => {
+                let (name, body) = user_kernel(id);
+                (UNARY, format!("// user kernel '{name}'\nfn unary_op(x: T, s: T) -> T {{\n{body}\n}}"))
+            }
             Kernel::Binary(op) => (BINARY, format!("fn binary_op(a: T, b: T) -> T {{ {} }}", op.wgsl_body())),
             Kernel::Reduce(op) => (REDUCE, op.wgsl_body().to_string()),
             Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
@@ -249,6 +285,8 @@ pub fn all_kernels() -> Vec<KernelKey> {
     ] {
         v.push(KernelKey::new(k, f));
     }
+    let users = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
+    v.extend((0..users).map(|id| KernelKey::new(Kernel::UserUnary(id), f)));
     v.push(KernelKey::new(Kernel::Copy, KDType::F32));
     v.push(KernelKey::new(Kernel::Cast(KDType::U32, KDType::F32), f));
     v.push(KernelKey::new(Kernel::Cast(KDType::F32, KDType::U32), f));

@@ -184,6 +184,42 @@ fn a_custom_primitive_with_its_own_vjp() {
     wgrad::check_grads(softplus, &x, 2).unwrap();
 }
 
+/// A fused user kernel with its own VJP: swish(x) = x * sigmoid(x) in one WGSL kernel,
+/// d swish = (s + x s (1 - s)) dx with s = sigmoid(x).
+struct Swish(wgrad::ElementwiseKernel);
+impl CustomOp for Swish {
+    fn name(&self) -> &str {
+        "swish"
+    }
+    fn vjp(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let s = x.sigmoid()?;
+        let ds = s.add(&x.mul(&s)?.mul(&s.neg()?.add_scalar(1.0)?)?)?;
+        Ok(vec![Some(g.mul(&ds)?)])
+    }
+}
+
+#[test]
+fn a_custom_primitive_with_its_own_wgsl_kernel() {
+    let k = wgrad::ElementwiseKernel::new("swish", "return x * sigmoid_safe(x);", |x, _| x / (1.0 + (-x).exp())).unwrap();
+    let op = Arc::new(Swish(k.clone()));
+    let swish = |x: &Tensor| custom_op(op.clone(), &[x], || x.map_kernel(&op.0, 0.0));
+    let x = t64(&[-2.0, -0.5, 0.0, 1.5], &[4]);
+    wgrad::check_grads(&swish, &x, 2).unwrap();
+    if let Some(g) = gpu() {
+        let xg = x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+        let before = g.counters();
+        let y = swish(&xg).unwrap();
+        assert_eq!(g.counters().dispatches - before.dispatches, 1, "one fused kernel");
+        close(&v64(&y), &v64(&swish(&x).unwrap()), 1e-6);
+        let gg = grad(|x| swish(x)?.sum_all(), &xg).unwrap();
+        close(&v64(&gg), &v64(&grad(|x| swish(x)?.sum_all(), &x).unwrap()), 1e-5);
+    }
+    // invalid WGSL is an error at registration; a tracked input outside custom_op is an error
+    assert!(matches!(wgrad::ElementwiseKernel::new("bad", "return y;", |x, _| x), Err(Error::Gpu(wgrad::KernelError::Compile { .. }))));
+    assert!(matches!(grad(|x| x.map_kernel(&k, 0.0)?.sum_all(), &x), Err(Error::NotDifferentiable { .. })));
+}
+
 #[test]
 fn bad_inputs_to_transforms_are_errors() {
     let x = t64(&[1.0, 2.0], &[2]);

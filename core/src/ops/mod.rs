@@ -3,6 +3,7 @@
 //! under the same family name.
 mod conv;
 mod elementwise;
+pub use elementwise::ElementwiseKernel;
 mod index;
 mod linalg;
 mod matmul;

@@ -142,9 +142,10 @@ pub fn matmul(
     n: usize,
 ) -> CpuStorage {
     let batch = a_offsets.len();
-    match (a, b) {
-        (CpuStorage::F32(av), CpuStorage::F32(bv)) => {
-            let mut c = vec![0f32; batch * m * n];
+    // one body for f32 (sgemm) and f64 (dgemm)
+    macro_rules! gemm {
+        ($av:expr, $bv:expr, $t:ty, $gemm:path, $wrap:path) => {{
+            let mut c = vec![0 as $t; batch * m * n];
             for i in 0..batch {
                 if m * n * k == 0 {
                     continue;
@@ -152,34 +153,20 @@ pub fn matmul(
                 // SAFETY: offsets and strides describe views inside av / bv (checked by the
                 // layouts); c is a fresh contiguous m x n block per batch.
                 unsafe {
-                    matrixmultiply::sgemm(
+                    $gemm(
                         m, k, n, 1.0,
-                        av.as_ptr().add(a_offsets[i]), a_rs as isize, a_cs as isize,
-                        bv.as_ptr().add(b_offsets[i]), b_rs as isize, b_cs as isize,
+                        $av.as_ptr().add(a_offsets[i]), a_rs as isize, a_cs as isize,
+                        $bv.as_ptr().add(b_offsets[i]), b_rs as isize, b_cs as isize,
                         0.0, c.as_mut_ptr().add(i * m * n), n as isize, 1,
                     );
                 }
             }
-            CpuStorage::F32(c)
-        }
-        (CpuStorage::F64(av), CpuStorage::F64(bv)) => {
-            let mut c = vec![0f64; batch * m * n];
-            for i in 0..batch {
-                if m * n * k == 0 {
-                    continue;
-                }
-                // SAFETY: as above.
-                unsafe {
-                    matrixmultiply::dgemm(
-                        m, k, n, 1.0,
-                        av.as_ptr().add(a_offsets[i]), a_rs as isize, a_cs as isize,
-                        bv.as_ptr().add(b_offsets[i]), b_rs as isize, b_cs as isize,
-                        0.0, c.as_mut_ptr().add(i * m * n), n as isize, 1,
-                    );
-                }
-            }
-            CpuStorage::F64(c)
-        }
+            $wrap(c)
+        }};
+    }
+    match (a, b) {
+        (CpuStorage::F32(av), CpuStorage::F32(bv)) => gemm!(av, bv, f32, matrixmultiply::sgemm, CpuStorage::F32),
+        (CpuStorage::F64(av), CpuStorage::F64(bv)) => gemm!(av, bv, f64, matrixmultiply::dgemm, CpuStorage::F64),
         _ => unreachable!("matmul dtypes are checked before the backend runs"),
     }
 }

@@ -50,22 +50,7 @@ impl Tensor {
             self.dtype(),
             || {
                 let ids = cpu::read(cpu_of(idx), idx.layout());
-                let x = self.to_f64_vec_cpu();
-                let xs = crate::shape::contiguous_strides(self.shape());
-                let os = crate::shape::contiguous_strides(&shape);
-                let n = crate::shape::numel(&shape);
-                let v = (0..n)
-                    .map(|i| {
-                        let mut off = 0;
-                        for d in 0..shape.len() {
-                            let c = (i / os[d]) % shape[d];
-                            let c = if d == ax { ids[c] as usize } else { c };
-                            off += c * xs[d];
-                        }
-                        x[off]
-                    })
-                    .collect();
-                Ok(CpuStorage::from_f64(v, self.dtype()))
+                Ok(self.cpu_pick(&shape, ax, |_, c| ids[c] as usize))
             },
             |ctx| Ok(ctx.index_select(self.view(), idx.view(), &shape, ax, size)?),
         )?;
@@ -93,21 +78,7 @@ impl Tensor {
             self.dtype(),
             || {
                 let ids = cpu::read(cpu_of(idx), idx.layout());
-                let x = self.to_f64_vec_cpu();
-                let xs = crate::shape::contiguous_strides(self.shape());
-                let os = crate::shape::contiguous_strides(&shape);
-                let v = (0..ids.len())
-                    .map(|i| {
-                        let mut off = 0;
-                        for d in 0..shape.len() {
-                            let c = (i / os[d]) % shape[d];
-                            let c = if d == ax { ids[i] as usize } else { c };
-                            off += c * xs[d];
-                        }
-                        x[off]
-                    })
-                    .collect();
-                Ok(CpuStorage::from_f64(v, self.dtype()))
+                Ok(self.cpu_pick(&shape, ax, |i, _| ids[i] as usize))
             },
             |ctx| Ok(ctx.gather(self.view(), idx.view(), &shape, ax, size)?),
         )?;
@@ -139,8 +110,22 @@ impl Tensor {
         )
     }
 
-    /// Contiguous f64 copy of a CPU tensor's elements.
-    fn to_f64_vec_cpu(&self) -> Vec<f64> {
-        cpu::read(cpu_of(self), self.layout())
+    /// CPU reference of the index ops: output element i (of `shape`) reads x at the output's
+    /// multi-index with the `axis` coordinate replaced by `index(i, coordinate)`.
+    fn cpu_pick(&self, shape: &[usize], axis: usize, index: impl Fn(usize, usize) -> usize) -> CpuStorage {
+        let x = cpu::read(cpu_of(self), self.layout());
+        let xs = crate::shape::contiguous_strides(self.shape());
+        let os = crate::shape::contiguous_strides(shape);
+        let v = (0..crate::shape::numel(shape))
+            .map(|i| {
+                let mut off = 0;
+                for d in 0..shape.len() {
+                    let c = (i / os[d]) % shape[d];
+                    off += if d == axis { index(i, c) } else { c } * xs[d];
+                }
+                x[off]
+            })
+            .collect();
+        CpuStorage::from_f64(v, self.dtype())
     }
 }

@@ -29,9 +29,12 @@ impl Device {
         Ok(Device::Gpu(Context::new()?))
     }
 
-    /// Run on the device and queue a host application created (no device of wgrad's own).
-    pub fn from_wgpu(device: wgpu_types::Device, queue: wgpu_types::Queue, info: &wgpu_types::AdapterInfo) -> Device {
-        Device::Gpu(Context::from_wgpu(device, queue, info))
+    /// Run on the device and queue a host application created (no device of wgrad's own);
+    /// see the interop rules on [`Tensor::from_wgpu_buffer`](crate::Tensor::from_wgpu_buffer).
+    /// Note that wgrad installs its own uncaptured-error handler on the device, so that GPU
+    /// errors surface as `Err` values from wgrad calls.
+    pub fn from_wgpu(device: wgpu_types::Device, queue: wgpu_types::Queue) -> Device {
+        Device::Gpu(Context::from_wgpu(device, queue))
     }
 
     /// The GPU when there is one, otherwise the CPU with a one-line notice on stderr.

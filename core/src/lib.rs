@@ -6,6 +6,7 @@ pub mod cpu_linalg;
 mod device;
 mod dtype;
 mod error;
+mod interop;
 pub mod graph;
 mod layout;
 mod ops;

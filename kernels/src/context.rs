@@ -110,9 +110,11 @@ impl Context {
         Ok(Self::from_parts(device, queue, &info))
     }
 
-    /// Wrap a device and queue that a host application created (wgrad creates nothing of its own).
-    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Arc<Context> {
-        Self::from_parts(device, queue, info)
+    /// Wrap a device and queue that a host application created (wgrad creates nothing of
+    /// its own; limits and adapter facts come from the device).
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Arc<Context> {
+        let info = device.adapter_info();
+        Self::from_parts(device, queue, &info)
     }
 
     fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Arc<Context> {

@@ -6,6 +6,7 @@ mod common;
 mod autograd_ops;
 mod autograd_transforms;
 mod elementwise;
+mod embed_threads;
 mod errors;
 mod linalg;
 mod matmul;

@@ -1,13 +1,13 @@
 //! Train an MLP (default 784-256-128-10) or a small CNN on MNIST with Adam.
 //! `cargo run --release --example mnist -- [--model mlp|cnn] [--device gpu|cpu|best]
-//!     [--epochs N (default 10 for mlp, 5 for cnn)] [--batch-size N] [--lr X] [--seed N] [--data DIR] [--out DIR] [--resume]`
+//!     [--dtype f32|f16] [--epochs N (default 10 for mlp, 5 for cnn)] [--batch-size N] [--lr X] [--seed N] [--data DIR] [--out DIR] [--resume]`
 //! Writes the loss / accuracy curves (PNG) and the weights (safetensors) into --out.
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::PathBuf;
 use std::time::Instant;
-use wgrad::nn::{self, Activation, Conv2d, Ctx, Flatten, Linear, MaxPool2d, Module, Params, Sequential};
+use wgrad::nn::{self, Activation, Cast, Conv2d, Ctx, Flatten, Linear, MaxPool2d, Module, Params, Sequential};
 use wgrad::optim::{Adam, Optimizer};
 use wgrad::{no_grad, value_and_grad_many, DType, Device, Error, Result, Tensor};
 
@@ -21,10 +21,11 @@ struct Args {
     data: PathBuf,
     out: Option<PathBuf>,
     resume: bool,
+    f16: bool,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { model: "mlp".into(), device: "best".into(), epochs: 0, batch: 128, lr: 1e-3, seed: 0, data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")), out: None, resume: false };
+    let mut a = Args { model: "mlp".into(), device: "best".into(), epochs: 0, batch: 128, lr: 1e-3, seed: 0, data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")), out: None, resume: false, f16: false };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let bad = |m: String| Error::Invalid { op: "mnist", msg: m };
     let mut i = 0;
@@ -39,6 +40,11 @@ fn parse_args() -> Result<Args> {
             "--seed" => a.seed = val()?.parse().map_err(|e| bad(format!("--seed: {e}")))?,
             "--data" => a.data = PathBuf::from(val()?),
             "--out" => a.out = Some(PathBuf::from(val()?)),
+            "--dtype" => match val()?.as_str() {
+                "f16" => a.f16 = true,
+                "f32" => a.f16 = false,
+                other => return Err(bad(format!("--dtype {other}: f32 or f16"))),
+            },
             "--resume" => {
                 a.resume = true;
                 i -= 1;
@@ -56,25 +62,21 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-fn build(model: &str, p: &mut Params, seed: u64, dev: &Device) -> Result<Sequential> {
+/// The model; with `f16`, activations are stored in f16 between layers (f32 weights).
+fn build(model: &str, p: &mut Params, seed: u64, dev: &Device, f16: bool) -> Result<Sequential> {
+    let act = |s: Sequential| if f16 { s.push(Activation::Relu).push(Cast(DType::F16)) } else { s.push(Activation::Relu) };
     Ok(match model {
-        "mlp" => Sequential::new()
-            .push(Linear::new(p, "fc1", 784, 256, seed, dev)?)
-            .push(Activation::Relu)
-            .push(Linear::new(p, "fc2", 256, 128, seed + 1, dev)?)
-            .push(Activation::Relu)
-            .push(Linear::new(p, "fc3", 128, 10, seed + 2, dev)?),
-        "cnn" => Sequential::new()
-            .push(Conv2d::new(p, "conv1", 1, 16, 3, 1, 1, seed, dev)?)
-            .push(Activation::Relu)
-            .push(MaxPool2d(2))
-            .push(Conv2d::new(p, "conv2", 16, 32, 3, 1, 1, seed + 1, dev)?)
-            .push(Activation::Relu)
-            .push(MaxPool2d(2))
-            .push(Flatten)
-            .push(Linear::new(p, "fc1", 32 * 7 * 7, 128, seed + 2, dev)?)
-            .push(Activation::Relu)
-            .push(Linear::new(p, "fc2", 128, 10, seed + 3, dev)?),
+        "mlp" => {
+            let s = act(Sequential::new().push(Linear::new(p, "fc1", 784, 256, seed, dev)?));
+            let s = act(s.push(Linear::new(p, "fc2", 256, 128, seed + 1, dev)?));
+            s.push(Linear::new(p, "fc3", 128, 10, seed + 2, dev)?)
+        }
+        "cnn" => {
+            let s = act(Sequential::new().push(Conv2d::new(p, "conv1", 1, 16, 3, 1, 1, seed, dev)?)).push(MaxPool2d(2));
+            let s = act(s.push(Conv2d::new(p, "conv2", 16, 32, 3, 1, 1, seed + 1, dev)?)).push(MaxPool2d(2)).push(Flatten);
+            let s = act(s.push(Linear::new(p, "fc1", 32 * 7 * 7, 128, seed + 2, dev)?));
+            s.push(Linear::new(p, "fc2", 128, 10, seed + 3, dev)?)
+        }
         other => return Err(Error::Invalid { op: "mnist", msg: format!("unknown model '{other}' (mlp or cnn)") }),
     })
 }
@@ -136,13 +138,14 @@ fn main() -> Result<()> {
     let test_y: Vec<u32> = data.test.labels.iter().map(|&l| l as u32).collect();
 
     let mut params = Params::new();
-    let model = build(&args.model, &mut params, args.seed, &dev)?;
+    let model = build(&args.model, &mut params, args.seed, &dev, args.f16)?;
     let weights = out.join("model.safetensors");
     if args.resume {
         params.load(&weights)?;
         println!("resumed from {}", weights.display());
     }
-    println!("model: {} ({} parameters), Adam lr {}, batch {}, {} epochs", args.model, params.numel(), args.lr, args.batch, args.epochs);
+    let precision = if args.f16 { "f16 activations, f32 weights" } else { "f32" };
+    println!("model: {} ({} parameters, {precision}), Adam lr {}, batch {}, {} epochs", args.model, params.numel(), args.lr, args.batch, args.epochs);
     let mut opt = Adam::new(args.lr);
     let n = data.train.len();
     let steps_per_epoch = n.div_ceil(args.batch);

@@ -5,6 +5,8 @@ pub enum DType {
     F64,
     /// Labels and indices.
     U32,
+    /// Half precision: a storage format (two per 32-bit word on the GPU); ops compute in f32.
+    F16,
 }
 
 impl DType {
@@ -12,10 +14,11 @@ impl DType {
         match self {
             DType::F32 | DType::U32 => 4,
             DType::F64 => 8,
+            DType::F16 => 2,
         }
     }
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
+        matches!(self, DType::F32 | DType::F64 | DType::F16)
     }
 }
 
@@ -44,6 +47,16 @@ impl Element for f64 {
         v
     }
 }
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        half::f16::from_f64(v)
+    }
+}
+
 impl Element for u32 {
     const DTYPE: DType = DType::U32;
     fn to_f64(self) -> f64 {

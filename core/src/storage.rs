@@ -8,6 +8,7 @@ pub enum CpuStorage {
     F32(Vec<f32>),
     F64(Vec<f64>),
     U32(Vec<u32>),
+    F16(Vec<half::f16>),
 }
 
 impl CpuStorage {
@@ -16,6 +17,7 @@ impl CpuStorage {
             CpuStorage::F32(_) => DType::F32,
             CpuStorage::F64(_) => DType::F64,
             CpuStorage::U32(_) => DType::U32,
+            CpuStorage::F16(_) => DType::F16,
         }
     }
     /// Element at `i` widened to f64 (exact for every dtype).
@@ -25,6 +27,7 @@ impl CpuStorage {
             CpuStorage::F32(v) => v[i] as f64,
             CpuStorage::F64(v) => v[i],
             CpuStorage::U32(v) => v[i] as f64,
+            CpuStorage::F16(v) => v[i].to_f64(),
         }
     }
     /// Build storage of `dtype` from f64 values (rounded to the dtype).
@@ -33,6 +36,7 @@ impl CpuStorage {
             DType::F32 => CpuStorage::F32(values.into_iter().map(|v| v as f32).collect()),
             DType::F64 => CpuStorage::F64(values),
             DType::U32 => CpuStorage::U32(values.into_iter().map(|v| v as u32).collect()),
+            DType::F16 => CpuStorage::F16(values.into_iter().map(half::f16::from_f64).collect()),
         }
     }
 }

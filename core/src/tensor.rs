@@ -136,10 +136,13 @@ impl Tensor {
                 DType::F32 => CpuStorage::F32(bytemuck::cast_slice(data).to_vec()),
                 DType::F64 => CpuStorage::F64(bytemuck::cast_slice(data).to_vec()),
                 DType::U32 => CpuStorage::U32(bytemuck::cast_slice(data).to_vec()),
+                DType::F16 => CpuStorage::F16(bytemuck::cast_slice(data).to_vec()),
             })),
             Device::Gpu(ctx) => {
                 check_gpu_dtype("from_slice", T::DTYPE, device)?;
-                Storage::Gpu(Arc::new(ctx.upload(bytemuck::cast_slice(data))?))
+                let mut bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
+                bytes.resize(bytes.len().div_ceil(4) * 4, 0); // f16: whole words
+                Storage::Gpu(Arc::new(ctx.upload(&bytes)?))
             }
         };
         let t = Tensor::new_contiguous(storage, shape, T::DTYPE, device.clone());
@@ -167,6 +170,9 @@ impl Tensor {
                 if dtype == DType::U32 {
                     let data = vec![value as u32; numel(shape)];
                     return Tensor::from_slice(&data, shape, device);
+                }
+                if dtype == DType::F16 {
+                    return Tensor::full(value, shape, DType::F32, device)?.to_dtype(DType::F16);
                 }
                 let buf = ctx.fill(numel(shape), value as f32)?;
                 Ok(Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), shape, dtype, device.clone()))
@@ -201,6 +207,7 @@ impl Tensor {
             DType::F32 => Tensor::from_slice(&v.iter().map(|&x| x as f32).collect::<Vec<_>>(), shape, device),
             DType::F64 => Tensor::from_slice(&v, shape, device),
             DType::U32 => Tensor::from_slice(&v.iter().map(|&x| x as u32).collect::<Vec<_>>(), shape, device),
+            DType::F16 => Tensor::from_slice(&v.iter().map(|&x| half::f16::from_f64(x)).collect::<Vec<_>>(), shape, device),
         }
     }
 
@@ -234,6 +241,7 @@ impl Tensor {
                     CpuStorage::F32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
                     CpuStorage::F64(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
                     CpuStorage::U32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
+                    CpuStorage::F16(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
                 })
             }
             Storage::Gpu(buf) => {
@@ -242,6 +250,15 @@ impl Tensor {
                     return Ok(Vec::new());
                 }
                 let ctx = buf.context().clone();
+                if self.dtype() == DType::F16 {
+                    // whole words around the halves; a strided view is repacked first
+                    let t = if self.layout().is_contiguous() { self.clone() } else { graph::no_grad(|| self.to_dtype(DType::F32)?.to_dtype(DType::F16))? };
+                    let (first, n) = (t.layout().offset, self.numel());
+                    let (w0, w1) = (first / 2, (first + n).div_ceil(2));
+                    let bytes = ctx.read(t.storage().gpu().expect("gpu storage"), (w0 * 4) as u64, ((w1 - w0) * 4) as u64)?;
+                    let halves: Vec<T> = bytemuck::pod_collect_to_vec(&bytes);
+                    return Ok(halves[first - 2 * w0..first - 2 * w0 + n].to_vec());
+                }
                 let t = if self.layout().is_contiguous() { self.clone() } else { graph::no_grad(|| self.contiguous())? };
                 let tb = t.storage().gpu().expect("gpu storage");
                 let bytes = ctx.read(tb, (t.layout().offset * 4) as u64, (n * 4) as u64)?;
@@ -256,6 +273,7 @@ impl Tensor {
             DType::F32 => Ok(self.to_vec::<f32>()?.into_iter().map(|x| x as f64).collect()),
             DType::F64 => self.to_vec::<f64>(),
             DType::U32 => Ok(self.to_vec::<u32>()?.into_iter().map(|x| x as f64).collect()),
+            DType::F16 => Ok(self.to_vec::<half::f16>()?.into_iter().map(|x| x.to_f64()).collect()),
         }
     }
 
@@ -279,6 +297,7 @@ impl Tensor {
             DType::F32 => Tensor::from_slice(&self.to_vec::<f32>()?, self.shape(), device)?,
             DType::F64 => Tensor::from_slice(&self.to_vec::<f64>()?, self.shape(), device)?,
             DType::U32 => Tensor::from_slice(&self.to_vec::<u32>()?, self.shape(), device)?,
+            DType::F16 => Tensor::from_slice(&self.to_vec::<half::f16>()?, self.shape(), device)?,
         };
         Ok(graph::record(out, Op::ToDevice(self.device().clone()), &[self], &[false], false))
     }
@@ -294,10 +313,18 @@ impl Tensor {
                 let vals = if dtype == DType::U32 { vals.into_iter().map(|v| if v.is_nan() || v < 0.0 { 0.0 } else { v.trunc() }).collect() } else { vals };
                 Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(vals, dtype))), self.shape(), dtype, Device::Cpu)
             }
+            Storage::Gpu(_) if (self.dtype() == DType::F16) != (dtype == DType::F16) && self.dtype() != DType::F32 && dtype != DType::F32 => {
+                // f16 <-> u32 goes through f32
+                return self.to_dtype(DType::F32)?.to_dtype(dtype);
+            }
             Storage::Gpu(buf) => {
                 check_gpu_dtype("to_dtype", dtype, self.device())?;
                 let ctx = buf.context();
-                let kd = |d: DType| if d == DType::U32 { wgrad_kernels::KDType::U32 } else { wgrad_kernels::KDType::F32 };
+                let kd = |d: DType| match d {
+                    DType::U32 => wgrad_kernels::KDType::U32,
+                    DType::F16 => wgrad_kernels::KDType::F16,
+                    _ => wgrad_kernels::KDType::F32,
+                };
                 let out = ctx.cast(kd(self.dtype()), kd(dtype), self.view(), self.shape())?;
                 Tensor::new_contiguous(Storage::Gpu(Arc::new(out)), self.shape(), dtype, self.device().clone())
             }
@@ -307,6 +334,12 @@ impl Tensor {
             return Ok(out);
         }
         Ok(graph::record(out, Op::ToDtype, &[self], &[false], false))
+    }
+
+    /// f16 is a storage format: an op on f16 runs `f` on an f32 copy and stores the result
+    /// back as f16 (both conversions are kernels, and differentiable).
+    pub(crate) fn via_f32(&self, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        f(&self.to_dtype(DType::F32)?)?.to_dtype(DType::F16)
     }
 
     /// The GPU view of this tensor (panics on a CPU tensor: internal use after a device check).

@@ -137,14 +137,15 @@ impl Context {
         Ok(out)
     }
 
-    /// Dtype conversion between f32 and u32.
+    /// Dtype conversion between f32 and u32, and between f16 storage and f32.
     pub fn cast(self: &Arc<Self>, from: KDType, to: KDType, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "cast")?;
         let key = KernelKey::new(Kernel::Cast(from, to), KDType::F32);
-        let out = self.out_f32(numel(shape))?;
+        let n = numel(shape);
+        let (out, threads) = if to == KDType::F16 { (self.alloc_output((n.div_ceil(2) * 4) as u64)?, n.div_ceil(2)) } else { (self.out_f32(n)?, n) };
         let mut p = header(shape, is_contiguous(shape, x.strides), 0)?;
         push_view(&mut p, &x)?;
-        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        let grid = self.grid_1d(key, threads as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         Ok(out)
     }

@@ -11,6 +11,8 @@ const BINARY: &str = include_str!("../../shaders/binary.wgsl");
 const WHERE: &str = include_str!("../../shaders/where.wgsl");
 const COPY: &str = include_str!("../../shaders/copy.wgsl");
 const CAST: &str = include_str!("../../shaders/cast.wgsl");
+const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
+const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
@@ -32,6 +34,8 @@ const COL2IM: &str = include_str!("../../shaders/col2im.wgsl");
 pub enum KDType {
     F32,
     U32,
+    /// Storage only: two halves packed per u32 word, computed in f32.
+    F16,
 }
 
 impl KDType {
@@ -39,6 +43,7 @@ impl KDType {
         match self {
             KDType::F32 => "f32",
             KDType::U32 => "u32",
+            KDType::F16 => "u32",
         }
     }
 }
@@ -237,6 +242,8 @@ impl KernelKey {
             Kernel::ArgReduce(op) => (ARGREDUCE, op.wgsl_body().to_string()),
             Kernel::Where => (WHERE, String::new()),
             Kernel::Copy => (COPY, String::new()),
+            Kernel::Cast(KDType::F16, _) => (UNPACK_F16, String::new()),
+            Kernel::Cast(_, KDType::F16) => (PACK_F16, String::new()),
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
             Kernel::Matmul => (MATMUL, String::new()),
@@ -290,6 +297,8 @@ pub fn all_kernels() -> Vec<KernelKey> {
     v.push(KernelKey::new(Kernel::Copy, KDType::F32));
     v.push(KernelKey::new(Kernel::Cast(KDType::U32, KDType::F32), f));
     v.push(KernelKey::new(Kernel::Cast(KDType::F32, KDType::U32), f));
+    v.push(KernelKey::new(Kernel::Cast(KDType::F16, KDType::F32), f));
+    v.push(KernelKey::new(Kernel::Cast(KDType::F32, KDType::F16), f));
     v
 }
 

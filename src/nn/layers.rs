@@ -51,9 +51,28 @@ impl Linear {
     }
 }
 
+/// Inputs stored in another dtype (f16 activations) are computed in the weights' dtype.
+fn as_dtype_of(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.dtype() == w.dtype() {
+        return Ok(x.clone());
+    }
+    x.to_dtype(w.dtype())
+}
+
 impl Module for Linear {
     fn forward(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&c.params[self.w].t()?)?.add(&c.params[self.b])
+        let w = &c.params[self.w];
+        as_dtype_of(x, w)?.matmul(&w.t()?)?.add(&c.params[self.b])
+    }
+}
+
+/// Stores activations in another dtype, e.g. `Cast(DType::F16)` for mixed precision
+/// (f16 activations, f32 master weights).
+pub struct Cast(pub DType);
+
+impl Module for Cast {
+    fn forward(&self, _: &Ctx, x: &Tensor) -> Result<Tensor> {
+        x.to_dtype(self.0)
     }
 }
 
@@ -77,7 +96,8 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&c.params[self.w], Some(&c.params[self.b]), self.stride, self.padding)
+        let w = &c.params[self.w];
+        as_dtype_of(x, w)?.conv2d(w, Some(&c.params[self.b]), self.stride, self.padding)
     }
 }
 

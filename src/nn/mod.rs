@@ -21,7 +21,7 @@ mod layers;
 mod loss;
 mod params;
 
-pub use layers::{Activation, AvgPool2d, Conv2d, Dropout, Flatten, Init, Linear, MaxPool2d, Sequential};
+pub use layers::{Activation, AvgPool2d, Cast, Conv2d, Dropout, Flatten, Init, Linear, MaxPool2d, Sequential};
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse, softplus};
 pub use params::Params;
 

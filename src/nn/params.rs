@@ -51,6 +51,7 @@ impl Params {
                 DType::F32 => (bytemuck_bytes(&t.to_vec::<f32>()?), safetensors::Dtype::F32),
                 DType::F64 => (bytemuck_bytes(&t.to_vec::<f64>()?), safetensors::Dtype::F64),
                 DType::U32 => (bytemuck_bytes(&t.to_vec::<u32>()?), safetensors::Dtype::U32),
+                DType::F16 => (bytemuck_bytes(&t.to_vec::<half::f16>()?), safetensors::Dtype::F16),
             };
             data.push((n.clone(), bytes, t.shape().to_vec(), dt));
         }
@@ -79,6 +80,7 @@ impl Params {
                 (safetensors::Dtype::F32, DType::F32) => Tensor::from_slice(&from_le::<f32>(view.data()), view.shape(), &dev)?,
                 (safetensors::Dtype::F64, DType::F64) => Tensor::from_slice(&from_le::<f64>(view.data()), view.shape(), &dev)?,
                 (safetensors::Dtype::U32, DType::U32) => Tensor::from_slice(&from_le::<u32>(view.data()), view.shape(), &dev)?,
+                (safetensors::Dtype::F16, DType::F16) => Tensor::from_slice(&from_le::<half::f16>(view.data()), view.shape(), &dev)?,
                 (got, want) => {
                     return Err(Error::Format { what: format!("{}", path.display()), msg: format!("tensor '{name}' has dtype {got:?}, the model expects {want:?}") })
                 }

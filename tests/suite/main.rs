@@ -8,6 +8,7 @@ mod autograd_transforms;
 mod elementwise;
 mod embed_threads;
 mod errors;
+mod f16;
 mod linalg;
 mod matmul;
 mod movement_index;

@@ -52,6 +52,9 @@ impl Tensor {
     /// Patches of images [B, C, H, W] as columns [C*KH*KW, B, OH*OW] (zero padding).
     pub fn im2col(&self, kernel: (usize, usize), stride: usize, padding: usize) -> Result<Tensor> {
         check_float("im2col", self)?;
+        if self.dtype() == crate::DType::F16 {
+            return self.via_f32(|x| x.im2col(kernel, stride, padding));
+        }
         let g = geometry_from(self, kernel, stride, padding)?;
         let shape = [g.channels * g.kernel_h * g.kernel_w, g.batch, g.out_h() * g.out_w()];
         let out = super::run(
@@ -67,6 +70,9 @@ impl Tensor {
     /// The adjoint of im2col: columns [C*KH*KW, B, OH*OW] summed back into images.
     pub fn col2im(&self, g: ConvGeometry) -> Result<Tensor> {
         check_float("col2im", self)?;
+        if self.dtype() == crate::DType::F16 {
+            return self.via_f32(|x| x.col2im(g));
+        }
         let want = [g.channels * g.kernel_h * g.kernel_w, g.batch, g.out_h() * g.out_w()];
         if self.shape() != want {
             return Err(Error::Invalid { op: "col2im", msg: format!("expected columns {want:?}, got {:?}", self.shape()) });

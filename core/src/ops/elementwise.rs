@@ -34,6 +34,9 @@ impl Tensor {
     /// Apply a unary primitive; `s` is the scalar operand of the scalar forms.
     pub fn unary(&self, op: UnaryOp, s: f64) -> Result<Tensor> {
         check_float("unary", self)?;
+        if self.dtype() == DType::F16 {
+            return self.via_f32(|x| x.unary(op, s));
+        }
         let out = run(
             self,
             self.shape(),
@@ -118,6 +121,10 @@ impl Tensor {
             }
             check_float(name, self)?;
         }
+        if self.dtype() == DType::F16 {
+            let r = rhs.to_dtype(DType::F32)?;
+            return self.via_f32(|x| x.binary(op, &r));
+        }
         let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
         let la = self.layout().broadcast_to(&shape);
         let lb = rhs.layout().broadcast_to(&shape);
@@ -183,6 +190,10 @@ impl Tensor {
         let cond = if self.dtype() == on_true.dtype() { self.clone() } else { self.to_dtype(on_true.dtype())?.detach() };
         check_same(name, &[&cond, on_true])?;
         check_float(name, on_true)?;
+        if on_true.dtype() == DType::F16 {
+            let (c, f) = (cond.to_dtype(DType::F32)?, on_false.to_dtype(DType::F32)?);
+            return on_true.via_f32(|t| c.where_(t, &f));
+        }
         let s1 = broadcast_shapes(name, cond.shape(), on_true.shape())?;
         let shape = broadcast_shapes(name, &s1, on_false.shape())?;
         let c = cond.with_layout(cond.layout().broadcast_to(&shape));
@@ -241,6 +252,9 @@ impl Tensor {
     /// its own: on a tracked tensor it is an error unless it runs inside [`crate::custom_op`].
     pub fn map_kernel(&self, k: &ElementwiseKernel, s: f64) -> Result<Tensor> {
         check_float("map_kernel", self)?;
+        if self.dtype() == DType::F16 {
+            return self.via_f32(|x| x.map_kernel(k, s));
+        }
         if self.is_tracked() && crate::graph::is_recording() {
             return Err(Error::NotDifferentiable { op: k.name.clone(), order: 1 });
         }

@@ -33,6 +33,9 @@ impl Tensor {
     /// Entries `idx` (1-d u32) of `axis`: out has x's shape with that axis of idx's length.
     pub fn index_select(&self, axis: isize, idx: &Tensor) -> Result<Tensor> {
         check_float("index_select", self)?;
+        if self.dtype() == DType::F16 {
+            return self.via_f32(|x| x.index_select(axis, idx));
+        }
         let ax = normalize_axis("index_select", axis, self.rank())?;
         if idx.rank() != 1 {
             return Err(Error::Invalid { op: "index_select", msg: format!("indices must be 1-d, got shape {:?}", idx.shape()) });
@@ -61,6 +64,9 @@ impl Tensor {
     /// rank and x's sizes on every other axis.
     pub fn gather(&self, axis: isize, idx: &Tensor) -> Result<Tensor> {
         check_float("gather", self)?;
+        if self.dtype() == DType::F16 {
+            return self.via_f32(|x| x.gather(axis, idx));
+        }
         let ax = normalize_axis("gather", axis, self.rank())?;
         let ok = idx.rank() == self.rank() && (0..self.rank()).all(|d| d == ax || idx.shape()[d] == self.shape()[d]);
         if !ok {

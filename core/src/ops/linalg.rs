@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 fn square(op: &'static str, a: &Tensor) -> Result<(usize, Vec<usize>)> {
     check_float(op, a)?;
+    if a.dtype() == DType::F16 {
+        return Err(Error::UnsupportedDType { op, dtype: DType::F16, device: a.device().name(), why: " (factorizations need f32 or f64; convert with to_dtype)".into() });
+    }
     let r = a.rank();
     if r < 2 || a.shape()[r - 1] != a.shape()[r - 2] {
         return Err(Error::Invalid { op, msg: format!("expected square matrices [.., n, n], got shape {:?}", a.shape()) });

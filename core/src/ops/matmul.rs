@@ -13,6 +13,10 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         check_same("matmul", &[self, rhs])?;
         check_float("matmul", self)?;
+        if self.dtype() == crate::DType::F16 {
+            let r = rhs.to_dtype(crate::DType::F32)?;
+            return self.via_f32(|a| a.matmul(&r));
+        }
         if self.rank() == 0 || rhs.rank() == 0 {
             return Err(Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec(), msg: "0-d operands have no matrix axes".into() });
         }

@@ -112,6 +112,10 @@ impl Tensor {
         if self.layout().is_contiguous() && self.layout().offset == 0 {
             return Ok(self.clone());
         }
+        if self.dtype() == crate::DType::F16 && self.device().is_gpu() {
+            // the copy kernel moves whole 32-bit words; halves are repacked instead
+            return self.via_f32(|x| x.contiguous());
+        }
         let out = super::run(
             self,
             self.shape(),
@@ -128,6 +132,10 @@ impl Tensor {
         let refs: Vec<&Tensor> = tensors.iter().collect();
         check_same("cat", &refs)?;
         let ax = normalize_axis("cat", axis, first.rank())?;
+        if first.dtype() == crate::DType::F16 && first.device().is_gpu() {
+            let up = tensors.iter().map(|t| t.to_dtype(crate::DType::F32)).collect::<Result<Vec<_>>>()?;
+            return Tensor::cat(&up, axis)?.to_dtype(crate::DType::F16);
+        }
         for t in &tensors[1..] {
             let ok = t.rank() == first.rank() && (0..first.rank()).all(|d| d == ax || t.shape()[d] == first.shape()[d]);
             if !ok {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wgrad_kernels::AdamParams;
 
 fn check_state(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
-    if !p.dtype().is_float() || !p.layout().is_contiguous() || p.layout().offset != 0 {
+    if !matches!(p.dtype(), crate::DType::F32 | crate::DType::F64) || !p.layout().is_contiguous() || p.layout().offset != 0 {
         return Err(Error::Invalid { op, msg: format!("parameters must be contiguous float tensors, got {:?}", p) });
     }
     if p.is_tracked() {

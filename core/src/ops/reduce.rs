@@ -30,6 +30,9 @@ impl Tensor {
             ReduceKind::Min => "min",
         };
         check_float(name, self)?;
+        if self.dtype() == DType::F16 {
+            return self.via_f32(|x| x.reduce(kind, axes, keepdim));
+        }
         let axes = normalize_axes(name, axes, self.rank())?;
         if kind != ReduceKind::Sum {
             if let Some(&d) = axes.iter().find(|&&d| self.shape()[d] == 0) {
@@ -107,6 +110,9 @@ impl Tensor {
     fn arg_reduce(&self, op: ArgReduceOp, axis: isize, keepdim: bool) -> Result<Tensor> {
         let name = if op == ArgReduceOp::ArgMax { "argmax" } else { "argmin" };
         check_float(name, self)?;
+        if self.dtype() == DType::F16 {
+            return self.to_dtype(DType::F32)?.arg_reduce(op, axis, keepdim);
+        }
         let ax = normalize_axis(name, axis, self.rank())?;
         if self.shape()[ax] == 0 {
             return Err(Error::Empty { op: name, msg: format!("axis {ax} of shape {:?} is empty", self.shape()) });

@@ -1,8 +1,8 @@
-// Elementwise map of two strided, broadcast inputs (stride 0 on broadcast dims).
+// Elementwise map of two strided, broadcast inputs (stored as ST, computed as T) (stride 0 on broadcast dims).
 // params: [numel, rank, contiguous, 0, shape[rank], a_off, a_strides[rank], b_off, b_strides[rank]]
-@group(0) @binding(0) var<storage, read> a: array<T>;
-@group(0) @binding(1) var<storage, read> b: array<T>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
+@group(0) @binding(0) var<storage, read> a: array<ST>;
+@group(0) @binding(1) var<storage, read> b: array<ST>;
+@group(0) @binding(2) var<storage, read_write> out: array<ST>;
 @group(0) @binding(3) var<storage, read> params: array<u32>;
 
 @compute @workgroup_size(WG)
@@ -19,5 +19,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         ai = strided_offset(i, rank, 4u, a_at + 1u, params[a_at]);
         bi = strided_offset(i, rank, 4u, b_at + 1u, params[b_at]);
     }
-    out[i] = binary_op(a[ai], b[bi]);
+    out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
 }

@@ -1,9 +1,9 @@
 // out[i] = cond[i] != 0 ? a[i] : b[i], all three strided and broadcast.
 // params: [numel, rank, contiguous, 0, shape[rank], (off, strides[rank]) for cond, a, b]
-@group(0) @binding(0) var<storage, read> cond: array<T>;
-@group(0) @binding(1) var<storage, read> a: array<T>;
-@group(0) @binding(2) var<storage, read> b: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(0) var<storage, read> cond: array<ST>;
+@group(0) @binding(1) var<storage, read> a: array<ST>;
+@group(0) @binding(2) var<storage, read> b: array<ST>;
+@group(0) @binding(3) var<storage, read_write> out: array<ST>;
 @group(0) @binding(4) var<storage, read> params: array<u32>;
 
 @compute @workgroup_size(WG)
@@ -23,5 +23,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         ai = strided_offset(i, rank, 4u, a_at + 1u, params[a_at]);
         bi = strided_offset(i, rank, 4u, b_at + 1u, params[b_at]);
     }
-    out[i] = select(b[bi], a[ai], cond[ci] != T(0));
+    out[i] = select(b[bi], a[ai], cond[ci] != ST(0));
 }

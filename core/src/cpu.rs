@@ -5,13 +5,21 @@ use crate::storage::CpuStorage;
 use crate::{DType, Layout};
 use wgrad_kernels::{BinaryOp, UnaryOp};
 
-/// The elements of a view, row-major, widened to f64.
+/// The elements of a view, row-major, widened to f64 (one match on the dtype, then a
+/// tight loop: contiguous views are read as slices).
 pub fn read(s: &CpuStorage, l: &Layout) -> Vec<f64> {
-    if l.is_contiguous() {
-        let n = l.numel();
-        return (l.offset..l.offset + n).map(|i| s.get(i)).collect();
+    fn gather<T: Copy>(v: &[T], l: &Layout, f: impl Fn(T) -> f64) -> Vec<f64> {
+        if l.is_contiguous() {
+            return v[l.offset..l.offset + l.numel()].iter().map(|&x| f(x)).collect();
+        }
+        l.offsets().into_iter().map(|o| f(v[o])).collect()
     }
-    l.offsets().into_iter().map(|o| s.get(o)).collect()
+    match s {
+        CpuStorage::F32(v) => gather(v, l, |x| x as f64),
+        CpuStorage::F64(v) => gather(v, l, |x| x),
+        CpuStorage::U32(v) => gather(v, l, |x| x as f64),
+        CpuStorage::F16(v) => gather(v, l, |x| x.to_f64()),
+    }
 }
 
 pub fn pow_num(x: f64, y: f64) -> f64 {
@@ -94,10 +102,21 @@ pub fn binary_fn(op: BinaryOp, a: f64, b: f64) -> f64 {
 /// out[i] = f(x[i]) with the result in `dtype`. In f32, rounding each step as the GPU does
 /// is not needed for a reference: one correctly rounded result is the target.
 pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64) -> CpuStorage {
+    // fast path: contiguous f32 in, f32 out, no intermediate vectors
+    if let (CpuStorage::F32(v), DType::F32, true) = (s, dtype, l.is_contiguous()) {
+        return CpuStorage::F32(v[l.offset..l.offset + l.numel()].iter().map(|&x| f(x as f64) as f32).collect());
+    }
     CpuStorage::from_f64(read(s, l).into_iter().map(f).collect(), dtype)
 }
 
 pub fn zip(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, f: impl Fn(f64, f64) -> f64) -> CpuStorage {
+    if let (CpuStorage::F32(x), CpuStorage::F32(y), DType::F32) = (a.0, b.0, dtype) {
+        if a.1.is_contiguous() && b.1.is_contiguous() {
+            let n = a.1.numel();
+            let (x, y) = (&x[a.1.offset..a.1.offset + n], &y[b.1.offset..b.1.offset + n]);
+            return CpuStorage::F32(x.iter().zip(y).map(|(&p, &q)| f(p as f64, q as f64) as f32).collect());
+        }
+    }
     let va = read(a.0, a.1);
     let vb = read(b.0, b.1);
     CpuStorage::from_f64(va.into_iter().zip(vb).map(|(x, y)| f(x, y)).collect(), dtype)
@@ -106,6 +125,15 @@ pub fn zip(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, f
 /// Rows of `inner` values (reduced axes already permuted last) reduced by `f`.
 pub fn reduce_rows(vals: &[f64], inner: usize, outer: usize, init: f64, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
     (0..outer).map(|o| vals[o * inner..(o + 1) * inner].iter().fold(init, |a, &b| f(a, b))).collect()
+}
+
+/// [`reduce_rows`] straight from storage: contiguous f32 rows are folded in place.
+pub fn reduce_view(s: &CpuStorage, l: &Layout, inner: usize, outer: usize, init: f64, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    if let (CpuStorage::F32(v), true) = (s, l.is_contiguous()) {
+        let v = &v[l.offset..l.offset + inner * outer];
+        return (0..outer).map(|o| v[o * inner..(o + 1) * inner].iter().fold(init, |a, &b| f(a, b as f64))).collect();
+    }
+    reduce_rows(&read(s, l), inner, outer, init, f)
 }
 
 /// Index of the best element of each row (first on ties, NaN wins).

@@ -336,6 +336,21 @@ impl Tensor {
         Ok(graph::record(out, Op::ToDtype, &[self], &[false], false))
     }
 
+    /// Whether elementwise kernels run on this f16 tensor's storage directly (a GPU with
+    /// SHADER_F16); otherwise f16 goes through f32 copies ([`Tensor::via_f32`]).
+    pub(crate) fn native_f16(&self) -> bool {
+        self.dtype() == DType::F16 && self.device().context().is_some_and(|c| c.supports_f16())
+    }
+
+    /// The storage type of an elementwise kernel on this tensor.
+    pub(crate) fn kdtype(&self) -> wgrad_kernels::KDType {
+        if self.native_f16() {
+            wgrad_kernels::KDType::F16
+        } else {
+            wgrad_kernels::KDType::F32
+        }
+    }
+
     /// f16 is a storage format: an op on f16 runs `f` on an f32 copy and stores the result
     /// back as f16 (both conversions are kernels, and differentiable).
     pub(crate) fn via_f32(&self, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {

@@ -68,20 +68,31 @@ impl Context {
         self.alloc_output((n * 4) as u64)
     }
 
-    /// out = op(x, scalar), x a strided view of `shape`.
-    pub fn unary(self: &Arc<Self>, op: UnaryOp, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
-        self.map1(Kernel::Unary(op), scalar, x, shape)
+    /// An output of n elements of `dt` (f16: two per word).
+    fn out_of(self: &Arc<Self>, dt: KDType, n: usize) -> KResult<GpuBuffer> {
+        let bytes = if dt == KDType::F16 { n.div_ceil(2) * 4 } else { n * 4 };
+        self.alloc_output(bytes as u64)
+    }
+
+    /// Whether the device runs kernels on f16 storage directly (SHADER_F16).
+    pub fn supports_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// out = op(x, scalar), x a strided view of `shape`, stored as `dt` (f32, or f16 where
+    /// [`Context::supports_f16`]) and computed in f32.
+    pub fn unary(self: &Arc<Self>, op: UnaryOp, dt: KDType, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        self.map1(KernelKey::new(Kernel::Unary(op), dt), scalar, x, shape)
     }
 
     /// out = user_kernel(x, scalar) for a kernel from [`crate::register_user_unary`].
     pub fn user_unary(self: &Arc<Self>, id: u32, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
-        self.map1(Kernel::UserUnary(id), scalar, x, shape)
+        self.map1(KernelKey::new(Kernel::UserUnary(id), KDType::F32), scalar, x, shape)
     }
 
-    fn map1(self: &Arc<Self>, kernel: Kernel, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+    fn map1(self: &Arc<Self>, key: KernelKey, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "unary")?;
-        let key = KernelKey::new(kernel, KDType::F32);
-        let out = self.out_f32(numel(shape))?;
+        let out = self.out_of(key.dtype, numel(shape))?;
         let mut p = header(shape, is_contiguous(shape, x.strides), scalar.to_bits())?;
         push_view(&mut p, &x)?;
         let grid = self.grid_1d(key, numel(shape) as u64)?;
@@ -89,11 +100,12 @@ impl Context {
         Ok(out)
     }
 
-    /// out = op(a, b), both already broadcast to `shape` (stride 0 on broadcast dims).
-    pub fn binary(self: &Arc<Self>, op: BinaryOp, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
+    /// out = op(a, b), both already broadcast to `shape` (stride 0 on broadcast dims),
+    /// stored as `dt`.
+    pub fn binary(self: &Arc<Self>, op: BinaryOp, dt: KDType, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "binary")?;
-        let key = KernelKey::new(Kernel::Binary(op), KDType::F32);
-        let out = self.out_f32(numel(shape))?;
+        let key = KernelKey::new(Kernel::Binary(op), dt);
+        let out = self.out_of(dt, numel(shape))?;
         let contiguous = is_contiguous(shape, a.strides) && is_contiguous(shape, b.strides);
         let mut p = header(shape, contiguous, 0)?;
         push_view(&mut p, &a)?;
@@ -103,11 +115,11 @@ impl Context {
         Ok(out)
     }
 
-    /// out = cond != 0 ? a : b, all broadcast to `shape`.
-    pub fn where_(self: &Arc<Self>, cond: View, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
+    /// out = cond != 0 ? a : b, all broadcast to `shape` and stored as `dt`.
+    pub fn where_(self: &Arc<Self>, dt: KDType, cond: View, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "where")?;
-        let key = KernelKey::new(Kernel::Where, KDType::F32);
-        let out = self.out_f32(numel(shape))?;
+        let key = KernelKey::new(Kernel::Where, dt);
+        let out = self.out_of(dt, numel(shape))?;
         let contiguous = [cond.strides, a.strides, b.strides].iter().all(|s| is_contiguous(shape, s));
         let mut p = header(shape, contiguous, 0)?;
         for v in [&cond, &a, &b] {

@@ -34,7 +34,9 @@ const COL2IM: &str = include_str!("../../shaders/col2im.wgsl");
 pub enum KDType {
     F32,
     U32,
-    /// Storage only: two halves packed per u32 word, computed in f32.
+    /// Half precision: stored as f16 (packed two per word), computed in f32. Native
+    /// variants need the adapter's SHADER_F16; elsewhere it is reached through pack /
+    /// unpack kernels.
     F16,
 }
 
@@ -43,7 +45,7 @@ impl KDType {
         match self {
             KDType::F32 => "f32",
             KDType::U32 => "u32",
-            KDType::F16 => "u32",
+            KDType::F16 => "f16",
         }
     }
 }
@@ -224,10 +226,18 @@ impl KernelKey {
 
     /// The complete WGSL module for this key.
     pub fn source(&self) -> String {
-        let t = self.dtype.wgsl();
-        let mut s = format!("// generated: {}\nalias T = {t};\nconst WG: u32 = {WG}u;\n", self.name());
+        // T is the compute type, ST the storage type of the elementwise skeletons
+        let (t, st) = match self.dtype {
+            KDType::F16 => ("f32", "f16"),
+            d => (d.wgsl(), d.wgsl()),
+        };
+        let enable = if self.dtype == KDType::F16 { "enable f16;\n" } else { "" };
+        let mut s = format!("{enable}// generated: {}\nalias T = {t};\nalias ST = {st};\nconst WG: u32 = {WG}u;\n", self.name());
         if let Kernel::Cast(from, to) = self.kernel {
-            s += &format!("alias S = {};\nalias D = {};\n", from.wgsl(), to.wgsl());
+            // the f16 pack / unpack skeletons read and write u32 words themselves
+            if from != KDType::F16 && to != KDType::F16 {
+                s += &format!("alias S = {};\nalias D = {};\n", from.wgsl(), to.wgsl());
+            }
         }
         s += COMMON;
         let (skeleton, op_fn) = match self.kernel {
@@ -270,13 +280,15 @@ impl KernelKey {
 pub fn all_kernels() -> Vec<KernelKey> {
     let f = KDType::F32;
     let mut v: Vec<KernelKey> = Vec::new();
-    v.extend(UnaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Unary(o), f)));
-    v.extend(BinaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Binary(o), f)));
+    for dt in [f, KDType::F16] {
+        v.extend(UnaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Unary(o), dt)));
+        v.extend(BinaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Binary(o), dt)));
+        v.push(KernelKey::new(Kernel::Where, dt));
+    }
     v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Reduce(o), f)));
     v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ReduceRows(o), f)));
     v.extend(ArgReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ArgReduce(o), f)));
     for k in [
-        Kernel::Where,
         Kernel::Fill,
         Kernel::Matmul,
         Kernel::IndexSelect,

@@ -63,3 +63,16 @@ fn f16_ops_match_the_f32_path_and_gradients_flow() {
         assert!(a16.inverse().is_err(), "factorizations reject f16");
     }
 }
+
+#[test]
+fn elementwise_f16_runs_in_one_kernel_where_the_adapter_has_shader_f16() {
+    let Some(g) = fresh_gpu() else { return };
+    let x = Tensor::from_slice(&h(&[0.5, -1.0, 2.0]), &[3], &g).unwrap();
+    let before = g.counters();
+    let y = x.exp().unwrap().mul(&x).unwrap();
+    let n = g.counters().dispatches - before.dispatches;
+    let native = g.context().unwrap().supports_f16();
+    assert_eq!(n, if native { 2 } else { 6 }, "native f16: one kernel per op; else unpack, op, pack");
+    let want: Vec<f32> = [0.5f32, -1.0, 2.0].iter().map(|&v| v.exp() * v).collect();
+    assert_close(&y, &Tensor::from_slice(&want, &[3], &cpu()).unwrap(), 1e-3, 1e-3, "exp(x) * x in f16");
+}

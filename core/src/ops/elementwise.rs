@@ -34,7 +34,7 @@ impl Tensor {
     /// Apply a unary primitive; `s` is the scalar operand of the scalar forms.
     pub fn unary(&self, op: UnaryOp, s: f64) -> Result<Tensor> {
         check_float("unary", self)?;
-        if self.dtype() == DType::F16 {
+        if self.dtype() == DType::F16 && !self.native_f16() {
             return self.via_f32(|x| x.unary(op, s));
         }
         let out = run(
@@ -42,7 +42,7 @@ impl Tensor {
             self.shape(),
             self.dtype(),
             || Ok(cpu::map(cpu_of(self), self.layout(), self.dtype(), |x| cpu::unary_fn(op, x, s))),
-            |ctx| Ok(ctx.unary(op, s as f32, self.view(), self.shape())?),
+            |ctx| Ok(ctx.unary(op, self.kdtype(), s as f32, self.view(), self.shape())?),
         )?;
         let (si, so) = unary_saves(op);
         Ok(record(out, Op::Unary(op, s), &[self], &[si], so))
@@ -121,7 +121,7 @@ impl Tensor {
             }
             check_float(name, self)?;
         }
-        if self.dtype() == DType::F16 {
+        if self.dtype() == DType::F16 && !self.native_f16() {
             let r = rhs.to_dtype(DType::F32)?;
             return self.via_f32(|x| x.binary(op, &r));
         }
@@ -134,7 +134,7 @@ impl Tensor {
             &shape,
             self.dtype(),
             || Ok(cpu::zip((cpu_of(&a), a.layout()), (cpu_of(&b), b.layout()), a.dtype(), |x, y| cpu::binary_fn(op, x, y))),
-            |ctx| Ok(ctx.binary(op, a.view(), b.view(), &shape)?),
+            |ctx| Ok(ctx.binary(op, a.kdtype(), a.view(), b.view(), &shape)?),
         )?;
         let (si, so) = binary_saves(op);
         Ok(record(out, Op::Binary(op), &[self, rhs], &[si, si], so))
@@ -190,7 +190,7 @@ impl Tensor {
         let cond = if self.dtype() == on_true.dtype() { self.clone() } else { self.to_dtype(on_true.dtype())?.detach() };
         check_same(name, &[&cond, on_true])?;
         check_float(name, on_true)?;
-        if on_true.dtype() == DType::F16 {
+        if on_true.dtype() == DType::F16 && !on_true.native_f16() {
             let (c, f) = (cond.to_dtype(DType::F32)?, on_false.to_dtype(DType::F32)?);
             return on_true.via_f32(|t| c.where_(t, &f));
         }
@@ -208,7 +208,7 @@ impl Tensor {
                 let v = vc.iter().zip(va).zip(vb).map(|((&k, x), y)| if k != 0.0 { x } else { y }).collect();
                 Ok(crate::storage::CpuStorage::from_f64(v, a.dtype()))
             },
-            |ctx| Ok(ctx.where_(c.view(), a.view(), b.view(), &shape)?),
+            |ctx| Ok(ctx.where_(a.kdtype(), c.view(), a.view(), b.view(), &shape)?),
         )?;
         Ok(record(out, Op::Where, &[&cond.detach(), on_true, on_false], &[true, false, false], false))
     }

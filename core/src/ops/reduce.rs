@@ -50,11 +50,11 @@ impl Tensor {
             &shape,
             self.dtype(),
             || {
-                let vals = cpu::read(cpu_of(&pt), pt.layout());
+                let (st, l) = (cpu_of(&pt), pt.layout());
                 let r = match kind {
-                    ReduceKind::Sum => cpu::reduce_rows(&vals, inner, outer, 0.0, |a, b| a + b),
-                    ReduceKind::Max => cpu::reduce_rows(&vals, inner, outer, f64::NEG_INFINITY, cpu::max_nan),
-                    ReduceKind::Min => cpu::reduce_rows(&vals, inner, outer, f64::INFINITY, cpu::min_nan),
+                    ReduceKind::Sum => cpu::reduce_view(st, l, inner, outer, 0.0, |a, b| a + b),
+                    ReduceKind::Max => cpu::reduce_view(st, l, inner, outer, f64::NEG_INFINITY, cpu::max_nan),
+                    ReduceKind::Min => cpu::reduce_view(st, l, inner, outer, f64::INFINITY, cpu::min_nan),
                 };
                 Ok(CpuStorage::from_f64(r, self.dtype()))
             },

@@ -8,16 +8,33 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= params[0]) { return; }
+    // grid-stride: a bounded grid, each invocation walks i, i + total, ...
+    let total = nwg.x * nwg.y * WG;
+    let numel = params[0];
     let rank = params[1];
     let a_at = 4u + rank;
     let b_at = a_at + 1u + rank;
-    var ai = params[a_at] + i;
-    var bi = params[b_at] + i;
-    if (params[2] == 0u) {
-        ai = strided_offset(i, rank, 4u, a_at + 1u, params[a_at]);
-        bi = strided_offset(i, rank, 4u, b_at + 1u, params[b_at]);
+    let contiguous = params[2] == 1u;
+    let a0 = params[a_at];
+    let b0 = params[b_at];
+    let first = flat_id(wid, nwg, lid);
+    if (contiguous) {
+        // four consecutive elements per step: fewer loop trips per element
+        let quads = numel / 4u;
+        for (var q = first; q < quads; q = q + total) {
+            let i = 4u * q;
+            out[i] = ST(binary_op(T(a[a0 + i]), T(b[b0 + i])));
+            out[i + 1u] = ST(binary_op(T(a[a0 + i + 1u]), T(b[b0 + i + 1u])));
+            out[i + 2u] = ST(binary_op(T(a[a0 + i + 2u]), T(b[b0 + i + 2u])));
+            out[i + 3u] = ST(binary_op(T(a[a0 + i + 3u]), T(b[b0 + i + 3u])));
+        }
+        let i = 4u * quads + first;
+        if (i < numel) { out[i] = ST(binary_op(T(a[a0 + i]), T(b[b0 + i]))); }
+        return;
     }
-    out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
+    for (var i = first; i < numel; i = i + total) {
+        let ai = strided_offset(i, rank, 4u, a_at + 1u, a0);
+        let bi = strided_offset(i, rank, 4u, b_at + 1u, b0);
+        out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
+    }
 }

@@ -24,11 +24,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let start = (g % nchunks) * chunk_len;
     let end = min(inner, start + chunk_len);
     var a = reduce_identity();
-    for (var r = start + lid; r < end; r = r + WG) {
-        let lin = row * inner + r;
-        var xi = off + lin;
-        if (!contiguous) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
-        a = reduce_combine(a, x[xi]);
+    if (contiguous) {
+        // four consecutive elements per step (fixed order: still deterministic)
+        let base = off + row * inner;
+        var r = start + 4u * lid;
+        for (; r + 3u < end; r = r + 4u * WG) {
+            a = reduce_combine(a, x[base + r]);
+            a = reduce_combine(a, x[base + r + 1u]);
+            a = reduce_combine(a, x[base + r + 2u]);
+            a = reduce_combine(a, x[base + r + 3u]);
+        }
+        // the last, partial quad (if this thread owns it)
+        let q_end = min(end, r + 4u);
+        for (; r < q_end; r = r + 1u) {
+            a = reduce_combine(a, x[base + r]);
+        }
+    } else {
+        for (var r = start + lid; r < end; r = r + WG) {
+            let lin = row * inner + r;
+            a = reduce_combine(a, x[strided_offset(lin, rank, 5u, 6u + rank, off)]);
+        }
     }
     acc[lid] = a;
     workgroupBarrier();

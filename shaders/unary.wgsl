@@ -7,11 +7,27 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= params[0]) { return; }
+    // grid-stride over a bounded grid; contiguous inputs go four elements per step
+    let total = nwg.x * nwg.y * WG;
+    let numel = params[0];
     let rank = params[1];
     let x_off = params[4u + rank];
-    var xi = x_off + i;
-    if (params[2] == 0u) { xi = strided_offset(i, rank, 4u, 5u + rank, x_off); }
-    out[i] = ST(unary_op(T(x[xi]), T(bitcast<f32>(params[3]))));
+    let sc = T(bitcast<f32>(params[3]));
+    let first = flat_id(wid, nwg, lid);
+    if (params[2] == 1u) {
+        let quads = numel / 4u;
+        for (var q = first; q < quads; q = q + total) {
+            let i = 4u * q;
+            out[i] = ST(unary_op(T(x[x_off + i]), sc));
+            out[i + 1u] = ST(unary_op(T(x[x_off + i + 1u]), sc));
+            out[i + 2u] = ST(unary_op(T(x[x_off + i + 2u]), sc));
+            out[i + 3u] = ST(unary_op(T(x[x_off + i + 3u]), sc));
+        }
+        let i = 4u * quads + first;
+        if (i < numel) { out[i] = ST(unary_op(T(x[x_off + i]), sc)); }
+        return;
+    }
+    for (var i = first; i < numel; i = i + total) {
+        out[i] = ST(unary_op(T(x[strided_offset(i, rank, 4u, 5u + rank, x_off)]), sc));
+    }
 }

@@ -8,11 +8,20 @@ use crate::source::{KernelKey, WG};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+const MAX_STRIDE_GROUPS: u64 = 1024;
+
 impl Context {
     /// Workgroup grid for `threads` threads of a 1-D kernel: folded into 2-D past the
     /// per-dimension limit (65,535 on most adapters).
     pub(crate) fn grid_1d(&self, key: KernelKey, threads: u64) -> KResult<(u32, u32, u32)> {
         self.grid_groups(key, threads.div_ceil(WG as u64))
+    }
+
+    /// Grid for a grid-stride kernel over `n` elements: at most `MAX_STRIDE_GROUPS`
+    /// workgroups (per-workgroup overhead dominates software rasterizers such as lavapipe;
+    /// real GPUs are still filled: 1,024 x 256 threads).
+    pub(crate) fn grid_stride(&self, key: KernelKey, n: u64) -> KResult<(u32, u32, u32)> {
+        self.grid_groups(key, n.div_ceil(WG as u64).min(MAX_STRIDE_GROUPS))
     }
 
     pub(crate) fn grid_groups(&self, key: KernelKey, groups: u64) -> KResult<(u32, u32, u32)> {

@@ -95,7 +95,7 @@ impl Context {
         let out = self.out_of(key.dtype, numel(shape))?;
         let mut p = header(shape, is_contiguous(shape, x.strides), scalar.to_bits())?;
         push_view(&mut p, &x)?;
-        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        let grid = self.grid_stride(key, numel(shape) as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         Ok(out)
     }
@@ -110,7 +110,7 @@ impl Context {
         let mut p = header(shape, contiguous, 0)?;
         push_view(&mut p, &a)?;
         push_view(&mut p, &b)?;
-        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        let grid = self.grid_stride(key, numel(shape) as u64)?;
         self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, grid)?;
         Ok(out)
     }

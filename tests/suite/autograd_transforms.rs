@@ -206,7 +206,7 @@ fn a_custom_primitive_with_its_own_wgsl_kernel() {
     let swish = |x: &Tensor| custom_op(op.clone(), &[x], || x.map_kernel(&op.0, 0.0));
     let x = t64(&[-2.0, -0.5, 0.0, 1.5], &[4]);
     wgrad::check_grads(&swish, &x, 2).unwrap();
-    if let Some(g) = gpu() {
+    if let Some(g) = fresh_gpu() {
         let xg = x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
         let before = g.counters();
         let y = swish(&xg).unwrap();

@@ -54,6 +54,7 @@ pub struct Context {
     fault: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
     poison: AtomicBool,
+    matmul_choice: std::sync::atomic::AtomicU8,
     params_align: u64,
 }
 
@@ -168,8 +169,40 @@ impl Context {
             fault,
             lost,
             poison: AtomicBool::new(false),
+            matmul_choice: std::sync::atomic::AtomicU8::new(0),
             params_align,
         })
+    }
+
+    /// The matmul kernel family: register blocks on CPU adapters, shared-memory tiles on
+    /// GPUs; `WGRAD_MATMUL=reg|tiled` overrides (for benchmarking).
+    pub(crate) fn prefer_register_matmul(&self) -> bool {
+        match self.matmul_choice.load(Ordering::Relaxed) {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        match std::env::var("WGRAD_MATMUL").as_deref() {
+            Ok("reg") => true,
+            Ok("tiled") => false,
+            _ => self.is_cpu_adapter(),
+        }
+    }
+
+    /// Force the matmul kernel family on this device: Some(true) register blocks,
+    /// Some(false) shared-memory tiles, None the adapter's default.
+    pub fn set_matmul_register_blocked(&self, choice: Option<bool>) {
+        let v = match choice {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        self.matmul_choice.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether the adapter is a CPU (a software rasterizer such as lavapipe).
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == "Cpu"
     }
 
     pub fn adapter(&self) -> &AdapterSummary {

@@ -18,6 +18,7 @@ const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
 const ARGREDUCE: &str = include_str!("../../shaders/argreduce.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const MATMUL_REG: &str = include_str!("../../shaders/matmul_reg.wgsl");
 const INDEX_SELECT: &str = include_str!("../../shaders/index_select.wgsl");
 const GATHER: &str = include_str!("../../shaders/gather.wgsl");
 const ONE_HOT: &str = include_str!("../../shaders/one_hot.wgsl");
@@ -171,6 +172,8 @@ pub enum Kernel {
     ReduceRows(ReduceOp),
     ArgReduce(ArgReduceOp),
     Matmul,
+    /// Register-blocked matmul without workgroup memory (CPU adapters).
+    MatmulReg,
     IndexSelect,
     Gather,
     OneHot,
@@ -212,7 +215,7 @@ impl KernelKey {
         match self.kernel {
             Kernel::Unary(_) | Kernel::UserUnary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => (1, 1),
             Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
-            Kernel::Binary(_) | Kernel::Matmul | Kernel::IndexSelect | Kernel::Gather => (2, 1),
+            Kernel::Binary(_) | Kernel::Matmul | Kernel::MatmulReg | Kernel::IndexSelect | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
             Kernel::Fill => (0, 1),
             Kernel::Lu => (0, 4),
@@ -257,6 +260,7 @@ impl KernelKey {
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
             Kernel::Matmul => (MATMUL, String::new()),
+            Kernel::MatmulReg => (MATMUL_REG, String::new()),
             Kernel::IndexSelect => (INDEX_SELECT, String::new()),
             Kernel::Gather => (GATHER, String::new()),
             Kernel::OneHot => (ONE_HOT, String::new()),
@@ -291,6 +295,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
     for k in [
         Kernel::Fill,
         Kernel::Matmul,
+        Kernel::MatmulReg,
         Kernel::IndexSelect,
         Kernel::Gather,
         Kernel::OneHot,

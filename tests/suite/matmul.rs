@@ -71,3 +71,19 @@ fn long_inner_dimensions_are_summed_completely() {
     let (rb, db) = pair(&[8192, 5], -1.0, 1.0, &g);
     assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), "K = 8192");
 }
+
+#[test]
+fn both_matmul_kernel_families_match_the_reference() {
+    // the register-blocked kernel is lavapipe's default, the shared-memory tiles a GPU's
+    for register_blocked in [true, false] {
+        let Some(g) = fresh_gpu() else { return };
+        g.context().unwrap().set_matmul_register_blocked(Some(register_blocked));
+        for &(sa, sb) in &[(&[65usize, 17][..], &[17usize, 129][..]), (&[2, 3, 40, 70], &[3, 70, 33]), (&[1, 3000], &[3000, 5])] {
+            let (ra, da) = pair(sa, -1.0, 1.0, &g);
+            let (rb, db) = pair(sb, -1.0, 1.0, &g);
+            assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), &format!("{sa:?} @ {sb:?}, register blocked {register_blocked}"));
+            let t = da.t().unwrap().t().unwrap().matmul(&db.t().unwrap().t().unwrap()).unwrap();
+            assert_matmul_close(&t, &rounded(&ra), &rounded(&rb), "strided");
+        }
+    }
+}

@@ -2,8 +2,7 @@
 // need no copy: only the strides differ), C contiguous [batch, M, N].
 // Tiles of 64x64 outputs per workgroup staged through workgroup memory in K-steps of 16;
 // each of the 16x16 threads accumulates a 4x4 register block.
-// params: [M, N, K, batch_rank, batch_base, a_off, a_rs, a_cs, b_off, b_rs, b_cs, 0,
-//          batch_shape[6] @12, a_batch_strides[6] @18, b_batch_strides[6] @24]
+// params: see matmul_common.wgsl
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
 @group(0) @binding(2) var<storage, read_write> c: array<T>;
@@ -23,19 +22,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let N = params[1];
     let K = params[2];
     let batch = wid.z + params[4];
-    var a_base = params[5];
-    var b_base = params[8];
-    var rem = batch;
-    var d = params[3];
-    loop {
-        if (d == 0u) { break; }
-        d = d - 1u;
-        let size = params[12u + d];
-        let idx = rem % size;
-        rem = rem / size;
-        a_base = a_base + idx * params[18u + d];
-        b_base = b_base + idx * params[24u + d];
-    }
+    let bases = batch_bases(batch);
+    let a_base = bases.x;
+    let b_base = bases.y;
     let a_rs = params[6];
     let a_cs = params[7];
     let b_rs = params[9];
@@ -92,13 +81,4 @@ fn load_tiles(e: u32, row0: u32, col0: u32, k0: u32, M: u32, N: u32, K: u32,
         bv = b[b_base + (k0 + bk) * b_rs + (col0 + bn) * b_cs];
     }
     b_tile[bk * BN + bn] = bv;
-}
-
-fn store_row(c_base: u32, r: u32, col: u32, M: u32, N: u32, v: vec4<T>) {
-    if (r >= M) { return; }
-    let o = c_base + r * N + col;
-    if (col < N) { c[o] = v.x; }
-    if (col + 1u < N) { c[o + 1u] = v.y; }
-    if (col + 2u < N) { c[o + 2u] = v.z; }
-    if (col + 3u < N) { c[o + 3u] = v.w; }
 }

@@ -13,19 +13,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let N = params[1];
     let K = params[2];
     let batch = wid.z + params[4];
-    var a_base = params[5];
-    var b_base = params[8];
-    var rem = batch;
-    var d = params[3];
-    loop {
-        if (d == 0u) { break; }
-        d = d - 1u;
-        let size = params[12u + d];
-        let idx = rem % size;
-        rem = rem / size;
-        a_base = a_base + idx * params[18u + d];
-        b_base = b_base + idx * params[24u + d];
-    }
+    let bases = batch_bases(batch);
+    let a_base = bases.x;
+    let b_base = bases.y;
     let a_rs = params[6];
     let a_cs = params[7];
     let b_rs = params[9];
@@ -60,13 +50,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     store_row(c_base, r0 + 1u, c0, M, N, acc1);
     store_row(c_base, r0 + 2u, c0, M, N, acc2);
     store_row(c_base, r0 + 3u, c0, M, N, acc3);
-}
-
-fn store_row(c_base: u32, r: u32, col: u32, M: u32, N: u32, v: vec4<T>) {
-    if (r >= M) { return; }
-    let o = c_base + r * N + col;
-    if (col < N) { c[o] = v.x; }
-    if (col + 1u < N) { c[o + 1u] = v.y; }
-    if (col + 2u < N) { c[o + 2u] = v.z; }
-    if (col + 3u < N) { c[o + 3u] = v.w; }
 }

@@ -1,7 +1,7 @@
 // Batched matmul without workgroup memory or barriers, for adapters that are CPUs
 // (lavapipe): there, workgroup barriers are expensive and "global" reads hit the CPU's
-// caches, so each invocation accumulates a 4x4 register block straight from A and B.
-// Same params and bindings as matmul.wgsl; workgroup 8x8 covers a 32x32 output tile.
+// caches, so each invocation accumulates an 8x8 register block straight from A and B.
+// Same params and bindings as matmul.wgsl; workgroup 8x8 covers a 64x64 output tile (8x8 per invocation).
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
 @group(0) @binding(2) var<storage, read_write> c: array<T>;
@@ -20,34 +20,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let a_cs = params[7];
     let b_rs = params[9];
     let b_cs = params[10];
-    let r0 = (wid.y * 8u + lid3.y) * 4u;
-    let c0 = (wid.x * 8u + lid3.x) * 4u;
+    let r0 = (wid.y * 8u + lid3.y) * 8u;
+    let c0 = (wid.x * 8u + lid3.x) * 8u;
     if (r0 >= M || c0 >= N) { return; }
     // clamp the rows / columns read past the edge (their results are not stored)
-    let ra0 = a_base + min(r0, M - 1u) * a_rs;
-    let ra1 = a_base + min(r0 + 1u, M - 1u) * a_rs;
-    let ra2 = a_base + min(r0 + 2u, M - 1u) * a_rs;
-    let ra3 = a_base + min(r0 + 3u, M - 1u) * a_rs;
-    let cb0 = b_base + min(c0, N - 1u) * b_cs;
-    let cb1 = b_base + min(c0 + 1u, N - 1u) * b_cs;
-    let cb2 = b_base + min(c0 + 2u, N - 1u) * b_cs;
-    let cb3 = b_base + min(c0 + 3u, N - 1u) * b_cs;
-    var acc0 = vec4<T>(T(0));
-    var acc1 = vec4<T>(T(0));
-    var acc2 = vec4<T>(T(0));
-    var acc3 = vec4<T>(T(0));
+    var ra: array<u32, 8>;
+    var cb: array<u32, 8>;
+    for (var j = 0u; j < 8u; j = j + 1u) {
+        ra[j] = a_base + min(r0 + j, M - 1u) * a_rs;
+        cb[j] = b_base + min(c0 + j, N - 1u) * b_cs;
+    }
+    var lo: array<vec4<T>, 8>;
+    var hi: array<vec4<T>, 8>;
+    for (var j = 0u; j < 8u; j = j + 1u) { lo[j] = vec4<T>(T(0)); hi[j] = vec4<T>(T(0)); }
     for (var k = 0u; k < K; k = k + 1u) {
         let kb = k * b_rs;
-        let bv = vec4<T>(b[cb0 + kb], b[cb1 + kb], b[cb2 + kb], b[cb3 + kb]);
+        let bl = vec4<T>(b[cb[0] + kb], b[cb[1] + kb], b[cb[2] + kb], b[cb[3] + kb]);
+        let bh = vec4<T>(b[cb[4] + kb], b[cb[5] + kb], b[cb[6] + kb], b[cb[7] + kb]);
         let ka = k * a_cs;
-        acc0 = acc0 + a[ra0 + ka] * bv;
-        acc1 = acc1 + a[ra1 + ka] * bv;
-        acc2 = acc2 + a[ra2 + ka] * bv;
-        acc3 = acc3 + a[ra3 + ka] * bv;
+        let x0 = a[ra[0] + ka]; let x1 = a[ra[1] + ka]; let x2 = a[ra[2] + ka]; let x3 = a[ra[3] + ka];
+        let x4 = a[ra[4] + ka]; let x5 = a[ra[5] + ka]; let x6 = a[ra[6] + ka]; let x7 = a[ra[7] + ka];
+        lo[0] = lo[0] + x0 * bl; hi[0] = hi[0] + x0 * bh;
+        lo[1] = lo[1] + x1 * bl; hi[1] = hi[1] + x1 * bh;
+        lo[2] = lo[2] + x2 * bl; hi[2] = hi[2] + x2 * bh;
+        lo[3] = lo[3] + x3 * bl; hi[3] = hi[3] + x3 * bh;
+        lo[4] = lo[4] + x4 * bl; hi[4] = hi[4] + x4 * bh;
+        lo[5] = lo[5] + x5 * bl; hi[5] = hi[5] + x5 * bh;
+        lo[6] = lo[6] + x6 * bl; hi[6] = hi[6] + x6 * bh;
+        lo[7] = lo[7] + x7 * bl; hi[7] = hi[7] + x7 * bh;
     }
     let c_base = batch * M * N;
-    store_row(c_base, r0, c0, M, N, acc0);
-    store_row(c_base, r0 + 1u, c0, M, N, acc1);
-    store_row(c_base, r0 + 2u, c0, M, N, acc2);
-    store_row(c_base, r0 + 3u, c0, M, N, acc3);
+    for (var j = 0u; j < 8u; j = j + 1u) {
+        store_row(c_base, r0 + j, c0, M, N, lo[j]);
+        store_row(c_base, r0 + j, c0 + 4u, M, N, hi[j]);
+    }
 }

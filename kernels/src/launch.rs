@@ -284,10 +284,11 @@ impl Context {
             p[24 + d] = u32_of(b.strides[d], "stride")?;
         }
         // On CPU adapters (lavapipe) barriers are costly and memory is cached: the
-        // register-blocked kernel (32x32 tiles) wins; GPUs get the shared-memory tiles.
-        let (key, tile) = if self.prefer_register_matmul() && k <= 60_000 { (KernelKey::new(Kernel::MatmulReg, KDType::F32), 32) } else { (key, 64) };
-        let gx = n.div_ceil(tile) as u64;
-        let gy = m.div_ceil(tile) as u64;
+        // register-blocked kernel wins; GPUs get the shared-memory tiles.
+        // (both kernels cover a 64 x 64 output tile per workgroup)
+        let key = if self.prefer_register_matmul() && k <= 60_000 { KernelKey::new(Kernel::MatmulReg, KDType::F32) } else { key };
+        let gx = n.div_ceil(64) as u64;
+        let gy = m.div_ceil(64) as u64;
         let max = self.limits().max_compute_workgroups_per_dimension as u64;
         if gx > max || gy > max {
             return Err(KernelError::GridTooLarge { kernel: key.name(), groups: gx.max(gy), max: max as u32 });

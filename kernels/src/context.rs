@@ -27,6 +27,9 @@ pub struct AdapterSummary {
 
 pub(crate) struct BatchState {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The open compute pass: consecutive dispatches share one pass (wgpu still inserts
+    /// the barriers between them); it is ended before any other command or the submit.
+    pass: Option<wgpu::ComputePass<'static>>,
     dispatches: u32,
     /// Host copy of this batch's params; written to `params_buf` right before submit.
     params: Vec<u32>,
@@ -55,6 +58,7 @@ pub struct Context {
     lost: Arc<AtomicBool>,
     poison: AtomicBool,
     matmul_choice: std::sync::atomic::AtomicU8,
+    pass_per_dispatch: bool,
     params_align: u64,
 }
 
@@ -158,6 +162,7 @@ impl Context {
             pipelines: Mutex::new(HashMap::new()),
             state: Mutex::new(BatchState {
                 encoder: None,
+                pass: None,
                 dispatches: 0,
                 params: Vec::new(),
                 params_buf,
@@ -170,6 +175,7 @@ impl Context {
             lost,
             poison: AtomicBool::new(false),
             matmul_choice: std::sync::atomic::AtomicU8::new(0),
+            pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
             params_align,
         })
     }
@@ -198,6 +204,12 @@ impl Context {
             Some(false) => 2,
         };
         self.matmul_choice.store(v, Ordering::Relaxed);
+    }
+
+    /// `WGRAD_PASS_PER_DISPATCH=1` ends the compute pass after every dispatch (the old
+    /// behaviour, kept to measure what sharing one pass saves).
+    pub(crate) fn pass_per_dispatch(&self) -> bool {
+        self.pass_per_dispatch
     }
 
     /// Whether the adapter is a CPU (a software rasterizer such as lavapipe).
@@ -319,10 +331,26 @@ impl Context {
 }
 
 impl BatchState {
+    /// The batch's encoder for non-compute commands (ends the open compute pass).
     pub(crate) fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
         self.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad batch") })
         })
+    }
+
+    pub(crate) fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
+    /// The open compute pass of the batch (begun on first use).
+    pub(crate) fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let encoder = self.encoder(device);
+            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgrad"), timestamp_writes: None });
+            self.pass = Some(pass.forget_lifetime());
+        }
+        self.pass.as_mut().expect("pass just begun")
     }
     pub(crate) fn params_mut(&mut self) -> &mut Vec<u32> {
         &mut self.params
@@ -353,6 +381,7 @@ impl BatchState {
 
     /// Submit the open batch (params first, then commands); returns the submission index.
     pub(crate) fn submit(&mut self, ctx: &Context) -> Option<wgpu::SubmissionIndex> {
+        self.pass = None; // a pass must end before its encoder finishes
         let encoder = self.encoder.take();
         let mut index = None;
         if encoder.is_some() || self.dirty {

@@ -88,11 +88,13 @@ impl Context {
             entries: &entries,
         });
         {
-            let encoder = st.encoder(&self.device);
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            let pass = st.pass(&self.device);
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        if self.pass_per_dispatch() {
+            st.end_pass();
         }
         AtomicCounters::add(&self.counters.dispatches, 1);
         if st.bump_dispatches() >= self.max_batch() {

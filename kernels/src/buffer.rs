@@ -147,18 +147,20 @@ impl Context {
     /// Submit and wait until the GPU has finished all submitted work.
     pub fn synchronize(&self) -> KResult<()> {
         self.check_health()?;
-        let index = {
-            let mut st = self.state.lock().unwrap();
-            st.submit(self)
-        };
-        let _ = index;
+        self.state.lock().unwrap().submit(self);
+        self.wait_idle()?;
+        self.check_health()
+    }
+
+    /// Block until the GPU has finished all submitted work, or error after READBACK_TIMEOUT.
+    fn wait_idle(&self) -> KResult<()> {
         self.device
             .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) })
             .map_err(|e| match e {
                 wgpu::PollError::Timeout => KernelError::ReadbackTimeout(READBACK_TIMEOUT),
                 other => KernelError::Gpu(other.to_string()),
             })?;
-        self.check_health()
+        Ok(())
     }
 
     /// Read `len` bytes at `offset` of a buffer back to the host (blocks; counted).
@@ -183,12 +185,7 @@ impl Context {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) })
-            .map_err(|e| match e {
-                wgpu::PollError::Timeout => KernelError::ReadbackTimeout(READBACK_TIMEOUT),
-                other => KernelError::Gpu(other.to_string()),
-            })?;
+        self.wait_idle()?;
         self.check_health()?;
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Ok(())) => {}

@@ -50,17 +50,12 @@ pub struct LuFactors {
 }
 
 impl Context {
-    /// A contiguous copy of `batch` strided n x n matrices (the factorizations work in place).
-    fn matrices(self: &Arc<Self>, a: View, shape: &[usize]) -> KResult<GpuBuffer> {
-        self.contiguous(a, shape)
-    }
-
     /// Batched LU with partial pivoting of the matrices of view `a` (shape [batch.., n, n]).
     pub fn lu(self: &Arc<Self>, a: View, shape: &[usize]) -> KResult<LuFactors> {
         let n = shape[shape.len() - 1];
         let batch: usize = shape[..shape.len() - 2].iter().product();
         let key = KernelKey::new(Kernel::Lu, KDType::F32);
-        let lu = self.matrices(a, shape)?;
+        let lu = self.contiguous(a, shape)?; // factorized in place
         let piv = self.alloc_output((batch * n * 4) as u64)?;
         let info = self.zeros_u32(batch)?;
         let sign = self.fill(batch, 1.0)?;
@@ -98,7 +93,7 @@ impl Context {
         let n = shape[shape.len() - 1];
         let batch: usize = shape[..shape.len() - 2].iter().product();
         let key = KernelKey::new(Kernel::Cholesky, KDType::F32);
-        let l = self.matrices(a, shape)?;
+        let l = self.contiguous(a, shape)?; // factorized in place
         let info = self.zeros_u32(batch)?;
         let grid = self.grid_groups(key, batch as u64)?;
         for (k0, k1) in segments(n, |k| factor_step_cost(n, k)) {

@@ -284,6 +284,11 @@ impl Context {
             .clone()
     }
 
+    /// The kernels compiled on this device so far (what ran, for tests and diagnostics).
+    pub fn compiled_kernels(&self) -> Vec<KernelKey> {
+        self.pipelines.lock().unwrap().keys().copied().collect()
+    }
+
     pub(crate) fn pipeline(&self, key: KernelKey) -> KResult<wgpu::ComputePipeline> {
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());

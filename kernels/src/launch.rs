@@ -4,6 +4,7 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
+use crate::matmul_vec4::{vec4_layout, MatmulVec4};
 use crate::source::{ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp};
 use std::sync::Arc;
 
@@ -283,12 +284,22 @@ impl Context {
             p[18 + d] = u32_of(a.strides[d], "stride")?;
             p[24 + d] = u32_of(b.strides[d], "stride")?;
         }
-        // On CPU adapters (lavapipe) barriers are costly and memory is cached: the
-        // register-blocked kernel wins; GPUs get the shared-memory tiles.
-        // (both kernels cover a 64 x 64 output tile per workgroup)
-        let key = if self.prefer_register_matmul() && k <= 60_000 { KernelKey::new(Kernel::MatmulReg, KDType::F32) } else { key };
-        let gx = n.div_ceil(64) as u64;
-        let gy = m.div_ceil(64) as u64;
+        // On CPU adapters (lavapipe) barriers are costly and memory is cached: register
+        // blocks win, read as vec4 where the layout allows; GPUs get the shared-memory tiles.
+        let key = if self.prefer_register_matmul() && k <= 60_000 {
+            match matmul_vec4_variant(&a, &b, br, batch, m, k, n) {
+                Some(v) => KernelKey::new(Kernel::MatmulVec4(v), KDType::F32),
+                None => KernelKey::new(Kernel::MatmulReg, KDType::F32),
+            }
+        } else {
+            key
+        };
+        let (tile_m, tile_n) = match key.kernel {
+            Kernel::MatmulVec4(v) => v.workgroup_tile(),
+            _ => (64, 64),
+        };
+        let gx = n.div_ceil(tile_n) as u64;
+        let gy = m.div_ceil(tile_m) as u64;
         let max = self.limits().max_compute_workgroups_per_dimension as u64;
         if gx > max || gy > max {
             return Err(KernelError::GridTooLarge { kernel: key.name(), groups: gx.max(gy), max: max as u32 });
@@ -365,4 +376,18 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
         acc *= shape[i];
     }
     s
+}
+
+/// The vec4 matmul variant for these operands, if both can be read as aligned vec4s and
+/// K is a multiple of 4 (see `matmul_vec4.rs`); the 16 x 16 block when the output has
+/// room for at least four 128 x 128 workgroup tiles.
+fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k: usize, n: usize) -> Option<MatmulVec4> {
+    if k % 4 != 0 || k / 4 > 60_000 {
+        return None;
+    }
+    let aligned = |v: &View| v.offset % 4 == 0 && v.strides[..br].iter().all(|s| s % 4 == 0);
+    let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
+    let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
+    let big = batch * m.div_ceil(128) * n.div_ceil(128) >= 4;
+    Some(MatmulVec4 { a: la, b: lb, big })
 }

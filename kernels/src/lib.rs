@@ -8,6 +8,7 @@ mod dispatch;
 mod error;
 mod launch;
 mod linalg;
+mod matmul_vec4;
 mod nn;
 pub mod source;
 
@@ -16,6 +17,7 @@ pub use context::{AdapterSummary, Context, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
 pub use linalg::LuFactors;
+pub use matmul_vec4::{MatmulVec4, Vec4Layout};
 pub use nn::{AdamParams, ConvGeometry};
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
 pub use source::{all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, WG};

@@ -175,6 +175,8 @@ pub enum Kernel {
     Matmul,
     /// Register-blocked matmul without workgroup memory (CPU adapters).
     MatmulReg,
+    /// Generated vec4 register-tile matmul (CPU adapters, aligned layouts).
+    MatmulVec4(crate::matmul_vec4::MatmulVec4),
     IndexSelect,
     Gather,
     OneHot,
@@ -216,7 +218,7 @@ impl KernelKey {
         match self.kernel {
             Kernel::Unary(_) | Kernel::UserUnary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => (1, 1),
             Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
-            Kernel::Binary(_) | Kernel::Matmul | Kernel::MatmulReg | Kernel::IndexSelect | Kernel::Gather => (2, 1),
+            Kernel::Binary(_) | Kernel::Matmul | Kernel::MatmulReg | Kernel::MatmulVec4(_) | Kernel::IndexSelect | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
             Kernel::Fill => (0, 1),
             Kernel::Lu => (0, 4),
@@ -244,6 +246,7 @@ impl KernelKey {
             }
         }
         s += COMMON;
+        let generated;
         let (skeleton, op_fn) = match self.kernel {
             Kernel::Unary(op) => (UNARY, format!("fn unary_op(x: T, s: T) -> T {{ {} }}", op.wgsl_body())),
             Kernel::UserUnary(id) => {
@@ -262,6 +265,10 @@ impl KernelKey {
             Kernel::Fill => (FILL, String::new()),
             Kernel::Matmul => (MATMUL, MATMUL_COMMON.to_string()),
             Kernel::MatmulReg => (MATMUL_REG, MATMUL_COMMON.to_string()),
+            Kernel::MatmulVec4(v) => {
+                generated = v.wgsl();
+                (generated.as_str(), MATMUL_COMMON.to_string())
+            }
             Kernel::IndexSelect => (INDEX_SELECT, String::new()),
             Kernel::Gather => (GATHER, String::new()),
             Kernel::OneHot => (ONE_HOT, String::new()),
@@ -310,6 +317,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
     ] {
         v.push(KernelKey::new(k, f));
     }
+    v.extend(crate::matmul_vec4::MatmulVec4::ALL.iter().map(|&m| KernelKey::new(Kernel::MatmulVec4(m), f)));
     let users = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
     v.extend((0..users).map(|id| KernelKey::new(Kernel::UserUnary(id), f)));
     v.push(KernelKey::new(Kernel::Copy, KDType::F32));

@@ -1,4 +1,5 @@
 use crate::common::*;
+use wgrad::kernels::{Kernel, MatmulVec4};
 use wgrad::{DType, Tensor};
 
 /// TESTING.md bound: |err| <= k * 2^-24 * sum |a||b| per element.
@@ -85,5 +86,41 @@ fn both_matmul_kernel_families_match_the_reference() {
             let t = da.t().unwrap().t().unwrap().matmul(&db.t().unwrap().t().unwrap()).unwrap();
             assert_matmul_close(&t, &rounded(&ra), &rounded(&rb), "strided");
         }
+    }
+}
+
+#[test]
+fn vec4_register_tiles_match_the_reference_in_every_layout() {
+    // lavapipe's default for aligned operands: A and B read as vec4 along whichever axis is
+    // contiguous ("row" or "col"), 8x8 or 16x16 outputs per invocation; forced here so a
+    // GPU runs it too. Sizes leave partial workgroup tiles on both axes.
+    let Some(g) = fresh_gpu() else { return };
+    let ctx = g.context().unwrap();
+    ctx.set_matmul_register_blocked(Some(true));
+    for &(m, k, n) in &[(36usize, 20usize, 44usize), (300, 64, 260), (4, 4, 4)] {
+        for a_col in [false, true] {
+            for b_col in [false, true] {
+                let (ra, da) = if a_col { pair(&[k, m], -1.0, 1.0, &g) } else { pair(&[m, k], -1.0, 1.0, &g) };
+                let (rb, db) = if b_col { pair(&[n, k], -1.0, 1.0, &g) } else { pair(&[k, n], -1.0, 1.0, &g) };
+                let (ra, da) = if a_col { (ra.t().unwrap(), da.t().unwrap()) } else { (ra, da) };
+                let (rb, db) = if b_col { (rb.t().unwrap(), db.t().unwrap()) } else { (rb, db) };
+                let what = format!("{m}x{k}x{n}, A col {a_col}, B col {b_col}");
+                assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), &what);
+            }
+        }
+    }
+    // batch broadcast (B's batch stride 0) and an offset view (rows 4.. of a taller A)
+    let (ra, da) = pair(&[3, 40, 8], -1.0, 1.0, &g);
+    let (rb, db) = pair(&[8, 12], -1.0, 1.0, &g);
+    assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), "batched");
+    let (ra, da) = pair(&[24, 8], -1.0, 1.0, &g);
+    let (ra, da) = (ra.narrow(0, 4, 20).unwrap(), da.narrow(0, 4, 20).unwrap());
+    assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), "offset rows");
+    let used: Vec<MatmulVec4> = ctx.compiled_kernels().into_iter().filter_map(|k| match k.kernel {
+        Kernel::MatmulVec4(v) => Some(v),
+        _ => None,
+    }).collect();
+    for v in MatmulVec4::ALL {
+        assert!(used.contains(&v), "{v:?} was never dispatched (dispatched: {used:?})");
     }
 }

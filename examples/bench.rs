@@ -1,6 +1,7 @@
 //! The GPU-vs-CPU benchmark tool. Each workload runs after a warm-up with the device
 //! synchronized before the timer stops; GPU results are checked against the CPU.
-//! `cargo run --release --example bench -- [--device gpu|cpu|both] [--json FILE] [--quick]`
+//! `cargo run --release --example bench -- [--device gpu|cpu|both] [--json FILE] [--quick] [--profile]`
+//! (`--profile`: per-kernel times of the W4 step on the GPU, each dispatch waited for).
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
 use wgrad::optim::{Optimizer, Sgd};
@@ -56,6 +57,7 @@ fn main() -> Result<()> {
     let opt = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
     let which = opt("--device").unwrap_or_else(|| "both".into());
     let quick = args.iter().any(|a| a == "--quick");
+    let profile = args.iter().any(|a| a == "--profile");
     let mut devices: Vec<(&'static str, Device)> = Vec::new();
     let mut recs: Vec<Rec> = Vec::new();
     if which == "gpu" || which == "both" {
@@ -141,6 +143,23 @@ fn main() -> Result<()> {
         dev.synchronize()?;
         let c1 = dev.counters();
         let (md, mn, mx) = time(dev, reps, || step(&mut params))?;
+        if profile && *tag == "gpu" {
+            // per-kernel wall times of 20 steps, each dispatch run on its own
+            let ctx = dev.context().expect("a gpu device has a context");
+            ctx.set_profiling(true);
+            for _ in 0..steps {
+                step(&mut params)?;
+            }
+            dev.synchronize()?;
+            let rows = ctx.kernel_profile();
+            ctx.set_profiling(false);
+            let total: f64 = rows.iter().map(|r| r.seconds).sum();
+            eprintln!("W4 profile, {steps} steps, each dispatch waited for (total {:.2} ms/step):", total * 1e3 / steps as f64);
+            eprintln!("{:<64} {:>10} {:>12}", "kernel", "per step", "ms/step");
+            for r in &rows {
+                eprintln!("{:<64} {:>10.1} {:>12.3}", r.kernel, r.dispatches as f64 / steps as f64, r.seconds * 1e3 / steps as f64);
+            }
+        }
         recs.push(Rec { workload: "W4 MLP step 784-256-256-10 b128".into(), param: "SGD".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
         recs.push(Rec { workload: "W4 MLP first step".into(), param: String::new(), device: tag, median: first, min: first, max: first, unit: "ms" });
         if *tag == "gpu" {

@@ -2,7 +2,7 @@
 // (the launcher permutes the reduced axes to the end). Workgroup g reduces chunk
 // g % nchunks of row g / nchunks; a second pass over [outer, nchunks] finishes.
 // Every element is visited in a fixed order and combined by a fixed tree: deterministic.
-// params: [outer, inner, nchunks, chunk_len, rank, shape[rank], off, strides[rank], contiguous]
+// params: [outer, inner, nchunks, chunk_len, rank, shape[rank], off, strides[rank], mode, (row stride, element stride if mode 2)]
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<storage, read> params: array<u32>;
@@ -19,12 +19,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let chunk_len = params[3];
     let rank = params[4];
     let off = params[5u + rank];
-    let contiguous = params[6u + 2u * rank] == 1u;
+    let mode = params[6u + 2u * rank];
     let row = g / nchunks;
     let start = (g % nchunks) * chunk_len;
     let end = min(inner, start + chunk_len);
     var a = reduce_identity();
-    if (contiguous) {
+    if (mode == 1u) {
         // four consecutive elements per step (fixed order: still deterministic)
         let base = off + row * inner;
         var r = start + 4u * lid;
@@ -38,6 +38,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let q_end = min(end, r + 4u);
         for (; r < q_end; r = r + 1u) {
             a = reduce_combine(a, x[base + r]);
+        }
+    } else if (mode == 2u) {
+        let si = params[8u + 2u * rank];
+        let base = off + row * params[7u + 2u * rank];
+        for (var r = start + lid; r < end; r = r + WG) {
+            a = reduce_combine(a, x[base + r * si]);
         }
     } else {
         for (var r = start + lid; r < end; r = r + WG) {

@@ -1,7 +1,7 @@
 // Reduction of short rows: one thread per output row loops over its `inner` elements in
 // order (deterministic). Used when rows are short and many, where a workgroup per row
 // would idle most of its threads (e.g. 2x2 pooling windows).
-// params: [outer, inner, 1, inner, rank, shape[rank], off, strides[rank], contiguous]
+// params: [outer, inner, 1, inner, rank, shape[rank], off, strides[rank], mode, (row stride, element stride if mode 2)]
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<storage, read> params: array<u32>;
@@ -14,12 +14,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let inner = params[1];
     let rank = params[4];
     let off = params[5u + rank];
-    let contiguous = params[6u + 2u * rank] == 1u;
+    let mode = params[6u + 2u * rank];
     var a = reduce_identity();
+    if (mode == 2u) {
+        // two-level strides (e.g. a column): no per-element index arithmetic
+        let si = params[8u + 2u * rank];
+        var xi = off + row * params[7u + 2u * rank];
+        for (var r = 0u; r < inner; r = r + 1u) {
+            a = reduce_combine(a, x[xi]);
+            xi = xi + si;
+        }
+        out[row] = a;
+        return;
+    }
     for (var r = 0u; r < inner; r = r + 1u) {
         let lin = row * inner + r;
         var xi = off + lin;
-        if (!contiguous) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
+        if (mode == 0u) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
         a = reduce_combine(a, x[xi]);
     }
     out[row] = a;

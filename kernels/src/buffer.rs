@@ -153,7 +153,7 @@ impl Context {
     }
 
     /// Block until the GPU has finished all submitted work, or error after READBACK_TIMEOUT.
-    fn wait_idle(&self) -> KResult<()> {
+    pub(crate) fn wait_idle(&self) -> KResult<()> {
         self.device
             .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) })
             .map_err(|e| match e {

@@ -60,6 +60,16 @@ pub struct Context {
     matmul_choice: std::sync::atomic::AtomicU8,
     pass_per_dispatch: bool,
     params_align: u64,
+    /// Per-kernel (dispatches, seconds) while profiling is on (see `set_profiling`).
+    profile: Mutex<Option<HashMap<String, (u64, f64)>>>,
+}
+
+/// One row of [`Context::kernel_profile`].
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub dispatches: u64,
+    pub seconds: f64,
 }
 
 fn rank_adapter(info: &wgpu::AdapterInfo) -> u32 {
@@ -176,6 +186,7 @@ impl Context {
             poison: AtomicBool::new(false),
             matmul_choice: std::sync::atomic::AtomicU8::new(0),
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
+            profile: Mutex::new((std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")).then(HashMap::new)),
             params_align,
         })
     }
@@ -282,6 +293,38 @@ impl Context {
                 })
             })
             .clone()
+    }
+
+    /// Profiling: every dispatch is submitted and waited for on its own, and its wall time
+    /// (encode + submit + run) is added to its kernel's row. It serializes everything, so
+    /// totals are slower than normal runs; it is for finding where the time goes. `on`
+    /// clears the table; `WGRAD_PROFILE=1` turns it on for new contexts.
+    pub fn set_profiling(&self, on: bool) {
+        *self.profile.lock().unwrap() = if on { Some(HashMap::new()) } else { None };
+    }
+
+    /// The profile since `set_profiling(true)`, slowest kernel first.
+    pub fn kernel_profile(&self) -> Vec<KernelTime> {
+        let p = self.profile.lock().unwrap();
+        let mut v: Vec<KernelTime> = p
+            .iter()
+            .flatten()
+            .map(|(k, &(n, t))| KernelTime { kernel: k.clone(), dispatches: n, seconds: t })
+            .collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        v
+    }
+
+    pub(crate) fn profiling(&self) -> bool {
+        self.profile.lock().unwrap().is_some()
+    }
+
+    pub(crate) fn record_profile(&self, kernel: String, seconds: f64) {
+        if let Some(map) = self.profile.lock().unwrap().as_mut() {
+            let e = map.entry(kernel).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += seconds;
+        }
     }
 
     /// The kernels compiled on this device so far (what ran, for tests and diagnostics).

@@ -50,6 +50,7 @@ impl Context {
             return Ok(());
         }
         let pipeline = self.pipeline(key)?;
+        let started = self.profiling().then(std::time::Instant::now);
         let (n_in, n_out) = key.bindings();
         debug_assert_eq!((inputs.len() as u32, outputs.len() as u32), (n_in, n_out));
         let layout = self.layout(n_in, n_out);
@@ -99,6 +100,12 @@ impl Context {
         AtomicCounters::add(&self.counters.dispatches, 1);
         if st.bump_dispatches() >= self.max_batch() {
             st.submit(self);
+        }
+        if let Some(t) = started {
+            st.submit(self);
+            drop(st);
+            self.wait_idle()?;
+            self.record_profile(key.name(), t.elapsed().as_secs_f64());
         }
         Ok(())
     }

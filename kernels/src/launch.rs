@@ -178,11 +178,17 @@ impl Context {
         self.fill(n, 0.0)
     }
 
-    fn reduce_params(x: &View, shape: &[usize], outer: usize, inner: usize, nchunks: usize, chunk: usize) -> KResult<Vec<u32>> {
+    fn reduce_params(x: &View, shape: &[usize], split: usize, outer: usize, inner: usize, nchunks: usize, chunk: usize) -> KResult<Vec<u32>> {
         let mut p = vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, shape.len() as u32];
         p.extend(shape.iter().map(|&d| d as u32));
         push_view(&mut p, x)?;
-        p.push(is_contiguous(shape, x.strides) as u32);
+        // mode: 1 contiguous; 2 two-level (element (row, r) at off + row * so + r * si,
+        // no per-element index arithmetic over the dims); 0 general strided
+        match (is_contiguous(shape, x.strides), two_level_strides(shape, x.strides, split)) {
+            (true, _) => p.push(1),
+            (false, Some((so, si))) => p.extend([2, u32_of(so, "stride")?, u32_of(si, "stride")?]),
+            (false, None) => p.push(0),
+        }
         Ok(p)
     }
 
@@ -193,11 +199,14 @@ impl Context {
         let split = shape.len() - n_reduced;
         let outer = numel(&shape[..split]);
         let inner = numel(&shape[split..]);
-        // Many short rows: a thread per row beats a mostly idle workgroup per row.
-        if inner <= 16 || (outer >= 4096 && inner <= 1024) {
+        // Many short rows: a thread per row beats a mostly idle workgroup per row; so do
+        // columns (reduced elements apart in memory, outputs adjacent: e.g. a bias
+        // gradient summed over the batch), where neighbouring threads read neighbours.
+        let columns = matches!(two_level_strides(shape, x.strides, split), Some((1, si)) if si != 1);
+        if inner <= 16 || (outer >= 4096 && inner <= 1024) || (columns && inner <= 4096) {
             let key = KernelKey::new(Kernel::ReduceRows(op), KDType::F32);
             let out = self.out_f32(outer)?;
-            let p = Self::reduce_params(&x, shape, outer, inner, 1, inner.max(1))?;
+            let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner.max(1))?;
             let grid = self.grid_1d(key, outer as u64)?;
             self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
             return Ok(out);
@@ -207,7 +216,7 @@ impl Context {
         let nchunks = if inner > CHUNK { inner.div_ceil(CHUNK) } else { 1 };
         let chunk = if nchunks > 1 { CHUNK } else { inner.max(1) };
         let out = self.out_f32(outer * nchunks)?;
-        let p = Self::reduce_params(&x, shape, outer, inner, nchunks, chunk)?;
+        let p = Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?;
         let grid = self.grid_groups(key, (outer * nchunks) as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         if nchunks == 1 {
@@ -225,7 +234,8 @@ impl Context {
         let inner = *shape.last().unwrap_or(&1);
         let outer = numel(shape) / inner.max(1);
         let out = self.out_f32(outer)?;
-        let p = Self::reduce_params(&x, shape, outer, inner, 1, inner)?;
+        let split = shape.len().saturating_sub(1);
+        let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner)?;
         let grid = self.grid_groups(key, outer as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         Ok(out)
@@ -379,8 +389,7 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// The vec4 matmul variant for these operands, if both can be read as aligned vec4s and
-/// K is a multiple of 4 (see `matmul_vec4.rs`); the 16 x 16 block when the output has
-/// room for at least four 128 x 128 workgroup tiles.
+/// K is a multiple of 4 (see `matmul_vec4.rs`).
 fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k: usize, n: usize) -> Option<MatmulVec4> {
     if k % 4 != 0 || k / 4 > 60_000 {
         return None;
@@ -388,6 +397,20 @@ fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k:
     let aligned = |v: &View| v.offset % 4 == 0 && v.strides[..br].iter().all(|s| s % 4 == 0);
     let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
     let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
-    let big = batch * m.div_ceil(128) * n.div_ceil(128) >= 4;
+    // lavapipe runs one workgroup per CPU thread at a time: 16 x 16 blocks (128 x 128 per
+    // workgroup, 4x fewer loads per FMA than 8 x 8) as long as every thread gets a tile
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(2, 8);
+    let big = batch * m.div_ceil(128) * n.div_ceil(128) >= threads;
     Some(MatmulVec4 { a: la, b: lb, big })
+}
+
+/// (row stride, element stride) when the kept dims `shape[..split]` and the reduced dims
+/// `shape[split..]` each collapse into one strided axis.
+fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Option<(usize, usize)> {
+    fn collapse(shape: &[usize], strides: &[usize]) -> Option<usize> {
+        let dims: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
+        let Some(&(_, last)) = dims.last() else { return Some(0) };
+        dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
+    }
+    Some((collapse(&shape[..split], &strides[..split])?, collapse(&shape[split..], &strides[split..])?))
 }

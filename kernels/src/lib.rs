@@ -13,7 +13,7 @@ mod nn;
 pub mod source;
 
 pub use buffer::GpuBuffer;
-pub use context::{AdapterSummary, Context, READBACK_TIMEOUT};
+pub use context::{AdapterSummary, Context, KernelTime, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
 pub use linalg::LuFactors;

@@ -3,7 +3,7 @@
 // params: [outer, inner, 1, inner, rank, shape[rank], off, strides[rank], contiguous]
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 var<workgroup> acc_v: array<T, WG>;
 var<workgroup> acc_i: array<u32, WG>;
@@ -23,11 +23,11 @@ fn beats(va: T, ia: u32, vb: T, ib: u32) -> bool {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
-    if (row >= params[0]) { return; }
-    let inner = params[1];
-    let rank = params[4];
-    let off = params[5u + rank];
-    let contiguous = params[6u + 2u * rank] == 1u;
+    if (row >= param(0)) { return; }
+    let inner = param(1);
+    let rank = param(4);
+    let off = param(5u + rank);
+    let contiguous = param(6u + 2u * rank) == 1u;
     var bv = T(0);
     var bi = 0xffffffffu;
     for (var r = lid; r < inner; r = r + WG) {

@@ -3,20 +3,20 @@
 @group(0) @binding(0) var<storage, read> a: array<ST>;
 @group(0) @binding(1) var<storage, read> b: array<ST>;
 @group(0) @binding(2) var<storage, read_write> out: array<ST>;
-@group(0) @binding(3) var<storage, read> params: array<u32>;
+@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride: a bounded grid, each invocation walks i, i + total, ...
     let total = nwg.x * nwg.y * WG;
-    let numel = params[0];
-    let rank = params[1];
+    let numel = param(0);
+    let rank = param(1);
     let a_at = 4u + rank;
     let b_at = a_at + 1u + rank;
-    let contiguous = params[2] == 1u;
-    let a0 = params[a_at];
-    let b0 = params[b_at];
+    let contiguous = param(2) == 1u;
+    let a0 = param(a_at);
+    let b0 = param(b_at);
     let first = flat_id(wid, nwg, lid);
     if (contiguous) {
         // four consecutive elements per step: fewer loop trips per element

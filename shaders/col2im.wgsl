@@ -4,16 +4,16 @@
 // params: [numel, C, H, W, KH, KW, S, P, OH, OW, cols_off, cs_b, cs_r, cs_l]
 @group(0) @binding(0) var<storage, read> cols: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let e = flat_id(wid, nwg, lid);
-    if (e >= params[0]) { return; }
-    let C = params[1]; let H = params[2]; let W = params[3];
-    let KH = params[4]; let KW = params[5]; let S = params[6]; let P = params[7];
-    let OH = params[8]; let OW = params[9];
+    if (e >= param(0)) { return; }
+    let C = param(1); let H = param(2); let W = param(3);
+    let KH = param(4); let KW = param(5); let S = param(6); let P = param(7);
+    let OH = param(8); let OW = param(9);
     let w = e % W;
     let h = (e / W) % H;
     let c = (e / (W * H)) % C;
@@ -30,7 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let ow = (wp - j) / S;
             if (ow >= OW) { continue; }
             let r = (c * KH + i) * KW + j;
-            acc = acc + cols[params[10] + b * params[11] + r * params[12] + (oh * OW + ow) * params[13]];
+            acc = acc + cols[param(10) + b * param(11) + r * param(12) + (oh * OW + ow) * param(13)];
         }
     }
     out[e] = acc;

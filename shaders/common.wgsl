@@ -1,8 +1,8 @@
 // Helpers shared by every kernel family. The generated header defines `T` and `WG`;
-// each skeleton declares the `params` buffer these helpers read.
+// each skeleton declares the `params` uniform block these helpers read.
 
 // Element offset of row-major linear index `linear` in a strided view whose shape
-// starts at params[shape_at] and strides at params[strides_at] (`rank` of each).
+// starts at param(shape_at) and strides at param(strides_at) (`rank` of each).
 fn strided_offset(linear: u32, rank: u32, shape_at: u32, strides_at: u32, base: u32) -> u32 {
     var rem = linear;
     var off = base;
@@ -10,8 +10,8 @@ fn strided_offset(linear: u32, rank: u32, shape_at: u32, strides_at: u32, base: 
     loop {
         if (d == 0u) { break; }
         d = d - 1u;
-        let size = params[shape_at + d];
-        off = off + (rem % size) * params[strides_at + d];
+        let size = param(shape_at + d);
+        off = off + (rem % size) * param(strides_at + d);
         rem = rem / size;
     }
     return off;
@@ -94,4 +94,10 @@ fn sigmoid_safe(x: T) -> T {
     let e = exp(-abs(x));
     let p = T(1) / (T(1) + e);
     return select(p, T(1) - p, x < T(0));
+}
+
+// Launch parameters live in a uniform block (array<vec4<u32>, PARAMS_QUADS>): on CPU
+// adapters uniform reads are plain (broadcast) loads, storage reads go lane by lane.
+fn param(i: u32) -> u32 {
+    return params[i >> 2u][i & 3u];
 }

@@ -1,12 +1,12 @@
 // out[i] = value, for zeros / ones / full without a host upload.
 // params: [numel, value_bits]
 @group(0) @binding(0) var<storage, read_write> out: array<T>;
-@group(0) @binding(1) var<storage, read> params: array<u32>;
+@group(0) @binding(1) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
-    if (i >= params[0]) { return; }
-    out[i] = T(bitcast<f32>(params[1]));
+    if (i >= param(0)) { return; }
+    out[i] = T(bitcast<f32>(param(1)));
 }

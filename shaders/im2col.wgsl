@@ -4,20 +4,20 @@
 // params: [numel, C, H, W, KH, KW, S, P, OH, OW, x_off, xs_b, xs_c, xs_h, xs_w, 0, B]
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let e = flat_id(wid, nwg, lid);
-    if (e >= params[0]) { return; }
-    let C = params[1]; let H = params[2]; let W = params[3];
-    let KH = params[4]; let KW = params[5]; let S = params[6]; let P = params[7];
-    let OH = params[8]; let OW = params[9];
+    if (e >= param(0)) { return; }
+    let C = param(1); let H = param(2); let W = param(3);
+    let KH = param(4); let KW = param(5); let S = param(6); let P = param(7);
+    let OH = param(8); let OW = param(9);
     let L = OH * OW;
     let l = e % L;
-    let b = (e / L) % params[16];
-    let r = e / (L * params[16]);
+    let b = (e / L) % param(16);
+    let r = e / (L * param(16));
     let c = r / (KH * KW);
     let i = (r / KW) % KH;
     let j = r % KW;
@@ -25,7 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let w = i32((l % OW) * S + j) - i32(P);
     var v = T(0);
     if (h >= 0 && h < i32(H) && w >= 0 && w < i32(W)) {
-        v = x[params[10] + b * params[11] + c * params[12] + u32(h) * params[13] + u32(w) * params[14]];
+        v = x[param(10) + b * param(11) + c * param(12) + u32(h) * param(13) + u32(w) * param(14)];
     }
     out[e] = v;
 }

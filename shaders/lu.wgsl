@@ -10,7 +10,7 @@
 @group(0) @binding(1) var<storage, read_write> piv: array<u32>;
 @group(0) @binding(2) var<storage, read_write> info: array<u32>;
 @group(0) @binding(3) var<storage, read_write> det_sign: array<T>;
-@group(0) @binding(4) var<storage, read> params: array<u32>;
+@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 var<workgroup> best_v: array<T, WG>;
 var<workgroup> best_i: array<u32, WG>;
@@ -20,13 +20,13 @@ var<workgroup> pivot_row: u32;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let b = wid.y * nwg.x + wid.x;
-    let n = params[0];
-    if (b >= params[1]) { return; }
+    let n = param(0);
+    if (b >= param(1)) { return; }
     let base = b * n * n;
     var s = det_sign[b];
     var first_zero = info[b];
     workgroupBarrier();
-    for (var k = params[2]; k < params[3]; k = k + 1u) {
+    for (var k = param(2); k < param(3); k = k + 1u) {
         // pivot search: the largest |a[i, k]| for i >= k, first row on ties
         var bv = T(-1);
         var bi = k;

@@ -7,20 +7,20 @@
 @group(0) @binding(0) var<storage, read> lu: array<T>;
 @group(0) @binding(1) var<storage, read> piv: array<u32>;
 @group(0) @binding(2) var<storage, read_write> x: array<T>;
-@group(0) @binding(3) var<storage, read> params: array<u32>;
+@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let t = flat_id(wid, nwg, lid);
-    let n = params[0];
-    let r = params[1];
-    if (t >= r * params[2]) { return; }
+    let n = param(0);
+    let r = param(1);
+    if (t >= r * param(2)) { return; }
     let b = t / r;
     let j = t % r;
     let a0 = b * n * n;
     let x0 = b * n * r + j;
-    let phase = params[3];
+    let phase = param(3);
     if (phase == 0u) {
         for (var k = 0u; k < n; k = k + 1u) {
             let p = piv[b * n + k];
@@ -32,7 +32,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         return;
     }
-    for (var s = params[4]; s < params[5]; s = s + 1u) {
+    for (var s = param(4); s < param(5); s = s + 1u) {
         if (phase == 1u) {
             let i = s;
             var acc = x[x0 + i * r];

@@ -4,18 +4,18 @@
 
 // Offsets of batch `batch`'s A and B matrices (batch dims broadcast by stride 0).
 fn batch_bases(batch: u32) -> vec2<u32> {
-    var a_base = params[5];
-    var b_base = params[8];
+    var a_base = param(5);
+    var b_base = param(8);
     var rem = batch;
-    var d = params[3];
+    var d = param(3);
     loop {
         if (d == 0u) { break; }
         d = d - 1u;
-        let size = params[12u + d];
+        let size = param(12u + d);
         let idx = rem % size;
         rem = rem / size;
-        a_base = a_base + idx * params[18u + d];
-        b_base = b_base + idx * params[24u + d];
+        a_base = a_base + idx * param(18u + d);
+        b_base = b_base + idx * param(24u + d);
     }
     return vec2<u32>(a_base, b_base);
 }

@@ -5,21 +5,21 @@
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
 @group(0) @binding(2) var<storage, read_write> c: array<T>;
-@group(0) @binding(3) var<storage, read> params: array<u32>;
+@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let M = params[0];
-    let N = params[1];
-    let K = params[2];
-    let batch = wid.z + params[4];
+    let M = param(0);
+    let N = param(1);
+    let K = param(2);
+    let batch = wid.z + param(4);
     let bases = batch_bases(batch);
     let a_base = bases.x;
     let b_base = bases.y;
-    let a_rs = params[6];
-    let a_cs = params[7];
-    let b_rs = params[9];
-    let b_cs = params[10];
+    let a_rs = param(6);
+    let a_cs = param(7);
+    let b_rs = param(9);
+    let b_cs = param(10);
     let r0 = (wid.y * 8u + lid3.y) * 8u;
     let c0 = (wid.x * 8u + lid3.x) * 8u;
     if (r0 >= M || c0 >= N) { return; }

@@ -3,13 +3,13 @@
 // params: [numel, rank, contiguous, 0, shape[rank], x_off, x_strides[rank]]
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 fn element(i: u32) -> f32 {
-    if (i >= params[0]) { return 0.0; }
-    let rank = params[1];
-    let x_off = params[4u + rank];
-    if (params[2] == 1u) { return x[x_off + i]; }
+    if (i >= param(0)) { return 0.0; }
+    let rank = param(1);
+    let x_off = param(4u + rank);
+    if (param(2) == 1u) { return x[x_off + i]; }
     return x[strided_offset(i, rank, 4u, 5u + rank, x_off)];
 }
 
@@ -17,6 +17,6 @@ fn element(i: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let w = flat_id(wid, nwg, lid);
-    if (2u * w >= params[0]) { return; }
+    if (2u * w >= param(0)) { return; }
     out[w] = pack2x16float(vec2<f32>(element(2u * w), element(2u * w + 1u)));
 }

@@ -5,7 +5,7 @@
 // params: [outer, inner, nchunks, chunk_len, rank, shape[rank], off, strides[rank], mode, (row stride, element stride if mode 2)]
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 var<workgroup> acc: array<T, WG>;
 
@@ -13,13 +13,13 @@ var<workgroup> acc: array<T, WG>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let g = wid.y * nwg.x + wid.x;
-    let nchunks = params[2];
-    if (g >= params[0] * nchunks) { return; }
-    let inner = params[1];
-    let chunk_len = params[3];
-    let rank = params[4];
-    let off = params[5u + rank];
-    let mode = params[6u + 2u * rank];
+    let nchunks = param(2);
+    if (g >= param(0) * nchunks) { return; }
+    let inner = param(1);
+    let chunk_len = param(3);
+    let rank = param(4);
+    let off = param(5u + rank);
+    let mode = param(6u + 2u * rank);
     let row = g / nchunks;
     let start = (g % nchunks) * chunk_len;
     let end = min(inner, start + chunk_len);
@@ -40,8 +40,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             a = reduce_combine(a, x[base + r]);
         }
     } else if (mode == 2u) {
-        let si = params[8u + 2u * rank];
-        let base = off + row * params[7u + 2u * rank];
+        let si = param(8u + 2u * rank);
+        let base = off + row * param(7u + 2u * rank);
         for (var r = start + lid; r < end; r = r + WG) {
             a = reduce_combine(a, x[base + r * si]);
         }

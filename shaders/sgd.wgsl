@@ -2,22 +2,22 @@
 // momentum > 0); p = p - lr v.
 // params: [numel, lr, momentum, weight_decay] (f32 bits after numel)
 @group(0) @binding(0) var<storage, read> grad: array<T>;
-@group(0) @binding(1) var<storage, read_write> param: array<T>;
+@group(0) @binding(1) var<storage, read_write> weights: array<T>;
 @group(0) @binding(2) var<storage, read_write> velocity: array<T>;
-@group(0) @binding(3) var<storage, read> params: array<u32>;
+@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
-    if (i >= params[0]) { return; }
-    let lr = T(bitcast<f32>(params[1]));
-    let momentum = T(bitcast<f32>(params[2]));
-    let wd = T(bitcast<f32>(params[3]));
-    var g = grad[i] + wd * param[i];
+    if (i >= param(0)) { return; }
+    let lr = T(bitcast<f32>(param(1)));
+    let momentum = T(bitcast<f32>(param(2)));
+    let wd = T(bitcast<f32>(param(3)));
+    var g = grad[i] + wd * weights[i];
     if (momentum != T(0)) {
         g = momentum * velocity[i] + g;
         velocity[i] = g;
     }
-    param[i] = param[i] - lr * g;
+    weights[i] = weights[i] - lr * g;
 }

@@ -2,19 +2,19 @@
 // params: [numel, rank, contiguous, scalar_bits, shape[rank], x_off, x_strides[rank]]
 @group(0) @binding(0) var<storage, read> x: array<ST>;
 @group(0) @binding(1) var<storage, read_write> out: array<ST>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride over a bounded grid; contiguous inputs go four elements per step
     let total = nwg.x * nwg.y * WG;
-    let numel = params[0];
-    let rank = params[1];
-    let x_off = params[4u + rank];
-    let sc = T(bitcast<f32>(params[3]));
+    let numel = param(0);
+    let rank = param(1);
+    let x_off = param(4u + rank);
+    let sc = T(bitcast<f32>(param(3)));
     let first = flat_id(wid, nwg, lid);
-    if (params[2] == 1u) {
+    if (param(2) == 1u) {
         let quads = numel / 4u;
         for (var q = first; q < quads; q = q + total) {
             let i = 4u * q;

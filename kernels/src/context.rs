@@ -15,6 +15,8 @@ pub const READBACK_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_BATCH_DISPATCHES: u32 = 512;
 /// Bytes of the per-batch params arena (each dispatch takes an aligned slot).
 const PARAMS_ARENA_BYTES: u64 = 512 * 1024;
+/// Bytes of one dispatch's uniform params block.
+pub(crate) const PARAMS_BYTES: u64 = crate::source::PARAMS_QUADS as u64 * 16;
 
 /// Adapter facts shown to users.
 #[derive(Clone, Debug)]
@@ -154,10 +156,10 @@ impl Context {
         let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad params arena"),
             size: PARAMS_ARENA_BYTES,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let params_align = (limits.min_storage_buffer_offset_alignment as u64).max(16);
+        let params_align = (limits.min_uniform_buffer_offset_alignment as u64).max(16);
         Arc::new(Context {
             device,
             queue,
@@ -286,7 +288,17 @@ impl Context {
                 };
                 let mut entries: Vec<_> = (0..n_in).map(|b| entry(b, true)).collect();
                 entries.extend((n_in..n_in + n_out).map(|b| entry(b, false)));
-                entries.push(entry(n_in + n_out, true));
+                // launch params: a uniform block of PARAMS_QUADS vec4<u32> (see common.wgsl)
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: n_in + n_out,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: std::num::NonZeroU64::new(PARAMS_BYTES),
+                    },
+                    count: None,
+                });
                 self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some("wgrad layout"),
                     entries: &entries,

@@ -1,7 +1,7 @@
 //! Encoding one kernel launch into the open batch.
 
 use crate::buffer::GpuBuffer;
-use crate::context::Context;
+use crate::context::{Context, PARAMS_BYTES};
 use crate::counters::AtomicCounters;
 use crate::error::{KResult, KernelError};
 use crate::source::{KernelKey, WG};
@@ -54,8 +54,13 @@ impl Context {
         let (n_in, n_out) = key.bindings();
         debug_assert_eq!((inputs.len() as u32, outputs.len() as u32), (n_in, n_out));
         let layout = self.layout(n_in, n_out);
+        if params.len() as u64 * 4 > PARAMS_BYTES {
+            return Err(KernelError::Unsupported(format!("{}: {} launch params (at most {})", key.name(), params.len(), PARAMS_BYTES / 4)));
+        }
         let align = self.params_align();
-        let bytes = (params.len().max(1) * 4) as u64;
+        // every slot is bound as a whole PARAMS_BYTES block (the shader's declared size);
+        // the bytes past this dispatch's own params are never read
+        let bytes = PARAMS_BYTES;
         let mut st = self.state.lock().unwrap();
         let mut offset = ((st.params_mut().len() * 4) as u64).div_ceil(align) * align;
         if offset + bytes > self.arena_bytes() {

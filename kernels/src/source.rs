@@ -4,6 +4,8 @@
 
 /// Threads per workgroup of the 1-D kernels.
 pub const WG: u32 = 256;
+/// Size of every kernel's uniform params block, in vec4<u32> (128 words).
+pub const PARAMS_QUADS: u32 = 32;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const UNARY: &str = include_str!("../../shaders/unary.wgsl");
@@ -238,7 +240,7 @@ impl KernelKey {
             d => (d.wgsl(), d.wgsl()),
         };
         let enable = if self.dtype == KDType::F16 { "enable f16;\n" } else { "" };
-        let mut s = format!("{enable}// generated: {}\nalias T = {t};\nalias ST = {st};\nconst WG: u32 = {WG}u;\n", self.name());
+        let mut s = format!("{enable}// generated: {}\nalias T = {t};\nalias ST = {st};\nconst WG: u32 = {WG}u;\nconst PARAMS_QUADS: u32 = {PARAMS_QUADS}u;\n", self.name());
         if let Kernel::Cast(from, to) = self.kernel {
             // the f16 pack / unpack skeletons read and write u32 words themselves
             if from != KDType::F16 && to != KDType::F16 {

@@ -11,8 +11,9 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= param(0)) { return; }
+    // grid-stride (a bounded grid; see Context::grid_stride)
+    let total = nwg.x * nwg.y * WG;
+    let n = param(0);
     let lr = T(bitcast<f32>(param(1)));
     let b1 = T(bitcast<f32>(param(2)));
     let b2 = T(bitcast<f32>(param(3)));
@@ -20,16 +21,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let wd = T(bitcast<f32>(param(5)));
     let bc1 = T(bitcast<f32>(param(6)));
     let bc2 = T(bitcast<f32>(param(7)));
-    var p = weights[i];
-    var g = grad[i];
-    if (param(8) == 1u) {
-        p = p - lr * wd * p;
-    } else {
-        g = g + wd * p;
+    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {
+        var p = weights[i];
+        var g = grad[i];
+        if (param(8) == 1u) {
+            p = p - lr * wd * p;
+        } else {
+            g = g + wd * p;
+        }
+        let mi = b1 * m[i] + (T(1) - b1) * g;
+        let vi = b2 * v[i] + (T(1) - b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        weights[i] = p - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
     }
-    let mi = b1 * m[i] + (T(1) - b1) * g;
-    let vi = b2 * v[i] + (T(1) - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    weights[i] = p - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
 }

@@ -32,9 +32,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (i < numel) { out[i] = ST(binary_op(T(a[a0 + i]), T(b[b0 + i]))); }
         return;
     }
-    for (var i = first; i < numel; i = i + total) {
-        let ai = strided_offset(i, rank, 4u, a_at + 1u, a0);
-        let bi = strided_offset(i, rank, 4u, b_at + 1u, b0);
-        out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
+    // strided: runs of RUN consecutive elements; the multi-index is decomposed (integer
+    // divisions, slow on CPUs) once per run and at row ends, else stepped along the last dim
+    let n_last = param(3u + rank);
+    let sa = param(a_at + rank);
+    let sb = param(b_at + rank);
+    let runs = (numel + RUN - 1u) / RUN;
+    for (var q = first; q < runs; q = q + total) {
+        let i0 = q * RUN;
+        let end = min(i0 + RUN, numel);
+        var ai = strided_offset(i0, rank, 4u, a_at + 1u, a0);
+        var bi = strided_offset(i0, rank, 4u, b_at + 1u, b0);
+        var col = i0 % n_last;
+        for (var i = i0; i < end; i = i + 1u) {
+            out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
+            col = col + 1u;
+            if (col == n_last) {
+                col = 0u;
+                ai = strided_offset(i + 1u, rank, 4u, a_at + 1u, a0);
+                bi = strided_offset(i + 1u, rank, 4u, b_at + 1u, b0);
+            } else {
+                ai = ai + sa;
+                bi = bi + sb;
+            }
+        }
     }
 }

@@ -96,6 +96,9 @@ fn sigmoid_safe(x: T) -> T {
     return select(p, T(1) - p, x < T(0));
 }
 
+// Elements per invocation run in the strided paths of the elementwise kernels.
+const RUN: u32 = 16u;
+
 // Launch parameters live in a uniform block (array<vec4<u32>, PARAMS_QUADS>): on CPU
 // adapters uniform reads are plain (broadcast) loads, storage reads go lane by lane.
 fn param(i: u32) -> u32 {

@@ -6,7 +6,10 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= param(0)) { return; }
-    out[i] = T(bitcast<f32>(param(1)));
+    // grid-stride (a bounded grid; see Context::grid_stride)
+    let total = nwg.x * nwg.y * WG;
+    let n = param(0);
+    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {
+        out[i] = T(bitcast<f32>(param(1)));
+    }
 }

@@ -9,15 +9,18 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= param(0)) { return; }
+    // grid-stride (a bounded grid; see Context::grid_stride)
+    let total = nwg.x * nwg.y * WG;
+    let n = param(0);
     let lr = T(bitcast<f32>(param(1)));
     let momentum = T(bitcast<f32>(param(2)));
     let wd = T(bitcast<f32>(param(3)));
-    var g = grad[i] + wd * weights[i];
-    if (momentum != T(0)) {
-        g = momentum * velocity[i] + g;
-        velocity[i] = g;
+    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {
+        var g = grad[i] + wd * weights[i];
+        if (momentum != T(0)) {
+            g = momentum * velocity[i] + g;
+            velocity[i] = g;
+        }
+        weights[i] = weights[i] - lr * g;
     }
-    weights[i] = weights[i] - lr * g;
 }

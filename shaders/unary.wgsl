@@ -27,7 +27,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (i < numel) { out[i] = ST(unary_op(T(x[x_off + i]), sc)); }
         return;
     }
-    for (var i = first; i < numel; i = i + total) {
-        out[i] = ST(unary_op(T(x[strided_offset(i, rank, 4u, 5u + rank, x_off)]), sc));
+    // strided: runs of RUN elements, index decomposed once per run and at row ends
+    let n_last = param(3u + rank);
+    let sx = param(4u + 2u * rank);
+    let runs = (numel + RUN - 1u) / RUN;
+    for (var q = first; q < runs; q = q + total) {
+        let i0 = q * RUN;
+        let end = min(i0 + RUN, numel);
+        var xi = strided_offset(i0, rank, 4u, 5u + rank, x_off);
+        var col = i0 % n_last;
+        for (var i = i0; i < end; i = i + 1u) {
+            out[i] = ST(unary_op(T(x[xi]), sc));
+            col = col + 1u;
+            if (col == n_last) {
+                col = 0u;
+                xi = strided_offset(i + 1u, rank, 4u, 5u + rank, x_off);
+            } else {
+                xi = xi + sx;
+            }
+        }
     }
 }

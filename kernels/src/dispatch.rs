@@ -9,6 +9,8 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 const MAX_STRIDE_GROUPS: u64 = 1024;
+/// On CPU adapters a grid-stride kernel's threads take at least this many elements each.
+const CPU_MIN_ELEMS: u64 = 64;
 
 impl Context {
     /// Workgroup grid for `threads` threads of a 1-D kernel: folded into 2-D past the
@@ -21,7 +23,15 @@ impl Context {
     /// workgroups (per-workgroup overhead dominates software rasterizers such as lavapipe;
     /// real GPUs are still filled: 1,024 x 256 threads).
     pub(crate) fn grid_stride(&self, key: KernelKey, n: u64) -> KResult<(u32, u32, u32)> {
-        self.grid_groups(key, n.div_ceil(WG as u64).min(MAX_STRIDE_GROUPS))
+        let groups = n.div_ceil(WG as u64);
+        if self.is_cpu_adapter() {
+            // lavapipe pays a fixed cost per workgroup: give each thread at least
+            // CPU_MIN_ELEMS elements, but keep every CPU thread busy
+            let threads = std::thread::available_parallelism().map_or(4, |t| t.get()) as u64;
+            let wanted = n.div_ceil(WG as u64 * CPU_MIN_ELEMS).max(threads);
+            return self.grid_groups(key, groups.min(wanted).min(MAX_STRIDE_GROUPS));
+        }
+        self.grid_groups(key, groups.min(MAX_STRIDE_GROUPS))
     }
 
     pub(crate) fn grid_groups(&self, key: KernelKey, groups: u64) -> KResult<(u32, u32, u32)> {

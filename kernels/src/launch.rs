@@ -168,7 +168,7 @@ impl Context {
         let key = KernelKey::new(Kernel::Fill, KDType::F32);
         let out = self.alloc_output((n * 4) as u64)?;
         let p = [u32_of(n, "element count")?, value.to_bits()];
-        let grid = self.grid_1d(key, n as u64)?;
+        let grid = self.grid_stride(key, n as u64)?;
         self.dispatch(key, &[], &[&out], &p, grid)?;
         Ok(out)
     }

@@ -53,7 +53,7 @@ impl Context {
     pub fn sgd_step(self: &Arc<Self>, param: &GpuBuffer, grad: &GpuBuffer, velocity: &GpuBuffer, n: usize, lr: f32, momentum: f32, wd: f32) -> KResult<()> {
         let key = KernelKey::new(Kernel::Sgd, KDType::F32);
         let p = [n as u32, lr.to_bits(), momentum.to_bits(), wd.to_bits()];
-        let grid = self.grid_1d(key, n as u64)?;
+        let grid = self.grid_stride(key, n as u64)?;
         self.dispatch(key, &[grad], &[param, velocity], &p, grid)
     }
 
@@ -62,7 +62,7 @@ impl Context {
         let key = KernelKey::new(Kernel::Adam, KDType::F32);
         let f = |x: f32| x.to_bits();
         let p = [n as u32, f(h.lr), f(h.beta1), f(h.beta2), f(h.eps), f(h.weight_decay), f(h.bias_correction1), f(h.bias_correction2), h.decoupled as u32];
-        let grid = self.grid_1d(key, n as u64)?;
+        let grid = self.grid_stride(key, n as u64)?;
         self.dispatch(key, &[grad], &[param, m, v], &p, grid)
     }
 

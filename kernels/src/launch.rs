@@ -5,7 +5,7 @@ use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
 use crate::matmul_vec4::{vec4_layout, MatmulVec4};
-use crate::source::{ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp};
+use crate::source::{ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, Vec4Operand};
 use std::sync::Arc;
 
 /// Highest rank the strided kernels accept.
@@ -93,6 +93,22 @@ impl Context {
 
     fn map1(self: &Arc<Self>, key: KernelKey, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "unary")?;
+        let n = numel(shape);
+        if key.dtype == KDType::F32 && n % 4 == 0 && x.offset % 4 == 0 && is_contiguous(shape, x.strides) {
+            // whole quads: the vec4 skeleton
+            let kernel = match key.kernel {
+                Kernel::Unary(op) => Kernel::UnaryVec4(op),
+                Kernel::UserUnary(id) => Kernel::UserUnaryVec4(id),
+                k => k,
+            };
+            let key = KernelKey::new(kernel, KDType::F32);
+            let out = self.out_f32(n)?;
+            let p = [u32_of(n / 4, "quads")?, u32_of(x.offset / 4, "offset")?, scalar.to_bits()];
+            // sized by elements, not quads: on lavapipe many short loops beat few long ones
+            let grid = self.grid_stride(key, n as u64)?;
+            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+            return Ok(out);
+        }
         let out = self.out_of(key.dtype, numel(shape))?;
         let mut p = header(shape, is_contiguous(shape, x.strides), scalar.to_bits())?;
         push_view(&mut p, &x)?;
@@ -105,6 +121,17 @@ impl Context {
     /// stored as `dt`.
     pub fn binary(self: &Arc<Self>, op: BinaryOp, dt: KDType, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "binary")?;
+        let n = numel(shape);
+        if dt == KDType::F32 && n % 4 == 0 {
+            if let (Some((am, ao, ap)), Some((bm, bo, bp))) = (vec4_operand(&a, shape), vec4_operand(&b, shape)) {
+                let key = KernelKey::new(Kernel::BinaryVec4(op, am, bm), KDType::F32);
+                let out = self.out_f32(n)?;
+                let p = [u32_of(n / 4, "quads")?, u32_of(ao, "offset")?, ap as u32, u32_of(bo, "offset")?, bp as u32];
+                let grid = self.grid_stride(key, n as u64)?;
+                self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, grid)?;
+                return Ok(out);
+            }
+        }
         let key = KernelKey::new(Kernel::Binary(op), dt);
         let out = self.out_of(dt, numel(shape))?;
         let contiguous = is_contiguous(shape, a.strides) && is_contiguous(shape, b.strides);
@@ -199,6 +226,16 @@ impl Context {
         let split = shape.len() - n_reduced;
         let outer = numel(&shape[..split]);
         let inner = numel(&shape[split..]);
+        let vec4 = inner % 4 == 0 && x.offset % 4 == 0 && is_contiguous(shape, x.strides);
+        if vec4 && self.is_cpu_adapter() && outer >= 256 && inner >= 8 && inner <= 1 << 18 {
+            // many contiguous rows on a CPU adapter: a thread per row, vec4 loads
+            let key = KernelKey::new(Kernel::ReduceRowsVec4(op), KDType::F32);
+            let out = self.out_f32(outer)?;
+            let p = [u32_of(outer, "rows")?, u32_of(inner, "row length")?, 1, u32_of(inner, "row length")?, u32_of(x.offset, "offset")?];
+            let grid = self.grid_1d(key, outer as u64)?;
+            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+            return Ok(out);
+        }
         // Many short rows: a thread per row beats a mostly idle workgroup per row; so do
         // columns (reduced elements apart in memory, outputs adjacent: e.g. a bias
         // gradient summed over the batch), where neighbouring threads read neighbours.
@@ -211,12 +248,18 @@ impl Context {
             self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
             return Ok(out);
         }
-        let key = KernelKey::new(Kernel::Reduce(op), KDType::F32);
-        const CHUNK: usize = 16 * 1024;
-        let nchunks = if inner > CHUNK { inner.div_ceil(CHUNK) } else { 1 };
-        let chunk = if nchunks > 1 { CHUNK } else { inner.max(1) };
+        let key = KernelKey::new(if vec4 { Kernel::ReduceVec4(op) } else { Kernel::Reduce(op) }, KDType::F32);
+        // elements per workgroup: on CPU adapters each workgroup's closing tree (barriers
+        // are coroutine switches in lavapipe) costs more than a GPU's, so chunks are longer
+        let chunk_len: usize = if vec4 && self.is_cpu_adapter() { 256 * 1024 } else { 16 * 1024 };
+        let nchunks = if inner > chunk_len { inner.div_ceil(chunk_len) } else { 1 };
+        let chunk = if nchunks > 1 { chunk_len } else { inner.max(1) };
         let out = self.out_f32(outer * nchunks)?;
-        let p = Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?;
+        let p = if vec4 {
+            vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, u32_of(x.offset, "offset")?]
+        } else {
+            Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?
+        };
         let grid = self.grid_groups(key, (outer * nchunks) as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         if nchunks == 1 {
@@ -413,4 +456,22 @@ fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Option
         dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
     }
     Some((collapse(&shape[..split], &strides[..split])?, collapse(&shape[split..], &strides[split..])?))
+}
+
+/// How a binary input maps onto the output's quads, with its offset (quads, or elements
+/// for a splat) and period (quads): None when it cannot be read as whole vec4s.
+fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)> {
+    if v.strides.iter().zip(shape).all(|(&s, &d)| s == 0 || d == 1) {
+        return Some((Vec4Operand::Splat, v.offset, 1));
+    }
+    if v.offset % 4 != 0 {
+        return None;
+    }
+    if is_contiguous(shape, v.strides) {
+        return Some((Vec4Operand::Full, v.offset / 4, 1));
+    }
+    // leading broadcast dims (stride 0), then a contiguous block of whole quads
+    let lead = v.strides.iter().zip(shape).take_while(|(&s, &d)| s == 0 || d == 1).count();
+    let block = numel(&shape[lead..]);
+    (block % 4 == 0 && is_contiguous(&shape[lead..], &v.strides[lead..])).then_some((Vec4Operand::Repeat, v.offset / 4, block / 4))
 }

@@ -20,5 +20,5 @@ pub use linalg::LuFactors;
 pub use matmul_vec4::{MatmulVec4, Vec4Layout};
 pub use nn::{AdamParams, ConvGeometry};
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
-pub use source::{all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, WG};
+pub use source::{all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, Vec4Operand, WG};
 pub use wgpu;

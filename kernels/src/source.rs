@@ -17,6 +17,10 @@ const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
 const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const UNARY_VEC4: &str = include_str!("../../shaders/unary_vec4.wgsl");
+const BINARY_VEC4: &str = include_str!("../../shaders/binary_vec4.wgsl");
+const REDUCE_VEC4: &str = include_str!("../../shaders/reduce_vec4.wgsl");
+const REDUCE_ROWS_VEC4: &str = include_str!("../../shaders/reduce_rows_vec4.wgsl");
 const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
 const ARGREDUCE: &str = include_str!("../../shaders/argreduce.wgsl");
 const MATMUL_COMMON: &str = include_str!("../../shaders/matmul_common.wgsl");
@@ -164,6 +168,12 @@ pub enum Kernel {
     /// A registered user elementwise kernel (unary skeleton).
     UserUnary(u32),
     Binary(BinaryOp),
+    /// Contiguous f32 map read and written as vec4.
+    UnaryVec4(UnaryOp),
+    /// A user kernel read and written as vec4.
+    UserUnaryVec4(u32),
+    /// vec4 map of two inputs, each contiguous / repeated block / splat (see [`Vec4Operand`]).
+    BinaryVec4(BinaryOp, Vec4Operand, Vec4Operand),
     Where,
     /// Strided copy of 32-bit words (any 4-byte dtype; built with the f32 header).
     Copy,
@@ -171,6 +181,10 @@ pub enum Kernel {
     Cast(KDType, KDType),
     Fill,
     Reduce(ReduceOp),
+    /// Reduction of contiguous rows read as vec4.
+    ReduceVec4(ReduceOp),
+    /// One thread per contiguous row, read as vec4 (CPU adapters).
+    ReduceRowsVec4(ReduceOp),
     /// One thread per (short) row.
     ReduceRows(ReduceOp),
     ArgReduce(ArgReduceOp),
@@ -198,6 +212,21 @@ pub enum Kernel {
     Col2Im,
 }
 
+/// How an input of [`Kernel::BinaryVec4`] maps onto the output's quads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Vec4Operand {
+    /// Contiguous, the output's shape.
+    Full = 0,
+    /// A contiguous block repeated along the leading dims (e.g. a bias row).
+    Repeat = 1,
+    /// One element broadcast everywhere.
+    Splat = 2,
+}
+
+impl Vec4Operand {
+    pub const ALL: [Vec4Operand; 3] = [Vec4Operand::Full, Vec4Operand::Repeat, Vec4Operand::Splat];
+}
+
 /// A pipeline is compiled once per device for each key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KernelKey {
@@ -219,6 +248,8 @@ impl KernelKey {
     pub fn bindings(&self) -> (u32, u32) {
         match self.kernel {
             Kernel::Unary(_) | Kernel::UserUnary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => (1, 1),
+            Kernel::UnaryVec4(_) | Kernel::UserUnaryVec4(_) | Kernel::ReduceVec4(_) | Kernel::ReduceRowsVec4(_) => (1, 1),
+            Kernel::BinaryVec4(..) => (2, 1),
             Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
             Kernel::Binary(_) | Kernel::Matmul | Kernel::MatmulReg | Kernel::MatmulVec4(_) | Kernel::IndexSelect | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
@@ -256,6 +287,17 @@ impl KernelKey {
                 (UNARY, format!("// user kernel '{name}'\nfn unary_op(x: T, s: T) -> T {{\n{body}\n}}"))
             }
             Kernel::Binary(op) => (BINARY, format!("fn binary_op(a: T, b: T) -> T {{ {} }}", op.wgsl_body())),
+            Kernel::UnaryVec4(op) => (UNARY_VEC4, format!("fn unary_op(x: T, s: T) -> T {{ {} }}", op.wgsl_body())),
+            Kernel::UserUnaryVec4(id) => {
+                let (name, body) = user_kernel(id);
+                (UNARY_VEC4, format!("// user kernel '{name}'\nfn unary_op(x: T, s: T) -> T {{\n{body}\n}}"))
+            }
+            Kernel::BinaryVec4(op, am, bm) => (
+                BINARY_VEC4,
+                format!("const A_MODE: u32 = {}u;\nconst B_MODE: u32 = {}u;\nfn binary_op(a: T, b: T) -> T {{ {} }}", am as u32, bm as u32, op.wgsl_body()),
+            ),
+            Kernel::ReduceVec4(op) => (REDUCE_VEC4, op.wgsl_body().to_string()),
+            Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, op.wgsl_body().to_string()),
             Kernel::Reduce(op) => (REDUCE, op.wgsl_body().to_string()),
             Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
             Kernel::ArgReduce(op) => (ARGREDUCE, op.wgsl_body().to_string()),
@@ -300,6 +342,16 @@ pub fn all_kernels() -> Vec<KernelKey> {
         v.push(KernelKey::new(Kernel::Where, dt));
     }
     v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::Reduce(o), f)));
+    v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ReduceVec4(o), f)));
+    v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ReduceRowsVec4(o), f)));
+    v.extend(UnaryOp::ALL.iter().map(|&o| KernelKey::new(Kernel::UnaryVec4(o), f)));
+    for &o in BinaryOp::ALL {
+        for am in Vec4Operand::ALL {
+            for bm in Vec4Operand::ALL {
+                v.push(KernelKey::new(Kernel::BinaryVec4(o, am, bm), f));
+            }
+        }
+    }
     v.extend(ReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ReduceRows(o), f)));
     v.extend(ArgReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ArgReduce(o), f)));
     for k in [
@@ -322,6 +374,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
     v.extend(crate::matmul_vec4::MatmulVec4::ALL.iter().map(|&m| KernelKey::new(Kernel::MatmulVec4(m), f)));
     let users = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
     v.extend((0..users).map(|id| KernelKey::new(Kernel::UserUnary(id), f)));
+    v.extend((0..users).map(|id| KernelKey::new(Kernel::UserUnaryVec4(id), f)));
     v.push(KernelKey::new(Kernel::Copy, KDType::F32));
     v.push(KernelKey::new(Kernel::Cast(KDType::U32, KDType::F32), f));
     v.push(KernelKey::new(Kernel::Cast(KDType::F32, KDType::U32), f));

@@ -139,3 +139,51 @@ fn hand_computed_values() {
         assert_eq!(x.clamp(-1.0, 1.0).unwrap().to_vec::<f32>().unwrap(), vec![-1.0, 0.0, 1.0]);
     }
 }
+
+#[test]
+fn vec4_paths_cover_full_repeated_and_splat_operands() {
+    // whole-quad tensors go through the vec4 skeletons: each input contiguous (full), a
+    // contiguous block repeated along leading dims (bias rows), or one element (splat)
+    let Some(g) = fresh_gpu() else { return };
+    let shapes: &[(&[usize], &[usize])] = &[(&[6, 8], &[6, 8]), (&[6, 8], &[8]), (&[3, 4, 8], &[4, 8]), (&[6, 8], &[1]), (&[], &[4, 2]), (&[4], &[3, 1, 4])];
+    for &op in BinaryOp::ALL {
+        for &(sa, sb) in shapes {
+            let (lo, hi) = if op == BinaryOp::Pow { (0.2, 2.0) } else { (-3.0, 3.0) };
+            let (ra, da) = pair(sa, lo, hi, &g);
+            let (rb, db) = pair(sb, lo, hi, &g);
+            let want = rounded(&rounded(&ra).binary(op, &rounded(&rb)).unwrap());
+            let tol = if op == BinaryOp::Pow { 2e-5 } else { 1e-6 };
+            assert_close(&da.binary(op, &db).unwrap(), &want, tol, 1e-6, &format!("{op:?} {sa:?} {sb:?}"));
+            assert_close(&db.binary(op, &da).unwrap(), &rounded(&rounded(&rb).binary(op, &rounded(&ra)).unwrap()), tol, 1e-6, &format!("{op:?} {sb:?} {sa:?}"));
+        }
+    }
+    // offset views: rows 1.. of [5, 8] start at element 8 (a whole quad), rows of [5, 6] do not
+    for cols in [8usize, 6] {
+        let (r, d) = pair(&[5, cols * 4], -2.0, 2.0, &g);
+        let (r, d) = (r.narrow(0, 1, 4).unwrap(), d.narrow(0, 1, 4).unwrap());
+        assert_close(&d.exp().unwrap(), &rounded(&rounded(&r).exp().unwrap()), 2e-6, 1e-6, &format!("exp of offset rows, {cols} cols"));
+        assert_close(&d.add(&d).unwrap(), &rounded(&rounded(&r).add(&rounded(&r)).unwrap()), 1e-6, 1e-6, "add of offset rows");
+        assert_close(&d.sum(&[1], false).unwrap(), &rounded(&r).sum(&[1], false).unwrap(), 1e-5, 1e-5, "row sums of offset rows");
+    }
+    // many rows: on CPU adapters a thread per row (vec4); max / min through the same paths
+    let (r, d) = pair(&[300, 12], -2.0, 2.0, &g);
+    let rr = rounded(&r);
+    assert_close(&d.sum(&[1], false).unwrap(), &rr.sum(&[1], false).unwrap(), 1e-5, 1e-5, "row sums of 300 rows");
+    assert_close(&d.max(&[1], false).unwrap(), &rr.max(&[1], false).unwrap(), 0.0, 0.0, "row max of 300 rows");
+    assert_close(&d.min(&[1], false).unwrap(), &rr.min(&[1], false).unwrap(), 0.0, 0.0, "row min of 300 rows");
+    let (r, d) = pair(&[2, 40000], -2.0, 2.0, &g);
+    let rr = rounded(&r);
+    assert_close(&d.sum(&[1], false).unwrap(), &rr.sum(&[1], false).unwrap(), 1e-5, 1e-3, "long row sums");
+    assert_close(&d.max(&[1], false).unwrap(), &rr.max(&[1], false).unwrap(), 0.0, 0.0, "long row max");
+    let ctx = g.context().unwrap();
+    let kernels = ctx.compiled_kernels();
+    use wgrad::kernels::{Kernel, Vec4Operand::*};
+    for (am, bm) in [(Full, Full), (Full, Repeat), (Repeat, Full), (Full, Splat), (Splat, Full)] {
+        assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::BinaryVec4(_, a, b) if a == am && b == bm)), "no vec4 binary kernel with modes {am:?}, {bm:?}");
+    }
+    assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::UnaryVec4(_))), "no vec4 unary kernel ran");
+    assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::ReduceVec4(_))), "no vec4 reduction ran");
+    if ctx.is_cpu_adapter() {
+        assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::ReduceRowsVec4(_))), "no vec4 row-per-thread reduction ran");
+    }
+}

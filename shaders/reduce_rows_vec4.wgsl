@@ -1,0 +1,22 @@
+// Reduction of contiguous rows read as vec4, one thread per row (row length and offset are
+// multiples of 4): for CPU adapters, where a workgroup's closing tree costs more than the
+// row itself. Fixed order: deterministic.
+// params: [outer, inner, 1, inner, off] (in elements)
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<T>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = flat_id(wid, nwg, lid);
+    if (row >= param(0)) { return; }
+    let quads = param(1) / 4u;
+    let base = param(4) / 4u + row * quads;
+    var v = vec4<T>(reduce_identity());
+    for (var q = 0u; q < quads; q = q + 1u) {
+        let y = x[base + q];
+        v = vec4<T>(reduce_combine(v.x, y.x), reduce_combine(v.y, y.y), reduce_combine(v.z, y.z), reduce_combine(v.w, y.w));
+    }
+    out[row] = reduce_combine(reduce_combine(v.x, v.y), reduce_combine(v.z, v.w));
+}

@@ -1,0 +1,35 @@
+// Reduction of contiguous rows read as vec4 (row length, offset and chunk length are
+// multiples of 4). Workgroup g reduces chunk g % nchunks of row g / nchunks; a second
+// pass over [outer, nchunks] finishes. Fixed visiting order and tree: deterministic.
+// params: [outer, inner, nchunks, chunk_len, off] (in elements)
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<T>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+
+var<workgroup> acc: array<T, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let g = wid.y * nwg.x + wid.x;
+    let nchunks = param(2);
+    if (g >= param(0) * nchunks) { return; }
+    let inner = param(1);
+    let chunk_len = param(3);
+    let row = g / nchunks;
+    let start = (g % nchunks) * chunk_len;
+    let end = min(inner, start + chunk_len);
+    let base = (param(4) + row * inner) / 4u;
+    var v = vec4<T>(reduce_identity());
+    for (var q = start / 4u + lid; q < end / 4u; q = q + WG) {
+        let y = x[base + q];
+        v = vec4<T>(reduce_combine(v.x, y.x), reduce_combine(v.y, y.y), reduce_combine(v.z, y.z), reduce_combine(v.w, y.w));
+    }
+    acc[lid] = reduce_combine(reduce_combine(v.x, v.y), reduce_combine(v.z, v.w));
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) { acc[lid] = reduce_combine(acc[lid], acc[lid + s]); }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { out[g] = acc[0]; }
+}

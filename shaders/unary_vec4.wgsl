@@ -1,0 +1,19 @@
+// Contiguous f32 elementwise map read and written as vec4 (element count and offset are
+// multiples of 4): on CPU adapters a vec4 load costs about what a scalar load does.
+// params: [quads, x_off / 4, scalar_bits]
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let total = nwg.x * nwg.y * WG;
+    let quads = param(0);
+    let x0 = param(1);
+    let sc = T(bitcast<f32>(param(2)));
+    for (var q = flat_id(wid, nwg, lid); q < quads; q = q + total) {
+        let v = x[x0 + q];
+        out[q] = vec4<f32>(unary_op(v.x, sc), unary_op(v.y, sc), unary_op(v.z, sc), unary_op(v.w, sc));
+    }
+}

@@ -131,10 +131,21 @@ fn main() -> Result<()> {
             let (_, g) = value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb), params.tensors())?;
             sgd.step(params, &g)
         };
+        if profile && *tag == "gpu" {
+            dev.context().expect("a gpu device has a context").set_profiling(true);
+        }
         let s = Instant::now();
         step(&mut params)?;
         dev.synchronize()?;
         let first = s.elapsed().as_secs_f64() * 1e3;
+        if profile && *tag == "gpu" {
+            let ctx = dev.context().expect("a gpu device has a context");
+            eprintln!("W4 first step per kernel (pipeline compiles included):");
+            for r in ctx.kernel_profile().iter().filter(|r| r.seconds > 0.005) {
+                eprintln!("{:<64} {:>4} {:>10.1} ms", r.kernel, r.dispatches, r.seconds * 1e3);
+            }
+            ctx.set_profiling(false);
+        }
         let c0 = dev.counters();
         let steps = 20;
         for _ in 0..steps {

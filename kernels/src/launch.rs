@@ -4,7 +4,7 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
-use crate::matmul_vec4::{vec4_layout, MatmulVec4};
+use crate::matmul_vec4::{vec4_layout, Block, MatmulVec4};
 use crate::source::{ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, Vec4Operand};
 use std::sync::Arc;
 
@@ -440,11 +440,20 @@ fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k:
     let aligned = |v: &View| v.offset % 4 == 0 && v.strides[..br].iter().all(|s| s % 4 == 0);
     let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
     let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
-    // lavapipe runs one workgroup per CPU thread at a time: 16 x 16 blocks (128 x 128 per
-    // workgroup, 4x fewer loads per FMA than 8 x 8) as long as every thread gets a tile
+    // lavapipe runs one workgroup per CPU thread at a time: the biggest block that still
+    // gives every thread a tile. The large block is 1.3-1.5x faster than the medium one
+    // in steady state but takes ~0.5 s more to compile once (Mesa caches it on disk):
+    // used from 4M FMAs on (an MLP layer), where training steps pay that back.
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(2, 8);
-    let big = batch * m.div_ceil(128) * n.div_ceil(128) >= threads;
-    Some(MatmulVec4 { a: la, b: lb, big })
+    let tiles = |tm: usize, tn: usize| batch * m.div_ceil(tm) * n.div_ceil(tn);
+    let block = if batch * m * n * k >= 1 << 22 && tiles(128, 128) >= threads {
+        Block::Large
+    } else if tiles(64, 128) >= threads {
+        Block::Medium
+    } else {
+        Block::Small
+    };
+    Some(MatmulVec4 { a: la, b: lb, block })
 }
 
 /// (row stride, element stride) when the kept dims `shape[..split]` and the reduced dims

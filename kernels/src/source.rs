@@ -206,6 +206,10 @@ pub enum Kernel {
     Sgd,
     /// In-place Adam / AdamW step.
     Adam,
+    /// Sgd over vec4s (element count a multiple of 4).
+    SgdVec4,
+    /// Adam over vec4s (element count a multiple of 4).
+    AdamVec4,
     /// Image patches as columns (convolution as matmul).
     Im2Col,
     /// The adjoint of Im2Col.
@@ -257,8 +261,8 @@ impl KernelKey {
             Kernel::Lu => (0, 4),
             Kernel::LuSolve => (2, 1),
             Kernel::Cholesky => (0, 2),
-            Kernel::Sgd => (1, 2),
-            Kernel::Adam => (1, 3),
+            Kernel::Sgd | Kernel::SgdVec4 => (1, 2),
+            Kernel::Adam | Kernel::AdamVec4 => (1, 3),
             Kernel::Im2Col | Kernel::Col2Im => (1, 1),
         }
     }
@@ -321,6 +325,12 @@ impl KernelKey {
             Kernel::Cholesky => (CHOLESKY, String::new()),
             Kernel::Sgd => (SGD, String::new()),
             Kernel::Adam => (ADAM, String::new()),
+            Kernel::SgdVec4 | Kernel::AdamVec4 => {
+                // the same update text over vec4 buffers (scalars broadcast in WGSL)
+                let text = if self.kernel == Kernel::SgdVec4 { SGD } else { ADAM };
+                generated = text.replace("array<T>", "array<vec4<T>>").replace("let n = param(0);", "let n = param(0) / 4u;");
+                (generated.as_str(), String::new())
+            }
             Kernel::Im2Col => (IM2COL, String::new()),
             Kernel::Col2Im => (COL2IM, String::new()),
         };
@@ -366,6 +376,8 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::Cholesky,
         Kernel::Sgd,
         Kernel::Adam,
+        Kernel::SgdVec4,
+        Kernel::AdamVec4,
         Kernel::Im2Col,
         Kernel::Col2Im,
     ] {

@@ -114,6 +114,20 @@ fn gpu_optimizer_steps_update_in_place() {
     assert_eq!(after.readbacks, before.readbacks);
     assert_eq!(after.buffer_allocations, before.buffer_allocations, "no new buffers");
     assert_eq!(after.live_buffers, before.live_buffers);
+    // constant unit gradients: each Adam step moves by lr (m-hat = v-hat = 1), 11 steps
+    let got = p.tensors()[0].to_f64_vec().unwrap();
+    assert!(got.iter().all(|&x| (x - (1.0 - 11.0 * 0.1)).abs() < 1e-5), "adam: {:?}", &got[..4]);
+    // SGD with momentum on a whole number of vec4s and on a ragged length
+    for n in [1000usize, 999] {
+        let mut p = one_param(&vec![1.0; n], &g);
+        let grad = [Tensor::ones(&[n], DType::F32, &g).unwrap()];
+        let mut sgd = Sgd::new(0.1).momentum(0.9);
+        sgd.step(&mut p, &grad).unwrap();
+        sgd.step(&mut p, &grad).unwrap();
+        let want = 1.0 - 0.1 * 1.0 - 0.1 * 1.9;
+        let got = p.tensors()[0].to_f64_vec().unwrap();
+        assert!(got.iter().all(|&x| (x - want).abs() < 1e-6), "sgd n={n}: {:?}", &got[..4]);
+    }
 }
 
 #[test]

@@ -102,11 +102,89 @@ pub fn binary_fn(op: BinaryOp, a: f64, b: f64) -> f64 {
 /// out[i] = f(x[i]) with the result in `dtype`. In f32, rounding each step as the GPU does
 /// is not needed for a reference: one correctly rounded result is the target.
 pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64) -> CpuStorage {
-    // fast path: contiguous f32 in, f32 out, no intermediate vectors
-    if let (CpuStorage::F32(v), DType::F32, true) = (s, dtype, l.is_contiguous()) {
-        return CpuStorage::F32(v[l.offset..l.offset + l.numel()].iter().map(|&x| f(x as f64) as f32).collect());
+    // fast path: f32 in, f32 out, no intermediate vectors (strided views walked in place)
+    if let (CpuStorage::F32(v), DType::F32) = (s, dtype) {
+        if l.is_contiguous() {
+            return CpuStorage::F32(v[l.offset..l.offset + l.numel()].iter().map(|&x| f(x as f64) as f32).collect());
+        }
+        let mut out = Vec::with_capacity(l.numel());
+        let (n, st) = (*l.shape.last().unwrap_or(&1), *l.strides.last().unwrap_or(&1));
+        for_each_row2(&l.shape, (l.offset, &l.strides), (0, &l.strides), |o, _| out.extend((0..n).map(|j| f(v[o + j * st] as f64) as f32)));
+        return CpuStorage::F32(out);
     }
     CpuStorage::from_f64(read(s, l).into_iter().map(f).collect(), dtype)
+}
+
+/// [`map`] with the unary op resolved outside the loop (one monomorphic loop per op).
+pub fn map_unary(s: &CpuStorage, l: &Layout, dtype: DType, op: UnaryOp, sc: f64) -> CpuStorage {
+    macro_rules! per_op {
+        ($($v:ident),*) => {
+            match op { $(UnaryOp::$v => map(s, l, dtype, |x| unary_fn(UnaryOp::$v, x, sc)),)* }
+        };
+    }
+    per_op!(Neg, Exp, Log, Sqrt, Abs, Tanh, Sigmoid, Relu, Sin, Cos, Recip, Sign, AddScalar, MulScalar, PowScalar, RPowScalar)
+}
+
+/// [`zip`] with the binary op resolved outside the loop.
+pub fn zip_binary(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, op: BinaryOp) -> CpuStorage {
+    macro_rules! per_op {
+        ($($v:ident),*) => {
+            match op { $(BinaryOp::$v => zip(a, b, dtype, |x, y| binary_fn(BinaryOp::$v, x, y)),)* }
+        };
+    }
+    per_op!(Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge)
+}
+
+/// Calls `f(start_a, start_b)` for every last-axis row of two views of one shape, in
+/// row-major order, without materializing index lists (an odometer over the leading axes).
+pub fn for_each_row2(shape: &[usize], (oa, sa): (usize, &[usize]), (ob, sb): (usize, &[usize]), mut f: impl FnMut(usize, usize)) {
+    let rank = shape.len();
+    if shape.contains(&0) {
+        return;
+    }
+    if rank == 0 {
+        f(oa, ob);
+        return;
+    }
+    let mut idx = vec![0usize; rank - 1];
+    let (mut pa, mut pb) = (oa, ob);
+    loop {
+        f(pa, pb);
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            pa += sa[d];
+            pb += sb[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            pa -= sa[d] * shape[d];
+            pb -= sb[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Extends `out` with f over one last-axis row of `n` elements (slices where unit or zero
+/// strides allow, so the loop vectorizes).
+#[allow(clippy::too_many_arguments)]
+fn zip_row(out: &mut Vec<f32>, x: &[f32], y: &[f32], (pa, la): (usize, usize), (pb, lb): (usize, usize), n: usize, f: &impl Fn(f64, f64) -> f64) {
+    match (la, lb) {
+        (1, 1) => out.extend(x[pa..pa + n].iter().zip(&y[pb..pb + n]).map(|(&p, &q)| f(p as f64, q as f64) as f32)),
+        (1, 0) => {
+            let q = y[pb] as f64;
+            out.extend(x[pa..pa + n].iter().map(|&p| f(p as f64, q) as f32))
+        }
+        (0, 1) => {
+            let p = x[pa] as f64;
+            out.extend(y[pb..pb + n].iter().map(|&q| f(p, q as f64) as f32))
+        }
+        _ => out.extend((0..n).map(|j| f(x[pa + j * la] as f64, y[pb + j * lb] as f64) as f32)),
+    }
 }
 
 pub fn zip(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, f: impl Fn(f64, f64) -> f64) -> CpuStorage {
@@ -116,6 +194,12 @@ pub fn zip(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, f
             let (x, y) = (&x[a.1.offset..a.1.offset + n], &y[b.1.offset..b.1.offset + n]);
             return CpuStorage::F32(x.iter().zip(y).map(|(&p, &q)| f(p as f64, q as f64) as f32).collect());
         }
+        // broadcast / strided: walk both views in place
+        let mut out = Vec::with_capacity(a.1.numel());
+        let n = *a.1.shape.last().unwrap_or(&1);
+        let (la, lb) = (*a.1.strides.last().unwrap_or(&1), *b.1.strides.last().unwrap_or(&1));
+        for_each_row2(&a.1.shape, (a.1.offset, &a.1.strides), (b.1.offset, &b.1.strides), |p, q| zip_row(&mut out, x, y, (p, la), (q, lb), n, &f));
+        return CpuStorage::F32(out);
     }
     let va = read(a.0, a.1);
     let vb = read(b.0, b.1);
@@ -127,13 +211,62 @@ pub fn reduce_rows(vals: &[f64], inner: usize, outer: usize, init: f64, f: impl 
     (0..outer).map(|o| vals[o * inner..(o + 1) * inner].iter().fold(init, |a, &b| f(a, b))).collect()
 }
 
-/// [`reduce_rows`] straight from storage: contiguous f32 rows are folded in place.
+/// [`reduce_rows`] straight from storage: contiguous f32 rows are folded in place, and a
+/// view whose kept and reduced axes each collapse to one stride (e.g. columns) is folded
+/// row by row into the accumulators, in the same per-output order.
 pub fn reduce_view(s: &CpuStorage, l: &Layout, inner: usize, outer: usize, init: f64, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
-    if let (CpuStorage::F32(v), true) = (s, l.is_contiguous()) {
-        let v = &v[l.offset..l.offset + inner * outer];
-        return (0..outer).map(|o| v[o * inner..(o + 1) * inner].iter().fold(init, |a, &b| f(a, b as f64))).collect();
+    if let CpuStorage::F32(v) = s {
+        if l.is_contiguous() {
+            let v = &v[l.offset..l.offset + inner * outer];
+            return (0..outer).map(|o| fold_lanes(&v[o * inner..(o + 1) * inner], init, &f)).collect();
+        }
+        if let Some((so, si)) = two_level(l, outer) {
+            let mut acc = vec![init; outer];
+            for r in 0..inner {
+                let base = l.offset + r * si;
+                for (o, a) in acc.iter_mut().enumerate() {
+                    *a = f(*a, v[base + o * so] as f64);
+                }
+            }
+            return acc;
+        }
     }
     reduce_rows(&read(s, l), inner, outer, init, f)
+}
+
+/// Fold in 8 interleaved accumulators, then combine them: a fixed order (deterministic)
+/// that the compiler can vectorize, unlike one serial chain.
+fn fold_lanes(v: &[f32], init: f64, f: &impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [init; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = f(acc[i], c[i] as f64);
+        }
+    }
+    let a = acc.iter().fold(init, |a, &b| f(a, b));
+    rest.iter().fold(a, |a, &b| f(a, b as f64))
+}
+
+/// (kept stride, reduced stride) when the leading axes (`outer` elements) and the trailing
+/// axes each collapse to one strided axis.
+fn two_level(l: &Layout, outer: usize) -> Option<(usize, usize)> {
+    let mut split = 0;
+    let mut prod = 1;
+    while prod < outer && split < l.shape.len() {
+        prod *= l.shape[split];
+        split += 1;
+    }
+    if prod != outer {
+        return None;
+    }
+    let collapse = |shape: &[usize], strides: &[usize]| -> Option<usize> {
+        let dims: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
+        let Some(&(_, last)) = dims.last() else { return Some(0) };
+        dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
+    };
+    Some((collapse(&l.shape[..split], &l.strides[..split])?, collapse(&l.shape[split..], &l.strides[split..])?))
 }
 
 /// Index of the best element of each row (first on ties, NaN wins).

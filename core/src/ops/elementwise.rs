@@ -41,7 +41,7 @@ impl Tensor {
             self,
             self.shape(),
             self.dtype(),
-            || Ok(cpu::map(cpu_of(self), self.layout(), self.dtype(), |x| cpu::unary_fn(op, x, s))),
+            || Ok(cpu::map_unary(cpu_of(self), self.layout(), self.dtype(), op, s)),
             |ctx| Ok(ctx.unary(op, self.kdtype(), s as f32, self.view(), self.shape())?),
         )?;
         let (si, so) = unary_saves(op);
@@ -133,7 +133,7 @@ impl Tensor {
             self,
             &shape,
             self.dtype(),
-            || Ok(cpu::zip((cpu_of(&a), a.layout()), (cpu_of(&b), b.layout()), a.dtype(), |x, y| cpu::binary_fn(op, x, y))),
+            || Ok(cpu::zip_binary((cpu_of(&a), a.layout()), (cpu_of(&b), b.layout()), a.dtype(), op)),
             |ctx| Ok(ctx.binary(op, a.kdtype(), a.view(), b.view(), &shape)?),
         )?;
         let (si, so) = binary_saves(op);

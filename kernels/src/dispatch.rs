@@ -12,6 +12,13 @@ const MAX_STRIDE_GROUPS: u64 = 1024;
 /// On CPU adapters a grid-stride kernel's threads take at least this many elements each.
 const CPU_MIN_ELEMS: u64 = 64;
 
+/// Threads of this machine (lavapipe runs one per core); asked once: the std call reads
+/// cgroup files each time.
+pub(crate) fn cpu_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(4, |t| t.get()))
+}
+
 impl Context {
     /// Workgroup grid for `threads` threads of a 1-D kernel: folded into 2-D past the
     /// per-dimension limit (65,535 on most adapters).
@@ -27,7 +34,7 @@ impl Context {
         if self.is_cpu_adapter() {
             // lavapipe pays a fixed cost per workgroup: give each thread at least
             // CPU_MIN_ELEMS elements, but keep every CPU thread busy
-            let threads = std::thread::available_parallelism().map_or(4, |t| t.get()) as u64;
+            let threads = cpu_threads() as u64;
             let wanted = n.div_ceil(WG as u64 * CPU_MIN_ELEMS).max(threads);
             return self.grid_groups(key, groups.min(wanted).min(MAX_STRIDE_GROUPS));
         }

@@ -444,7 +444,7 @@ fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k:
     // gives every thread a tile. The large block is 1.3-1.5x faster than the medium one
     // in steady state but takes ~0.5 s more to compile once (Mesa caches it on disk):
     // used from 4M FMAs on (an MLP layer), where training steps pay that back.
-    let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(2, 8);
+    let threads = crate::dispatch::cpu_threads().clamp(2, 8);
     let tiles = |tm: usize, tn: usize| batch * m.div_ceil(tm) * n.div_ceil(tn);
     let block = if batch * m * n * k >= 1 << 22 && tiles(128, 128) >= threads {
         Block::Large

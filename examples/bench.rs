@@ -190,6 +190,26 @@ fn main() -> Result<()> {
         let (tl, _, _) = time(dev, reps, || loss_of(&p[0]).map(drop))?;
         let (tg, _, _) = time(dev, reps, || grad(loss_of, &p[0]).map(drop))?;
         let (th, _, _) = time(dev, reps, || hvp(loss_of, &p[0], &v).map(drop))?;
+        if profile && *tag == "gpu" {
+            let ctx = dev.context().expect("a gpu device has a context");
+            for (name, which) in [("loss", 0), ("grad", 1), ("hvp", 2)] {
+                ctx.set_profiling(true);
+                match which {
+                    0 => loss_of(&p[0]).map(drop)?,
+                    1 => grad(loss_of, &p[0]).map(drop)?,
+                    _ => hvp(loss_of, &p[0], &v).map(drop)?,
+                }
+                dev.synchronize()?;
+                let rows = ctx.kernel_profile();
+                ctx.set_profiling(false);
+                let n: u64 = rows.iter().map(|r| r.dispatches).sum();
+                let t: f64 = rows.iter().map(|r| r.seconds).sum();
+                eprintln!("W5 {name}: {n} dispatches, {:.2} ms with each waited for", t * 1e3);
+                for r in rows.iter().take(6) {
+                    eprintln!("    {:<60} {:>4} {:>8.3} ms", r.kernel, r.dispatches, r.seconds * 1e3);
+                }
+            }
+        }
         for (name, val, unit) in [("W5 t(loss)", tl * 1e3, "ms"), ("W5 t(grad)", tg * 1e3, "ms"), ("W5 t(hvp)", th * 1e3, "ms"), ("W5 t(grad)/t(loss)", tg / tl, "ratio"), ("W5 t(hvp)/t(grad)", th / tg, "ratio")] {
             recs.push(Rec { workload: name.into(), param: String::new(), device: tag, median: val, min: val, max: val, unit });
         }

@@ -96,6 +96,13 @@ pub fn binary_fn(op: BinaryOp, a: f64, b: f64) -> f64 {
         BinaryOp::Le => mask(a <= b),
         BinaryOp::Gt => mask(a > b),
         BinaryOp::Ge => mask(a >= b),
+        BinaryOp::WherePositive => {
+            if b > 0.0 {
+                a
+            } else {
+                0.0
+            }
+        }
     }
 }
 
@@ -132,7 +139,7 @@ pub fn zip_binary(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: D
             match op { $(BinaryOp::$v => zip(a, b, dtype, |x, y| binary_fn(BinaryOp::$v, x, y)),)* }
         };
     }
-    per_op!(Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge)
+    per_op!(Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge, WherePositive)
 }
 
 /// Calls `f(start_a, start_b)` for every last-axis row of two views of one shape, in

@@ -1,9 +1,10 @@
-//! Launchers for training: in-place optimizer steps and the im2col / col2im pair.
+//! Launchers for training: in-place optimizer steps, the im2col / col2im pair and the fused
+//! softmax cross-entropy (loss and gradient).
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
 use crate::launch::View;
-use crate::source::{KDType, Kernel, KernelKey};
+use crate::source::{KDType, Kernel, KernelKey, WG};
 use std::sync::Arc;
 
 /// Shape of a 2-D convolution's patch extraction.
@@ -91,5 +92,32 @@ impl Context {
         let grid = self.grid_1d(key, n as u64)?;
         self.dispatch(key, &[cols.buffer], &[&out], &p, grid)?;
         Ok(out)
+    }
+
+    /// Mean softmax cross-entropy of contiguous logits [b, c] (at `z.offset`) against u32
+    /// labels: one value. None when a thread's loops would pass lavapipe's 65,535-step cap
+    /// (the caller then composes the loss from smaller ops).
+    pub fn softmax_xent_mean(self: &Arc<Self>, z: View, labels: View, b: usize, c: usize) -> KResult<Option<GpuBuffer>> {
+        if b.div_ceil(WG as usize) * (2 * c + 1) > 60_000 {
+            return Ok(None);
+        }
+        let key = KernelKey::new(Kernel::XentLoss, KDType::F32);
+        let out = self.alloc_output(4)?;
+        let p = [b as u32, c as u32, z.offset as u32, labels.offset as u32];
+        self.dispatch(key, &[z.buffer, labels.buffer], &[&out], &p, (1, 1, 1))?;
+        Ok(Some(out))
+    }
+
+    /// (softmax(z) - onehot(labels)) * g / b for contiguous logits [b, c] and the scalar g.
+    pub fn softmax_xent_grad(self: &Arc<Self>, z: View, labels: View, g: View, b: usize, c: usize) -> KResult<Option<GpuBuffer>> {
+        if 3 * c + 1 > 60_000 {
+            return Ok(None);
+        }
+        let key = KernelKey::new(Kernel::XentGrad, KDType::F32);
+        let out = self.alloc_output((b * c * 4) as u64)?;
+        let p = [b as u32, c as u32, z.offset as u32, labels.offset as u32, g.offset as u32];
+        let grid = self.grid_1d(key, b as u64)?;
+        self.dispatch(key, &[z.buffer, labels.buffer, g.buffer], &[&out], &p, grid)?;
+        Ok(Some(out))
     }
 }

@@ -34,6 +34,9 @@ const LU_SOLVE: &str = include_str!("../../shaders/lu_solve.wgsl");
 const CHOLESKY: &str = include_str!("../../shaders/cholesky.wgsl");
 const SGD: &str = include_str!("../../shaders/sgd.wgsl");
 const ADAM: &str = include_str!("../../shaders/adam.wgsl");
+const XENT_COMMON: &str = include_str!("../../shaders/xent_common.wgsl");
+const XENT_LOSS: &str = include_str!("../../shaders/xent_loss.wgsl");
+const XENT_GRAD: &str = include_str!("../../shaders/xent_grad.wgsl");
 const IM2COL: &str = include_str!("../../shaders/im2col.wgsl");
 const COL2IM: &str = include_str!("../../shaders/col2im.wgsl");
 
@@ -111,6 +114,8 @@ op_enum!(
         Le => "return select(T(0), T(1), a <= b);",
         Gt => "return select(T(0), T(1), a > b);",
         Ge => "return select(T(0), T(1), a >= b);",
+        // a where b > 0, else 0 (NaN b gives 0): relu's VJP in one kernel
+        WherePositive => "return select(T(0), a, b > T(0));",
     }
 );
 
@@ -210,6 +215,10 @@ pub enum Kernel {
     SgdVec4,
     /// Adam over vec4s (element count a multiple of 4).
     AdamVec4,
+    /// Mean softmax cross-entropy of logit rows against u32 labels (one workgroup).
+    XentLoss,
+    /// Its gradient times a scalar cotangent, one thread per row.
+    XentGrad,
     /// Image patches as columns (convolution as matmul).
     Im2Col,
     /// The adjoint of Im2Col.
@@ -264,6 +273,8 @@ impl KernelKey {
             Kernel::Sgd | Kernel::SgdVec4 => (1, 2),
             Kernel::Adam | Kernel::AdamVec4 => (1, 3),
             Kernel::Im2Col | Kernel::Col2Im => (1, 1),
+            Kernel::XentLoss => (2, 1),
+            Kernel::XentGrad => (3, 1),
         }
     }
 
@@ -331,6 +342,8 @@ impl KernelKey {
                 generated = text.replace("array<T>", "array<vec4<T>>").replace("let n = param(0);", "let n = param(0) / 4u;");
                 (generated.as_str(), String::new())
             }
+            Kernel::XentLoss => (XENT_LOSS, XENT_COMMON.to_string()),
+            Kernel::XentGrad => (XENT_GRAD, XENT_COMMON.to_string()),
             Kernel::Im2Col => (IM2COL, String::new()),
             Kernel::Col2Im => (COL2IM, String::new()),
         };
@@ -380,6 +393,8 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::AdamVec4,
         Kernel::Im2Col,
         Kernel::Col2Im,
+        Kernel::XentLoss,
+        Kernel::XentGrad,
     ] {
         v.push(KernelKey::new(k, f));
     }

@@ -1,5 +1,6 @@
-//! Losses, mean-reduced. All are compositions of differentiable ops (so second derivatives
-//! work); cross-entropy is the stable log-softmax form.
+//! Losses, mean-reduced. Each is differentiable to any order: compositions of
+//! differentiable ops, or custom ops whose VJPs are (cross-entropy: fused kernels for the
+//! loss and its gradient, softplus: a stable form with an exact VJP).
 use crate::{custom_op, CustomOp, DType, Error, Result, Tensor};
 use std::sync::Arc;
 
@@ -19,8 +20,50 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     if b == 0 {
         return Err(Error::Empty { op: "cross_entropy", msg: "the batch is empty".into() });
     }
-    let picked = logits.log_softmax(1)?.gather(1, &labels.reshape(&[b, 1])?)?;
-    picked.mean_all()?.neg()
+    let labels = labels.detach();
+    custom_op(Arc::new(SoftmaxXent { labels: labels.clone() }), &[logits], || logits.softmax_cross_entropy_mean(&labels))
+}
+
+/// The mean softmax cross-entropy as one op (one kernel on the GPU).
+struct SoftmaxXent {
+    labels: Tensor,
+}
+
+impl CustomOp for SoftmaxXent {
+    fn name(&self) -> &str {
+        "cross_entropy"
+    }
+    /// d/dz mean_r (logsumexp(z_r) - z_r[y_r]) = (softmax(z) - onehot(y)) / B, times g:
+    /// one fused kernel, itself a custom op so that it differentiates again.
+    fn vjp(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (z, labels) = (&inputs[0], self.labels.clone());
+        let grad = custom_op(Arc::new(SoftmaxXentGrad { labels: labels.clone() }), &[z, g], || z.softmax_cross_entropy_grad(&labels, g))?;
+        Ok(vec![Some(grad)])
+    }
+}
+
+/// G(z, g) = g (softmax(z) - onehot(y)) / B, the cross-entropy gradient.
+struct SoftmaxXentGrad {
+    labels: Tensor,
+}
+
+impl CustomOp for SoftmaxXentGrad {
+    fn name(&self) -> &str {
+        "cross_entropy_grad"
+    }
+    /// With s = softmax(z) (rows) and the symmetric softmax Jacobian diag(s) - s s^T:
+    /// z-bar = (g / B) s * (G-bar - rowsum(s * G-bar)), g-bar = sum(G-bar * (s - onehot(y))) / B.
+    /// Plain differentiable ops: third derivatives work as well.
+    fn vjp(&self, inputs: &[Tensor], _out: &Tensor, gbar: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (z, g) = (&inputs[0], &inputs[1]);
+        let (b, c) = (z.shape()[0], z.shape()[1]);
+        let s = z.softmax(1)?;
+        let sg = s.mul(gbar)?;
+        let zbar = sg.sub(&s.mul(&sg.sum(&[1], true)?)?)?.mul(&g.reshape(&[])?)?.mul_scalar(1.0 / b as f64)?;
+        let diff = s.sub(&self.labels.one_hot(c, z.dtype())?)?;
+        let gbar_g = gbar.mul(&diff)?.sum_all()?.mul_scalar(1.0 / b as f64)?.reshape(g.shape())?;
+        Ok(vec![Some(zbar), Some(gbar_g)])
+    }
 }
 
 /// mean((pred - target)^2).

@@ -303,3 +303,33 @@ fn the_idx_loader_reads_good_files_and_rejects_corrupt_ones() {
     let m = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")).unwrap();
     assert_eq!((m.train.len(), m.test.len(), m.train.rows, m.train.cols), (8000, 2000, 28, 28));
 }
+
+#[test]
+fn fused_cross_entropy_matches_the_composite_to_third_order() {
+    // the fused loss / gradient kernels against log_softmax + gather, on the GPU and CPU
+    let composite = |z: &Tensor, y: &Tensor| -> wgrad::Result<Tensor> { z.log_softmax(1)?.gather(1, &y.reshape(&[y.numel(), 1])?)?.mean_all()?.neg() };
+    let (b, c) = (37, 11);
+    let ys: Vec<u32> = (0..b as u32).map(|i| (i * 7) % c as u32).collect();
+    let z64 = f64t(&rand_vec(b * c, -3.0, 3.0), &[b, c]);
+    let y_cpu = Tensor::from_slice(&ys, &[b], &cpu()).unwrap();
+    let v64 = f64t(&rand_vec(b * c, -1.0, 1.0), &[b, c]);
+    let want_loss = composite(&z64, &y_cpu).unwrap();
+    let want_grad = wgrad::grad(|z| composite(z, &y_cpu), &z64).unwrap();
+    let want_hvp = wgrad::hvp(|z| composite(z, &y_cpu), &z64, &v64).unwrap();
+    assert_close(&nn::cross_entropy(&z64, &y_cpu).unwrap(), &want_loss, 1e-12, 1e-12, "cpu loss");
+    assert_close(&wgrad::grad(|z| nn::cross_entropy(z, &y_cpu), &z64).unwrap(), &want_grad, 1e-12, 1e-12, "cpu grad");
+    assert_close(&wgrad::hvp(|z| nn::cross_entropy(z, &y_cpu), &z64, &v64).unwrap(), &want_hvp, 1e-10, 1e-12, "cpu hvp");
+    // third order by finite differences (the gradient op's VJP differentiated again)
+    let labels = Tensor::from_slice(&[2u32, 0, 1], &[3], &cpu()).unwrap();
+    check_grads(|x| nn::cross_entropy(x, &labels), &f64t(&rand_vec(12, -2.0, 2.0), &[3, 4]), 3).unwrap();
+    let Some(g) = fresh_gpu() else { return };
+    let z = z64.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+    let v = v64.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+    let y = Tensor::from_slice(&ys, &[b], &g).unwrap();
+    let before = g.counters();
+    let loss = nn::cross_entropy(&z, &y).unwrap();
+    assert_eq!(g.counters().dispatches - before.dispatches, 1, "the loss is one kernel");
+    assert_close(&loss, &want_loss, 1e-5, 1e-6, "gpu loss");
+    assert_close(&wgrad::grad(|z| nn::cross_entropy(z, &y), &z).unwrap(), &want_grad, 1e-4, 1e-6, "gpu grad");
+    assert_close(&wgrad::hvp(|z| nn::cross_entropy(z, &y), &z, &v).unwrap(), &want_hvp, 1e-4, 1e-6, "gpu hvp");
+}

@@ -30,7 +30,7 @@ pub(crate) fn unary(op: UnaryOp, s: f64, node: &Arc<Node>, g: &Tensor) -> Result
         // d relu(x) = [x > 0] dx
         UnaryOp::Relu => {
             let x = x()?;
-            g.mul(&x.gt(&x.zeros_like()?)?)
+            g.binary(BinaryOp::WherePositive, x)
         }
         // d sin(x) = cos(x) dx
         UnaryOp::Sin => g.mul(&x()?.cos()?),
@@ -83,6 +83,8 @@ pub(crate) fn binary(op: BinaryOp, node: &Arc<Node>, g: &Tensor) -> Result<Vec<O
         BinaryOp::Minimum => split(a()?, b()?, g, BinaryOp::Lt),
         // comparisons are piecewise constant: no gradient
         BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => Ok(vec![None, None]),
+        // d (a [b > 0]) = [b > 0] da (the mask is flat in b almost everywhere)
+        BinaryOp::WherePositive => Ok(vec![Some(g.binary(BinaryOp::WherePositive, b()?)?), None]),
     }
 }
 

@@ -22,6 +22,7 @@ fn binary_saves(op: BinaryOp) -> (bool, bool) {
         Mul | Div | Maximum | Minimum => (true, false),
         Pow => (true, true),
         Add | Sub | Eq | Ne | Lt | Le | Gt | Ge => (false, false),
+        WherePositive => (true, false),
     }
 }
 

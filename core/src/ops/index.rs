@@ -9,7 +9,7 @@ use crate::storage::CpuStorage;
 use crate::tensor::check_float;
 use crate::{cpu, DType, Error, Result, Tensor};
 
-fn check_indices(op: &'static str, idx: &Tensor, size: usize) -> Result<()> {
+pub(super) fn check_indices(op: &'static str, idx: &Tensor, size: usize) -> Result<()> {
     if idx.dtype() != DType::U32 {
         return Err(Error::UnsupportedDType { op, dtype: idx.dtype(), device: idx.device().name(), why: " (indices must be u32)".into() });
     }

@@ -6,6 +6,7 @@ mod elementwise;
 pub use elementwise::ElementwiseKernel;
 mod index;
 mod linalg;
+mod loss;
 mod matmul;
 mod movement;
 mod optim;

@@ -1,0 +1,33 @@
+// Mean softmax cross-entropy of contiguous logits z [B, C] against u32 labels [B], in one
+// workgroup: thread t takes rows t, t + WG, ... (logsumexp with the row max subtracted),
+// then a fixed tree: deterministic. loss_r = logsumexp(z_r) - z_r[label_r].
+// Labels are bounds-checked on the host; a label >= C still reads no memory (NaN).
+// params: [B, C, z_off, labels_off]
+@group(0) @binding(0) var<storage, read> z: array<T>;
+@group(0) @binding(1) var<storage, read> labels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
+@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+
+var<workgroup> acc: array<T, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    let rows = param(0);
+    let classes = param(1);
+    var total = T(0);
+    for (var r = lid; r < rows; r = r + WG) {
+        let base = param(2) + r * classes;
+        let lse = row_logsumexp(base, classes);
+        let y = labels[param(3) + r];
+        var picked = bitcast<f32>(0x7fc00000u);
+        if (y < classes) { picked = z[base + y]; }
+        total = total + (lse - picked);
+    }
+    acc[lid] = total;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) { acc[lid] = acc[lid] + acc[lid + s]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { out[0] = acc[0] / T(rows); }
+}

@@ -15,11 +15,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (r >= rows) { return; }
     let classes = param(1);
     let base = param(2) + r * classes;
-    let lse = row_logsumexp(base, classes);
+    let ms = row_max_sum(base, classes);
     let y = labels[param(3) + r];
     let scale = g[param(4)] / T(rows);
     for (var j = 0u; j < classes; j = j + 1u) {
-        let p = exp(z[base + j] - lse);
+        let p = exp(z[base + j] - ms.x) / ms.y;
         out[r * classes + j] = (p - select(T(0), T(1), j == y)) * scale;
     }
 }

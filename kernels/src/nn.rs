@@ -120,4 +120,17 @@ impl Context {
         self.dispatch(key, &[z.buffer, labels.buffer, g.buffer], &[&out], &p, grid)?;
         Ok(Some(out))
     }
+
+    /// softmax of contiguous rows [outer, n] at `z.offset`; None past lavapipe's loop cap.
+    pub fn softmax_rows(self: &Arc<Self>, z: View, outer: usize, n: usize) -> KResult<Option<GpuBuffer>> {
+        if 3 * n + 1 > 60_000 {
+            return Ok(None);
+        }
+        let key = KernelKey::new(Kernel::SoftmaxRows, KDType::F32);
+        let out = self.alloc_output((outer * n * 4) as u64)?;
+        let p = [outer as u32, n as u32, z.offset as u32];
+        let grid = self.grid_1d(key, outer as u64)?;
+        self.dispatch(key, &[z.buffer], &[&out], &p, grid)?;
+        Ok(Some(out))
+    }
 }

@@ -34,7 +34,8 @@ const LU_SOLVE: &str = include_str!("../../shaders/lu_solve.wgsl");
 const CHOLESKY: &str = include_str!("../../shaders/cholesky.wgsl");
 const SGD: &str = include_str!("../../shaders/sgd.wgsl");
 const ADAM: &str = include_str!("../../shaders/adam.wgsl");
-const XENT_COMMON: &str = include_str!("../../shaders/xent_common.wgsl");
+const SOFTMAX_COMMON: &str = include_str!("../../shaders/softmax_common.wgsl");
+const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
 const XENT_LOSS: &str = include_str!("../../shaders/xent_loss.wgsl");
 const XENT_GRAD: &str = include_str!("../../shaders/xent_grad.wgsl");
 const IM2COL: &str = include_str!("../../shaders/im2col.wgsl");
@@ -215,6 +216,8 @@ pub enum Kernel {
     SgdVec4,
     /// Adam over vec4s (element count a multiple of 4).
     AdamVec4,
+    /// Softmax of contiguous rows, one thread per row.
+    SoftmaxRows,
     /// Mean softmax cross-entropy of logit rows against u32 labels (one workgroup).
     XentLoss,
     /// Its gradient times a scalar cotangent, one thread per row.
@@ -274,6 +277,7 @@ impl KernelKey {
             Kernel::Adam | Kernel::AdamVec4 => (1, 3),
             Kernel::Im2Col | Kernel::Col2Im => (1, 1),
             Kernel::XentLoss => (2, 1),
+            Kernel::SoftmaxRows => (1, 1),
             Kernel::XentGrad => (3, 1),
         }
     }
@@ -342,8 +346,9 @@ impl KernelKey {
                 generated = text.replace("array<T>", "array<vec4<T>>").replace("let n = param(0);", "let n = param(0) / 4u;");
                 (generated.as_str(), String::new())
             }
-            Kernel::XentLoss => (XENT_LOSS, XENT_COMMON.to_string()),
-            Kernel::XentGrad => (XENT_GRAD, XENT_COMMON.to_string()),
+            Kernel::XentLoss => (XENT_LOSS, SOFTMAX_COMMON.to_string()),
+            Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
+            Kernel::XentGrad => (XENT_GRAD, SOFTMAX_COMMON.to_string()),
             Kernel::Im2Col => (IM2COL, String::new()),
             Kernel::Col2Im => (COL2IM, String::new()),
         };
@@ -395,6 +400,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::Col2Im,
         Kernel::XentLoss,
         Kernel::XentGrad,
+        Kernel::SoftmaxRows,
     ] {
         v.push(KernelKey::new(k, f));
     }

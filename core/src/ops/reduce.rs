@@ -169,8 +169,19 @@ impl Tensor {
         s.reshape(&out_shape(self.shape(), &ax, false))
     }
 
-    /// exp(x) / sum(exp(x)) along `axis`, stable for large logits.
+    /// exp(x) / sum(exp(x)) along `axis`, stable for large logits. Along the last axis
+    /// it is one op (one kernel on the GPU) with the VJP s * (g - sum(s * g)); elsewhere a
+    /// composition of ops.
     pub fn softmax(&self, axis: isize) -> Result<Tensor> {
+        let ax = crate::shape::normalize_axis("softmax", axis, self.rank())?;
+        if ax + 1 == self.rank() && self.dtype().is_float() && self.numel() > 0 {
+            let x = self.clone();
+            return crate::graph::custom_op(std::sync::Arc::new(SoftmaxLast), &[self], move || softmax_last(&x));
+        }
+        self.softmax_composite(axis)
+    }
+
+    fn softmax_composite(&self, axis: isize) -> Result<Tensor> {
         let m = self.stable_shift(&[axis])?;
         let e = self.sub(&m)?.exp()?;
         e.div(&e.sum(&[axis], true)?)
@@ -180,4 +191,32 @@ impl Tensor {
     pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
         self.sub(&self.logsumexp(&[axis], true)?)
     }
+}
+
+/// softmax over the last axis as one op.
+struct SoftmaxLast;
+
+impl crate::graph::CustomOp for SoftmaxLast {
+    fn name(&self) -> &str {
+        "softmax"
+    }
+    /// With s = softmax(x) and the symmetric Jacobian diag(s) - s s^T (per row):
+    /// x-bar = s * (g - sum_last(s * g)). Plain differentiable ops.
+    fn vjp(&self, _inputs: &[Tensor], s: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let sg = s.mul(g)?;
+        Ok(vec![Some(sg.sub(&s.mul(&sg.sum(&[-1], true)?)?)?)])
+    }
+}
+
+/// The forward of [`SoftmaxLast`]: the row kernel on the GPU, the composite elsewhere (and
+/// past the kernel's loop limit).
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if let (Some(ctx), crate::DType::F32) = (x.device().context(), x.dtype()) {
+        let n = *x.shape().last().expect("rank >= 1");
+        let c = x.contiguous()?;
+        if let Some(buf) = ctx.softmax_rows(c.view(), x.numel() / n, n)? {
+            return Ok(Tensor::new_contiguous(crate::storage::Storage::Gpu(std::sync::Arc::new(buf)), x.shape(), x.dtype(), x.device().clone()));
+        }
+    }
+    x.softmax_composite(-1)
 }

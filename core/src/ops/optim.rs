@@ -22,23 +22,68 @@ fn check_state(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Apply `f(i, values)` to the f64 values of CPU tensors and write them back in place.
-fn cpu_update(ts: &mut [&mut Tensor], f: impl Fn(&mut [Vec<f64>])) {
-    let mut vals: Vec<Vec<f64>> = ts.iter().map(|t| cpu::read(t.storage().cpu().unwrap(), t.layout())).collect();
-    f(&mut vals);
-    for (t, v) in ts.iter_mut().zip(vals) {
-        let dtype = t.dtype();
-        let shape = t.shape().to_vec();
-        let new = CpuStorage::from_f64(v, dtype);
-        if let Some(inner) = Arc::get_mut(&mut t.0) {
-            if let Storage::Cpu(s) = &mut inner.storage {
-                if let Some(s) = Arc::get_mut(s) {
-                    *s = new;
-                    continue;
-                }
-            }
+/// The f32 elements of a contiguous CPU tensor that owns its storage alone.
+fn owned_f32(t: &mut Tensor) -> Option<&mut [f32]> {
+    let (n, ok) = (t.numel(), t.layout().is_contiguous() && t.layout().offset == 0);
+    let inner = Arc::get_mut(&mut t.0).filter(|_| ok)?;
+    match &mut inner.storage {
+        Storage::Cpu(s) => match Arc::get_mut(s)? {
+            CpuStorage::F32(v) => Some(&mut v[..n]),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn update_f32<const N: usize>(slices: &mut [&mut [f32]; N], n: usize, g_at: impl Fn(usize) -> f64, f: &impl Fn(f64, &mut [f64; N])) {
+    let mut x = [0.0; N];
+    for i in 0..n {
+        for k in 0..N {
+            x[k] = slices[k][i] as f64;
         }
-        **t = Tensor::new_contiguous(Storage::Cpu(Arc::new(new)), &shape, dtype, Device::Cpu);
+        f(g_at(i), &mut x);
+        for k in 0..N {
+            slices[k][i] = x[k] as f32;
+        }
+    }
+}
+
+/// Apply `f(g_i, [p_i, state_i..])` to every element (in f64). f32 tensors that own their
+/// storage are updated where they are (no allocation in a training loop); others are read
+/// to f64, updated and replaced.
+fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl Fn(f64, &mut [f64; N])) {
+    let n = grad.numel();
+    let gs = grad.storage().cpu().expect("CPU tensor");
+    let gl = grad.layout();
+    let g_f32 = match gs {
+        CpuStorage::F32(v) if gl.is_contiguous() => Some(&v[gl.offset..gl.offset + n]),
+        _ => None,
+    };
+    let g_f64 = if g_f32.is_none() { cpu::read(gs, gl) } else { Vec::new() };
+    let g_at = |i: usize| g_f32.map_or_else(|| g_f64[i], |g| g[i] as f64);
+    if ts.iter_mut().all(|t| owned_f32(t).is_some()) {
+        let mut slices = ts.each_mut().map(|t| owned_f32(t).expect("checked above"));
+        // one monomorphic loop per gradient source
+        match g_f32 {
+            Some(g) => update_f32(&mut slices, n, |i| g[i] as f64, &f),
+            None => update_f32(&mut slices, n, |i| g_f64[i], &f),
+        }
+        return;
+    }
+    let mut vals: Vec<Vec<f64>> = ts.iter().map(|t| cpu::read(t.storage().cpu().unwrap(), t.layout())).collect();
+    let mut x = [0.0; N];
+    for i in 0..n {
+        for k in 0..N {
+            x[k] = vals[k][i];
+        }
+        f(g_at(i), &mut x);
+        for k in 0..N {
+            vals[k][i] = x[k];
+        }
+    }
+    for (t, v) in ts.iter_mut().zip(vals) {
+        let (dtype, shape) = (t.dtype(), t.shape().to_vec());
+        **t = Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(v, dtype))), &shape, dtype, Device::Cpu);
     }
 }
 
@@ -54,16 +99,13 @@ impl Tensor {
                 ctx.sgd_step(self.storage().gpu().unwrap(), gb, velocity.storage().gpu().unwrap(), self.numel(), lr as f32, momentum as f32, weight_decay as f32)?;
             }
             Device::Cpu => {
-                let gv = cpu::read(grad.storage().cpu().unwrap(), grad.layout());
-                cpu_update(&mut [self, velocity], |v| {
-                    for i in 0..gv.len() {
-                        let mut g = gv[i] + weight_decay * v[0][i];
-                        if momentum != 0.0 {
-                            g += momentum * v[1][i];
-                            v[1][i] = g;
-                        }
-                        v[0][i] -= lr * g;
+                cpu_update([self, velocity], grad, |g, x| {
+                    let mut g = g + weight_decay * x[0];
+                    if momentum != 0.0 {
+                        g += momentum * x[1];
+                        x[1] = g;
                     }
+                    x[0] -= lr * g;
                 });
             }
         }
@@ -79,21 +121,17 @@ impl Tensor {
                 ctx.adam_step(self.storage().gpu().unwrap(), g.storage().gpu().unwrap(), m.storage().gpu().unwrap(), v.storage().gpu().unwrap(), self.numel(), h)?;
             }
             Device::Cpu => {
-                let gv = cpu::read(grad.storage().cpu().unwrap(), grad.layout());
                 let r = |x: f32| x as f64;
-                cpu_update(&mut [self, m, v], |s| {
-                    for i in 0..gv.len() {
-                        let mut p = s[0][i];
-                        let mut g = gv[i];
-                        if h.decoupled {
-                            p -= r(h.lr) * r(h.weight_decay) * p;
-                        } else {
-                            g += r(h.weight_decay) * p;
-                        }
-                        s[1][i] = r(h.beta1) * s[1][i] + (1.0 - r(h.beta1)) * g;
-                        s[2][i] = r(h.beta2) * s[2][i] + (1.0 - r(h.beta2)) * g * g;
-                        s[0][i] = p - r(h.lr) * (s[1][i] / r(h.bias_correction1)) / ((s[2][i] / r(h.bias_correction2)).sqrt() + r(h.eps));
+                cpu_update([self, m, v], grad, |g, x| {
+                    let (mut p, mut g) = (x[0], g);
+                    if h.decoupled {
+                        p -= r(h.lr) * r(h.weight_decay) * p;
+                    } else {
+                        g += r(h.weight_decay) * p;
                     }
+                    x[1] = r(h.beta1) * x[1] + (1.0 - r(h.beta1)) * g;
+                    x[2] = r(h.beta2) * x[2] + (1.0 - r(h.beta2)) * g * g;
+                    x[0] = p - r(h.lr) * (x[1] / r(h.bias_correction1)) / ((x[2] / r(h.bias_correction2)).sqrt() + r(h.eps));
                 });
             }
         }

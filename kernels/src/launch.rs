@@ -441,12 +441,11 @@ fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k:
     let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
     let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
     // lavapipe runs one workgroup per CPU thread at a time: the biggest block that still
-    // gives every thread a tile. The large block is 1.3-1.5x faster than the medium one
-    // in steady state but takes ~0.5 s more to compile once (Mesa caches it on disk):
-    // used from 4M FMAs on (an MLP layer), where training steps pay that back.
+    // gives every thread a tile. The large block is ~1.2x faster than the medium one but
+    // takes ~0.1 s longer to compile (once; Mesa caches it on disk): from 2^27 FMAs on.
     let threads = crate::dispatch::cpu_threads().clamp(2, 8);
     let tiles = |tm: usize, tn: usize| batch * m.div_ceil(tm) * n.div_ceil(tn);
-    let block = if batch * m * n * k >= 1 << 22 && tiles(128, 128) >= threads {
+    let block = if batch * m * n * k >= 1 << 27 && tiles(96, 128) >= threads {
         Block::Large
     } else if tiles(64, 128) >= threads {
         Block::Medium

@@ -5,7 +5,7 @@
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
 use wgrad::optim::{Optimizer, Sgd};
-use wgrad::{grad, hvp, value_and_grad_many, DType, Device, Result, Tensor};
+use wgrad::{grad, hvp, value_and_grad_many, DType, Device, ElementwiseKernel, Result, Tensor};
 
 struct Rec {
     workload: String,
@@ -111,6 +111,15 @@ fn main() -> Result<()> {
         }
         let (md, mn, mx) = time(dev, reps, || chain().map(drop))?;
         recs.push(Rec { workload: "W2 exp(x)*x+1".into(), param: "16M".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
+        // the same chain fused by hand into one kernel (the documented fusing API)
+        let fused_k = ElementwiseKernel::new("exp_x_mul_x_plus_s", "return exp(x) * x + s;", |x, s| x.exp() * x + s)?;
+        let fused = || x.map_kernel(&fused_k, 1.0);
+        if *tag == "gpu" {
+            let xc = x.to_device(&cpu)?;
+            check("exp(x)*x+1 fused", &fused()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
+        }
+        let (md, mn, mx) = time(dev, reps, || fused().map(drop))?;
+        recs.push(Rec { workload: "W2 exp(x)*x+1 fused (map_kernel)".into(), param: "16M".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
         // W3 reductions
         if *tag == "gpu" {
             check("sum", &x.sum_all()?, &x.to_device(&cpu)?.sum_all()?, 1e-4)?;

@@ -1,9 +1,12 @@
-//! Criterion benches, GPU vs CPU, one group per op family. Every GPU iteration ends with
+//! Criterion benches, GPU vs CPU, one group per op family plus the training workloads
+//! (the bench tool's W1-W5, for regression tracking). Every GPU iteration ends with
 //! `synchronize()` so the timer measures finished work.
 //! `cargo bench --bench ops` (filter: `cargo bench --bench ops -- gpu/matmul`).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
-use wgrad::{DType, Device, Tensor};
+use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
+use wgrad::optim::{Optimizer, Sgd};
+use wgrad::{grad, hvp, value_and_grad_many, DType, Device, Tensor};
 
 fn devices() -> Vec<(&'static str, Device)> {
     let mut v = Vec::new();
@@ -62,5 +65,46 @@ fn reduce(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, matmul, elementwise, reduce);
+/// The bench tool's W4 model: 784-256-256-10, ReLU, batch 128.
+fn mlp(p: &mut Params, dev: &Device) -> Sequential {
+    Sequential::new()
+        .push(Linear::new(p, "l1", 784, 256, 0, dev).unwrap())
+        .push(Activation::Relu)
+        .push(Linear::new(p, "l2", 256, 256, 1, dev).unwrap())
+        .push(Activation::Relu)
+        .push(Linear::new(p, "l3", 256, 10, 2, dev).unwrap())
+}
+
+/// W4 (an SGD training step) and W5 (loss, gradient and HVP with respect to the first
+/// weight) of the bench tool.
+fn training(c: &mut Criterion) {
+    let mut group = c.benchmark_group("training");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    for (name, dev) in devices() {
+        let mut params = Params::new();
+        let model = mlp(&mut params, &dev);
+        let xb = Tensor::rand(&[128, 784], 0.0, 1.0, 5, DType::F32, &dev).unwrap();
+        let yb = Tensor::from_slice(&(0..128u32).map(|i| i % 10).collect::<Vec<_>>(), &[128], &dev).unwrap();
+        let mut sgd = Sgd::new(0.1);
+        group.bench_function(format!("{name}/mlp_step_b128"), |b| {
+            b.iter(|| {
+                let (_, g) = value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb), params.tensors()).unwrap();
+                sgd.step(&mut params, &g).unwrap();
+                dev.synchronize().unwrap();
+            })
+        });
+        let p = params.tensors().to_vec();
+        let loss_of = |w: &Tensor| -> wgrad::Result<Tensor> {
+            let mut q = p.clone();
+            q[0] = w.clone();
+            nn::cross_entropy(&model.forward(&Ctx::eval(&q), &xb)?, &yb)
+        };
+        let v = Tensor::randn(p[0].shape(), 9, DType::F32, &dev).unwrap();
+        group.bench_function(format!("{name}/loss"), |b| b.iter(|| run(&dev, || loss_of(&p[0]).unwrap())));
+        group.bench_function(format!("{name}/grad"), |b| b.iter(|| run(&dev, || grad(loss_of, &p[0]).unwrap())));
+        group.bench_function(format!("{name}/hvp"), |b| b.iter(|| run(&dev, || hvp(loss_of, &p[0], &v).unwrap())));
+    }
+}
+
+criterion_group!(benches, matmul, elementwise, reduce, training);
 criterion_main!(benches);

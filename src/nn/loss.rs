@@ -59,10 +59,15 @@ impl CustomOp for SoftmaxXentGrad {
         let (b, c) = (z.shape()[0], z.shape()[1]);
         let s = z.softmax(1)?;
         let sg = s.mul(gbar)?;
-        let zbar = sg.sub(&s.mul(&sg.sum(&[1], true)?)?)?.mul(&g.reshape(&[])?)?.mul_scalar(1.0 / b as f64)?;
-        let diff = s.sub(&self.labels.one_hot(c, z.dtype())?)?;
-        let gbar_g = gbar.mul(&diff)?.sum_all()?.mul_scalar(1.0 / b as f64)?.reshape(g.shape())?;
-        Ok(vec![Some(zbar), Some(gbar_g)])
+        let zbar = sg.sub(&s.mul(&sg.sum(&[1], true)?)?)?.mul(&g.reshape(&[])?.mul_scalar(1.0 / b as f64)?)?;
+        // g is usually the constant seed of a gradient: its cotangent only when tracked
+        let gbar_g = if g.is_tracked() {
+            let diff = s.sub(&self.labels.one_hot(c, z.dtype())?)?;
+            Some(gbar.mul(&diff)?.sum_all()?.mul_scalar(1.0 / b as f64)?.reshape(g.shape())?)
+        } else {
+            None
+        };
+        Ok(vec![Some(zbar), gbar_g])
     }
 }
 

@@ -7,8 +7,6 @@
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
-var<workgroup> acc: array<T, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -20,9 +18,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rank = param(4);
     let off = param(5u + rank);
     let mode = param(6u + 2u * rank);
-    let row = g / nchunks;
-    let start = (g % nchunks) * chunk_len;
-    let end = min(inner, start + chunk_len);
+    let c = chunk_of(g, nchunks, inner, chunk_len);
+    let row = c.x;
+    let start = c.y;
+    let end = c.z;
     var a = reduce_identity();
     if (mode == 1u) {
         // four consecutive elements per step (fixed order: still deterministic)
@@ -51,11 +50,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             a = reduce_combine(a, x[strided_offset(lin, rank, 5u, 6u + rank, off)]);
         }
     }
-    acc[lid] = a;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) { acc[lid] = reduce_combine(acc[lid], acc[lid + s]); }
-        workgroupBarrier();
-    }
-    if (lid == 0u) { out[g] = acc[0]; }
+    let total = workgroup_combine(lid, a);
+    if (lid == 0u) { out[g] = total; }
 }

@@ -6,8 +6,6 @@
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
-var<workgroup> acc: array<T, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -16,20 +14,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (g >= param(0) * nchunks) { return; }
     let inner = param(1);
     let chunk_len = param(3);
-    let row = g / nchunks;
-    let start = (g % nchunks) * chunk_len;
-    let end = min(inner, start + chunk_len);
+    let c = chunk_of(g, nchunks, inner, chunk_len);
+    let row = c.x;
+    let start = c.y;
+    let end = c.z;
     let base = (param(4) + row * inner) / 4u;
     var v = vec4<T>(reduce_identity());
     for (var q = start / 4u + lid; q < end / 4u; q = q + WG) {
         let y = x[base + q];
         v = vec4<T>(reduce_combine(v.x, y.x), reduce_combine(v.y, y.y), reduce_combine(v.z, y.z), reduce_combine(v.w, y.w));
     }
-    acc[lid] = reduce_combine(reduce_combine(v.x, v.y), reduce_combine(v.z, v.w));
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) { acc[lid] = reduce_combine(acc[lid], acc[lid + s]); }
-        workgroupBarrier();
-    }
-    if (lid == 0u) { out[g] = acc[0]; }
+    let total = workgroup_combine(lid, reduce_combine(reduce_combine(v.x, v.y), reduce_combine(v.z, v.w)));
+    if (lid == 0u) { out[g] = total; }
 }

@@ -17,6 +17,7 @@ const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
 const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE_COMMON: &str = include_str!("../../shaders/reduce_common.wgsl");
 const UNARY_VEC4: &str = include_str!("../../shaders/unary_vec4.wgsl");
 const BINARY_VEC4: &str = include_str!("../../shaders/binary_vec4.wgsl");
 const REDUCE_VEC4: &str = include_str!("../../shaders/reduce_vec4.wgsl");
@@ -315,9 +316,9 @@ impl KernelKey {
                 BINARY_VEC4,
                 format!("const A_MODE: u32 = {}u;\nconst B_MODE: u32 = {}u;\nfn binary_op(a: T, b: T) -> T {{ {} }}", am as u32, bm as u32, op.wgsl_body()),
             ),
-            Kernel::ReduceVec4(op) => (REDUCE_VEC4, op.wgsl_body().to_string()),
+            Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
             Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, op.wgsl_body().to_string()),
-            Kernel::Reduce(op) => (REDUCE, op.wgsl_body().to_string()),
+            Kernel::Reduce(op) => (REDUCE, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
             Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
             Kernel::ArgReduce(op) => (ARGREDUCE, op.wgsl_body().to_string()),
             Kernel::Where => (WHERE, String::new()),

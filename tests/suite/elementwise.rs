@@ -36,21 +36,26 @@ fn unary_ops_match_the_cpu_reference_at_boundary_sizes() {
     }
 }
 
-#[test]
-fn binary_ops_broadcast_like_numpy() {
-    with_gpu!(g);
-    let shapes: &[(&[usize], &[usize])] = &[(&[5, 7], &[5, 7]), (&[5, 1], &[1, 7]), (&[3, 4, 5], &[5]), (&[], &[6, 2]), (&[2, 1, 3], &[4, 1])];
+/// Every binary op on every pair of shapes (both operand orders) against the CPU in f64.
+fn check_binary_ops(shapes: &[(&[usize], &[usize])], g: &wgrad::Device) {
     for &op in BinaryOp::ALL {
         for &(sa, sb) in shapes {
             let (lo, hi) = if op == BinaryOp::Pow { (0.2, 2.0) } else { (-3.0, 3.0) };
-            let (ra, da) = pair(sa, lo, hi, &g);
-            let (rb, db) = pair(sb, lo, hi, &g);
-            let want = rounded(&rounded(&ra).binary(op, &rounded(&rb)).unwrap());
-            let got = da.binary(op, &db).unwrap();
+            let (ra, da) = pair(sa, lo, hi, g);
+            let (rb, db) = pair(sb, lo, hi, g);
             let tol = if op == BinaryOp::Pow { 2e-5 } else { 1e-6 };
-            assert_close(&got, &want, tol, 1e-6, &format!("{op:?} {sa:?} {sb:?}"));
+            for (x, y, rx, ry, what) in [(&da, &db, &ra, &rb, format!("{op:?} {sa:?} {sb:?}")), (&db, &da, &rb, &ra, format!("{op:?} {sb:?} {sa:?}"))] {
+                let want = rounded(&rounded(rx).binary(op, &rounded(ry)).unwrap());
+                assert_close(&x.binary(op, y).unwrap(), &want, tol, 1e-6, &what);
+            }
         }
     }
+}
+
+#[test]
+fn binary_ops_broadcast_like_numpy() {
+    with_gpu!(g);
+    check_binary_ops(&[(&[5, 7], &[5, 7]), (&[5, 1], &[1, 7]), (&[3, 4, 5], &[5]), (&[], &[6, 2]), (&[2, 1, 3], &[4, 1])], &g);
 }
 
 #[test]
@@ -145,18 +150,7 @@ fn vec4_paths_cover_full_repeated_and_splat_operands() {
     // whole-quad tensors go through the vec4 skeletons: each input contiguous (full), a
     // contiguous block repeated along leading dims (bias rows), or one element (splat)
     let Some(g) = fresh_gpu() else { return };
-    let shapes: &[(&[usize], &[usize])] = &[(&[6, 8], &[6, 8]), (&[6, 8], &[8]), (&[3, 4, 8], &[4, 8]), (&[6, 8], &[1]), (&[], &[4, 2]), (&[4], &[3, 1, 4])];
-    for &op in BinaryOp::ALL {
-        for &(sa, sb) in shapes {
-            let (lo, hi) = if op == BinaryOp::Pow { (0.2, 2.0) } else { (-3.0, 3.0) };
-            let (ra, da) = pair(sa, lo, hi, &g);
-            let (rb, db) = pair(sb, lo, hi, &g);
-            let want = rounded(&rounded(&ra).binary(op, &rounded(&rb)).unwrap());
-            let tol = if op == BinaryOp::Pow { 2e-5 } else { 1e-6 };
-            assert_close(&da.binary(op, &db).unwrap(), &want, tol, 1e-6, &format!("{op:?} {sa:?} {sb:?}"));
-            assert_close(&db.binary(op, &da).unwrap(), &rounded(&rounded(&rb).binary(op, &rounded(&ra)).unwrap()), tol, 1e-6, &format!("{op:?} {sb:?} {sa:?}"));
-        }
-    }
+    check_binary_ops(&[(&[6, 8], &[6, 8]), (&[6, 8], &[8]), (&[3, 4, 8], &[4, 8]), (&[6, 8], &[1]), (&[], &[4, 2]), (&[4], &[3, 1, 4])], &g);
     // offset views: rows 1.. of [5, 8] start at element 8 (a whole quad), rows of [5, 6] do not
     for cols in [8usize, 6] {
         let (r, d) = pair(&[5, cols * 4], -2.0, 2.0, &g);

@@ -33,7 +33,7 @@ impl Tensor {
             return Err(Error::Invalid { op, msg: format!("the buffer's usages {usage:?} lack STORAGE") });
         }
         let esize = dtype.size_in_bytes() as u64;
-        if byte_offset % esize != 0 {
+        if !byte_offset.is_multiple_of(esize) {
             return Err(Error::Invalid { op, msg: format!("byte offset {byte_offset} is not a multiple of the element size {esize}") });
         }
         let numel: usize = shape.iter().product();

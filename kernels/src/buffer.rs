@@ -68,7 +68,7 @@ impl Context {
     fn alloc_for(self: &Arc<Self>, bytes: u64, for_queue_write: bool) -> KResult<GpuBuffer> {
         self.check_health()?;
         let class = size_class(bytes);
-        let max_binding = self.limits().max_storage_buffer_binding_size as u64;
+        let max_binding = self.limits().max_storage_buffer_binding_size;
         if class > max_binding {
             return Err(KernelError::BufferTooLarge {
                 bytes,

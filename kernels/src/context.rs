@@ -102,7 +102,7 @@ impl Context {
             .into_iter()
             .filter(|a| {
                 let name = a.get_info().name.to_lowercase();
-                wanted.as_ref().map_or(true, |w| name.contains(&w.to_lowercase()))
+                wanted.as_ref().is_none_or(|w| name.contains(&w.to_lowercase()))
             })
             .collect();
         candidates.sort_by_key(|a| std::cmp::Reverse(rank_adapter(&a.get_info())));

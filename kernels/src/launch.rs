@@ -94,7 +94,7 @@ impl Context {
     fn map1(self: &Arc<Self>, key: KernelKey, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "unary")?;
         let n = numel(shape);
-        if key.dtype == KDType::F32 && n % 4 == 0 && x.offset % 4 == 0 && is_contiguous(shape, x.strides) {
+        if key.dtype == KDType::F32 && n.is_multiple_of(4) && x.offset.is_multiple_of(4) && is_contiguous(shape, x.strides) {
             // whole quads: the vec4 skeleton
             let kernel = match key.kernel {
                 Kernel::Unary(op) => Kernel::UnaryVec4(op),
@@ -122,7 +122,7 @@ impl Context {
     pub fn binary(self: &Arc<Self>, op: BinaryOp, dt: KDType, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
         check_rank(shape, "binary")?;
         let n = numel(shape);
-        if dt == KDType::F32 && n % 4 == 0 {
+        if dt == KDType::F32 && n.is_multiple_of(4) {
             if let (Some((am, ao, ap)), Some((bm, bo, bp))) = (vec4_operand(&a, shape), vec4_operand(&b, shape)) {
                 let key = KernelKey::new(Kernel::BinaryVec4(op, am, bm), KDType::F32);
                 let out = self.out_f32(n)?;
@@ -226,8 +226,8 @@ impl Context {
         let split = shape.len() - n_reduced;
         let outer = numel(&shape[..split]);
         let inner = numel(&shape[split..]);
-        let vec4 = inner % 4 == 0 && x.offset % 4 == 0 && is_contiguous(shape, x.strides);
-        if vec4 && self.is_cpu_adapter() && outer >= 256 && inner >= 8 && inner <= 1 << 18 {
+        let vec4 = inner.is_multiple_of(4) && x.offset.is_multiple_of(4) && is_contiguous(shape, x.strides);
+        if vec4 && self.is_cpu_adapter() && outer >= 256 && (8..=1 << 18).contains(&inner) {
             // many contiguous rows on a CPU adapter: a thread per row, vec4 loads
             let key = KernelKey::new(Kernel::ReduceRowsVec4(op), KDType::F32);
             let out = self.out_f32(outer)?;
@@ -306,7 +306,7 @@ impl Context {
         // fixed order (deterministic).
         let tiles = n.div_ceil(64) * m.div_ceil(64);
         if batch == 1 && tiles < 32 && k >= 2048 {
-            let s = [64usize, 32, 16, 8, 4].into_iter().find(|&s| k % s == 0 && k / s >= 256 && tiles * s <= 256);
+            let s = [64usize, 32, 16, 8, 4].into_iter().find(|&s| k.is_multiple_of(s) && k / s >= 256 && tiles * s <= 256);
             if let Some(s) = s {
                 let kc = k / s;
                 let a_strides = [kc * a.strides[batch_shape.len() + 1], a.strides[batch_shape.len()], a.strides[batch_shape.len() + 1]];
@@ -434,10 +434,10 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 /// The vec4 matmul variant for these operands, if both can be read as aligned vec4s and
 /// K is a multiple of 4 (see `matmul_vec4.rs`).
 fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k: usize, n: usize) -> Option<MatmulVec4> {
-    if k % 4 != 0 || k / 4 > 60_000 {
+    if !k.is_multiple_of(4) || k / 4 > 60_000 {
         return None;
     }
-    let aligned = |v: &View| v.offset % 4 == 0 && v.strides[..br].iter().all(|s| s % 4 == 0);
+    let aligned = |v: &View| v.offset.is_multiple_of(4) && v.strides[..br].iter().all(|s| s % 4 == 0);
     let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
     let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
     // lavapipe runs one workgroup per CPU thread at a time: the biggest block that still
@@ -472,7 +472,7 @@ fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)
     if v.strides.iter().zip(shape).all(|(&s, &d)| s == 0 || d == 1) {
         return Some((Vec4Operand::Splat, v.offset, 1));
     }
-    if v.offset % 4 != 0 {
+    if !v.offset.is_multiple_of(4) {
         return None;
     }
     if is_contiguous(shape, v.strides) {
@@ -481,5 +481,5 @@ fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)
     // leading broadcast dims (stride 0), then a contiguous block of whole quads
     let lead = v.strides.iter().zip(shape).take_while(|(&s, &d)| s == 0 || d == 1).count();
     let block = numel(&shape[lead..]);
-    (block % 4 == 0 && is_contiguous(&shape[lead..], &v.strides[lead..])).then_some((Vec4Operand::Repeat, v.offset / 4, block / 4))
+    (block.is_multiple_of(4) && is_contiguous(&shape[lead..], &v.strides[lead..])).then_some((Vec4Operand::Repeat, v.offset / 4, block / 4))
 }

@@ -210,9 +210,9 @@ pub fn vec4_layout(rs: usize, cs: usize, rows: usize, cols: usize, base_ok: bool
     if !base_ok {
         return None;
     }
-    if cs == 1 && rs % 4 == 0 && cols % 4 == 0 {
+    if cs == 1 && rs.is_multiple_of(4) && cols.is_multiple_of(4) {
         Some(Vec4Layout::Row)
-    } else if rs == 1 && cs % 4 == 0 && rows % 4 == 0 {
+    } else if rs == 1 && cs.is_multiple_of(4) && rows.is_multiple_of(4) {
         Some(Vec4Layout::Col)
     } else {
         None

@@ -52,7 +52,7 @@ impl Context {
     /// param -= lr * (momentum-averaged) (grad + wd param), in place; all contiguous of n elements.
     #[allow(clippy::too_many_arguments)]
     pub fn sgd_step(self: &Arc<Self>, param: &GpuBuffer, grad: &GpuBuffer, velocity: &GpuBuffer, n: usize, lr: f32, momentum: f32, wd: f32) -> KResult<()> {
-        let key = KernelKey::new(if n % 4 == 0 { Kernel::SgdVec4 } else { Kernel::Sgd }, KDType::F32);
+        let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::SgdVec4 } else { Kernel::Sgd }, KDType::F32);
         let p = [n as u32, lr.to_bits(), momentum.to_bits(), wd.to_bits()];
         let grid = self.grid_stride(key, n as u64)?;
         self.dispatch(key, &[grad], &[param, velocity], &p, grid)
@@ -60,7 +60,7 @@ impl Context {
 
     /// One Adam / AdamW step in place; all buffers contiguous with n elements.
     pub fn adam_step(self: &Arc<Self>, param: &GpuBuffer, grad: &GpuBuffer, m: &GpuBuffer, v: &GpuBuffer, n: usize, h: AdamParams) -> KResult<()> {
-        let key = KernelKey::new(if n % 4 == 0 { Kernel::AdamVec4 } else { Kernel::Adam }, KDType::F32);
+        let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::AdamVec4 } else { Kernel::Adam }, KDType::F32);
         let f = |x: f32| x.to_bits();
         let p = [n as u32, f(h.lr), f(h.beta1), f(h.beta2), f(h.eps), f(h.weight_decay), f(h.bias_correction1), f(h.bias_correction2), h.decoupled as u32];
         let grid = self.grid_stride(key, n as u64)?;

@@ -103,7 +103,7 @@ impl Module for Conv2d {
 
 fn pool_view(op: &'static str, x: &Tensor, k: usize) -> Result<Tensor> {
     let s = x.shape();
-    if x.rank() != 4 || k == 0 || s[2] % k != 0 || s[3] % k != 0 {
+    if x.rank() != 4 || k == 0 || !s[2].is_multiple_of(k) || !s[3].is_multiple_of(k) {
         return Err(Error::Invalid { op, msg: format!("expected [B, C, H, W] with H and W divisible by {k}, got {s:?}") });
     }
     x.reshape(&[s[0], s[1], s[2] / k, k, s[3] / k, k])

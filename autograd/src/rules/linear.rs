@@ -13,11 +13,11 @@ pub(crate) fn matmul(node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>
     let matrices = a.rank() == 2 && b.rank() == 2;
     let ga = node.parents[0]
         .as_ref()
-        .map(|_| if matrices && is_transposed(&a)? { b.matmul(&g.t()?)?.t() } else { g.matmul(&b.t()?) })
+        .map(|_| if matrices && is_transposed(a)? { b.matmul(&g.t()?)?.t() } else { g.matmul(&b.t()?) })
         .transpose()?;
     let gb = node.parents[1]
         .as_ref()
-        .map(|_| if matrices && is_transposed(&b)? { g.t()?.matmul(&a)?.t() } else { a.t()?.matmul(g) })
+        .map(|_| if matrices && is_transposed(b)? { g.t()?.matmul(a)?.t() } else { a.t()?.matmul(g) })
         .transpose()?;
     Ok(vec![ga, gb])
 }

@@ -1,5 +1,7 @@
 // Strided copy of 32-bit words (any 4-byte dtype): dst[view_d(i)] = src[view_s(i)].
 // Serves `contiguous`, `cat` (each input into a slice of the output) and raw copies.
+// Grid-stride over runs of RUN elements: the multi-index is decomposed (integer
+// divisions) once per run and at row ends, else both offsets step along the last dim.
 // params: [numel, rank, 0, 0, shape[rank], src_off, src_strides[rank], dst_off, dst_strides[rank]]
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
@@ -8,12 +10,37 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= param(0)) { return; }
+    let total = nwg.x * nwg.y * WG;
+    let numel = param(0);
     let rank = param(1);
     let s_at = 4u + rank;
     let d_at = s_at + 1u + rank;
-    let si = strided_offset(i, rank, 4u, s_at + 1u, param(s_at));
-    let di = strided_offset(i, rank, 4u, d_at + 1u, param(d_at));
-    dst[di] = src[si];
+    let first = flat_id(wid, nwg, lid);
+    if (rank == 0u) {
+        if (first == 0u && numel == 1u) { dst[param(d_at)] = src[param(s_at)]; }
+        return;
+    }
+    let n_last = param(3u + rank);
+    let ss = param(s_at + rank);
+    let ds = param(d_at + rank);
+    let runs = (numel + RUN - 1u) / RUN;
+    for (var q = first; q < runs; q = q + total) {
+        let i0 = q * RUN;
+        let end = min(i0 + RUN, numel);
+        var si = strided_offset(i0, rank, 4u, s_at + 1u, param(s_at));
+        var di = strided_offset(i0, rank, 4u, d_at + 1u, param(d_at));
+        var col = i0 % n_last;
+        for (var i = i0; i < end; i = i + 1u) {
+            dst[di] = src[si];
+            col = col + 1u;
+            if (col == n_last) {
+                col = 0u;
+                si = strided_offset(i + 1u, rank, 4u, s_at + 1u, param(s_at));
+                di = strided_offset(i + 1u, rank, 4u, d_at + 1u, param(d_at));
+            } else {
+                si = si + ss;
+                di = di + ds;
+            }
+        }
+    }
 }

@@ -92,6 +92,8 @@ impl Context {
     }
 
     fn map1(self: &Arc<Self>, key: KernelKey, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        let (shape, st) = coalesce(shape, &[x.strides]);
+        let (shape, x) = (&shape[..], View { strides: &st[0], ..x });
         check_rank(shape, "unary")?;
         let n = numel(shape);
         if key.dtype == KDType::F32 && n.is_multiple_of(4) && x.offset.is_multiple_of(4) && is_contiguous(shape, x.strides) {
@@ -120,6 +122,8 @@ impl Context {
     /// out = op(a, b), both already broadcast to `shape` (stride 0 on broadcast dims),
     /// stored as `dt`.
     pub fn binary(self: &Arc<Self>, op: BinaryOp, dt: KDType, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        let (shape, st) = coalesce(shape, &[a.strides, b.strides]);
+        let (shape, a, b) = (&shape[..], View { strides: &st[0], ..a }, View { strides: &st[1], ..b });
         check_rank(shape, "binary")?;
         let n = numel(shape);
         if dt == KDType::F32 && n.is_multiple_of(4) {
@@ -145,6 +149,8 @@ impl Context {
 
     /// out = cond != 0 ? a : b, all broadcast to `shape` and stored as `dt`.
     pub fn where_(self: &Arc<Self>, dt: KDType, cond: View, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        let (shape, st) = coalesce(shape, &[cond.strides, a.strides, b.strides]);
+        let (shape, cond, a, b) = (&shape[..], View { strides: &st[0], ..cond }, View { strides: &st[1], ..a }, View { strides: &st[2], ..b });
         check_rank(shape, "where")?;
         let key = KernelKey::new(Kernel::Where, dt);
         let out = self.out_of(dt, numel(shape))?;
@@ -160,12 +166,14 @@ impl Context {
 
     /// Copy the 4-byte elements of `src` into the strided region `dst` (both of `shape`).
     pub fn copy_into(self: &Arc<Self>, src: View, dst: View, shape: &[usize]) -> KResult<()> {
+        let (shape, st) = coalesce(shape, &[src.strides, dst.strides]);
+        let (shape, src, dst) = (&shape[..], View { strides: &st[0], ..src }, View { strides: &st[1], ..dst });
         check_rank(shape, "copy")?;
         let key = KernelKey::new(Kernel::Copy, KDType::F32);
         let mut p = header(shape, false, 0)?;
         push_view(&mut p, &src)?;
         push_view(&mut p, &dst)?;
-        let grid = self.grid_1d(key, numel(shape) as u64)?;
+        let grid = self.grid_stride(key, numel(shape) as u64)?;
         self.dispatch(key, &[src.buffer], &[dst.buffer], &p, grid)
     }
 
@@ -179,6 +187,8 @@ impl Context {
 
     /// Dtype conversion between f32 and u32, and between f16 storage and f32.
     pub fn cast(self: &Arc<Self>, from: KDType, to: KDType, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        let (shape, st) = coalesce(shape, &[x.strides]);
+        let (shape, x) = (&shape[..], View { strides: &st[0], ..x });
         check_rank(shape, "cast")?;
         let key = KernelKey::new(Kernel::Cast(from, to), KDType::F32);
         let n = numel(shape);
@@ -222,6 +232,13 @@ impl Context {
     /// Reduce the last `n_reduced` dims of the strided view: returns `outer` values.
     /// Long rows are split into chunks reduced in a second pass (fixed order: deterministic).
     pub fn reduce(self: &Arc<Self>, op: ReduceOp, x: View, shape: &[usize], n_reduced: usize) -> KResult<GpuBuffer> {
+        // merge dims within the kept part and within the reduced part (never across)
+        let cut = shape.len() - n_reduced;
+        let (kept, ks) = coalesce(&shape[..cut], &[&x.strides[..cut]]);
+        let (red, rs) = coalesce(&shape[cut..], &[&x.strides[cut..]]);
+        let merged_shape: Vec<usize> = kept.iter().chain(&red).copied().collect();
+        let merged_strides: Vec<usize> = ks[0].iter().chain(&rs[0]).copied().collect();
+        let (shape, n_reduced, x) = (&merged_shape[..], red.len(), View { strides: &merged_strides, ..x });
         check_rank(shape, "reduce")?;
         let split = shape.len() - n_reduced;
         let outer = numel(&shape[..split]);
@@ -482,4 +499,34 @@ fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)
     let lead = v.strides.iter().zip(shape).take_while(|(&s, &d)| s == 0 || d == 1).count();
     let block = numel(&shape[lead..]);
     (block.is_multiple_of(4) && is_contiguous(&shape[lead..], &v.strides[lead..])).then_some((Vec4Operand::Repeat, v.offset / 4, block / 4))
+}
+
+/// Merge adjacent dims that every view walks as one (stride[d] == stride[d+1] * shape[d+1]
+/// in all of them) and drop dims of size 1: the same elements in the same row-major order,
+/// with fewer dims for the strided kernels to decompose and longer last-dim runs (e.g. a
+/// permuted [B, O, H, W] conv output becomes [B, O, H*W]; a contiguous view, rank 1).
+fn coalesce(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    if shape.contains(&0) {
+        return (shape.to_vec(), strides.iter().map(|s| s.to_vec()).collect());
+    }
+    let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
+    let mut out: Vec<Vec<usize>> = vec![Vec::with_capacity(shape.len()); strides.len()];
+    // walk from the last dim; the front of the output is built in reverse
+    for d in (0..shape.len()).rev() {
+        if shape[d] == 1 {
+            continue;
+        }
+        let merge = out_shape.last().is_some_and(|&inner| strides.iter().zip(&out).all(|(s, o)| s[d] == o.last().expect("same length") * inner));
+        if merge {
+            *out_shape.last_mut().expect("checked") *= shape[d];
+        } else {
+            out_shape.push(shape[d]);
+            for (s, o) in strides.iter().zip(out.iter_mut()) {
+                o.push(s[d]);
+            }
+        }
+    }
+    out_shape.reverse();
+    out.iter_mut().for_each(|o| o.reverse());
+    (out_shape, out)
 }

@@ -76,7 +76,7 @@ impl Context {
         p.push(x.offset as u32);
         p.extend(x.strides.iter().map(|&s| s as u32));
         p.extend([0, g.batch as u32]);
-        let grid = self.grid_1d(key, n as u64)?;
+        let grid = self.grid_stride(key, n as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         Ok(out)
     }

@@ -32,28 +32,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (i < numel) { out[i] = ST(binary_op(T(a[a0 + i]), T(b[b0 + i]))); }
         return;
     }
-    // strided: runs of RUN consecutive elements; the multi-index is decomposed (integer
-    // divisions, slow on CPUs) once per run and at row ends, else stepped along the last dim
-    let n_last = param(3u + rank);
-    let sa = param(a_at + rank);
-    let sb = param(b_at + rank);
+    // strided: runs of RUN consecutive elements, offsets decomposed once per run and
+    // stepped along the last two dims after that (see Walk in common.wgsl)
+    let sa = stride_back(a_at + 1u, rank, 1u);
+    let sa2 = stride_back(a_at + 1u, rank, 2u);
+    let sb = stride_back(b_at + 1u, rank, 1u);
+    let sb2 = stride_back(b_at + 1u, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
     for (var q = first; q < runs; q = q + total) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
         var ai = strided_offset(i0, rank, 4u, a_at + 1u, a0);
         var bi = strided_offset(i0, rank, 4u, b_at + 1u, b0);
-        var col = i0 % n_last;
+        var w = walk_start(i0, rank, 4u);
         for (var i = i0; i < end; i = i + 1u) {
             out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
-            col = col + 1u;
-            if (col == n_last) {
-                col = 0u;
+            let moved = walk_next(&w);
+            if (moved == 2u) {
                 ai = strided_offset(i + 1u, rank, 4u, a_at + 1u, a0);
                 bi = strided_offset(i + 1u, rank, 4u, b_at + 1u, b0);
             } else {
-                ai = ai + sa;
-                bi = bi + sb;
+                ai = walk_offset(ai, moved, w, sa, sa2);
+                bi = walk_offset(bi, moved, w, sb, sb2);
             }
         }
     }

@@ -97,7 +97,49 @@ fn sigmoid_safe(x: T) -> T {
 }
 
 // Elements per invocation run in the strided paths of the elementwise kernels.
-const RUN: u32 = 16u;
+const RUN: u32 = 32u;
+
+// A position in a strided walk over linear indices: the last two coordinates and the
+// extents of those dims (n2 = 1 for rank 1). Operands decompose their offset once
+// (strided_offset, integer divisions: slow on CPU adapters) and then only step:
+// walk_next says how far the position moved.
+struct Walk {
+    col: u32,
+    row: u32,
+    n_last: u32,
+    n2: u32,
+}
+
+fn walk_start(i: u32, rank: u32, shape_at: u32) -> Walk {
+    let n_last = param(shape_at + rank - 1u);
+    var n2 = 1u;
+    if (rank >= 2u) { n2 = param(shape_at + rank - 2u); }
+    return Walk(i % n_last, (i / n_last) % n2, n_last, n2);
+}
+
+// Advance by one element: 0 = moved along the last dim, 1 = wrapped into the next row of
+// the second-to-last dim, 2 = wrapped further (offsets must be decomposed again).
+fn walk_next(w: ptr<function, Walk>) -> u32 {
+    (*w).col = (*w).col + 1u;
+    if ((*w).col < (*w).n_last) { return 0u; }
+    (*w).col = 0u;
+    (*w).row = (*w).row + 1u;
+    if ((*w).row < (*w).n2) { return 1u; }
+    (*w).row = 0u;
+    return 2u;
+}
+
+// An operand's offset after walk_next returned `moved` (0 or 1), from its last two strides.
+fn walk_offset(off: u32, moved: u32, w: Walk, s_last: u32, s2: u32) -> u32 {
+    if (moved == 0u) { return off + s_last; }
+    return off - (w.n_last - 1u) * s_last + s2;
+}
+
+// The stride of dim `rank - back` of the strides at `strides_at` (0 past the front).
+fn stride_back(strides_at: u32, rank: u32, back: u32) -> u32 {
+    if (rank < back) { return 0u; }
+    return param(strides_at + rank - back);
+}
 
 // Launch parameters live in a uniform block (array<vec4<u32>, PARAMS_QUADS>): on CPU
 // adapters uniform reads are plain (broadcast) loads, storage reads go lane by lane.

@@ -1,7 +1,7 @@
 // Strided copy of 32-bit words (any 4-byte dtype): dst[view_d(i)] = src[view_s(i)].
 // Serves `contiguous`, `cat` (each input into a slice of the output) and raw copies.
-// Grid-stride over runs of RUN elements: the multi-index is decomposed (integer
-// divisions) once per run and at row ends, else both offsets step along the last dim.
+// Grid-stride over runs of RUN elements: offsets are decomposed (integer divisions) once
+// per run and stepped along the last two dims after that (Walk in common.wgsl).
 // params: [numel, rank, 0, 0, shape[rank], src_off, src_strides[rank], dst_off, dst_strides[rank]]
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
@@ -20,26 +20,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (first == 0u && numel == 1u) { dst[param(d_at)] = src[param(s_at)]; }
         return;
     }
-    let n_last = param(3u + rank);
-    let ss = param(s_at + rank);
-    let ds = param(d_at + rank);
+    let ss = stride_back(s_at + 1u, rank, 1u);
+    let ss2 = stride_back(s_at + 1u, rank, 2u);
+    let ds = stride_back(d_at + 1u, rank, 1u);
+    let ds2 = stride_back(d_at + 1u, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
     for (var q = first; q < runs; q = q + total) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
         var si = strided_offset(i0, rank, 4u, s_at + 1u, param(s_at));
         var di = strided_offset(i0, rank, 4u, d_at + 1u, param(d_at));
-        var col = i0 % n_last;
+        var w = walk_start(i0, rank, 4u);
         for (var i = i0; i < end; i = i + 1u) {
             dst[di] = src[si];
-            col = col + 1u;
-            if (col == n_last) {
-                col = 0u;
+            let moved = walk_next(&w);
+            if (moved == 2u) {
                 si = strided_offset(i + 1u, rank, 4u, s_at + 1u, param(s_at));
                 di = strided_offset(i + 1u, rank, 4u, d_at + 1u, param(d_at));
             } else {
-                si = si + ss;
-                di = di + ds;
+                si = walk_offset(si, moved, w, ss, ss2);
+                di = walk_offset(di, moved, w, ds, ds2);
             }
         }
     }

@@ -27,23 +27,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (i < numel) { out[i] = ST(unary_op(T(x[x_off + i]), sc)); }
         return;
     }
-    // strided: runs of RUN elements, index decomposed once per run and at row ends
-    let n_last = param(3u + rank);
-    let sx = param(4u + 2u * rank);
+    // strided: runs of RUN elements, offsets decomposed once per run, then stepped
+    let sx = stride_back(5u + rank, rank, 1u);
+    let sx2 = stride_back(5u + rank, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
     for (var q = first; q < runs; q = q + total) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
         var xi = strided_offset(i0, rank, 4u, 5u + rank, x_off);
-        var col = i0 % n_last;
+        var w = walk_start(i0, rank, 4u);
         for (var i = i0; i < end; i = i + 1u) {
             out[i] = ST(unary_op(T(x[xi]), sc));
-            col = col + 1u;
-            if (col == n_last) {
-                col = 0u;
+            let moved = walk_next(&w);
+            if (moved == 2u) {
                 xi = strided_offset(i + 1u, rank, 4u, 5u + rank, x_off);
             } else {
-                xi = xi + sx;
+                xi = walk_offset(xi, moved, w, sx, sx2);
             }
         }
     }

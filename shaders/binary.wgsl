@@ -42,16 +42,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var q = first; q < runs; q = q + total) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
-        var ai = strided_offset(i0, rank, 4u, a_at + 1u, a0);
-        var bi = strided_offset(i0, rank, 4u, b_at + 1u, b0);
-        var w = walk_start(i0, rank, 4u);
-        for (var i = i0; i < end; i = i + 1u) {
-            out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
-            let moved = walk_next(&w);
-            if (moved == 2u) {
-                ai = strided_offset(i + 1u, rank, 4u, a_at + 1u, a0);
-                bi = strided_offset(i + 1u, rank, 4u, b_at + 1u, b0);
-            } else {
+        var i = i0;
+        loop {
+            if (i >= end) { break; }
+            // decompose once per block of the last two dims, then only step (a branch
+            // around the decomposition would still run it, masked, on SIMD CPUs)
+            var ai = strided_offset(i, rank, 4u, a_at + 1u, a0);
+            var bi = strided_offset(i, rank, 4u, b_at + 1u, b0);
+            var w = walk_start(i, rank, 4u);
+            let stop = min(end, i + walk_left(w));
+            for (; i < stop; i = i + 1u) {
+                out[i] = ST(binary_op(T(a[ai]), T(b[bi])));
+                let moved = walk_next(&w);
                 ai = walk_offset(ai, moved, w, sa, sa2);
                 bi = walk_offset(bi, moved, w, sb, sb2);
             }

@@ -117,6 +117,11 @@ fn walk_start(i: u32, rank: u32, shape_at: u32) -> Walk {
     return Walk(i % n_last, (i / n_last) % n2, n_last, n2);
 }
 
+// Elements from the position to the end of its block of the last two dims.
+fn walk_left(w: Walk) -> u32 {
+    return (w.n2 - w.row) * w.n_last - w.col;
+}
+
 // Advance by one element: 0 = moved along the last dim, 1 = wrapped into the next row of
 // the second-to-last dim, 2 = wrapped further (offsets must be decomposed again).
 fn walk_next(w: ptr<function, Walk>) -> u32 {

@@ -28,16 +28,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var q = first; q < runs; q = q + total) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
-        var si = strided_offset(i0, rank, 4u, s_at + 1u, param(s_at));
-        var di = strided_offset(i0, rank, 4u, d_at + 1u, param(d_at));
-        var w = walk_start(i0, rank, 4u);
-        for (var i = i0; i < end; i = i + 1u) {
-            dst[di] = src[si];
-            let moved = walk_next(&w);
-            if (moved == 2u) {
-                si = strided_offset(i + 1u, rank, 4u, s_at + 1u, param(s_at));
-                di = strided_offset(i + 1u, rank, 4u, d_at + 1u, param(d_at));
-            } else {
+        var i = i0;
+        loop {
+            if (i >= end) { break; }
+            // decomposed once per block of the last two dims (see binary.wgsl)
+            var si = strided_offset(i, rank, 4u, s_at + 1u, param(s_at));
+            var di = strided_offset(i, rank, 4u, d_at + 1u, param(d_at));
+            var w = walk_start(i, rank, 4u);
+            let stop = min(end, i + walk_left(w));
+            for (; i < stop; i = i + 1u) {
+                dst[di] = src[si];
+                let moved = walk_next(&w);
                 si = walk_offset(si, moved, w, ss, ss2);
                 di = walk_offset(di, moved, w, ds, ds2);
             }

@@ -27,11 +27,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         out[row] = a;
         return;
     }
-    for (var r = 0u; r < inner; r = r + 1u) {
-        let lin = row * inner + r;
-        var xi = off + lin;
-        if (mode == 0u) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
-        a = reduce_combine(a, x[xi]);
+    if (mode == 1u) {
+        for (var r = 0u; r < inner; r = r + 1u) {
+            a = reduce_combine(a, x[off + row * inner + r]);
+        }
+        out[row] = a;
+        return;
+    }
+    // general strided: offsets decomposed once per block of the last two dims, then
+    // stepped (Walk in common.wgsl), in the same element order
+    let s1 = stride_back(6u + rank, rank, 1u);
+    let s2 = stride_back(6u + rank, rank, 2u);
+    var lin = row * inner;
+    let end = lin + inner;
+    loop {
+        if (lin >= end) { break; }
+        var xi = strided_offset(lin, rank, 5u, 6u + rank, off);
+        var w = walk_start(lin, rank, 5u);
+        let stop = min(end, lin + walk_left(w));
+        for (; lin < stop; lin = lin + 1u) {
+            a = reduce_combine(a, x[xi]);
+            xi = walk_offset(xi, walk_next(&w), w, s1, s2);
+        }
     }
     out[row] = a;
 }

@@ -34,15 +34,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var q = first; q < runs; q = q + total) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
-        var xi = strided_offset(i0, rank, 4u, 5u + rank, x_off);
-        var w = walk_start(i0, rank, 4u);
-        for (var i = i0; i < end; i = i + 1u) {
-            out[i] = ST(unary_op(T(x[xi]), sc));
-            let moved = walk_next(&w);
-            if (moved == 2u) {
-                xi = strided_offset(i + 1u, rank, 4u, 5u + rank, x_off);
-            } else {
-                xi = walk_offset(xi, moved, w, sx, sx2);
+        var i = i0;
+        loop {
+            if (i >= end) { break; }
+            // decomposed once per block of the last two dims (see binary.wgsl)
+            var xi = strided_offset(i, rank, 4u, 5u + rank, x_off);
+            var w = walk_start(i, rank, 4u);
+            let stop = min(end, i + walk_left(w));
+            for (; i < stop; i = i + 1u) {
+                out[i] = ST(unary_op(T(x[xi]), sc));
+                xi = walk_offset(xi, walk_next(&w), w, sx, sx2);
             }
         }
     }

@@ -67,6 +67,21 @@ fn main() -> Result<()> {
         Tensor::ones(&[4], DType::F32, &fresh)?.exp()?.to_vec::<f32>()?;
         let cold = s.elapsed().as_secs_f64() * 1e3;
         recs.push(Rec { workload: "cold start (device + first op)".into(), param: String::new(), device: "gpu", median: cold, min: cold, max: cold, unit: "ms" });
+        // host cost of one small op: 400 adds encoded (below the 512-dispatch batch, so
+        // nothing executes meanwhile), median of 20 rounds
+        let x = Tensor::ones(&[4], DType::F32, &fresh)?;
+        let mut per = Vec::new();
+        for _ in 0..20 {
+            let mut y = x.clone();
+            let s = Instant::now();
+            for _ in 0..400 {
+                y = y.add(&x)?;
+            }
+            per.push(s.elapsed().as_secs_f64() * 1e6 / 400.0);
+            fresh.synchronize()?;
+        }
+        per.sort_by(f64::total_cmp);
+        recs.push(Rec { workload: "host encode per op (tiny add)".into(), param: String::new(), device: "gpu", median: per[10], min: per[0], max: per[19], unit: "us" });
         drop(fresh);
         devices.push(("gpu", Device::gpu()?));
     }

@@ -31,8 +31,8 @@ fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
     s.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.to_scalar::<f64>()
 }
 
-/// Check derivatives of `f` at `x` up to `order` (1 or 2) in f64 on the CPU (x is copied
-/// there); the error names the worst mismatch.
+/// Check derivatives of `f` at `x` up to `order` (each level against central differences of
+/// the one below) in f64 on the CPU (x is copied there); the error names the worst mismatch.
 pub fn check_grads<F>(f: F, x: &Tensor, order: usize) -> Result<()>
 where
     F: Fn(&Tensor) -> Result<Tensor>,

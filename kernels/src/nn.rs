@@ -133,4 +133,24 @@ impl Context {
         self.dispatch(key, &[z.buffer], &[&out], &p, grid)?;
         Ok(Some(out))
     }
+
+    /// k * g * p * (v - rowsum(p * v)) with p = softmax of the contiguous rows of z
+    /// [outer, n] (at their offsets); g a device scalar, or 1 when None. None past
+    /// lavapipe's loop cap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn softmax_vjp(self: &Arc<Self>, z: View, v: View, g: Option<View>, k: f32, outer: usize, n: usize) -> KResult<Option<GpuBuffer>> {
+        if 4 * n + 1 > 60_000 {
+            return Ok(None);
+        }
+        let key = KernelKey::new(Kernel::SoftmaxVjp, KDType::F32);
+        let out = self.alloc_output((outer * n * 4) as u64)?;
+        let (g_buf, g_off) = match &g {
+            Some(g) => (g.buffer, g.offset as u32),
+            None => (z.buffer, u32::MAX),
+        };
+        let p = [outer as u32, n as u32, z.offset as u32, v.offset as u32, g_off, k.to_bits()];
+        let grid = self.grid_1d(key, outer as u64)?;
+        self.dispatch(key, &[z.buffer, v.buffer, g_buf], &[&out], &p, grid)?;
+        Ok(Some(out))
+    }
 }

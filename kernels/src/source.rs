@@ -37,6 +37,7 @@ const SGD: &str = include_str!("../../shaders/sgd.wgsl");
 const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 const SOFTMAX_COMMON: &str = include_str!("../../shaders/softmax_common.wgsl");
 const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
+const SOFTMAX_VJP: &str = include_str!("../../shaders/softmax_vjp.wgsl");
 const XENT_LOSS: &str = include_str!("../../shaders/xent_loss.wgsl");
 const XENT_GRAD: &str = include_str!("../../shaders/xent_grad.wgsl");
 const IM2COL: &str = include_str!("../../shaders/im2col.wgsl");
@@ -219,6 +220,8 @@ pub enum Kernel {
     AdamVec4,
     /// Softmax of contiguous rows, one thread per row.
     SoftmaxRows,
+    /// The (scaled) softmax VJP of contiguous rows, one thread per row.
+    SoftmaxVjp,
     /// Mean softmax cross-entropy of logit rows against u32 labels (one workgroup).
     XentLoss,
     /// Its gradient times a scalar cotangent, one thread per row.
@@ -279,6 +282,7 @@ impl KernelKey {
             Kernel::Im2Col | Kernel::Col2Im => (1, 1),
             Kernel::XentLoss => (2, 1),
             Kernel::SoftmaxRows => (1, 1),
+            Kernel::SoftmaxVjp => (3, 1),
             Kernel::XentGrad => (3, 1),
         }
     }
@@ -349,6 +353,7 @@ impl KernelKey {
             }
             Kernel::XentLoss => (XENT_LOSS, SOFTMAX_COMMON.to_string()),
             Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
+            Kernel::SoftmaxVjp => (SOFTMAX_VJP, SOFTMAX_COMMON.to_string()),
             Kernel::XentGrad => (XENT_GRAD, SOFTMAX_COMMON.to_string()),
             Kernel::Im2Col => (IM2COL, String::new()),
             Kernel::Col2Im => (COL2IM, String::new()),
@@ -402,6 +407,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::XentLoss,
         Kernel::XentGrad,
         Kernel::SoftmaxRows,
+        Kernel::SoftmaxVjp,
     ] {
         v.push(KernelKey::new(k, f));
     }

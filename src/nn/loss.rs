@@ -52,17 +52,15 @@ impl CustomOp for SoftmaxXentGrad {
         "cross_entropy_grad"
     }
     /// With s = softmax(z) (rows) and the symmetric softmax Jacobian diag(s) - s s^T:
-    /// z-bar = (g / B) s * (G-bar - rowsum(s * G-bar)), g-bar = sum(G-bar * (s - onehot(y))) / B.
-    /// Plain differentiable ops: third derivatives work as well.
+    /// z-bar = (g / B) s * (G-bar - rowsum(s * G-bar)) (the fused softmax_vjp op),
+    /// g-bar = sum(G-bar * (s - onehot(y))) / B. Differentiable to any order.
     fn vjp(&self, inputs: &[Tensor], _out: &Tensor, gbar: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (z, g) = (&inputs[0], &inputs[1]);
         let (b, c) = (z.shape()[0], z.shape()[1]);
-        let s = z.softmax(1)?;
-        let sg = s.mul(gbar)?;
-        let zbar = sg.sub(&s.mul(&sg.sum(&[1], true)?)?)?.mul(&g.reshape(&[])?.mul_scalar(1.0 / b as f64)?)?;
+        let zbar = z.softmax_vjp(gbar, Some(g), 1.0 / b as f64)?;
         // g is usually the constant seed of a gradient: its cotangent only when tracked
         let gbar_g = if g.is_tracked() {
-            let diff = s.sub(&self.labels.one_hot(c, z.dtype())?)?;
+            let diff = z.softmax(1)?.sub(&self.labels.one_hot(c, z.dtype())?)?;
             Some(gbar.mul(&diff)?.sum_all()?.mul_scalar(1.0 / b as f64)?.reshape(g.shape())?)
         } else {
             None

@@ -179,3 +179,30 @@ fn conversions_carry_gradients_across_dtypes_and_devices() {
     assert_eq!(g.dtype(), DType::F32);
     assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0, -2.0, 4.0]);
 }
+
+#[test]
+fn fused_softmax_and_its_vjp_match_the_composite_to_third_order() {
+    // softmax over the last axis is one op whose VJP is the fused softmax_vjp op, whose VJP
+    // is written with itself: check derivatives to order 3 by finite differences (CPU, f64)
+    let x = input(&[3, 5], -2.0, 2.0, &cpu(), DType::F64);
+    let w = input(&[3, 5], -1.0, 1.0, &cpu(), DType::F64);
+    check_grads(|x| x.softmax(-1)?.mul(&w)?.sum_all(), &x, 3).unwrap();
+    // softmax_vjp with a tracked scale: all three inputs packed in one vector
+    let packed = input(&[31], -1.5, 1.5, &cpu(), DType::F64);
+    let f = |p: &Tensor| -> Result<Tensor> {
+        let (z, v, g) = (p.narrow(0, 0, 15)?.reshape(&[3, 5])?, p.narrow(0, 15, 15)?.reshape(&[3, 5])?, p.narrow(0, 30, 1)?);
+        z.softmax_vjp(&v, Some(&g), 0.5)?.square()?.sum_all()
+    };
+    check_grads(f, &packed, 2).unwrap();
+    // the GPU kernel against the composite s * (v - sum(s v)) * k * g, and its gradients
+    with_gpu!(g);
+    let (z, v) = (input(&[37, 11], -3.0, 3.0, &cpu(), DType::F64), input(&[37, 11], -1.0, 1.0, &cpu(), DType::F64));
+    let s = z.softmax(-1).unwrap();
+    let sv = s.mul(&v).unwrap();
+    let want = sv.sub(&s.mul(&sv.sum(&[-1], true).unwrap()).unwrap()).unwrap().mul_scalar(0.25 * 3.0).unwrap();
+    let dev = |t: &Tensor| rounded(t).to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+    let scale = Tensor::from_slice(&[3.0f32], &[1], &g).unwrap();
+    let got = dev(&z).softmax_vjp(&dev(&v), Some(&scale), 0.25).unwrap();
+    assert_close(&got, &want, 1e-5, 1e-6, "softmax_vjp on the GPU");
+    gpu_matches_cpu(&|x: &Tensor| x.softmax(-1)?.square()?.sum_all(), &z, &g, "softmax (through softmax_vjp)");
+}

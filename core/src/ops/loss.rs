@@ -1,7 +1,7 @@
-//! Fused softmax cross-entropy: the mean loss of logit rows against u32 labels, and its
-//! gradient times a scalar cotangent, each one kernel on the GPU. They record nothing:
-//! `wgrad::nn::cross_entropy` wraps them in custom ops whose VJPs are written with
-//! differentiable ops (so Hessians and HVPs work through the fused pair).
+//! Fused softmax kernels. The mean softmax cross-entropy of logit rows against u32 labels
+//! and its gradient times a scalar cotangent record nothing: `wgrad::nn::cross_entropy`
+//! wraps them in custom ops. The (scaled) softmax VJP is itself a differentiable op whose
+//! VJP is written with ops and with itself, so derivatives of any order stay fused.
 use super::{cpu_of, index::check_indices};
 use crate::graph::is_recording;
 use crate::storage::CpuStorage;
@@ -94,4 +94,73 @@ impl Tensor {
         }
         super::run(self, &[b, c], self.dtype(), || Ok(CpuStorage::from_f64(out, self.dtype())), |_| unreachable!("CPU tensor"))
     }
+}
+
+impl Tensor {
+    /// k * g * s * (v - sum_last(s * v)) with s = softmax(self) over the last axis: the
+    /// softmax VJP for the cotangent v, scaled by k and (optionally) the one-element g.
+    /// One kernel on the GPU; differentiable to any order.
+    pub fn softmax_vjp(&self, v: &Tensor, g: Option<&Tensor>, k: f64) -> Result<Tensor> {
+        check_float("softmax_vjp", self)?;
+        if v.shape() != self.shape() || self.rank() == 0 {
+            return Err(Error::ShapeMismatch { op: "softmax_vjp", lhs: self.shape().to_vec(), rhs: v.shape().to_vec(), msg: "the cotangent must have the logits' shape (rank >= 1)".into() });
+        }
+        if let Some(g) = g {
+            if g.numel() != 1 || g.device() != self.device() {
+                return Err(Error::Invalid { op: "softmax_vjp", msg: format!("the scale must be one value on {}, got {:?} on {}", self.device().name(), g.shape(), g.device().name()) });
+            }
+        }
+        let mut inputs = vec![self, v];
+        inputs.extend(g);
+        let (z, vv, gg) = (self.clone(), v.clone(), g.cloned());
+        crate::graph::custom_op(std::sync::Arc::new(SoftmaxVjp { k, scaled: g.is_some() }), &inputs, move || softmax_vjp_forward(&z, &vv, gg.as_ref(), k))
+    }
+}
+
+/// [`Tensor::softmax_vjp`] as one op: F(z, v, g) = k g J_s(z) v with J_s = diag(s) - s s^T.
+struct SoftmaxVjp {
+    k: f64,
+    scaled: bool,
+}
+
+impl crate::graph::CustomOp for SoftmaxVjp {
+    fn name(&self) -> &str {
+        "softmax_vjp"
+    }
+    /// For the cotangent h (J_s symmetric, a = sum_last(s v), b = sum_last(s h)):
+    /// v-bar = F(z, h, g); z-bar = F(z, u, g) with u = h v - a h - b v (from
+    /// d(J_s v) = dJ_s v, written through J_s again); g-bar = sum(h * F(z, v, 1)).
+    fn vjp(&self, inputs: &[Tensor], _out: &Tensor, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (z, v) = (&inputs[0], &inputs[1]);
+        let g = inputs.get(2).filter(|_| self.scaled);
+        let s = z.softmax(-1)?;
+        let a = s.mul(v)?.sum(&[-1], true)?;
+        let b = s.mul(h)?.sum(&[-1], true)?;
+        let u = h.mul(v)?.sub(&a.mul(h)?)?.sub(&b.mul(v)?)?;
+        let mut out = vec![Some(z.softmax_vjp(&u, g, self.k)?), Some(z.softmax_vjp(h, g, self.k)?)];
+        if let Some(g) = g {
+            let gbar = if g.is_tracked() { Some(h.mul(&z.softmax_vjp(v, None, self.k)?)?.sum_all()?.reshape(g.shape())?) } else { None };
+            out.push(gbar);
+        }
+        Ok(out)
+    }
+}
+
+/// The forward of [`SoftmaxVjp`]: the row kernel on the GPU (f32), ops elsewhere.
+fn softmax_vjp_forward(z: &Tensor, v: &Tensor, g: Option<&Tensor>, k: f64) -> Result<Tensor> {
+    if let (Some(ctx), DType::F32, DType::F32) = (z.device().context(), z.dtype(), v.dtype()) {
+        let n = *z.shape().last().expect("rank >= 1");
+        let (zc, vc) = (z.contiguous()?, v.contiguous()?);
+        let gc = g.map(|g| g.to_dtype(DType::F32)?.contiguous()).transpose()?;
+        if let Some(buf) = ctx.softmax_vjp(zc.view(), vc.view(), gc.as_ref().map(|g| g.view()), k as f32, z.numel() / n.max(1), n)? {
+            return Ok(Tensor::new_contiguous(crate::storage::Storage::Gpu(std::sync::Arc::new(buf)), z.shape(), z.dtype(), z.device().clone()));
+        }
+    }
+    let s = z.softmax(-1)?;
+    let sv = s.mul(v)?;
+    let mut out = sv.sub(&s.mul(&sv.sum(&[-1], true)?)?)?.mul_scalar(k)?;
+    if let Some(g) = g {
+        out = out.mul(&g.reshape(&[])?)?;
+    }
+    Ok(out)
 }

@@ -201,10 +201,9 @@ impl crate::graph::CustomOp for SoftmaxLast {
         "softmax"
     }
     /// With s = softmax(x) and the symmetric Jacobian diag(s) - s s^T (per row):
-    /// x-bar = s * (g - sum_last(s * g)). Plain differentiable ops.
-    fn vjp(&self, _inputs: &[Tensor], s: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let sg = s.mul(g)?;
-        Ok(vec![Some(sg.sub(&s.mul(&sg.sum(&[-1], true)?)?)?)])
+    /// x-bar = s * (g - sum_last(s * g)), the fused (and differentiable) softmax_vjp.
+    fn vjp(&self, inputs: &[Tensor], _s: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(inputs[0].softmax_vjp(g, None, 1.0)?)])
     }
 }
 

@@ -461,15 +461,19 @@ fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k:
     // gives every thread a tile. The large block is ~1.2x faster than the medium one but
     // takes ~0.1 s longer to compile (once; Mesa caches it on disk): from 2^27 FMAs on.
     let threads = crate::dispatch::cpu_threads().clamp(2, 8);
-    let tiles = |tm: usize, tn: usize| batch * m.div_ceil(tm) * n.div_ceil(tn);
-    let block = if batch * m * n * k >= 1 << 27 && tiles(96, 128) >= threads {
+    let variant = |block| MatmulVec4 { a: la, b: lb, block };
+    let fills = |block| {
+        let (tm, tn) = variant(block).workgroup_tile();
+        batch * m.div_ceil(tm) * n.div_ceil(tn) >= threads
+    };
+    let block = if batch * m * n * k >= 1 << 27 && fills(Block::Large) {
         Block::Large
-    } else if tiles(64, 128) >= threads {
+    } else if fills(Block::Medium) {
         Block::Medium
     } else {
         Block::Small
     };
-    Some(MatmulVec4 { a: la, b: lb, block })
+    Some(variant(block))
 }
 
 /// (row stride, element stride) when the kept dims `shape[..split]` and the reduced dims

@@ -97,15 +97,23 @@ fn main() -> Result<()> {
         eprintln!("running on {}", dev.name());
         // W1 matmul
         for &n in sizes {
+            // first call: on a fresh device (no pipeline compiled yet, as in a new process;
+            // lavapipe still finds Mesa's on-disk shader cache unless
+            // MESA_SHADER_CACHE_DISABLE=true)
+            let first_dev = if *tag == "gpu" { Device::new_gpu()? } else { dev.clone() };
+            let (fa, fb) = (Tensor::randn(&[n, n], 1, DType::F32, &first_dev)?, Tensor::randn(&[n, n], 2, DType::F32, &first_dev)?);
+            first_dev.synchronize()?;
+            let s = Instant::now();
+            let c = fa.matmul(&fb)?;
+            first_dev.synchronize()?;
+            let first = s.elapsed().as_secs_f64() * 1e3;
+            drop((fa, fb, first_dev));
             let a = Tensor::randn(&[n, n], 1, DType::F32, dev)?;
             let b = Tensor::randn(&[n, n], 2, DType::F32, dev)?;
-            let s = Instant::now();
-            let c = a.matmul(&b)?;
-            dev.synchronize()?;
-            let first = s.elapsed().as_secs_f64() * 1e3;
             if *tag == "gpu" && n <= 1024 {
                 let want = a.to_device(&cpu)?.matmul(&b.to_device(&cpu)?)?;
                 check("matmul", &c, &want, 1e-4)?;
+                check("matmul", &a.matmul(&b)?, &want, 1e-4)?;
             }
             let r = if n >= 2048 { reps.min(3) } else { reps };
             let (md, mn, mx) = time(dev, r, || a.matmul(&b).map(drop))?;

@@ -1,11 +1,12 @@
-//! Launchers, one per kernel family: they turn shapes and strides into params and a grid.
-//! Every output is a fresh contiguous buffer unless the launcher writes into a given one.
+//! Launchers turn shapes and strides into params and a grid. This file: the elementwise,
+//! copy, cast, fill and index launchers and the view helpers they share (reductions are
+//! in `reduce.rs`, matmul in `matmul.rs`, training kernels in `nn.rs`). Every output is a
+//! fresh contiguous buffer unless the launcher writes into a given one.
 
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
-use crate::matmul_vec4::{vec4_layout, Block, MatmulVec4};
-use crate::source::{ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, Vec4Operand};
+use crate::source::{BinaryOp, KDType, Kernel, KernelKey, UnaryOp, Vec4Operand};
 use std::sync::Arc;
 
 /// Highest rank the strided kernels accept.
@@ -21,18 +22,18 @@ pub struct View<'a> {
     pub strides: &'a [usize],
 }
 
-fn u32_of(v: usize, what: &str) -> KResult<u32> {
+pub(crate) fn u32_of(v: usize, what: &str) -> KResult<u32> {
     u32::try_from(v).map_err(|_| KernelError::Unsupported(format!("{what} {v} does not fit in 32 bits")))
 }
 
-fn check_rank(shape: &[usize], kernel: &str) -> KResult<()> {
+pub(crate) fn check_rank(shape: &[usize], kernel: &str) -> KResult<()> {
     if shape.len() > MAX_RANK {
         return Err(KernelError::Unsupported(format!("{kernel} of rank {} (at most {MAX_RANK})", shape.len())));
     }
     Ok(())
 }
 
-fn numel(shape: &[usize]) -> usize {
+pub(crate) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
@@ -48,7 +49,7 @@ pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
     true
 }
 
-fn push_view(p: &mut Vec<u32>, v: &View) -> KResult<()> {
+pub(crate) fn push_view(p: &mut Vec<u32>, v: &View) -> KResult<()> {
     p.push(u32_of(v.offset, "offset")?);
     for &s in v.strides {
         p.push(u32_of(s, "stride")?);
@@ -56,7 +57,7 @@ fn push_view(p: &mut Vec<u32>, v: &View) -> KResult<()> {
     Ok(())
 }
 
-fn header(shape: &[usize], contiguous: bool, scalar_bits: u32) -> KResult<Vec<u32>> {
+pub(crate) fn header(shape: &[usize], contiguous: bool, scalar_bits: u32) -> KResult<Vec<u32>> {
     let mut p = vec![u32_of(numel(shape), "element count")?, shape.len() as u32, contiguous as u32, scalar_bits];
     for &d in shape {
         p.push(d as u32);
@@ -65,7 +66,7 @@ fn header(shape: &[usize], contiguous: bool, scalar_bits: u32) -> KResult<Vec<u3
 }
 
 impl Context {
-    fn out_f32(self: &Arc<Self>, n: usize) -> KResult<GpuBuffer> {
+    pub(crate) fn out_f32(self: &Arc<Self>, n: usize) -> KResult<GpuBuffer> {
         self.alloc_output((n * 4) as u64)
     }
 
@@ -215,175 +216,6 @@ impl Context {
         self.fill(n, 0.0)
     }
 
-    fn reduce_params(x: &View, shape: &[usize], split: usize, outer: usize, inner: usize, nchunks: usize, chunk: usize) -> KResult<Vec<u32>> {
-        let mut p = vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, shape.len() as u32];
-        p.extend(shape.iter().map(|&d| d as u32));
-        push_view(&mut p, x)?;
-        // mode: 1 contiguous; 2 two-level (element (row, r) at off + row * so + r * si,
-        // no per-element index arithmetic over the dims); 0 general strided
-        match (is_contiguous(shape, x.strides), two_level_strides(shape, x.strides, split)) {
-            (true, _) => p.push(1),
-            (false, Some((so, si))) => p.extend([2, u32_of(so, "stride")?, u32_of(si, "stride")?]),
-            (false, None) => p.push(0),
-        }
-        Ok(p)
-    }
-
-    /// Reduce the last `n_reduced` dims of the strided view: returns `outer` values.
-    /// Long rows are split into chunks reduced in a second pass (fixed order: deterministic).
-    pub fn reduce(self: &Arc<Self>, op: ReduceOp, x: View, shape: &[usize], n_reduced: usize) -> KResult<GpuBuffer> {
-        // merge dims within the kept part and within the reduced part (never across)
-        let cut = shape.len() - n_reduced;
-        let (kept, ks) = coalesce(&shape[..cut], &[&x.strides[..cut]]);
-        let (red, rs) = coalesce(&shape[cut..], &[&x.strides[cut..]]);
-        let merged_shape: Vec<usize> = kept.iter().chain(&red).copied().collect();
-        let merged_strides: Vec<usize> = ks[0].iter().chain(&rs[0]).copied().collect();
-        let (shape, n_reduced, x) = (&merged_shape[..], red.len(), View { strides: &merged_strides, ..x });
-        check_rank(shape, "reduce")?;
-        let split = shape.len() - n_reduced;
-        let outer = numel(&shape[..split]);
-        let inner = numel(&shape[split..]);
-        let vec4 = inner.is_multiple_of(4) && x.offset.is_multiple_of(4) && is_contiguous(shape, x.strides);
-        if vec4 && self.is_cpu_adapter() && outer >= 256 && (8..=1 << 18).contains(&inner) {
-            // many contiguous rows on a CPU adapter: a thread per row, vec4 loads
-            let key = KernelKey::new(Kernel::ReduceRowsVec4(op), KDType::F32);
-            let out = self.out_f32(outer)?;
-            let p = [u32_of(outer, "rows")?, u32_of(inner, "row length")?, 1, u32_of(inner, "row length")?, u32_of(x.offset, "offset")?];
-            let grid = self.grid_1d(key, outer as u64)?;
-            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
-            return Ok(out);
-        }
-        // Many short rows: a thread per row beats a mostly idle workgroup per row; so do
-        // columns (reduced elements apart in memory, outputs adjacent: e.g. a bias
-        // gradient summed over the batch), where neighbouring threads read neighbours.
-        let columns = matches!(two_level_strides(shape, x.strides, split), Some((1, si)) if si != 1);
-        if inner <= 16 || (outer >= 4096 && inner <= 1024) || (columns && inner <= 4096) {
-            let key = KernelKey::new(Kernel::ReduceRows(op), KDType::F32);
-            let out = self.out_f32(outer)?;
-            let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner.max(1))?;
-            let grid = self.grid_1d(key, outer as u64)?;
-            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
-            return Ok(out);
-        }
-        let key = KernelKey::new(if vec4 { Kernel::ReduceVec4(op) } else { Kernel::Reduce(op) }, KDType::F32);
-        // elements per workgroup: on CPU adapters each workgroup's closing tree (barriers
-        // are coroutine switches in lavapipe) costs more than a GPU's, so chunks are longer
-        let chunk_len: usize = if vec4 && self.is_cpu_adapter() { 256 * 1024 } else { 16 * 1024 };
-        let nchunks = if inner > chunk_len { inner.div_ceil(chunk_len) } else { 1 };
-        let chunk = if nchunks > 1 { chunk_len } else { inner.max(1) };
-        let out = self.out_f32(outer * nchunks)?;
-        let p = if vec4 {
-            vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, u32_of(x.offset, "offset")?]
-        } else {
-            Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?
-        };
-        let grid = self.grid_groups(key, (outer * nchunks) as u64)?;
-        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
-        if nchunks == 1 {
-            return Ok(out);
-        }
-        let strides = [nchunks, 1];
-        let partial = View { buffer: &out, offset: 0, strides: &strides };
-        self.reduce(op, partial, &[outer, nchunks], 1)
-    }
-
-    /// argmax / argmin over the last dim of the strided view: `outer` u32 indices.
-    pub fn arg_reduce(self: &Arc<Self>, op: ArgReduceOp, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
-        check_rank(shape, "arg_reduce")?;
-        let key = KernelKey::new(Kernel::ArgReduce(op), KDType::F32);
-        let inner = *shape.last().unwrap_or(&1);
-        let outer = numel(shape) / inner.max(1);
-        let out = self.out_f32(outer)?;
-        let split = shape.len().saturating_sub(1);
-        let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner)?;
-        let grid = self.grid_groups(key, outer as u64)?;
-        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
-        Ok(out)
-    }
-
-    /// Batched matmul: a [batch.., m, k] and b [batch.., k, n] strided (batch strides already
-    /// broadcast, 0 on broadcast dims); returns contiguous [batch.., m, n].
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul(
-        self: &Arc<Self>,
-        a: View,
-        b: View,
-        batch_shape: &[usize],
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> KResult<GpuBuffer> {
-        if batch_shape.len() > MAX_BATCH_RANK {
-            return Err(KernelError::Unsupported(format!("matmul with {} batch dims (at most {MAX_BATCH_RANK})", batch_shape.len())));
-        }
-        let key = KernelKey::new(Kernel::Matmul, KDType::F32);
-        let batch = numel(batch_shape);
-        // Split-K: few output tiles over a long K (e.g. a weight gradient) would leave most
-        // of the GPU idle; K is cut into `s` slices computed as a batch and summed in a
-        // fixed order (deterministic).
-        let tiles = n.div_ceil(64) * m.div_ceil(64);
-        if batch == 1 && tiles < 32 && k >= 2048 {
-            let s = [64usize, 32, 16, 8, 4].into_iter().find(|&s| k.is_multiple_of(s) && k / s >= 256 && tiles * s <= 256);
-            if let Some(s) = s {
-                let kc = k / s;
-                let a_strides = [kc * a.strides[batch_shape.len() + 1], a.strides[batch_shape.len()], a.strides[batch_shape.len() + 1]];
-                let b_strides = [kc * b.strides[batch_shape.len()], b.strides[batch_shape.len()], b.strides[batch_shape.len() + 1]];
-                let av = View { buffer: a.buffer, offset: a.offset, strides: &a_strides };
-                let bv = View { buffer: b.buffer, offset: b.offset, strides: &b_strides };
-                let partial = self.matmul(av, bv, &[s], m, kc, n)?;
-                let ps = [1, m * n];
-                let pv = View { buffer: &partial, offset: 0, strides: &ps };
-                return self.reduce(ReduceOp::Sum, pv, &[m * n, s], 1);
-            }
-        }
-        let out = self.out_f32(batch * m * n)?;
-        let br = batch_shape.len();
-        let mut p = vec![0u32; 30];
-        p[0] = u32_of(m, "m")?;
-        p[1] = u32_of(n, "n")?;
-        p[2] = u32_of(k, "k")?;
-        p[3] = br as u32;
-        p[5] = u32_of(a.offset, "offset")?;
-        p[6] = u32_of(a.strides[br], "stride")?;
-        p[7] = u32_of(a.strides[br + 1], "stride")?;
-        p[8] = u32_of(b.offset, "offset")?;
-        p[9] = u32_of(b.strides[br], "stride")?;
-        p[10] = u32_of(b.strides[br + 1], "stride")?;
-        for d in 0..br {
-            p[12 + d] = batch_shape[d] as u32;
-            p[18 + d] = u32_of(a.strides[d], "stride")?;
-            p[24 + d] = u32_of(b.strides[d], "stride")?;
-        }
-        // On CPU adapters (lavapipe) barriers are costly and memory is cached: register
-        // blocks win, read as vec4 where the layout allows; GPUs get the shared-memory tiles.
-        let key = if self.prefer_register_matmul() && k <= 60_000 {
-            match matmul_vec4_variant(&a, &b, br, batch, m, k, n) {
-                Some(v) => KernelKey::new(Kernel::MatmulVec4(v), KDType::F32),
-                None => KernelKey::new(Kernel::MatmulReg, KDType::F32),
-            }
-        } else {
-            key
-        };
-        let (tile_m, tile_n) = match key.kernel {
-            Kernel::MatmulVec4(v) => v.workgroup_tile(),
-            _ => (64, 64),
-        };
-        let gx = n.div_ceil(tile_n) as u64;
-        let gy = m.div_ceil(tile_m) as u64;
-        let max = self.limits().max_compute_workgroups_per_dimension as u64;
-        if gx > max || gy > max {
-            return Err(KernelError::GridTooLarge { kernel: key.name(), groups: gx.max(gy), max: max as u32 });
-        }
-        let mut base = 0usize;
-        while base < batch {
-            let z = (batch - base).min(max as usize);
-            p[4] = base as u32;
-            self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, (gx as u32, gy as u32, z as u32))?;
-            base += z;
-        }
-        Ok(out)
-    }
-
     /// x.index_select(axis, idx): `out_shape` is x's shape with `axis` replaced by idx's length.
     pub fn index_select(
         self: &Arc<Self>,
@@ -448,44 +280,6 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// The vec4 matmul variant for these operands, if both can be read as aligned vec4s and
-/// K is a multiple of 4 (see `matmul_vec4.rs`).
-fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k: usize, n: usize) -> Option<MatmulVec4> {
-    if !k.is_multiple_of(4) || k / 4 > 60_000 {
-        return None;
-    }
-    let aligned = |v: &View| v.offset.is_multiple_of(4) && v.strides[..br].iter().all(|s| s % 4 == 0);
-    let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
-    let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
-    // lavapipe runs one workgroup per CPU thread at a time: the biggest block that still
-    // gives every thread a tile. The large block is ~1.2x faster than the medium one but
-    // takes ~0.1 s longer to compile (once; Mesa caches it on disk): from 2^27 FMAs on.
-    let threads = crate::dispatch::cpu_threads().clamp(2, 8);
-    let variant = |block| MatmulVec4 { a: la, b: lb, block };
-    let fills = |block| {
-        let (tm, tn) = variant(block).workgroup_tile();
-        batch * m.div_ceil(tm) * n.div_ceil(tn) >= threads
-    };
-    let block = if batch * m * n * k >= 1 << 27 && fills(Block::Large) {
-        Block::Large
-    } else if fills(Block::Medium) {
-        Block::Medium
-    } else {
-        Block::Small
-    };
-    Some(variant(block))
-}
-
-/// (row stride, element stride) when the kept dims `shape[..split]` and the reduced dims
-/// `shape[split..]` each collapse into one strided axis.
-fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Option<(usize, usize)> {
-    fn collapse(shape: &[usize], strides: &[usize]) -> Option<usize> {
-        let dims: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
-        let Some(&(_, last)) = dims.last() else { return Some(0) };
-        dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
-    }
-    Some((collapse(&shape[..split], &strides[..split])?, collapse(&shape[split..], &strides[split..])?))
-}
 
 /// How a binary input maps onto the output's quads, with its offset (quads, or elements
 /// for a splat) and period (quads): None when it cannot be read as whole vec4s.
@@ -509,7 +303,7 @@ fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)
 /// in all of them) and drop dims of size 1: the same elements in the same row-major order,
 /// with fewer dims for the strided kernels to decompose and longer last-dim runs (e.g. a
 /// permuted [B, O, H, W] conv output becomes [B, O, H*W]; a contiguous view, rank 1).
-fn coalesce(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
+pub(crate) fn coalesce(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
     if shape.contains(&0) {
         return (shape.to_vec(), strides.iter().map(|s| s.to_vec()).collect());
     }

@@ -8,8 +8,10 @@ mod dispatch;
 mod error;
 mod launch;
 mod linalg;
+mod matmul;
 mod matmul_vec4;
 mod nn;
+mod reduce;
 pub mod source;
 
 pub use buffer::GpuBuffer;

@@ -1,0 +1,123 @@
+//! The matmul launcher: batched, strided operands; shared-memory tiles on GPUs, register
+//! blocks (vec4 where the layout allows, see `matmul_vec4.rs`) on CPU adapters; split-K
+//! for few output tiles over a long K.
+use crate::buffer::GpuBuffer;
+use crate::context::Context;
+use crate::error::{KResult, KernelError};
+use crate::launch::{numel, u32_of, View, MAX_BATCH_RANK};
+use crate::matmul_vec4::{vec4_layout, Block, MatmulVec4};
+use crate::source::{KDType, Kernel, KernelKey, ReduceOp};
+use std::sync::Arc;
+
+impl Context {
+    /// Batched matmul: a [batch.., m, k] and b [batch.., k, n] strided (batch strides already
+    /// broadcast, 0 on broadcast dims); returns contiguous [batch.., m, n].
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        self: &Arc<Self>,
+        a: View,
+        b: View,
+        batch_shape: &[usize],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> KResult<GpuBuffer> {
+        if batch_shape.len() > MAX_BATCH_RANK {
+            return Err(KernelError::Unsupported(format!("matmul with {} batch dims (at most {MAX_BATCH_RANK})", batch_shape.len())));
+        }
+        let key = KernelKey::new(Kernel::Matmul, KDType::F32);
+        let batch = numel(batch_shape);
+        // Split-K: few output tiles over a long K (e.g. a weight gradient) would leave most
+        // of the GPU idle; K is cut into `s` slices computed as a batch and summed in a
+        // fixed order (deterministic).
+        let tiles = n.div_ceil(64) * m.div_ceil(64);
+        if batch == 1 && tiles < 32 && k >= 2048 {
+            let s = [64usize, 32, 16, 8, 4].into_iter().find(|&s| k.is_multiple_of(s) && k / s >= 256 && tiles * s <= 256);
+            if let Some(s) = s {
+                let kc = k / s;
+                let a_strides = [kc * a.strides[batch_shape.len() + 1], a.strides[batch_shape.len()], a.strides[batch_shape.len() + 1]];
+                let b_strides = [kc * b.strides[batch_shape.len()], b.strides[batch_shape.len()], b.strides[batch_shape.len() + 1]];
+                let av = View { buffer: a.buffer, offset: a.offset, strides: &a_strides };
+                let bv = View { buffer: b.buffer, offset: b.offset, strides: &b_strides };
+                let partial = self.matmul(av, bv, &[s], m, kc, n)?;
+                let ps = [1, m * n];
+                let pv = View { buffer: &partial, offset: 0, strides: &ps };
+                return self.reduce(ReduceOp::Sum, pv, &[m * n, s], 1);
+            }
+        }
+        let out = self.out_f32(batch * m * n)?;
+        let br = batch_shape.len();
+        let mut p = vec![0u32; 30];
+        p[0] = u32_of(m, "m")?;
+        p[1] = u32_of(n, "n")?;
+        p[2] = u32_of(k, "k")?;
+        p[3] = br as u32;
+        p[5] = u32_of(a.offset, "offset")?;
+        p[6] = u32_of(a.strides[br], "stride")?;
+        p[7] = u32_of(a.strides[br + 1], "stride")?;
+        p[8] = u32_of(b.offset, "offset")?;
+        p[9] = u32_of(b.strides[br], "stride")?;
+        p[10] = u32_of(b.strides[br + 1], "stride")?;
+        for d in 0..br {
+            p[12 + d] = batch_shape[d] as u32;
+            p[18 + d] = u32_of(a.strides[d], "stride")?;
+            p[24 + d] = u32_of(b.strides[d], "stride")?;
+        }
+        // On CPU adapters (lavapipe) barriers are costly and memory is cached: register
+        // blocks win, read as vec4 where the layout allows; GPUs get the shared-memory tiles.
+        let key = if self.prefer_register_matmul() && k <= 60_000 {
+            match matmul_vec4_variant(&a, &b, br, batch, m, k, n) {
+                Some(v) => KernelKey::new(Kernel::MatmulVec4(v), KDType::F32),
+                None => KernelKey::new(Kernel::MatmulReg, KDType::F32),
+            }
+        } else {
+            key
+        };
+        let (tile_m, tile_n) = match key.kernel {
+            Kernel::MatmulVec4(v) => v.workgroup_tile(),
+            _ => (64, 64),
+        };
+        let gx = n.div_ceil(tile_n) as u64;
+        let gy = m.div_ceil(tile_m) as u64;
+        let max = self.limits().max_compute_workgroups_per_dimension as u64;
+        if gx > max || gy > max {
+            return Err(KernelError::GridTooLarge { kernel: key.name(), groups: gx.max(gy), max: max as u32 });
+        }
+        let mut base = 0usize;
+        while base < batch {
+            let z = (batch - base).min(max as usize);
+            p[4] = base as u32;
+            self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, (gx as u32, gy as u32, z as u32))?;
+            base += z;
+        }
+        Ok(out)
+    }
+}
+
+/// The vec4 matmul variant for these operands, if both can be read as aligned vec4s and
+/// K is a multiple of 4 (see `matmul_vec4.rs`).
+fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k: usize, n: usize) -> Option<MatmulVec4> {
+    if !k.is_multiple_of(4) || k / 4 > 60_000 {
+        return None;
+    }
+    let aligned = |v: &View| v.offset.is_multiple_of(4) && v.strides[..br].iter().all(|s| s % 4 == 0);
+    let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
+    let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
+    // lavapipe runs one workgroup per CPU thread at a time: the biggest block that still
+    // gives every thread a tile. The large block is ~1.2x faster than the medium one but
+    // takes ~0.1 s longer to compile (once; Mesa caches it on disk): from 2^27 FMAs on.
+    let threads = crate::dispatch::cpu_threads().clamp(2, 8);
+    let variant = |block| MatmulVec4 { a: la, b: lb, block };
+    let fills = |block| {
+        let (tm, tn) = variant(block).workgroup_tile();
+        batch * m.div_ceil(tm) * n.div_ceil(tn) >= threads
+    };
+    let block = if batch * m * n * k >= 1 << 27 && fills(Block::Large) {
+        Block::Large
+    } else if fills(Block::Medium) {
+        Block::Medium
+    } else {
+        Block::Small
+    };
+    Some(variant(block))
+}

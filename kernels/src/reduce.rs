@@ -1,0 +1,108 @@
+//! Launchers of the reductions: sum / max / min over the trailing dims of a strided view
+//! (workgroup per chunk, thread per row or column, vec4 where the layout allows) and
+//! argmax / argmin.
+use crate::buffer::GpuBuffer;
+use crate::context::Context;
+use crate::error::KResult;
+use crate::launch::{check_rank, coalesce, is_contiguous, numel, push_view, u32_of, View};
+use crate::source::{ArgReduceOp, KDType, Kernel, KernelKey, ReduceOp};
+use std::sync::Arc;
+
+impl Context {
+    fn reduce_params(x: &View, shape: &[usize], split: usize, outer: usize, inner: usize, nchunks: usize, chunk: usize) -> KResult<Vec<u32>> {
+        let mut p = vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, shape.len() as u32];
+        p.extend(shape.iter().map(|&d| d as u32));
+        push_view(&mut p, x)?;
+        // mode: 1 contiguous; 2 two-level (element (row, r) at off + row * so + r * si,
+        // no per-element index arithmetic over the dims); 0 general strided
+        match (is_contiguous(shape, x.strides), two_level_strides(shape, x.strides, split)) {
+            (true, _) => p.push(1),
+            (false, Some((so, si))) => p.extend([2, u32_of(so, "stride")?, u32_of(si, "stride")?]),
+            (false, None) => p.push(0),
+        }
+        Ok(p)
+    }
+
+    /// Reduce the last `n_reduced` dims of the strided view: returns `outer` values.
+    /// Long rows are split into chunks reduced in a second pass (fixed order: deterministic).
+    pub fn reduce(self: &Arc<Self>, op: ReduceOp, x: View, shape: &[usize], n_reduced: usize) -> KResult<GpuBuffer> {
+        // merge dims within the kept part and within the reduced part (never across)
+        let cut = shape.len() - n_reduced;
+        let (kept, ks) = coalesce(&shape[..cut], &[&x.strides[..cut]]);
+        let (red, rs) = coalesce(&shape[cut..], &[&x.strides[cut..]]);
+        let merged_shape: Vec<usize> = kept.iter().chain(&red).copied().collect();
+        let merged_strides: Vec<usize> = ks[0].iter().chain(&rs[0]).copied().collect();
+        let (shape, n_reduced, x) = (&merged_shape[..], red.len(), View { strides: &merged_strides, ..x });
+        check_rank(shape, "reduce")?;
+        let split = shape.len() - n_reduced;
+        let outer = numel(&shape[..split]);
+        let inner = numel(&shape[split..]);
+        let vec4 = inner.is_multiple_of(4) && x.offset.is_multiple_of(4) && is_contiguous(shape, x.strides);
+        if vec4 && self.is_cpu_adapter() && outer >= 256 && (8..=1 << 18).contains(&inner) {
+            // many contiguous rows on a CPU adapter: a thread per row, vec4 loads
+            let key = KernelKey::new(Kernel::ReduceRowsVec4(op), KDType::F32);
+            let out = self.out_f32(outer)?;
+            let p = [u32_of(outer, "rows")?, u32_of(inner, "row length")?, 1, u32_of(inner, "row length")?, u32_of(x.offset, "offset")?];
+            let grid = self.grid_1d(key, outer as u64)?;
+            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+            return Ok(out);
+        }
+        // Many short rows: a thread per row beats a mostly idle workgroup per row; so do
+        // columns (reduced elements apart in memory, outputs adjacent: e.g. a bias
+        // gradient summed over the batch), where neighbouring threads read neighbours.
+        let columns = matches!(two_level_strides(shape, x.strides, split), Some((1, si)) if si != 1);
+        if inner <= 16 || (outer >= 4096 && inner <= 1024) || (columns && inner <= 4096) {
+            let key = KernelKey::new(Kernel::ReduceRows(op), KDType::F32);
+            let out = self.out_f32(outer)?;
+            let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner.max(1))?;
+            let grid = self.grid_1d(key, outer as u64)?;
+            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+            return Ok(out);
+        }
+        let key = KernelKey::new(if vec4 { Kernel::ReduceVec4(op) } else { Kernel::Reduce(op) }, KDType::F32);
+        // elements per workgroup: on CPU adapters each workgroup's closing tree (barriers
+        // are coroutine switches in lavapipe) costs more than a GPU's, so chunks are longer
+        let chunk_len: usize = if vec4 && self.is_cpu_adapter() { 256 * 1024 } else { 16 * 1024 };
+        let nchunks = if inner > chunk_len { inner.div_ceil(chunk_len) } else { 1 };
+        let chunk = if nchunks > 1 { chunk_len } else { inner.max(1) };
+        let out = self.out_f32(outer * nchunks)?;
+        let p = if vec4 {
+            vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, u32_of(x.offset, "offset")?]
+        } else {
+            Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?
+        };
+        let grid = self.grid_groups(key, (outer * nchunks) as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        if nchunks == 1 {
+            return Ok(out);
+        }
+        let strides = [nchunks, 1];
+        let partial = View { buffer: &out, offset: 0, strides: &strides };
+        self.reduce(op, partial, &[outer, nchunks], 1)
+    }
+
+    /// argmax / argmin over the last dim of the strided view: `outer` u32 indices.
+    pub fn arg_reduce(self: &Arc<Self>, op: ArgReduceOp, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+        check_rank(shape, "arg_reduce")?;
+        let key = KernelKey::new(Kernel::ArgReduce(op), KDType::F32);
+        let inner = *shape.last().unwrap_or(&1);
+        let outer = numel(shape) / inner.max(1);
+        let out = self.out_f32(outer)?;
+        let split = shape.len().saturating_sub(1);
+        let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner)?;
+        let grid = self.grid_groups(key, outer as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+}
+
+/// (row stride, element stride) when the kept dims `shape[..split]` and the reduced dims
+/// `shape[split..]` each collapse into one strided axis.
+fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Option<(usize, usize)> {
+    fn collapse(shape: &[usize], strides: &[usize]) -> Option<usize> {
+        let dims: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
+        let Some(&(_, last)) = dims.last() else { return Some(0) };
+        dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
+    }
+    Some((collapse(&shape[..split], &strides[..split])?, collapse(&shape[split..], &strides[split..])?))
+}

@@ -38,7 +38,7 @@ impl Context {
         let outer = numel(&shape[..split]);
         let inner = numel(&shape[split..]);
         let vec4 = inner.is_multiple_of(4) && x.offset.is_multiple_of(4) && is_contiguous(shape, x.strides);
-        if vec4 && self.is_cpu_adapter() && outer >= 256 && (8..=1 << 18).contains(&inner) {
+        if vec4 && self.is_cpu_adapter() && outer >= 256 && (8..=1 << 17).contains(&inner) {
             // many contiguous rows on a CPU adapter: a thread per row, vec4 loads (at most
             // 2^15 of them per thread, under lavapipe's 65,535-iteration cap)
             let key = KernelKey::new(Kernel::ReduceRowsVec4(op), KDType::F32);

@@ -284,6 +284,10 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 /// How a binary input maps onto the output's quads, with its offset (quads, or elements
 /// for a splat) and period (quads): None when it cannot be read as whole vec4s.
 fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)> {
+    // bound as array<vec4<f32>>: a (host-wrapped) buffer under 16 bytes cannot be
+    if v.buffer.capacity() < 16 {
+        return None;
+    }
     if v.strides.iter().zip(shape).all(|(&s, &d)| s == 0 || d == 1) {
         return Some((Vec4Operand::Splat, v.offset, 1));
     }

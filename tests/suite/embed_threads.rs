@@ -47,6 +47,12 @@ fn host_buffers_wrap_as_tensors_and_tensors_hand_their_buffers_back() {
     assert_eq!(hosted.context().unwrap().adapter().name, ctx.adapter().name);
     let h = Tensor::from_wgpu_buffer(&host, 0, &[16], DType::F32, &hosted).unwrap();
     assert_eq!(h.sum_all().unwrap().to_scalar::<f32>().unwrap(), 136.0);
+    // a 4-byte host buffer as a broadcast operand (too small to bind as vec4s)
+    let tiny = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 4, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+    queue.write_buffer(&tiny, 0, bytemuck::cast_slice(&[0.5f32]));
+    queue.submit([]);
+    let s = Tensor::from_wgpu_buffer(&tiny, 0, &[1], DType::F32, &hosted).unwrap();
+    assert_eq!(h.narrow(0, 0, 8).unwrap().mul(&s).unwrap().to_vec::<f32>().unwrap(), vec![0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]);
 }
 
 fn train(dev: &Device, seed: u64) -> Vec<f32> {

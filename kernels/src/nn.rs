@@ -153,4 +153,37 @@ impl Context {
         self.dispatch(key, &[z.buffer, v.buffer, g_buf], &[&out], &p, grid)?;
         Ok(Some(out))
     }
+
+    /// Max over non-overlapping k x k windows of the strided images x [b, c, h, w]
+    /// (h, w multiples of k): contiguous [b, c, h/k, w/k].
+    pub fn max_pool2d(self: &Arc<Self>, x: View, shape: [usize; 4], k: usize) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::MaxPool, KDType::F32);
+        let n = shape[0] * shape[1] * (shape[2] / k) * (shape[3] / k);
+        let out = self.alloc_output((n * 4) as u64)?;
+        let p = pool_params(&x, shape, k, n);
+        let grid = self.grid_1d(key, n as u64)?;
+        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// The gradient of [`Context::max_pool2d`] for the pooled maxima and their cotangent
+    /// `g` (both contiguous [b, c, h/k, w/k] from their offsets): contiguous [b, c, h, w].
+    pub fn max_pool2d_grad(self: &Arc<Self>, x: View, pooled: View, g: View, shape: [usize; 4], k: usize) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::MaxPoolGrad, KDType::F32);
+        let n_out = shape[0] * shape[1] * (shape[2] / k) * (shape[3] / k);
+        let n_in: usize = shape.iter().product();
+        let out = self.alloc_output((n_in * 4) as u64)?;
+        let mut p = pool_params(&x, shape, k, n_out);
+        p.extend([n_in as u32, pooled.offset as u32, g.offset as u32]);
+        let grid = self.grid_1d(key, n_out as u64)?;
+        self.dispatch(key, &[x.buffer, pooled.buffer, g.buffer], &[&out], &p, grid)?;
+        Ok(out)
+    }
+}
+
+/// [numel_out, C, OH, OW, k, x_off, xs_b, xs_c, xs_h, xs_w]
+fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> Vec<u32> {
+    let mut p = vec![n_out as u32, shape[1] as u32, (shape[2] / k) as u32, (shape[3] / k) as u32, k as u32, x.offset as u32];
+    p.extend(x.strides.iter().map(|&s| s as u32));
+    p
 }

@@ -40,6 +40,9 @@ const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
 const SOFTMAX_VJP: &str = include_str!("../../shaders/softmax_vjp.wgsl");
 const XENT_LOSS: &str = include_str!("../../shaders/xent_loss.wgsl");
 const XENT_GRAD: &str = include_str!("../../shaders/xent_grad.wgsl");
+const POOL_COMMON: &str = include_str!("../../shaders/pool_common.wgsl");
+const MAX_POOL: &str = include_str!("../../shaders/max_pool.wgsl");
+const MAX_POOL_GRAD: &str = include_str!("../../shaders/max_pool_grad.wgsl");
 const IM2COL: &str = include_str!("../../shaders/im2col.wgsl");
 const COL2IM: &str = include_str!("../../shaders/col2im.wgsl");
 
@@ -226,6 +229,10 @@ pub enum Kernel {
     XentLoss,
     /// Its gradient times a scalar cotangent, one thread per row.
     XentGrad,
+    /// Max over non-overlapping k x k windows, one thread per output.
+    MaxPool,
+    /// Its gradient, one thread per input element.
+    MaxPoolGrad,
     /// Image patches as columns (convolution as matmul).
     Im2Col,
     /// The adjoint of Im2Col.
@@ -279,7 +286,8 @@ impl KernelKey {
             Kernel::Cholesky => (0, 2),
             Kernel::Sgd | Kernel::SgdVec4 => (1, 2),
             Kernel::Adam | Kernel::AdamVec4 => (1, 3),
-            Kernel::Im2Col | Kernel::Col2Im => (1, 1),
+            Kernel::Im2Col | Kernel::Col2Im | Kernel::MaxPool => (1, 1),
+            Kernel::MaxPoolGrad => (3, 1),
             Kernel::XentLoss => (2, 1),
             Kernel::SoftmaxRows => (1, 1),
             Kernel::SoftmaxVjp => (3, 1),
@@ -355,6 +363,8 @@ impl KernelKey {
             Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
             Kernel::SoftmaxVjp => (SOFTMAX_VJP, SOFTMAX_COMMON.to_string()),
             Kernel::XentGrad => (XENT_GRAD, SOFTMAX_COMMON.to_string()),
+            Kernel::MaxPool => (MAX_POOL, POOL_COMMON.to_string()),
+            Kernel::MaxPoolGrad => (MAX_POOL_GRAD, POOL_COMMON.to_string()),
             Kernel::Im2Col => (IM2COL, String::new()),
             Kernel::Col2Im => (COL2IM, String::new()),
         };
@@ -408,6 +418,8 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::XentGrad,
         Kernel::SoftmaxRows,
         Kernel::SoftmaxVjp,
+        Kernel::MaxPool,
+        Kernel::MaxPoolGrad,
     ] {
         v.push(KernelKey::new(k, f));
     }

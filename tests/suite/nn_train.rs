@@ -333,3 +333,42 @@ fn fused_cross_entropy_matches_the_composite_to_third_order() {
     assert_close(&wgrad::grad(|z| nn::cross_entropy(z, &y), &z).unwrap(), &want_grad, 1e-4, 1e-6, "gpu grad");
     assert_close(&wgrad::hvp(|z| nn::cross_entropy(z, &y), &z, &v).unwrap(), &want_hvp, 1e-4, 1e-6, "gpu hvp");
 }
+
+#[test]
+fn fused_max_pool_matches_the_max_reduction_with_ties_and_nan() {
+    // reference: the max over the [B, C, H/k, k, W/k, k] view and its VJP (ties split)
+    let composite = |x: &Tensor, k: usize| -> wgrad::Result<Tensor> {
+        let s = x.shape().to_vec();
+        x.reshape(&[s[0], s[1], s[2] / k, k, s[3] / k, k])?.max(&[3, 5], false)
+    };
+    // values on a coarse grid so windows hold ties
+    let vals: Vec<f64> = rand_vec(2 * 3 * 6 * 4, -2.0, 2.0).iter().map(|v| (v * 2.0).round() / 2.0).collect();
+    let x = f64t(&vals, &[2, 3, 6, 4]);
+    let w = f64t(&rand_vec(2 * 3 * 3 * 2, -1.0, 1.0), &[2, 3, 3, 2]);
+    let loss = |f: &dyn Fn(&Tensor) -> wgrad::Result<Tensor>, x: &Tensor| -> wgrad::Result<Tensor> { f(x)?.mul(&w.to_dtype(x.dtype())?.to_device(x.device())?)?.sum_all() };
+    let want = composite(&x, 2).unwrap();
+    let want_grad = wgrad::grad(|x| loss(&|x| composite(x, 2), x), &x).unwrap();
+    assert_close(&x.max_pool2d(2).unwrap(), &want, 0.0, 0.0, "cpu max_pool2d");
+    assert_close(&wgrad::grad(|x| loss(&|x| x.max_pool2d(2), x), &x).unwrap(), &want_grad, 1e-12, 1e-12, "cpu gradient with ties");
+    // second order by finite differences at distinct values (the gradient's own VJP)
+    let distinct = f64t(&rand_vec(1 * 2 * 4 * 4, -2.0, 2.0), &[1, 2, 4, 4]);
+    let w2 = f64t(&rand_vec(1 * 2 * 2 * 2, -1.0, 1.0), &[1, 2, 2, 2]);
+    check_grads(|x| x.max_pool2d(2)?.square()?.mul(&w2)?.sum_all(), &distinct, 2).unwrap();
+    assert!(matches!(x.max_pool2d(4), Err(Error::Invalid { op: "max_pool2d", .. })));
+    let Some(g) = fresh_gpu() else { return };
+    let xg = x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+    let before = g.counters();
+    let pooled = xg.max_pool2d(2).unwrap();
+    assert_eq!(g.counters().dispatches - before.dispatches, 1, "one kernel");
+    assert_close(&pooled, &want, 0.0, 0.0, "gpu max_pool2d");
+    assert_close(&wgrad::grad(|x| loss(&|x| x.max_pool2d(2), x), &xg).unwrap(), &want_grad, 1e-6, 1e-6, "gpu gradient with ties");
+    // a strided (transposed-back) view and a NaN: NaN wins the window, its gradient is NaN
+    let mut nan_vals: Vec<f32> = vals.iter().map(|&v| v as f32).collect();
+    nan_vals[5] = f32::NAN;
+    let xn = Tensor::from_slice(&nan_vals, &[2, 3, 6, 4], &g).unwrap();
+    let p = xn.max_pool2d(2).unwrap().to_vec::<f32>().unwrap();
+    let pc = composite(&xn.to_device(&cpu()).unwrap(), 2).unwrap().to_vec::<f32>().unwrap();
+    assert!(p.iter().zip(&pc).all(|(a, b)| a == b || (a.is_nan() && b.is_nan())), "{p:?} vs {pc:?}");
+    let xt = xg.permute(&[0, 1, 3, 2]).unwrap().contiguous().unwrap().permute(&[0, 1, 3, 2]).unwrap();
+    assert_close(&xt.max_pool2d(2).unwrap(), &want, 0.0, 0.0, "gpu max_pool2d of a strided view");
+}

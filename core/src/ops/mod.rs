@@ -10,6 +10,7 @@ mod loss;
 mod matmul;
 mod movement;
 mod optim;
+mod pool;
 mod reduce;
 
 use crate::storage::Storage;

@@ -104,15 +104,18 @@ fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k:
     let la = vec4_layout(a.strides[br], a.strides[br + 1], m, k, aligned(a))?;
     let lb = vec4_layout(b.strides[br], b.strides[br + 1], k, n, aligned(b))?;
     // lavapipe runs one workgroup per CPU thread at a time: the biggest block that still
-    // gives every thread a tile. The large block is ~1.2x faster than the medium one but
-    // takes ~0.1 s longer to compile (once; Mesa caches it on disk): from 2^27 FMAs on.
+    // gives every thread a tile and whose compile time (once per machine: Mesa caches it
+    // on disk) the product pays back: large from 2^27 FMAs, huge from 2^30.
     let threads = crate::dispatch::cpu_threads().clamp(2, 8);
     let variant = |block| MatmulVec4 { a: la, b: lb, block };
     let fills = |block| {
         let (tm, tn) = variant(block).workgroup_tile();
         batch * m.div_ceil(tm) * n.div_ceil(tn) >= threads
     };
-    let block = if batch * m * n * k >= 1 << 27 && fills(Block::Large) {
+    let fmas = batch * m * n * k;
+    let block = if fmas >= 1 << 30 && fills(Block::Huge) {
+        Block::Huge
+    } else if fmas >= 1 << 27 && fills(Block::Large) {
         Block::Large
     } else if fills(Block::Medium) {
         Block::Medium

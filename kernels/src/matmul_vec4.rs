@@ -7,7 +7,7 @@
 //! TR·TC·16 FMAs per k-quad for TR + 4·TC vec4 loads. The block has to be straight-line
 //! code with one variable per accumulator (arrays indexed in loops become scratch
 //! memory), which is what this module writes out. Measured on lavapipe, 1024^2 f32:
-//! scalar 8x8 blocks 10.4 GFLOP/s, vec4 8x16 blocks 21, 12x16 26, 16x16 28.
+//! scalar 8x8 blocks 10.4 GFLOP/s, vec4 8x16 blocks 21, 12x16 26, 16x16 28-29.
 //!
 //! C[r, c] = sum_k A[r, k] B[k, c], k in quads: a_i = A[r0+i, 4kq..4kq+4] (one component
 //! per k), b_tj = B[4kq+t, c0+4j..c0+4j+4], acc_ij += a_i[t] * b_tj for t in 0..4.
@@ -27,17 +27,20 @@ pub enum Vec4Layout {
 }
 
 /// Outputs per invocation of a [`MatmulVec4`] variant. Bigger blocks load less per FMA
-/// but take longer for LLVM to compile (lavapipe, first dispatch, uncached): about 0.15 s
-/// (small), 0.25 s (medium), 0.35 s (large).
+/// but take longer for LLVM to compile (lavapipe, first dispatch, uncached; Mesa then
+/// caches the result on disk): about 0.15 s (small), 0.25 s (medium), 0.35 s (large),
+/// 0.5 s (huge).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Block {
     /// 8 x 8 outputs (64 x 64 per workgroup).
     Small,
     /// 8 x 16 outputs (64 x 128 per workgroup).
     Medium,
-    /// 12 x 16 outputs (96 x 128 per workgroup): 16 x 16 runs ~10% faster but takes
-    /// ~0.5 s to compile, which would put a first 1024^2 product over half a second.
+    /// 12 x 16 outputs (96 x 128 per workgroup).
     Large,
+    /// 16 x 16 outputs (128 x 128 per workgroup): ~10% faster than large, ~0.5 s to
+    /// compile; for products of 2^30 FMAs and more (a 1024^2 matmul takes ~40 ms).
+    Huge,
 }
 
 /// One compiled variant: operand layouts and the per-invocation block.
@@ -49,14 +52,14 @@ pub struct MatmulVec4 {
 }
 
 impl MatmulVec4 {
-    pub const ALL: [MatmulVec4; 12] = {
-        use Block::{Large, Medium, Small};
+    pub const ALL: [MatmulVec4; 16] = {
+        use Block::{Huge, Large, Medium, Small};
         use Vec4Layout::{Col, Row};
-        let mut all = [MatmulVec4 { a: Row, b: Row, block: Small }; 12];
+        let mut all = [MatmulVec4 { a: Row, b: Row, block: Small }; 16];
         let layouts = [(Row, Row), (Row, Col), (Col, Row), (Col, Col)];
-        let blocks = [Small, Medium, Large];
+        let blocks = [Small, Medium, Large, Huge];
         let mut i = 0;
-        while i < 12 {
+        while i < 16 {
             all[i] = MatmulVec4 { a: layouts[i % 4].0, b: layouts[i % 4].1, block: blocks[i / 4] };
             i += 1;
         }
@@ -69,6 +72,7 @@ impl MatmulVec4 {
             Block::Small => (8, 2),
             Block::Medium => (8, 4),
             Block::Large => (12, 4),
+            Block::Huge => (16, 4),
         }
     }
 

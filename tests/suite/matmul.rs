@@ -92,12 +92,12 @@ fn both_matmul_kernel_families_match_the_reference() {
 #[test]
 fn vec4_register_tiles_match_the_reference_in_every_layout() {
     // lavapipe's default for aligned operands: A and B read as vec4 along whichever axis is
-    // contiguous ("row" or "col"), 8x8, 8x16 or 12x16 outputs per invocation; forced here so a
+    // contiguous ("row" or "col"), 8x8, 8x16, 12x16 or 16x16 outputs per invocation; forced here so a
     // GPU runs it too. Sizes leave partial workgroup tiles on both axes.
     let Some(g) = fresh_gpu() else { return };
     let ctx = g.context().unwrap();
     ctx.set_matmul_register_blocked(Some(true));
-    for &(m, k, n) in &[(36usize, 20usize, 44usize), (520, 12, 516), (520, 512, 516), (4, 4, 4)] {
+    for &(m, k, n) in &[(36usize, 20usize, 44usize), (520, 12, 516), (520, 512, 516), (1040, 1024, 1032), (4, 4, 4)] {
         for a_col in [false, true] {
             for b_col in [false, true] {
                 let (ra, da) = if a_col { pair(&[k, m], -1.0, 1.0, &g) } else { pair(&[m, k], -1.0, 1.0, &g) };

@@ -12,3 +12,8 @@ fn row_max_sum(base: u32, n: u32) -> vec2<T> {
     for (var j = 0u; j < n; j = j + 1u) { s = s + exp(z[base + j] - m); }
     return vec2<T>(m, s);
 }
+
+// softmax probability of the value zj in a row whose row_max_sum is ms.
+fn row_prob(zj: T, ms: vec2<T>) -> T {
+    return exp(zj - ms.x) / ms.y;
+}

@@ -14,6 +14,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = param(2) + r * n;
     let ms = row_max_sum(base, n);
     for (var j = 0u; j < n; j = j + 1u) {
-        out[r * n + j] = exp(z[base + j] - ms.x) / ms.y;
+        out[r * n + j] = row_prob(z[base + j], ms);
     }
 }

@@ -20,8 +20,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (param(4) != 0xffffffffu) { c = c * g[param(4)]; }
     let ms = row_max_sum(zb, n);
     var dot = T(0);
-    for (var j = 0u; j < n; j = j + 1u) { dot = dot + exp(z[zb + j] - ms.x) / ms.y * v[vb + j]; }
+    for (var j = 0u; j < n; j = j + 1u) { dot = dot + row_prob(z[zb + j], ms) * v[vb + j]; }
     for (var j = 0u; j < n; j = j + 1u) {
-        out[r * n + j] = c * exp(z[zb + j] - ms.x) / ms.y * (v[vb + j] - dot);
+        out[r * n + j] = c * row_prob(z[zb + j], ms) * (v[vb + j] - dot);
     }
 }

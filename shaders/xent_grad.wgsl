@@ -19,7 +19,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let y = labels[param(3) + r];
     let scale = g[param(4)] / T(rows);
     for (var j = 0u; j < classes; j = j + 1u) {
-        let p = exp(z[base + j] - ms.x) / ms.y;
+        let p = row_prob(z[base + j], ms);
         out[r * classes + j] = (p - select(T(0), T(1), j == y)) * scale;
     }
 }

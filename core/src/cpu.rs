@@ -268,12 +268,7 @@ fn two_level(l: &Layout, outer: usize) -> Option<(usize, usize)> {
     if prod != outer {
         return None;
     }
-    let collapse = |shape: &[usize], strides: &[usize]| -> Option<usize> {
-        let dims: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
-        let Some(&(_, last)) = dims.last() else { return Some(0) };
-        dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
-    };
-    Some((collapse(&l.shape[..split], &l.strides[..split])?, collapse(&l.shape[split..], &l.strides[split..])?))
+    wgrad_kernels::two_level_strides(&l.shape, &l.strides, split)
 }
 
 /// Index of the best element of each row (first on ties, NaN wins).

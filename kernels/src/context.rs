@@ -186,7 +186,11 @@ impl Context {
             fault,
             lost,
             poison: AtomicBool::new(false),
-            matmul_choice: std::sync::atomic::AtomicU8::new(0),
+            matmul_choice: std::sync::atomic::AtomicU8::new(match std::env::var("WGRAD_MATMUL").as_deref() {
+                Ok("reg") => 1,
+                Ok("tiled") => 2,
+                _ => 0,
+            }),
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
             profile: Mutex::new((std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")).then(HashMap::new)),
             params_align,
@@ -194,16 +198,12 @@ impl Context {
     }
 
     /// The matmul kernel family: register blocks on CPU adapters, shared-memory tiles on
-    /// GPUs; `WGRAD_MATMUL=reg|tiled` overrides (for benchmarking).
+    /// GPUs; `WGRAD_MATMUL=reg|tiled` (read when the context is created) or
+    /// [`Context::set_matmul_register_blocked`] override it (for benchmarking).
     pub(crate) fn prefer_register_matmul(&self) -> bool {
         match self.matmul_choice.load(Ordering::Relaxed) {
-            1 => return true,
-            2 => return false,
-            _ => {}
-        }
-        match std::env::var("WGRAD_MATMUL").as_deref() {
-            Ok("reg") => true,
-            Ok("tiled") => false,
+            1 => true,
+            2 => false,
             _ => self.is_cpu_adapter(),
         }
     }

@@ -98,8 +98,9 @@ impl Context {
 }
 
 /// (row stride, element stride) when the kept dims `shape[..split]` and the reduced dims
-/// `shape[split..]` each collapse into one strided axis.
-fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Option<(usize, usize)> {
+/// `shape[split..]` each collapse into one strided axis (the CPU reference folds such
+/// views in place with the same test).
+pub fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Option<(usize, usize)> {
     fn collapse(shape: &[usize], strides: &[usize]) -> Option<usize> {
         let dims: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
         let Some(&(_, last)) = dims.last() else { return Some(0) };

@@ -25,6 +25,7 @@ const REDUCE_ROWS_VEC4: &str = include_str!("../../shaders/reduce_rows_vec4.wgsl
 const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
 const ARGREDUCE: &str = include_str!("../../shaders/argreduce.wgsl");
 const MATMUL_COMMON: &str = include_str!("../../shaders/matmul_common.wgsl");
+const MATMUL_STORE: &str = include_str!("../../shaders/matmul_store.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const MATMUL_REG: &str = include_str!("../../shaders/matmul_reg.wgsl");
 const INDEX_SELECT: &str = include_str!("../../shaders/index_select.wgsl");
@@ -339,11 +340,13 @@ impl KernelKey {
             Kernel::Cast(_, KDType::F16) => (PACK_F16, String::new()),
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
-            Kernel::Matmul => (MATMUL, MATMUL_COMMON.to_string()),
-            Kernel::MatmulReg => (MATMUL_REG, MATMUL_COMMON.to_string()),
+            Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}")),
+            Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}")),
             Kernel::MatmulVec4(v) => {
                 generated = v.wgsl();
-                (generated.as_str(), MATMUL_COMMON.to_string())
+                // row-layout B stores whole vec4s; otherwise store_row's checked scalars
+                let helpers = if v.quad_store() { MATMUL_COMMON.to_string() } else { format!("{MATMUL_COMMON}\n{MATMUL_STORE}") };
+                (generated.as_str(), helpers)
             }
             Kernel::IndexSelect => (INDEX_SELECT, String::new()),
             Kernel::Gather => (GATHER, String::new()),

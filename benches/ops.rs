@@ -27,13 +27,18 @@ fn run(dev: &Device, f: impl Fn() -> Tensor) {
 fn matmul(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    let sizes: Vec<usize> = std::env::var("WGRAD_BENCH_MATMUL").ok().map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![256, 512, 1024, 2048]);
+    let sizes: Vec<usize> = std::env::var("WGRAD_BENCH_MATMUL")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or(vec![256, 512, 1024, 2048]);
     for (name, dev) in devices() {
         for &n in &sizes {
             let a = Tensor::randn(&[n, n], 1, DType::F32, &dev).unwrap();
             let b = Tensor::randn(&[n, n], 2, DType::F32, &dev).unwrap();
             group.throughput(Throughput::Elements((2 * n * n * n) as u64));
-            group.bench_with_input(BenchmarkId::new(format!("{name}/matmul"), n), &n, |bench, _| bench.iter(|| run(&dev, || a.matmul(&b).unwrap())));
+            group.bench_with_input(BenchmarkId::new(format!("{name}/matmul"), n), &n, |bench, _| {
+                bench.iter(|| run(&dev, || a.matmul(&b).unwrap()))
+            });
         }
     }
 }
@@ -48,7 +53,9 @@ fn elementwise(c: &mut Criterion) {
         group.throughput(Throughput::Bytes((12 * n) as u64));
         group.bench_function(format!("{name}/add_16M"), |b| b.iter(|| run(&dev, || x.add(&y).unwrap())));
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(format!("{name}/exp_x_mul_x_plus_1_16M"), |b| b.iter(|| run(&dev, || x.exp().unwrap().mul(&x).unwrap().add_scalar(1.0).unwrap())));
+        group.bench_function(format!("{name}/exp_x_mul_x_plus_1_16M"), |b| {
+            b.iter(|| run(&dev, || x.exp().unwrap().mul(&x).unwrap().add_scalar(1.0).unwrap()))
+        });
     }
 }
 
@@ -61,7 +68,9 @@ fn reduce(c: &mut Criterion) {
         group.throughput(Throughput::Bytes((4 * n) as u64));
         group.bench_function(format!("{name}/sum_16M"), |b| b.iter(|| run(&dev, || x.sum_all().unwrap())));
         let m = x.reshape(&[4096, 4096]).unwrap();
-        group.bench_function(format!("{name}/row_sum_4096x4096"), |b| b.iter(|| run(&dev, || m.sum(&[1], false).unwrap())));
+        group.bench_function(format!("{name}/row_sum_4096x4096"), |b| {
+            b.iter(|| run(&dev, || m.sum(&[1], false).unwrap()))
+        });
     }
 }
 
@@ -88,7 +97,11 @@ fn training(c: &mut Criterion) {
         let mut sgd = Sgd::new(0.1);
         group.bench_function(format!("{name}/mlp_step_b128"), |b| {
             b.iter(|| {
-                let (_, g) = value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb), params.tensors()).unwrap();
+                let (_, g) = value_and_grad_many(
+                    |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb),
+                    params.tensors(),
+                )
+                .unwrap();
                 sgd.step(&mut params, &g).unwrap();
                 dev.synchronize().unwrap();
             })

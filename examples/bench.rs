@@ -36,7 +36,7 @@ fn check(what: &str, got: &Tensor, want: &Tensor, rtol: f64) -> Result<()> {
     let (g, w) = (got.to_f64_vec()?, want.to_f64_vec()?);
     let scale = w.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
     let err = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
-    if !(err <= rtol) {
+    if err.is_nan() || err > rtol {
         eprintln!("CHECK FAILED: {what}: relative error {err:e} > {rtol:e}");
         std::process::exit(2);
     }
@@ -66,7 +66,15 @@ fn main() -> Result<()> {
         let fresh = Device::new_gpu()?;
         Tensor::ones(&[4], DType::F32, &fresh)?.exp()?.to_vec::<f32>()?;
         let cold = s.elapsed().as_secs_f64() * 1e3;
-        recs.push(Rec { workload: "cold start (device + first op)".into(), param: String::new(), device: "gpu", median: cold, min: cold, max: cold, unit: "ms" });
+        recs.push(Rec {
+            workload: "cold start (device + first op)".into(),
+            param: String::new(),
+            device: "gpu",
+            median: cold,
+            min: cold,
+            max: cold,
+            unit: "ms",
+        });
         // host cost of one small op: 400 adds encoded (below the 512-dispatch batch, so
         // nothing executes meanwhile), median of 20 rounds
         let x = Tensor::ones(&[4], DType::F32, &fresh)?;
@@ -81,7 +89,15 @@ fn main() -> Result<()> {
             fresh.synchronize()?;
         }
         per.sort_by(f64::total_cmp);
-        recs.push(Rec { workload: "host encode per op (tiny add)".into(), param: String::new(), device: "gpu", median: per[10], min: per[0], max: per[19], unit: "us" });
+        recs.push(Rec {
+            workload: "host encode per op (tiny add)".into(),
+            param: String::new(),
+            device: "gpu",
+            median: per[10],
+            min: per[0],
+            max: per[19],
+            unit: "us",
+        });
         drop(fresh);
         devices.push(("gpu", Device::gpu()?));
     }
@@ -101,7 +117,10 @@ fn main() -> Result<()> {
             // lavapipe still finds Mesa's on-disk shader cache unless
             // MESA_SHADER_CACHE_DISABLE=true)
             let first_dev = if *tag == "gpu" { Device::new_gpu()? } else { dev.clone() };
-            let (fa, fb) = (Tensor::randn(&[n, n], 1, DType::F32, &first_dev)?, Tensor::randn(&[n, n], 2, DType::F32, &first_dev)?);
+            let (fa, fb) = (
+                Tensor::randn(&[n, n], 1, DType::F32, &first_dev)?,
+                Tensor::randn(&[n, n], 2, DType::F32, &first_dev)?,
+            );
             first_dev.synchronize()?;
             let s = Instant::now();
             let c = fa.matmul(&fb)?;
@@ -118,22 +137,54 @@ fn main() -> Result<()> {
             let r = if n >= 2048 { reps.min(3) } else { reps };
             let (md, mn, mx) = time(dev, r, || a.matmul(&b).map(drop))?;
             let fl = 2.0 * (n as f64).powi(3) / 1e9;
-            recs.push(Rec { workload: "W1 matmul f32".into(), param: format!("N={n}"), device: tag, median: fl / md, min: fl / mx, max: fl / mn, unit: "GFLOP/s" });
-            recs.push(Rec { workload: "W1 matmul first call".into(), param: format!("N={n}"), device: tag, median: first, min: first, max: first, unit: "ms" });
+            recs.push(Rec {
+                workload: "W1 matmul f32".into(),
+                param: format!("N={n}"),
+                device: tag,
+                median: fl / md,
+                min: fl / mx,
+                max: fl / mn,
+                unit: "GFLOP/s",
+            });
+            recs.push(Rec {
+                workload: "W1 matmul first call".into(),
+                param: format!("N={n}"),
+                device: tag,
+                median: first,
+                min: first,
+                max: first,
+                unit: "ms",
+            });
         }
         // W2 elementwise
         let x = Tensor::rand(&[big], -1.0, 1.0, 3, DType::F32, dev)?;
         let y = Tensor::rand(&[big], -1.0, 1.0, 4, DType::F32, dev)?;
         let (md, mn, mx) = time(dev, reps, || x.add(&y).map(drop))?;
         let gb = 12.0 * big as f64 / 1e9;
-        recs.push(Rec { workload: "W2 add".into(), param: "16M".into(), device: tag, median: gb / md, min: gb / mx, max: gb / mn, unit: "GB/s" });
+        recs.push(Rec {
+            workload: "W2 add".into(),
+            param: "16M".into(),
+            device: tag,
+            median: gb / md,
+            min: gb / mx,
+            max: gb / mn,
+            unit: "GB/s",
+        });
         let chain = || x.exp()?.mul(&x)?.add_scalar(1.0);
         if *tag == "gpu" {
             let xc = x.to_device(&cpu)?;
             check("exp(x)*x+1", &chain()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
         }
         let (md, mn, mx) = time(dev, reps, || chain().map(drop))?;
-        recs.push(Rec { workload: "W2 exp(x)*x+1".into(), param: "16M".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
+        recs.push(Rec {
+            workload: "W2 exp(x)*x+1".into(),
+            param: "16M".into(),
+            device: tag,
+            median: md * 1e3,
+            min: mn * 1e3,
+            max: mx * 1e3,
+            unit: "ms",
+        });
         // the same chain fused by hand into one kernel (the documented fusing API)
         let fused_k = ElementwiseKernel::new("exp_x_mul_x_plus_s", "return exp(x) * x + s;", |x, s| x.exp() * x + s)?;
         let fused = || x.map_kernel(&fused_k, 1.0);
@@ -142,17 +193,41 @@ fn main() -> Result<()> {
             check("exp(x)*x+1 fused", &fused()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
         }
         let (md, mn, mx) = time(dev, reps, || fused().map(drop))?;
-        recs.push(Rec { workload: "W2 exp(x)*x+1 fused (map_kernel)".into(), param: "16M".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
+        recs.push(Rec {
+            workload: "W2 exp(x)*x+1 fused (map_kernel)".into(),
+            param: "16M".into(),
+            device: tag,
+            median: md * 1e3,
+            min: mn * 1e3,
+            max: mx * 1e3,
+            unit: "ms",
+        });
         // W3 reductions
         if *tag == "gpu" {
             check("sum", &x.sum_all()?, &x.to_device(&cpu)?.sum_all()?, 1e-4)?;
         }
         let (md, mn, mx) = time(dev, reps, || x.sum_all().map(drop))?;
         let gb = 4.0 * big as f64 / 1e9;
-        recs.push(Rec { workload: "W3 sum".into(), param: "16M".into(), device: tag, median: gb / md, min: gb / mx, max: gb / mn, unit: "GB/s" });
+        recs.push(Rec {
+            workload: "W3 sum".into(),
+            param: "16M".into(),
+            device: tag,
+            median: gb / md,
+            min: gb / mx,
+            max: gb / mn,
+            unit: "GB/s",
+        });
         let m = x.reshape(&[4096, 4096])?;
         let (md, mn, mx) = time(dev, reps, || m.sum(&[1], false).map(drop))?;
-        recs.push(Rec { workload: "W3 row-sum".into(), param: "4096x4096".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
+        recs.push(Rec {
+            workload: "W3 row-sum".into(),
+            param: "4096x4096".into(),
+            device: tag,
+            median: md * 1e3,
+            min: mn * 1e3,
+            max: mx * 1e3,
+            unit: "ms",
+        });
         // W4 MLP train step
         let mut params = Params::new();
         let model = mlp(&mut params, dev)?;
@@ -160,7 +235,10 @@ fn main() -> Result<()> {
         let yb = Tensor::from_slice(&(0..128u32).map(|i| i % 10).collect::<Vec<_>>(), &[128], dev)?;
         let mut sgd = Sgd::new(0.1);
         let mut step = |params: &mut Params| -> Result<()> {
-            let (_, g) = value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb), params.tensors())?;
+            let (_, g) = value_and_grad_many(
+                |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb),
+                params.tensors(),
+            )?;
             sgd.step(params, &g)
         };
         if profile && *tag == "gpu" {
@@ -197,18 +275,55 @@ fn main() -> Result<()> {
             let rows = ctx.kernel_profile();
             ctx.set_profiling(false);
             let total: f64 = rows.iter().map(|r| r.seconds).sum();
-            eprintln!("W4 profile, {steps} steps, each dispatch waited for (total {:.2} ms/step):", total * 1e3 / steps as f64);
+            eprintln!(
+                "W4 profile, {steps} steps, each dispatch waited for (total {:.2} ms/step):",
+                total * 1e3 / steps as f64
+            );
             eprintln!("{:<64} {:>10} {:>12}", "kernel", "per step", "ms/step");
             for r in &rows {
-                eprintln!("{:<64} {:>10.1} {:>12.3}", r.kernel, r.dispatches as f64 / steps as f64, r.seconds * 1e3 / steps as f64);
+                eprintln!(
+                    "{:<64} {:>10.1} {:>12.3}",
+                    r.kernel,
+                    r.dispatches as f64 / steps as f64,
+                    r.seconds * 1e3 / steps as f64
+                );
             }
         }
-        recs.push(Rec { workload: "W4 MLP step 784-256-256-10 b128".into(), param: "SGD".into(), device: tag, median: md * 1e3, min: mn * 1e3, max: mx * 1e3, unit: "ms" });
-        recs.push(Rec { workload: "W4 MLP first step".into(), param: String::new(), device: tag, median: first, min: first, max: first, unit: "ms" });
+        recs.push(Rec {
+            workload: "W4 MLP step 784-256-256-10 b128".into(),
+            param: "SGD".into(),
+            device: tag,
+            median: md * 1e3,
+            min: mn * 1e3,
+            max: mx * 1e3,
+            unit: "ms",
+        });
+        recs.push(Rec {
+            workload: "W4 MLP first step".into(),
+            param: String::new(),
+            device: tag,
+            median: first,
+            min: first,
+            max: first,
+            unit: "ms",
+        });
         if *tag == "gpu" {
             let per = |a: u64, b: u64| (a - b) as f64 / steps as f64;
-            for (name, v) in [("dispatches", per(c1.dispatches, c0.dispatches)), ("submits", per(c1.submits, c0.submits)), ("readbacks", per(c1.readbacks, c0.readbacks)), ("buffer allocations", per(c1.buffer_allocations, c0.buffer_allocations))] {
-                recs.push(Rec { workload: format!("W4 {name} per step"), param: String::new(), device: tag, median: v, min: v, max: v, unit: "count" });
+            for (name, v) in [
+                ("dispatches", per(c1.dispatches, c0.dispatches)),
+                ("submits", per(c1.submits, c0.submits)),
+                ("readbacks", per(c1.readbacks, c0.readbacks)),
+                ("buffer allocations", per(c1.buffer_allocations, c0.buffer_allocations)),
+            ] {
+                recs.push(Rec {
+                    workload: format!("W4 {name} per step"),
+                    param: String::new(),
+                    device: tag,
+                    median: v,
+                    min: v,
+                    max: v,
+                    unit: "count",
+                });
             }
         }
         // W5 loss / grad / hvp of the W4 loss with respect to the first weight
@@ -242,26 +357,55 @@ fn main() -> Result<()> {
                 }
             }
         }
-        for (name, val, unit) in [("W5 t(loss)", tl * 1e3, "ms"), ("W5 t(grad)", tg * 1e3, "ms"), ("W5 t(hvp)", th * 1e3, "ms"), ("W5 t(grad)/t(loss)", tg / tl, "ratio"), ("W5 t(hvp)/t(grad)", th / tg, "ratio")] {
-            recs.push(Rec { workload: name.into(), param: String::new(), device: tag, median: val, min: val, max: val, unit });
+        for (name, val, unit) in [
+            ("W5 t(loss)", tl * 1e3, "ms"),
+            ("W5 t(grad)", tg * 1e3, "ms"),
+            ("W5 t(hvp)", th * 1e3, "ms"),
+            ("W5 t(grad)/t(loss)", tg / tl, "ratio"),
+            ("W5 t(hvp)/t(grad)", th / tg, "ratio"),
+        ] {
+            recs.push(Rec {
+                workload: name.into(),
+                param: String::new(),
+                device: tag,
+                median: val,
+                min: val,
+                max: val,
+                unit,
+            });
         }
     }
     println!("GPU: {}", gpu_name.unwrap_or_else(|| "none".into()));
-    println!("{:<34} {:>10} {:>5} {:>11} {:>11} {:>11} {:>8} {:>9}", "workload", "param", "dev", "median", "min", "max", "unit", "gpu/cpu");
+    println!(
+        "{:<34} {:>10} {:>5} {:>11} {:>11} {:>11} {:>8} {:>9}",
+        "workload", "param", "dev", "median", "min", "max", "unit", "gpu/cpu"
+    );
     for r in &recs {
         let other = recs.iter().find(|o| o.workload == r.workload && o.param == r.param && o.device != r.device);
         let ratio = match (r.device, other) {
             ("gpu", Some(o)) if o.median != 0.0 => format!("{:.2}", r.median / o.median),
             _ => String::new(),
         };
-        println!("{:<34} {:>10} {:>5} {:>11.3} {:>11.3} {:>11.3} {:>8} {:>9}", r.workload, r.param, r.device, r.median, r.min, r.max, r.unit, ratio);
+        println!(
+            "{:<34} {:>10} {:>5} {:>11.3} {:>11.3} {:>11.3} {:>8} {:>9}",
+            r.workload, r.param, r.device, r.median, r.min, r.max, r.unit, ratio
+        );
     }
     if let Some(path) = opt("--json") {
         let lines: Vec<String> = recs
             .iter()
-            .map(|r| format!("{{\"workload\":{:?},\"param\":{:?},\"device\":{:?},\"value\":{},\"unit\":{:?}}}", r.workload, r.param, r.device, r.median, r.unit))
+            .map(|r| {
+                format!(
+                    "{{\"workload\":{:?},\"param\":{:?},\"device\":{:?},\"value\":{},\"unit\":{:?}}}",
+                    r.workload, r.param, r.device, r.median, r.unit
+                )
+            })
             .collect();
-        std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| wgrad::Error::Io { op: "bench", path: path.clone(), msg: e.to_string() })?;
+        std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| wgrad::Error::Io {
+            op: "bench",
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
     }
     Ok(())
 }

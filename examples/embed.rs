@@ -38,13 +38,28 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 "#;
 
 fn pipeline(device: &wgpu::Device, src: &str) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(src.into()) });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor { label: None, layout: None, module: &module, entry_point: Some("main"), compilation_options: Default::default(), cache: None })
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
 }
 
 fn run_pass(device: &wgpu::Device, queue: &wgpu::Queue, p: &wgpu::ComputePipeline, bufs: &[wgpu::BindingResource]) {
-    let entries: Vec<wgpu::BindGroupEntry> = bufs.iter().enumerate().map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() }).collect();
-    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &p.get_bind_group_layout(0), entries: &entries });
+    let entries: Vec<wgpu::BindGroupEntry> =
+        bufs.iter().enumerate().map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() }).collect();
+    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &p.get_bind_group_layout(0),
+        entries: &entries,
+    });
     let mut enc = device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -56,7 +71,12 @@ fn run_pass(device: &wgpu::Device, queue: &wgpu::Queue, p: &wgpu::ComputePipelin
 }
 
 fn host_read(device: &wgpu::Device, queue: &wgpu::Queue, src: &wgpu::Buffer, bytes: u64) -> Vec<f32> {
-    let staging = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
     let mut enc = device.create_command_encoder(&Default::default());
     enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
     queue.submit([enc.finish()]);
@@ -69,14 +89,30 @@ fn host_read(device: &wgpu::Device, queue: &wgpu::Queue, src: &wgpu::Buffer, byt
 fn main() -> Result<()> {
     // --- the host's own device
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() }))
-        .expect("no adapter (install mesa-vulkan-drivers on a machine without a GPU)");
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
+    .expect("no adapter (install mesa-vulkan-drivers on a machine without a GPU)");
     let info = adapter.get_info();
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor { required_limits: adapter.limits(), ..Default::default() })).expect("device");
+    let (device, queue) = pollster::block_on(
+        adapter.request_device(&wgpu::DeviceDescriptor { required_limits: adapter.limits(), ..Default::default() }),
+    )
+    .expect("device");
     println!("host device: {} ({:?})", info.name, info.backend);
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-    let points = device.create_buffer(&wgpu::BufferDescriptor { label: Some("host points"), size: (N * 2 * 4) as u64, usage, mapped_at_creation: false });
-    let pred = device.create_buffer(&wgpu::BufferDescriptor { label: Some("host predictions"), size: (N * 4) as u64, usage, mapped_at_creation: false });
+    let points = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("host points"),
+        size: (N * 2 * 4) as u64,
+        usage,
+        mapped_at_creation: false,
+    });
+    let pred = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("host predictions"),
+        size: (N * 4) as u64,
+        usage,
+        mapped_at_creation: false,
+    });
     // --- host pass 1: make the data
     run_pass(&device, &queue, &pipeline(&device, MAKE_POINTS), &[points.as_entire_binding()]);
 
@@ -90,28 +126,51 @@ fn main() -> Result<()> {
     let mut opt = Sgd::new(0.3).momentum(0.5);
     let before = dev.counters();
     for _ in 0..200 {
-        let (_, g) = value_and_grad_many(|p| x.matmul(&p[0])?.add(&p[1])?.sub(&y)?.square()?.mean_all(), params.tensors())?;
+        let (_, g) =
+            value_and_grad_many(|p| x.matmul(&p[0])?.add(&p[1])?.sub(&y)?.square()?.mean_all(), params.tensors())?;
         opt.step(&mut params, &g)?;
     }
     let loop_counts = dev.counters() - before;
-    println!("200 training steps on the host's buffer: {} dispatches, {} submits, {} readbacks", loop_counts.dispatches, loop_counts.submits, loop_counts.readbacks);
+    println!(
+        "200 training steps on the host's buffer: {} dispatches, {} submits, {} readbacks",
+        loop_counts.dispatches, loop_counts.submits, loop_counts.readbacks
+    );
 
     // --- host pass 2 reads the fitted parameters from wgrad's buffers
     let (wbuf, woff, _) = params.tensors()[0].wgpu_buffer().expect("GPU tensor");
     let (bbuf, boff, _) = params.tensors()[1].wgpu_buffer().expect("GPU tensor");
     dev.flush()?; // wgrad's pending work is submitted before the host's pass
     let offs = [(woff / 4) as u32, (boff / 4) as u32];
-    let uni = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+    let uni = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
     queue.write_buffer(&uni, 0, bytemuck::cast_slice(&[offs[0], offs[1], 0, 0]));
-    run_pass(&device, &queue, &pipeline(&device, PREDICT), &[points.as_entire_binding(), wbuf.as_entire_binding(), bbuf.as_entire_binding(), pred.as_entire_binding(), uni.as_entire_binding()]);
+    run_pass(
+        &device,
+        &queue,
+        &pipeline(&device, PREDICT),
+        &[
+            points.as_entire_binding(),
+            wbuf.as_entire_binding(),
+            bbuf.as_entire_binding(),
+            pred.as_entire_binding(),
+            uni.as_entire_binding(),
+        ],
+    );
     let p = host_read(&device, &queue, &pred, (N * 4) as u64);
-    let worst = p.iter().enumerate().map(|(i, &v)| (v - (3.0 * (i as f32 / 2048.0 - 1.0) + 2.0)).abs()).fold(0.0f32, f32::max);
+    let worst =
+        p.iter().enumerate().map(|(i, &v)| (v - (3.0 * (i as f32 / 2048.0 - 1.0) + 2.0)).abs()).fold(0.0f32, f32::max);
     let (w, b) = (params.tensors()[0].to_scalar::<f32>()?, params.tensors()[1].to_scalar::<f32>()?);
     println!("fitted w = {w:.4}, b = {b:.4} (true 3, 2); host predictions within {worst:.4} of 3x + 2");
 
     // --- the cost of a hand-off (wrap + hand back) against a plain copy, 1M elements
-    let big = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 4 << 20, usage, mapped_at_creation: false });
-    let dst = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 4 << 20, usage, mapped_at_creation: false });
+    let big =
+        device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 4 << 20, usage, mapped_at_creation: false });
+    let dst =
+        device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 4 << 20, usage, mapped_at_creation: false });
     let t = Instant::now();
     for _ in 0..1000 {
         let t = Tensor::from_wgpu_buffer(&big, 0, &[1 << 20], DType::F32, &dev)?;
@@ -126,7 +185,12 @@ fn main() -> Result<()> {
     }
     device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).unwrap();
     let copy = t.elapsed().as_secs_f64();
-    println!("1,000 hand-offs of a 1M-element buffer: {:.3} ms in all ({:.2} us each); 1,000 plain 4 MB copies: {:.1} ms", handoff * 1e3, handoff * 1e6 / 1000.0, copy * 1e3);
+    println!(
+        "1,000 hand-offs of a 1M-element buffer: {:.3} ms in all ({:.2} us each); 1,000 plain 4 MB copies: {:.1} ms",
+        handoff * 1e3,
+        handoff * 1e6 / 1000.0,
+        copy * 1e3
+    );
     if (w - 3.0).abs() > 0.02 || (b - 2.0).abs() > 0.02 || worst > 0.05 || loop_counts.readbacks != 0 {
         eprintln!("the fit is wrong or the loop read data back");
         std::process::exit(1);

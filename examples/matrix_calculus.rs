@@ -6,7 +6,8 @@ use wgrad::{grad, hessian, vjp, DType, Device, Result, Tensor};
 
 fn arg_device() -> Result<Device> {
     let args: Vec<String> = std::env::args().collect();
-    let name = args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or("best");
+    let name =
+        args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or("best");
     Device::from_name(name)
 }
 
@@ -57,7 +58,8 @@ fn fd_hessian(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor) -> Tensor {
     let mut hess = vec![0.0; m * n * n];
     for i in 0..n {
         for j in 0..n {
-            let (pp, pm, mp, mm) = (eval(i, 1.0, j, 1.0), eval(i, 1.0, j, -1.0), eval(i, -1.0, j, 1.0), eval(i, -1.0, j, -1.0));
+            let (pp, pm, mp, mm) =
+                (eval(i, 1.0, j, 1.0), eval(i, 1.0, j, -1.0), eval(i, -1.0, j, 1.0), eval(i, -1.0, j, -1.0));
             for o in 0..m {
                 hess[o * n * n + i * n + j] = (pp[o] - pm[o] - mp[o] + mm[o]) / (4.0 * h * h);
             }
@@ -82,7 +84,11 @@ impl Report {
         if !ok {
             self.failures += 1;
         }
-        println!("{name:<44} {:>12} {ea:>14.3e} {ef:>14.3e}   {}", format!("{:?}", closed.shape()), if ok { "ok" } else { "DISAGREES" });
+        println!(
+            "{name:<44} {:>12} {ea:>14.3e} {ef:>14.3e}   {}",
+            format!("{:?}", closed.shape()),
+            if ok { "ok" } else { "DISAGREES" }
+        );
     }
 }
 
@@ -119,13 +125,28 @@ fn main() -> Result<()> {
     let ax = a_spd.matmul(&xv)?;
     let q = ax.dot(&xv)?;
     let closed = ax.mul_scalar(2.0)?.div(&q)?;
-    r.line("grad ln <Ax,x> = 2Ax / <Ax,x>", &closed, &grad(f2(on(&a_spd)), &on(&xv))?, &fd_grad(&f2(a_spd.clone()), &xv));
+    r.line(
+        "grad ln <Ax,x> = 2Ax / <Ax,x>",
+        &closed,
+        &grad(f2(on(&a_spd)), &on(&xv))?,
+        &fd_grad(&f2(a_spd.clone()), &xv),
+    );
     let closed_h = a_spd.mul_scalar(2.0)?.div(&q)?.sub(&ax.outer(&ax)?.mul_scalar(4.0)?.div(&q.square()?)?)?;
-    r.line("Hessian ln <Ax,x> = 2A/q - 4AxxᵀA/q²", &closed_h, &hessian(f2(on(&a_spd)), &on(&xv))?, &fd_hessian(&f2(a_spd.clone()), &xv));
+    r.line(
+        "Hessian ln <Ax,x> = 2A/q - 4AxxᵀA/q²",
+        &closed_h,
+        &hessian(f2(on(&a_spd)), &on(&xv))?,
+        &fd_hessian(&f2(a_spd.clone()), &xv),
+    );
 
     // 3. d det X = det X <X^-T, dX>  =>  grad det X = det(X) X^-T
     let closed = x_spd.inverse()?.t()?.mul(&x_spd.det()?)?;
-    r.line("grad det X = det(X) X^-T", &closed, &grad(|x| x.det(), &on(&x_spd))?, &fd_grad(&|x: &Tensor| x.det(), &x_spd));
+    r.line(
+        "grad det X = det(X) X^-T",
+        &closed,
+        &grad(|x| x.det(), &on(&x_spd))?,
+        &fd_grad(&|x: &Tensor| x.det(), &x_spd),
+    );
 
     // 4. d(X^-1) = -X^-1 dX X^-1  =>  VJP with cotangent G: -X^-T G X^-T
     let g = rnd(5);
@@ -141,7 +162,12 @@ fn main() -> Result<()> {
         move |x: &Tensor| a.matmul(x)?.sub(&b)?.frobenius_norm()?.square()
     };
     let closed = a_spd.t()?.matmul(&a_spd.matmul(&x_spd)?.sub(&b)?)?.mul_scalar(2.0)?;
-    r.line("grad ||AX - B||_F^2 = 2 A^T (AX - B)", &closed, &grad(f5(&on(&a_spd), &on(&b)), &on(&x_spd))?, &fd_grad(&f5(&a_spd, &b), &x_spd));
+    r.line(
+        "grad ||AX - B||_F^2 = 2 A^T (AX - B)",
+        &closed,
+        &grad(f5(&on(&a_spd), &on(&b)), &on(&x_spd))?,
+        &fd_grad(&f5(&a_spd, &b), &x_spd),
+    );
 
     // 6. vector-valued f(x) = [x0^2 x1, sin x0 + x1^3]: Hessian is 3-D, one slice per output
     //    H_0 = [[2 x1, 2 x0], [2 x0, 0]], H_1 = [[-sin x0, 0], [0, 6 x1]]
@@ -150,7 +176,8 @@ fn main() -> Result<()> {
         Tensor::cat(&[x0.square()?.mul(&x1)?, x0.sin()?.add(&x1.powf(3.0)?)?], 0)
     };
     let (p, qv) = (0.7f64, -1.3f64);
-    let closed = Tensor::from_slice(&[2.0 * qv, 2.0 * p, 2.0 * p, 0.0, -p.sin(), 0.0, 0.0, 6.0 * qv], &[2, 2, 2], &Device::Cpu)?;
+    let closed =
+        Tensor::from_slice(&[2.0 * qv, 2.0 * p, 2.0 * p, 0.0, -p.sin(), 0.0, 0.0, 6.0 * qv], &[2, 2, 2], &Device::Cpu)?;
     let x6 = Tensor::from_slice(&[p, qv], &[2], &Device::Cpu)?;
     r.line("Hessian of [x0² x1, sin x0 + x1³] (3-D)", &closed, &hessian(f6, &on(&x6))?, &fd_hessian(&f6, &x6));
 

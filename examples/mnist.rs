@@ -1,6 +1,7 @@
 //! Train an MLP (default 784-256-128-10) or a small CNN on MNIST with Adam.
 //! `cargo run --release --example mnist -- [--model mlp|cnn] [--device gpu|cpu|best]
-//!     [--dtype f32|f16] [--epochs N (default 10 for mlp, 5 for cnn)] [--batch-size N] [--lr X] [--seed N] [--data DIR] [--out DIR] [--resume]`
+//!     [--dtype f32|f16] [--epochs N (default 10 for mlp, 5 for cnn)]
+//!     [--batch-size N] [--lr X] [--seed N] [--data DIR] [--out DIR] [--resume]`
 //! Writes the loss / accuracy curves (PNG) and the weights (safetensors) into --out.
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -25,7 +26,18 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { model: "mlp".into(), device: "best".into(), epochs: 0, batch: 128, lr: 1e-3, seed: 0, data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")), out: None, resume: false, f16: false };
+    let mut a = Args {
+        model: "mlp".into(),
+        device: "best".into(),
+        epochs: 0,
+        batch: 128,
+        lr: 1e-3,
+        seed: 0,
+        data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")),
+        out: None,
+        resume: false,
+        f16: false,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let bad = |m: String| Error::Invalid { op: "mnist", msg: m };
     let mut i = 0;
@@ -64,7 +76,8 @@ fn parse_args() -> Result<Args> {
 
 /// The model; with `f16`, activations are stored in f16 between layers (f32 weights).
 fn build(model: &str, p: &mut Params, seed: u64, dev: &Device, f16: bool) -> Result<Sequential> {
-    let act = |s: Sequential| if f16 { s.push(Activation::Relu).push(Cast(DType::F16)) } else { s.push(Activation::Relu) };
+    let act =
+        |s: Sequential| if f16 { s.push(Activation::Relu).push(Cast(DType::F16)) } else { s.push(Activation::Relu) };
     Ok(match model {
         "mlp" => {
             let s = act(Sequential::new().push(Linear::new(p, "fc1", 784, 256, seed, dev)?));
@@ -73,7 +86,8 @@ fn build(model: &str, p: &mut Params, seed: u64, dev: &Device, f16: bool) -> Res
         }
         "cnn" => {
             let s = act(Sequential::new().push(Conv2d::new(p, "conv1", 1, 16, 3, 1, 1, seed, dev)?)).push(MaxPool2d(2));
-            let s = act(s.push(Conv2d::new(p, "conv2", 16, 32, 3, 1, 1, seed + 1, dev)?)).push(MaxPool2d(2)).push(Flatten);
+            let s =
+                act(s.push(Conv2d::new(p, "conv2", 16, 32, 3, 1, 1, seed + 1, dev)?)).push(MaxPool2d(2)).push(Flatten);
             let s = act(s.push(Linear::new(p, "fc1", 32 * 7 * 7, 128, seed + 2, dev)?));
             s.push(Linear::new(p, "fc2", 128, 10, seed + 3, dev)?)
         }
@@ -116,7 +130,10 @@ fn plot(path: &std::path::Path, losses: &[f64], accs: &[f64]) -> std::result::Re
         let area = area.margin(20, 20, 20, 20);
         area.draw(&Rectangle::new([(0, 0), (409, 359)], BLACK.stroke_width(1)))?;
         let mut chart = ChartBuilder::on(&area).build_cartesian_2d(1f64..n, ymin..ymax)?;
-        chart.draw_series(LineSeries::new(data.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0, v)), color.stroke_width(3)))?;
+        chart.draw_series(LineSeries::new(
+            data.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0, v)),
+            color.stroke_width(3),
+        ))?;
         for (i, &v) in data.iter().enumerate() {
             chart.draw_series(std::iter::once(Circle::new((i as f64 + 1.0, v), 4, color.filled())))?;
         }
@@ -129,9 +146,19 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let dev = Device::from_name(&args.device)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("out/mnist-{}", args.model)));
-    std::fs::create_dir_all(&out).map_err(|e| Error::Io { op: "mnist", path: out.display().to_string(), msg: e.to_string() })?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::Io {
+        op: "mnist",
+        path: out.display().to_string(),
+        msg: e.to_string(),
+    })?;
     let data = wgrad::data::Mnist::load(&args.data)?;
-    println!("device: {}   data: {} train / {} test images from {}", dev.name(), data.train.len(), data.test.len(), args.data.display());
+    println!(
+        "device: {}   data: {} train / {} test images from {}",
+        dev.name(),
+        data.train.len(),
+        data.test.len(),
+        args.data.display()
+    );
     let (train_x, _) = data.train.to_tensors(&dev)?;
     let (test_x, _) = data.test.to_tensors(&dev)?;
     let train_y: Vec<u32> = data.train.labels.iter().map(|&l| l as u32).collect();
@@ -145,7 +172,14 @@ fn main() -> Result<()> {
         println!("resumed from {}", weights.display());
     }
     let precision = if args.f16 { "f16 activations, f32 weights" } else { "f32" };
-    println!("model: {} ({} parameters, {precision}), Adam lr {}, batch {}, {} epochs", args.model, params.numel(), args.lr, args.batch, args.epochs);
+    println!(
+        "model: {} ({} parameters, {precision}), Adam lr {}, batch {}, {} epochs",
+        args.model,
+        params.numel(),
+        args.lr,
+        args.batch,
+        args.epochs
+    );
     let mut opt = Adam::new(args.lr);
     let n = data.train.len();
     let steps_per_epoch = n.div_ceil(args.batch);
@@ -158,7 +192,11 @@ fn main() -> Result<()> {
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut rng);
         let bar = ProgressBar::new(steps_per_epoch as u64);
-        bar.set_style(ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {msg}").unwrap().progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
         bar.set_prefix(epoch.to_string());
         let t0 = Instant::now();
         let mut loss_sum = Tensor::zeros(&[], DType::F32, &dev)?;
@@ -167,7 +205,10 @@ fn main() -> Result<()> {
             let xb = shape_input(&args.model, &train_x.index_select(0, &idx)?)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| train_y[i as usize]).collect();
             let yb = Tensor::from_slice(&labels, &[labels.len()], &dev)?;
-            let (loss, grads) = value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &xb)?, &yb), params.tensors())?;
+            let (loss, grads) = value_and_grad_many(
+                |p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &xb)?, &yb),
+                params.tensors(),
+            )?;
             opt.step(&mut params, &grads)?;
             loss_sum = no_grad(|| loss_sum.add(&loss))?;
             step += 1;
@@ -185,7 +226,12 @@ fn main() -> Result<()> {
         bar.finish();
         let loss = loss_sum.to_scalar::<f32>()? as f64 / steps_per_epoch as f64;
         let acc = accuracy(&model, &args.model, &params, &test_x, &test_y, &dev)?;
-        println!("epoch {epoch:>2}: loss {loss:.4}  test accuracy {:.2}%  ({:.1} s, {:.0} img/s)", acc * 100.0, epoch_secs, n as f64 / epoch_secs);
+        println!(
+            "epoch {epoch:>2}: loss {loss:.4}  test accuracy {:.2}%  ({:.1} s, {:.0} img/s)",
+            acc * 100.0,
+            epoch_secs,
+            n as f64 / epoch_secs
+        );
         losses.push(loss);
         accs.push(acc);
         params.save(&weights)?;
@@ -195,8 +241,16 @@ fn main() -> Result<()> {
         eprintln!("could not write the plot: {e}");
     }
     let total = start.elapsed().as_secs_f64();
-    let acc = if let Some(&a) = accs.last() { a } else { accuracy(&model, &args.model, &params, &test_x, &test_y, &dev)? };
-    println!("total {:.1} s ({:.0} training img/s); weights {}; curves {} (left: training loss from 0, right: test accuracy up to 100%, per epoch)", total, (n * args.epochs) as f64 / train_time.max(1e-9), weights.display(), curves.display());
+    let acc =
+        if let Some(&a) = accs.last() { a } else { accuracy(&model, &args.model, &params, &test_x, &test_y, &dev)? };
+    println!(
+        "total {:.1} s ({:.0} training img/s); weights {}; curves {} \
+         (left: training loss from 0, right: test accuracy up to 100%, per epoch)",
+        total,
+        (n * args.epochs) as f64 / train_time.max(1e-9),
+        weights.display(),
+        curves.display()
+    );
     println!("final test accuracy: {:.2}% (device: {})", acc * 100.0, dev.name());
     Ok(())
 }

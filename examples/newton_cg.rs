@@ -10,7 +10,8 @@ const LAMBDA: f64 = 1e-3;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let name = args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or("best");
+    let name =
+        args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or("best");
     let dev = Device::from_name(name)?;
     let data = wgrad::data::Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist"))?;
     let pick = |s: &wgrad::data::MnistSplit| -> Result<(Tensor, Tensor, usize)> {
@@ -29,7 +30,9 @@ fn main() -> Result<()> {
     let (x, y, n) = pick(&data.train)?;
     let (xt, yt, nt) = pick(&data.test)?;
     println!("device: {}   digits 3 vs 8: {n} training, {nt} test images, 785 weights, lambda {LAMBDA}", dev.name());
-    let loss = |w: &Tensor| -> Result<Tensor> { nn::binary_cross_entropy_with_logits(&x.matmul(w)?, &y)?.add(&w.square()?.sum_all()?.mul_scalar(LAMBDA / 2.0)?) };
+    let loss = |w: &Tensor| -> Result<Tensor> {
+        nn::binary_cross_entropy_with_logits(&x.matmul(w)?, &y)?.add(&w.square()?.sum_all()?.mul_scalar(LAMBDA / 2.0)?)
+    };
     let accuracy = |w: &Tensor| -> Result<f64> {
         let pred = xt.matmul(w)?.gt(&Tensor::zeros(&[], DType::F32, &dev)?)?;
         Ok(pred.eq(&yt)?.mean_all()?.to_scalar::<f32>()? as f64)
@@ -97,7 +100,21 @@ fn main() -> Result<()> {
     let gd_acc = accuracy(&v)?;
     println!();
     println!("{:<22} {:>10} {:>12} {:>14} {:>10}", "method", "iterations", "final loss", "test accuracy", "seconds");
-    println!("{:<22} {:>10} {:>12.6} {:>13.2}% {:>10.2}", format!("newton-cg ({hvps} hvps)"), newton_log.len(), newton_loss, newton_acc * 100.0, newton_secs);
-    println!("{:<22} {:>10} {:>12.6} {:>13.2}% {:>10.2}", format!("gradient descent lr {lr}"), gd_steps, gd_loss, gd_acc * 100.0, gd_secs);
+    println!(
+        "{:<22} {:>10} {:>12.6} {:>13.2}% {:>10.2}",
+        format!("newton-cg ({hvps} hvps)"),
+        newton_log.len(),
+        newton_loss,
+        newton_acc * 100.0,
+        newton_secs
+    );
+    println!(
+        "{:<22} {:>10} {:>12.6} {:>13.2}% {:>10.2}",
+        format!("gradient descent lr {lr}"),
+        gd_steps,
+        gd_loss,
+        gd_acc * 100.0,
+        gd_secs
+    );
     Ok(())
 }

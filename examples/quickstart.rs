@@ -38,7 +38,8 @@ fn main() -> Result<()> {
         let _ = c.to_vec::<f32>()?;
         let read = gpu.counters() - before;
         println!(
-            "one 1024x1024 matmul: {} dispatch, {} submits and {} readbacks until read; {} submit and {} readback after to_vec",
+            "one 1024x1024 matmul: {} dispatch, {} submits and {} readbacks until read; \
+             {} submit and {} readback after to_vec",
             queued.dispatches, queued.submits, queued.readbacks, read.submits, read.readbacks
         );
     }

@@ -18,7 +18,10 @@ pub fn parse_idx(bytes: &[u8], expect_rank: usize, what: &str) -> Result<Idx> {
         return Err(err(format!("{} bytes is too short for an IDX header", bytes.len())));
     }
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
-        return Err(err(format!("bad magic number {:02x}{:02x}{:02x}{:02x} (expected 0000 08 then the rank)", bytes[0], bytes[1], bytes[2], bytes[3])));
+        return Err(err(format!(
+            "bad magic number {:02x}{:02x}{:02x}{:02x} (expected 0000 08 then the rank)",
+            bytes[0], bytes[1], bytes[2], bytes[3]
+        )));
     }
     let rank = bytes[3] as usize;
     if rank != expect_rank {
@@ -28,7 +31,8 @@ pub fn parse_idx(bytes: &[u8], expect_rank: usize, what: &str) -> Result<Idx> {
     if bytes.len() < header {
         return Err(err(format!("truncated header: {} bytes, needs {header}", bytes.len())));
     }
-    let dims: Vec<usize> = (0..rank).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
+    let dims: Vec<usize> =
+        (0..rank).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
     let n: usize = dims.iter().product();
     if bytes.len() - header != n {
         return Err(err(format!("dimensions {dims:?} need {n} bytes of data, found {}", bytes.len() - header)));
@@ -70,7 +74,10 @@ impl MnistSplit {
     pub fn to_tensors(&self, dev: &Device) -> Result<(Tensor, Tensor)> {
         let x: Vec<f32> = self.images.iter().map(|&b| b as f32 / 255.0).collect();
         let y: Vec<u32> = self.labels.iter().map(|&l| l as u32).collect();
-        Ok((Tensor::from_slice(&x, &[self.len(), self.rows * self.cols], dev)?, Tensor::from_slice(&y, &[self.len()], dev)?))
+        Ok((
+            Tensor::from_slice(&x, &[self.len(), self.rows * self.cols], dev)?,
+            Tensor::from_slice(&y, &[self.len()], dev)?,
+        ))
     }
 }
 
@@ -88,17 +95,27 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(Error::Io { op: "Mnist::load", path: dir.join(stem).display().to_string(), msg: "not found (looked for the file and its .gz)".into() })
+    Err(Error::Io {
+        op: "Mnist::load",
+        path: dir.join(stem).display().to_string(),
+        msg: "not found (looked for the file and its .gz)".into(),
+    })
 }
 
 fn split(dir: &Path, prefix: &str) -> Result<MnistSplit> {
     let imgs = read_idx(&find(dir, &format!("{prefix}-images-idx3-ubyte"))?, 3)?;
     let labels = read_idx(&find(dir, &format!("{prefix}-labels-idx1-ubyte"))?, 1)?;
     if imgs.dims[0] != labels.dims[0] {
-        return Err(Error::Format { what: format!("MNIST {prefix}"), msg: format!("{} images but {} labels", imgs.dims[0], labels.dims[0]) });
+        return Err(Error::Format {
+            what: format!("MNIST {prefix}"),
+            msg: format!("{} images but {} labels", imgs.dims[0], labels.dims[0]),
+        });
     }
     if let Some(&bad) = labels.data.iter().find(|&&l| l > 9) {
-        return Err(Error::Format { what: format!("MNIST {prefix} labels"), msg: format!("label {bad} is not a digit") });
+        return Err(Error::Format {
+            what: format!("MNIST {prefix} labels"),
+            msg: format!("label {bad} is not a digit"),
+        });
     }
     Ok(MnistSplit { images: imgs.data, labels: labels.data, rows: imgs.dims[1], cols: imgs.dims[2] })
 }

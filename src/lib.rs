@@ -2,7 +2,10 @@
 //!
 //! Tensors with automatic differentiation whose data lives on the GPU through wgpu,
 //! with a CPU reference backend. See the README for a tour.
-pub use wgrad_autograd::{backward, check_grads, check_grads_with, grad, hessian, hvp, jacobian, jvp, unbroadcast, value_and_grad, value_and_grad_many, vjp, CheckOptions};
+pub use wgrad_autograd::{
+    backward, check_grads, check_grads_with, grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, unbroadcast,
+    value_and_grad, value_and_grad_many, vjp, CheckOptions,
+};
 pub use wgrad_core::*;
 
 pub mod data;

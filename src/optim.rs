@@ -12,7 +12,10 @@ pub trait Optimizer {
 
 fn check(params: &Params, grads: &[Tensor]) -> Result<()> {
     if params.len() != grads.len() {
-        return Err(Error::Invalid { op: "Optimizer::step", msg: format!("{} parameters but {} gradients", params.len(), grads.len()) });
+        return Err(Error::Invalid {
+            op: "Optimizer::step",
+            msg: format!("{} parameters but {} gradients", params.len(), grads.len()),
+        });
     }
     Ok(())
 }
@@ -73,7 +76,16 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(lr: f64) -> Self {
-        Adam { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, decoupled: false, t: 0, m: Vec::new(), v: Vec::new() }
+        Adam {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            t: 0,
+            m: Vec::new(),
+            v: Vec::new(),
+        }
     }
     /// AdamW with decoupled weight decay (default 0.01, as PyTorch).
     pub fn adamw(lr: f64) -> Self {

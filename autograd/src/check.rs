@@ -1,7 +1,7 @@
 //! Gradient checking by central finite differences on random projections (HIPS
 //! autograd's check_grads): <u, J^T v> from the VJP against <(f(x + eps u) - f(x - eps u)) / 2 eps, v>.
 use crate::transforms::vjp;
-use wgrad_core::graph::no_grad;
+use wgrad_core::no_grad;
 use wgrad_core::{DType, Device, Error, Result, Tensor};
 
 /// Step and tolerances of a check.
@@ -51,7 +51,13 @@ where
 
 /// Check the `level`-th derivative of the original function (f is its (level-1)-th
 /// gradient function), then the remaining `order - 1` levels.
-fn check_dyn(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, order: usize, level: usize, opts: CheckOptions) -> Result<()> {
+fn check_dyn(
+    f: &dyn Fn(&Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    order: usize,
+    level: usize,
+    opts: CheckOptions,
+) -> Result<()> {
     if order == 0 {
         return Ok(());
     }
@@ -71,7 +77,7 @@ fn check_dyn(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, order: usize, le
         })?;
         let diff = (analytic - numeric).abs();
         let tol = opts.atol + opts.rtol * numeric.abs();
-        if !(diff <= tol) && diff / tol > worst_ratio || (diff.is_nan() && worst.is_none()) {
+        if (diff > tol && diff / tol > worst_ratio) || (diff.is_nan() && worst.is_none()) {
             worst_ratio = diff / tol;
             worst = Some(Error::GradCheck { order: level, analytic, numeric, diff, tol });
         }

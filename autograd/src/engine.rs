@@ -1,31 +1,15 @@
 //! The backward walk: a topological order of the graph between the outputs and the
 //! targets (iterative, so chains of any length work), one VJP per node, unbroadcast once
 //! here, and cotangents freed as soon as they are consumed.
-use crate::rules;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use wgrad_core::graph::{no_grad, with_grad};
+use wgrad_core::__private::with_grad;
+use wgrad_core::no_grad;
 use wgrad_core::{Error, Node, Result, Tensor};
 
 /// Sum `g` (a broadcast, output-side cotangent) back to an input's `shape`.
 pub fn unbroadcast(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
-    if g.shape() == shape {
-        return Ok(g.clone());
-    }
-    let lead = g.rank().checked_sub(shape.len()).ok_or_else(|| Error::ShapeMismatch {
-        op: "unbroadcast",
-        lhs: g.shape().to_vec(),
-        rhs: shape.to_vec(),
-        msg: "the cotangent has fewer axes than the input".into(),
-    })?;
-    let mut axes: Vec<isize> = (0..lead as isize).collect();
-    for (i, &d) in shape.iter().enumerate() {
-        if d == 1 && g.shape()[lead + i] != 1 {
-            axes.push((lead + i) as isize);
-        }
-    }
-    let summed = if axes.is_empty() { g.clone() } else { g.sum(&axes, true)? };
-    summed.reshape(shape)
+    g.sum_to_shape(shape)
 }
 
 fn accumulate(grads: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) -> Result<()> {
@@ -77,13 +61,22 @@ pub fn backward(outputs: &[(Tensor, Tensor)], targets: &[Tensor], create_graph: 
 fn backward_inner(outputs: &[(Tensor, Tensor)], targets: &[Tensor]) -> Result<Vec<Option<Tensor>>> {
     let target_ids: Vec<u64> = targets
         .iter()
-        .map(|t| t.node().map(|n| n.id()).ok_or_else(|| Error::Invalid { op: "backward", msg: "a target is not tracked".into() }))
+        .map(|t| {
+            t.node()
+                .map(|n| n.id())
+                .ok_or_else(|| Error::Invalid { op: "backward", msg: "a target is not tracked".into() })
+        })
         .collect::<Result<_>>()?;
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     let mut roots = Vec::new();
     for (y, u) in outputs {
         if u.shape() != y.shape() {
-            return Err(Error::ShapeMismatch { op: "backward", lhs: y.shape().to_vec(), rhs: u.shape().to_vec(), msg: "the cotangent must have the output's shape".into() });
+            return Err(Error::ShapeMismatch {
+                op: "backward",
+                lhs: y.shape().to_vec(),
+                rhs: u.shape().to_vec(),
+                msg: "the cotangent must have the output's shape".into(),
+            });
         }
         if let Some(n) = y.node() {
             accumulate(&mut grads, n.id(), u.clone())?;
@@ -107,7 +100,7 @@ fn backward_inner(outputs: &[(Tensor, Tensor)], targets: &[Tensor]) -> Result<Ve
         let Some(g) = grads.remove(&node.id()) else { continue };
         if let Some(pos) = target_ids.iter().position(|&t| t == node.id()) {
             results[pos] = Some(g.clone());
-            if matches!(node.op, wgrad_core::Op::Leaf) {
+            if node.is_leaf() {
                 continue;
             }
         }
@@ -115,7 +108,7 @@ fn backward_inner(outputs: &[(Tensor, Tensor)], targets: &[Tensor]) -> Result<Ve
         if !needs_any {
             continue;
         }
-        let input_grads = rules::vjp(node, &g)?;
+        let input_grads = node.op.vjp(node, &g)?;
         drop(g);
         for (i, gi) in input_grads.into_iter().enumerate() {
             let (Some(parent), Some(gi)) = (&node.parents[i], gi) else { continue };

@@ -3,7 +3,6 @@
 //! blocked GEMM (`matrixmultiply`) in the tensor's own precision.
 use crate::storage::CpuStorage;
 use crate::{DType, Layout};
-use wgrad_kernels::{BinaryOp, UnaryOp};
 
 /// The elements of a view, row-major, widened to f64 (one match on the dtype, then a
 /// tight loop: contiguous views are read as slices).
@@ -42,70 +41,6 @@ pub fn min_nan(a: f64, b: f64) -> f64 {
     }
 }
 
-/// The scalar function of each unary op; `s` is the scalar operand of the scalar forms.
-pub fn unary_fn(op: UnaryOp, x: f64, s: f64) -> f64 {
-    match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Relu => {
-            if x <= 0.0 {
-                0.0
-            } else {
-                x
-            }
-        }
-        UnaryOp::Sin => x.sin(),
-        UnaryOp::Cos => x.cos(),
-        UnaryOp::Recip => 1.0 / x,
-        UnaryOp::Sign => {
-            if x.is_nan() {
-                x
-            } else if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }
-        UnaryOp::AddScalar => x + s,
-        UnaryOp::MulScalar => x * s,
-        UnaryOp::PowScalar => pow_num(x, s),
-        UnaryOp::RPowScalar => pow_num(s, x),
-    }
-}
-
-pub fn binary_fn(op: BinaryOp, a: f64, b: f64) -> f64 {
-    let mask = |c: bool| if c { 1.0 } else { 0.0 };
-    match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-        BinaryOp::Pow => pow_num(a, b),
-        BinaryOp::Maximum => max_nan(a, b),
-        BinaryOp::Minimum => min_nan(a, b),
-        BinaryOp::Eq => mask(a == b),
-        BinaryOp::Ne => mask(a != b),
-        BinaryOp::Lt => mask(a < b),
-        BinaryOp::Le => mask(a <= b),
-        BinaryOp::Gt => mask(a > b),
-        BinaryOp::Ge => mask(a >= b),
-        BinaryOp::WherePositive => {
-            if b > 0.0 {
-                a
-            } else {
-                0.0
-            }
-        }
-    }
-}
-
 /// out[i] = f(x[i]) with the result in `dtype`. In f32, rounding each step as the GPU does
 /// is not needed for a reference: one correctly rounded result is the target.
 pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64) -> CpuStorage {
@@ -116,35 +51,22 @@ pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64) -> 
         }
         let mut out = Vec::with_capacity(l.numel());
         let (n, st) = (*l.shape.last().unwrap_or(&1), *l.strides.last().unwrap_or(&1));
-        for_each_row2(&l.shape, (l.offset, &l.strides), (0, &l.strides), |o, _| out.extend((0..n).map(|j| f(v[o + j * st] as f64) as f32)));
+        for_each_row2(&l.shape, (l.offset, &l.strides), (0, &l.strides), |o, _| {
+            out.extend((0..n).map(|j| f(v[o + j * st] as f64) as f32))
+        });
         return CpuStorage::F32(out);
     }
     CpuStorage::from_f64(read(s, l).into_iter().map(f).collect(), dtype)
 }
 
-/// [`map`] with the unary op resolved outside the loop (one monomorphic loop per op).
-pub fn map_unary(s: &CpuStorage, l: &Layout, dtype: DType, op: UnaryOp, sc: f64) -> CpuStorage {
-    macro_rules! per_op {
-        ($($v:ident),*) => {
-            match op { $(UnaryOp::$v => map(s, l, dtype, |x| unary_fn(UnaryOp::$v, x, sc)),)* }
-        };
-    }
-    per_op!(Neg, Exp, Log, Sqrt, Abs, Tanh, Sigmoid, Relu, Sin, Cos, Recip, Sign, AddScalar, MulScalar, PowScalar, RPowScalar)
-}
-
-/// [`zip`] with the binary op resolved outside the loop.
-pub fn zip_binary(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, op: BinaryOp) -> CpuStorage {
-    macro_rules! per_op {
-        ($($v:ident),*) => {
-            match op { $(BinaryOp::$v => zip(a, b, dtype, |x, y| binary_fn(BinaryOp::$v, x, y)),)* }
-        };
-    }
-    per_op!(Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge, WherePositive)
-}
-
 /// Calls `f(start_a, start_b)` for every last-axis row of two views of one shape, in
 /// row-major order, without materializing index lists (an odometer over the leading axes).
-pub fn for_each_row2(shape: &[usize], (oa, sa): (usize, &[usize]), (ob, sb): (usize, &[usize]), mut f: impl FnMut(usize, usize)) {
+pub fn for_each_row2(
+    shape: &[usize],
+    (oa, sa): (usize, &[usize]),
+    (ob, sb): (usize, &[usize]),
+    mut f: impl FnMut(usize, usize),
+) {
     let rank = shape.len();
     if shape.contains(&0) {
         return;
@@ -179,7 +101,15 @@ pub fn for_each_row2(shape: &[usize], (oa, sa): (usize, &[usize]), (ob, sb): (us
 /// Extends `out` with f over one last-axis row of `n` elements (slices where unit or zero
 /// strides allow, so the loop vectorizes).
 #[allow(clippy::too_many_arguments)]
-fn zip_row(out: &mut Vec<f32>, x: &[f32], y: &[f32], (pa, la): (usize, usize), (pb, lb): (usize, usize), n: usize, f: &impl Fn(f64, f64) -> f64) {
+fn zip_row(
+    out: &mut Vec<f32>,
+    x: &[f32],
+    y: &[f32],
+    (pa, la): (usize, usize),
+    (pb, lb): (usize, usize),
+    n: usize,
+    f: &impl Fn(f64, f64) -> f64,
+) {
     match (la, lb) {
         (1, 1) => out.extend(x[pa..pa + n].iter().zip(&y[pb..pb + n]).map(|(&p, &q)| f(p as f64, q as f64) as f32)),
         (1, 0) => {
@@ -194,7 +124,12 @@ fn zip_row(out: &mut Vec<f32>, x: &[f32], y: &[f32], (pa, la): (usize, usize), (
     }
 }
 
-pub fn zip(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, f: impl Fn(f64, f64) -> f64) -> CpuStorage {
+pub fn zip(
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
+    dtype: DType,
+    f: impl Fn(f64, f64) -> f64,
+) -> CpuStorage {
     if let (CpuStorage::F32(x), CpuStorage::F32(y), DType::F32) = (a.0, b.0, dtype) {
         if a.1.is_contiguous() && b.1.is_contiguous() {
             let n = a.1.numel();
@@ -205,7 +140,9 @@ pub fn zip(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout), dtype: DType, f
         let mut out = Vec::with_capacity(a.1.numel());
         let n = *a.1.shape.last().unwrap_or(&1);
         let (la, lb) = (*a.1.strides.last().unwrap_or(&1), *b.1.strides.last().unwrap_or(&1));
-        for_each_row2(&a.1.shape, (a.1.offset, &a.1.strides), (b.1.offset, &b.1.strides), |p, q| zip_row(&mut out, x, y, (p, la), (q, lb), n, &f));
+        for_each_row2(&a.1.shape, (a.1.offset, &a.1.strides), (b.1.offset, &b.1.strides), |p, q| {
+            zip_row(&mut out, x, y, (p, la), (q, lb), n, &f)
+        });
         return CpuStorage::F32(out);
     }
     let va = read(a.0, a.1);
@@ -221,7 +158,14 @@ pub fn reduce_rows(vals: &[f64], inner: usize, outer: usize, init: f64, f: impl 
 /// [`reduce_rows`] straight from storage: contiguous f32 rows are folded in place, and a
 /// view whose kept and reduced axes each collapse to one stride (e.g. columns) is folded
 /// row by row into the accumulators, in the same per-output order.
-pub fn reduce_view(s: &CpuStorage, l: &Layout, inner: usize, outer: usize, init: f64, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+pub fn reduce_view(
+    s: &CpuStorage,
+    l: &Layout,
+    inner: usize,
+    outer: usize,
+    init: f64,
+    f: impl Fn(f64, f64) -> f64,
+) -> Vec<f64> {
     if let CpuStorage::F32(v) = s {
         if l.is_contiguous() {
             let v = &v[l.offset..l.offset + inner * outer];
@@ -317,10 +261,20 @@ pub fn matmul(
                 // layouts); c is a fresh contiguous m x n block per batch.
                 unsafe {
                     $gemm(
-                        m, k, n, 1.0,
-                        $av.as_ptr().add(a_offsets[i]), a_rs as isize, a_cs as isize,
-                        $bv.as_ptr().add(b_offsets[i]), b_rs as isize, b_cs as isize,
-                        0.0, c.as_mut_ptr().add(i * m * n), n as isize, 1,
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        $av.as_ptr().add(a_offsets[i]),
+                        a_rs as isize,
+                        a_cs as isize,
+                        $bv.as_ptr().add(b_offsets[i]),
+                        b_rs as isize,
+                        b_cs as isize,
+                        0.0,
+                        c.as_mut_ptr().add(i * m * n),
+                        n as isize,
+                        1,
                     );
                 }
             }

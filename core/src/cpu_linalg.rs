@@ -82,7 +82,8 @@ pub fn cholesky(a: &mut [f64], n: usize) -> usize {
         for k in 0..j {
             d -= a[j * n + k] * a[j * n + k];
         }
-        if !(d > 0.0) && info == 0 {
+        // not positive, or NaN
+        if d.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) && info == 0 {
             info = j + 1;
         }
         let d = d.sqrt();

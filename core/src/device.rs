@@ -54,7 +54,10 @@ impl Device {
             "cpu" => Ok(Device::Cpu),
             "gpu" => Device::gpu(),
             "best" => Ok(Device::best()),
-            other => Err(crate::Error::Invalid { op: "Device::from_name", msg: format!("unknown device '{other}' (cpu, gpu or best)") }),
+            other => Err(crate::Error::Invalid {
+                op: "Device::from_name",
+                msg: format!("unknown device '{other}' (cpu, gpu or best)"),
+            }),
         }
     }
 

@@ -16,7 +16,9 @@ pub enum Error {
     SliceOutOfRange { op: &'static str, axis: usize, start: usize, end: usize, size: usize },
     #[error("{op}: matrix {batch} of the batch is singular (zero pivot in column {column})")]
     Singular { op: &'static str, batch: usize, column: usize },
-    #[error("{op}: matrix {batch} of the batch is not positive definite (leading minor of order {minor} is not positive)")]
+    #[error(
+        "{op}: matrix {batch} of the batch is not positive definite (leading minor of order {minor} is not positive)"
+    )]
     NotPositiveDefinite { op: &'static str, batch: usize, minor: usize },
     #[error("{op}: {msg}")]
     Empty { op: &'static str, msg: String },
@@ -30,9 +32,11 @@ pub enum Error {
     UnsupportedDType { op: &'static str, dtype: crate::DType, device: String, why: String },
     #[error("{op}: derivative of order {order} is not implemented")]
     NotDifferentiable { op: String, order: usize },
-    #[error("check_grads: order-{order} derivative disagrees with central differences: \
+    #[error(
+        "check_grads: order-{order} derivative disagrees with central differences: \
              <u, J^T v> = {analytic:e} but the finite-difference value is {numeric:e} \
-             (|difference| {diff:e} > tolerance {tol:e})")]
+             (|difference| {diff:e} > tolerance {tol:e})"
+    )]
     GradCheck { order: usize, analytic: f64, numeric: f64, diff: f64, tol: f64 },
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },

@@ -22,7 +22,13 @@ impl Tensor {
     /// A tensor over `shape` elements of `dtype` starting `byte_offset` bytes into a buffer the
     /// host owns (no copy). The buffer needs `STORAGE` usage (and `COPY_SRC` to be read back
     /// with `to_vec`); it must come from `device`'s wgpu device.
-    pub fn from_wgpu_buffer(buffer: &wgpu::Buffer, byte_offset: u64, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn from_wgpu_buffer(
+        buffer: &wgpu::Buffer,
+        byte_offset: u64,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let op = "from_wgpu_buffer";
         let Device::Gpu(ctx) = device else {
             return Err(Error::Invalid { op, msg: "needs a GPU device (Device::from_wgpu)".into() });
@@ -34,12 +40,21 @@ impl Tensor {
         }
         let esize = dtype.size_in_bytes() as u64;
         if !byte_offset.is_multiple_of(esize) {
-            return Err(Error::Invalid { op, msg: format!("byte offset {byte_offset} is not a multiple of the element size {esize}") });
+            return Err(Error::Invalid {
+                op,
+                msg: format!("byte offset {byte_offset} is not a multiple of the element size {esize}"),
+            });
         }
         let numel: usize = shape.iter().product();
         let need = byte_offset + numel as u64 * esize;
         if need > buffer.size() {
-            return Err(Error::Invalid { op, msg: format!("shape {shape:?} at byte offset {byte_offset} needs {need} bytes; the buffer has {}", buffer.size()) });
+            return Err(Error::Invalid {
+                op,
+                msg: format!(
+                    "shape {shape:?} at byte offset {byte_offset} needs {need} bytes; the buffer has {}",
+                    buffer.size()
+                ),
+            });
         }
         let gb = ctx.wrap_external(buffer.clone());
         let mut layout = Layout::contiguous(shape);

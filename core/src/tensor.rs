@@ -1,7 +1,8 @@
 //! The one user-facing tensor type.
-use crate::graph::{self, Node, Op, SavedOutput};
+use crate::graph::{Node, SavedOutput};
 use crate::shape::numel;
 use crate::storage::{CpuStorage, Storage};
+use crate::transform::no_grad;
 use crate::{DType, Device, Element, Error, Layout, Result};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -15,6 +16,9 @@ pub(crate) struct Inner {
     /// For u32 tensors: a known exclusive upper bound of the values (host data, argmax),
     /// so index ops can check bounds without reading the GPU back.
     pub(crate) index_bound: Option<u32>,
+    /// Forward-mode tangents by level, lowest first: (level, tangent). The tensor is the
+    /// primal of its highest level; each tangent may carry tangents of lower levels.
+    pub(crate) duals: Vec<(u64, Tensor)>,
 }
 
 /// An n-dimensional array on a [`Device`], cheap to clone (views share storage).
@@ -23,13 +27,26 @@ pub struct Tensor(pub(crate) Arc<Inner>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {:?}, {}{})", self.shape(), self.dtype(), self.device(), if self.node().is_some() { ", tracked" } else { "" })
+        write!(
+            f,
+            "Tensor({:?}, {:?}, {}{})",
+            self.shape(),
+            self.dtype(),
+            self.device(),
+            if self.node().is_some() { ", tracked" } else { "" }
+        )
     }
 }
 
 impl Tensor {
-    pub(crate) fn from_parts(storage: Storage, layout: Layout, dtype: DType, device: Device, node: Option<Arc<Node>>) -> Tensor {
-        Tensor(Arc::new(Inner { storage, layout, dtype, device, node, index_bound: None }))
+    pub(crate) fn from_parts(
+        storage: Storage,
+        layout: Layout,
+        dtype: DType,
+        device: Device,
+        node: Option<Arc<Node>>,
+    ) -> Tensor {
+        Tensor(Arc::new(Inner { storage, layout, dtype, device, node, index_bound: None, duals: Vec::new() }))
     }
 
     /// Known exclusive upper bound of a u32 tensor's values.
@@ -45,8 +62,16 @@ impl Tensor {
             }
             Err(shared) => {
                 let t = Tensor(shared);
-                let mut n = Tensor::from_parts(t.0.storage.clone(), t.0.layout.clone(), t.0.dtype, t.0.device.clone(), t.0.node.clone());
-                Arc::get_mut(&mut n.0).expect("fresh").index_bound = bound;
+                let mut n = Tensor::from_parts(
+                    t.0.storage.clone(),
+                    t.0.layout.clone(),
+                    t.0.dtype,
+                    t.0.device.clone(),
+                    t.0.node.clone(),
+                );
+                let inner = Arc::get_mut(&mut n.0).expect("fresh");
+                inner.index_bound = bound;
+                inner.duals = t.0.duals.clone();
                 n
             }
         }
@@ -89,15 +114,71 @@ impl Tensor {
         self.0.node.is_some()
     }
 
-    /// The same data with another node (or none).
-    pub fn with_node(&self, node: Option<Arc<Node>>) -> Tensor {
+    /// The same data and tangents with another node (or none).
+    pub(crate) fn with_node(&self, node: Option<Arc<Node>>) -> Tensor {
         Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype, self.0.device.clone(), node)
+            .with_index_bound(self.0.index_bound)
+            .with_duals(self.0.duals.clone())
+    }
+
+    /// The same data cut off from every transform: no gradient and no tangent flows
+    /// through it (JAX's `stop_gradient`).
+    pub fn detach(&self) -> Tensor {
+        self.plain()
+    }
+
+    /// The data alone: no node, no tangents.
+    pub(crate) fn plain(&self) -> Tensor {
+        if self.0.node.is_none() && self.0.duals.is_empty() {
+            return self.clone();
+        }
+        Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype, self.0.device.clone(), None)
             .with_index_bound(self.0.index_bound)
     }
 
-    /// The same data cut off from the graph: no gradient flows through it.
-    pub fn detach(&self) -> Tensor {
-        self.with_node(None)
+    /// Forward-mode tangents by level, lowest first.
+    pub(crate) fn duals(&self) -> &[(u64, Tensor)] {
+        &self.0.duals
+    }
+
+    /// The same tensor with `duals` in place of its tangents.
+    pub(crate) fn with_duals(self, duals: Vec<(u64, Tensor)>) -> Tensor {
+        if duals.is_empty() && self.0.duals.is_empty() {
+            return self;
+        }
+        let mut t = Tensor::from_parts(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            self.0.dtype,
+            self.0.device.clone(),
+            self.0.node.clone(),
+        );
+        let inner = Arc::get_mut(&mut t.0).expect("fresh");
+        inner.index_bound = self.0.index_bound;
+        inner.duals = duals;
+        t
+    }
+
+    /// This tensor with `tangent` at forward level `level` (replacing one already there).
+    pub(crate) fn with_dual(&self, level: u64, tangent: Tensor) -> Tensor {
+        let mut duals: Vec<(u64, Tensor)> = self.0.duals.iter().filter(|(l, _)| *l != level).cloned().collect();
+        duals.push((level, tangent));
+        duals.sort_by_key(|(l, _)| *l);
+        self.clone().with_duals(duals)
+    }
+
+    /// The tangent at forward level `level` (None: zero).
+    pub(crate) fn tangent(&self, level: u64) -> Option<Tensor> {
+        self.0.duals.iter().find(|(l, _)| *l == level).map(|(_, t)| t.clone())
+    }
+
+    /// The primal of forward level `level`: the tangents of that level and above removed.
+    pub(crate) fn keep_levels_below(&self, level: u64) -> Tensor {
+        if self.0.duals.iter().all(|(l, _)| *l < level) {
+            return self.clone();
+        }
+        let duals = self.0.duals.iter().filter(|(l, _)| *l < level).cloned().collect();
+        self.clone().with_duals(duals)
     }
 
     /// Alias of [`Tensor::detach`], named as in JAX.
@@ -129,7 +210,12 @@ impl Tensor {
     /// A tensor holding a copy of `data` laid out as `shape`.
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: &Device) -> Result<Tensor> {
         if data.len() != numel(shape) {
-            return Err(Error::ElementCount { op: "from_slice", shape: shape.to_vec(), got: data.len(), expected: numel(shape) });
+            return Err(Error::ElementCount {
+                op: "from_slice",
+                shape: shape.to_vec(),
+                got: data.len(),
+                expected: numel(shape),
+            });
         }
         let storage = match device {
             Device::Cpu => Storage::Cpu(Arc::new(match T::DTYPE {
@@ -207,7 +293,9 @@ impl Tensor {
             DType::F32 => Tensor::from_slice(&v.iter().map(|&x| x as f32).collect::<Vec<_>>(), shape, device),
             DType::F64 => Tensor::from_slice(&v, shape, device),
             DType::U32 => Tensor::from_slice(&v.iter().map(|&x| x as u32).collect::<Vec<_>>(), shape, device),
-            DType::F16 => Tensor::from_slice(&v.iter().map(|&x| half::f16::from_f64(x)).collect::<Vec<_>>(), shape, device),
+            DType::F16 => {
+                Tensor::from_slice(&v.iter().map(|&x| half::f16::from_f64(x)).collect::<Vec<_>>(), shape, device)
+            }
         }
     }
 
@@ -252,14 +340,19 @@ impl Tensor {
                 let ctx = buf.context().clone();
                 if self.dtype() == DType::F16 {
                     // whole words around the halves; a strided view is repacked first
-                    let t = if self.layout().is_contiguous() { self.clone() } else { graph::no_grad(|| self.to_dtype(DType::F32)?.to_dtype(DType::F16))? };
+                    let t = if self.layout().is_contiguous() {
+                        self.clone()
+                    } else {
+                        no_grad(|| self.to_dtype(DType::F32)?.to_dtype(DType::F16))?
+                    };
                     let (first, n) = (t.layout().offset, self.numel());
                     let (w0, w1) = (first / 2, (first + n).div_ceil(2));
-                    let bytes = ctx.read(t.storage().gpu().expect("gpu storage"), (w0 * 4) as u64, ((w1 - w0) * 4) as u64)?;
+                    let bytes =
+                        ctx.read(t.storage().gpu().expect("gpu storage"), (w0 * 4) as u64, ((w1 - w0) * 4) as u64)?;
                     let halves: Vec<T> = bytemuck::pod_collect_to_vec(&bytes);
                     return Ok(halves[first - 2 * w0..first - 2 * w0 + n].to_vec());
                 }
-                let t = if self.layout().is_contiguous() { self.clone() } else { graph::no_grad(|| self.contiguous())? };
+                let t = if self.layout().is_contiguous() { self.clone() } else { no_grad(|| self.contiguous())? };
                 let tb = t.storage().gpu().expect("gpu storage");
                 let bytes = ctx.read(tb, (t.layout().offset * 4) as u64, (n * 4) as u64)?;
                 Ok(bytemuck::pod_collect_to_vec(&bytes))
@@ -280,61 +373,15 @@ impl Tensor {
     /// The value of a one-element tensor.
     pub fn to_scalar<T: Element>(&self) -> Result<T> {
         if self.numel() != 1 {
-            return Err(Error::Invalid { op: "to_scalar", msg: format!("tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel()) });
+            return Err(Error::Invalid {
+                op: "to_scalar",
+                msg: format!("tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel()),
+            });
         }
         Ok(self.to_vec::<T>()?[0])
     }
 
     // ---------------------------------------------------------------- conversions
-
-    /// A copy on `device` (differentiable: the gradient moves back).
-    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
-        if device == self.device() {
-            return Ok(self.clone());
-        }
-        check_gpu_dtype("to_device", self.dtype(), device)?;
-        let out = match self.dtype() {
-            DType::F32 => Tensor::from_slice(&self.to_vec::<f32>()?, self.shape(), device)?,
-            DType::F64 => Tensor::from_slice(&self.to_vec::<f64>()?, self.shape(), device)?,
-            DType::U32 => Tensor::from_slice(&self.to_vec::<u32>()?, self.shape(), device)?,
-            DType::F16 => Tensor::from_slice(&self.to_vec::<half::f16>()?, self.shape(), device)?,
-        };
-        Ok(graph::record(out, Op::ToDevice(self.device().clone()), &[self], &[false], false))
-    }
-
-    /// A copy converted to `dtype` (float to u32 truncates; differentiable between floats).
-    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
-        if dtype == self.dtype() {
-            return Ok(self.clone());
-        }
-        let out = match self.storage() {
-            Storage::Cpu(s) => {
-                let vals: Vec<f64> = self.layout().offsets().into_iter().map(|o| s.get(o)).collect();
-                let vals = if dtype == DType::U32 { vals.into_iter().map(|v| if v.is_nan() || v < 0.0 { 0.0 } else { v.trunc() }).collect() } else { vals };
-                Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(vals, dtype))), self.shape(), dtype, Device::Cpu)
-            }
-            Storage::Gpu(_) if (self.dtype() == DType::F16) != (dtype == DType::F16) && self.dtype() != DType::F32 && dtype != DType::F32 => {
-                // f16 <-> u32 goes through f32
-                return self.to_dtype(DType::F32)?.to_dtype(dtype);
-            }
-            Storage::Gpu(buf) => {
-                check_gpu_dtype("to_dtype", dtype, self.device())?;
-                let ctx = buf.context();
-                let kd = |d: DType| match d {
-                    DType::U32 => wgrad_kernels::KDType::U32,
-                    DType::F16 => wgrad_kernels::KDType::F16,
-                    _ => wgrad_kernels::KDType::F32,
-                };
-                let out = ctx.cast(kd(self.dtype()), kd(dtype), self.view(), self.shape())?;
-                Tensor::new_contiguous(Storage::Gpu(Arc::new(out)), self.shape(), dtype, self.device().clone())
-            }
-        };
-        let differentiable = dtype.is_float() && self.dtype().is_float();
-        if !differentiable {
-            return Ok(out);
-        }
-        Ok(graph::record(out, Op::ToDtype, &[self], &[false], false))
-    }
 
     /// Whether elementwise kernels run on this f16 tensor's storage directly (a GPU with
     /// SHADER_F16); otherwise f16 goes through f32 copies ([`Tensor::via_f32`]).
@@ -396,7 +443,12 @@ pub(crate) fn check_same(op: &'static str, ts: &[&Tensor]) -> Result<()> {
 
 pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
     if !t.dtype().is_float() {
-        return Err(Error::UnsupportedDType { op, dtype: t.dtype(), device: t.device().name(), why: " (a float dtype is needed)".into() });
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: t.dtype(),
+            device: t.device().name(),
+            why: " (a float dtype is needed)".into(),
+        });
     }
     Ok(())
 }

@@ -77,7 +77,11 @@ impl Context {
             });
         }
         if class > self.limits().max_buffer_size {
-            return Err(KernelError::BufferTooLarge { bytes, limit: "max_buffer_size", max: self.limits().max_buffer_size });
+            return Err(KernelError::BufferTooLarge {
+                bytes,
+                limit: "max_buffer_size",
+                max: self.limits().max_buffer_size,
+            });
         }
         let reused = self.state.lock().unwrap().take_free(class, for_queue_write);
         let buffer = match reused {
@@ -154,12 +158,12 @@ impl Context {
 
     /// Block until the GPU has finished all submitted work, or error after READBACK_TIMEOUT.
     pub(crate) fn wait_idle(&self) -> KResult<()> {
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) })
-            .map_err(|e| match e {
+        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) }).map_err(
+            |e| match e {
                 wgpu::PollError::Timeout => KernelError::ReadbackTimeout(READBACK_TIMEOUT),
                 other => KernelError::Gpu(other.to_string()),
-            })?;
+            },
+        )?;
         Ok(())
     }
 
@@ -192,10 +196,7 @@ impl Context {
             Ok(Err(e)) => return Err(KernelError::Gpu(format!("mapping the readback buffer failed: {e}"))),
             Err(_) => return Err(KernelError::ReadbackTimeout(READBACK_TIMEOUT)),
         }
-        let data = staging
-            .get_mapped_range(..)
-            .map_err(|e| KernelError::Gpu(format!("mapped range: {e:?}")))?
-            .to_vec();
+        let data = staging.get_mapped_range(..).map_err(|e| KernelError::Gpu(format!("mapped range: {e:?}")))?.to_vec();
         staging.unmap();
         Ok(data)
     }

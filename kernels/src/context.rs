@@ -407,7 +407,8 @@ impl BatchState {
     pub(crate) fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
         if self.pass.is_none() {
             let encoder = self.encoder(device);
-            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgrad"), timestamp_writes: None });
+            let pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgrad"), timestamp_writes: None });
             self.pass = Some(pass.forget_lifetime());
         }
         self.pass.as_mut().expect("pass just begun")

@@ -72,7 +72,12 @@ impl Context {
         debug_assert_eq!((inputs.len() as u32, outputs.len() as u32), (n_in, n_out));
         let layout = self.layout(n_in, n_out);
         if params.len() as u64 * 4 > PARAMS_BYTES {
-            return Err(KernelError::Unsupported(format!("{}: {} launch params (at most {})", key.name(), params.len(), PARAMS_BYTES / 4)));
+            return Err(KernelError::Unsupported(format!(
+                "{}: {} launch params (at most {})",
+                key.name(),
+                params.len(),
+                PARAMS_BYTES / 4
+            )));
         }
         let align = self.params_align();
         // every slot is bound as a whole PARAMS_BYTES block (the shader's declared size);

@@ -3,8 +3,10 @@ use thiserror::Error;
 /// Faults of the GPU runtime. The core crate wraps these in the public `wgrad::Error`.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum KernelError {
-    #[error("no GPU adapter found{hint}. On a machine without a GPU install Mesa's lavapipe \
-             (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`), or use Device::cpu()")]
+    #[error(
+        "no GPU adapter found{hint}. On a machine without a GPU install Mesa's lavapipe \
+             (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`), or use Device::cpu()"
+    )]
     NoAdapter { hint: String },
     #[error("requesting a device from adapter '{adapter}' failed: {msg}")]
     RequestDevice { adapter: String, msg: String },

@@ -83,7 +83,14 @@ impl Context {
 
     /// out = op(x, scalar), x a strided view of `shape`, stored as `dt` (f32, or f16 where
     /// [`Context::supports_f16`]) and computed in f32.
-    pub fn unary(self: &Arc<Self>, op: UnaryOp, dt: KDType, scalar: f32, x: View, shape: &[usize]) -> KResult<GpuBuffer> {
+    pub fn unary(
+        self: &Arc<Self>,
+        op: UnaryOp,
+        dt: KDType,
+        scalar: f32,
+        x: View,
+        shape: &[usize],
+    ) -> KResult<GpuBuffer> {
         self.map1(KernelKey::new(Kernel::Unary(op), dt), scalar, x, shape)
     }
 
@@ -97,7 +104,11 @@ impl Context {
         let (shape, x) = (&shape[..], View { strides: &st[0], ..x });
         check_rank(shape, "unary")?;
         let n = numel(shape);
-        if key.dtype == KDType::F32 && n.is_multiple_of(4) && x.offset.is_multiple_of(4) && is_contiguous(shape, x.strides) {
+        if key.dtype == KDType::F32
+            && n.is_multiple_of(4)
+            && x.offset.is_multiple_of(4)
+            && is_contiguous(shape, x.strides)
+        {
             // whole quads: the vec4 skeleton
             let kernel = match key.kernel {
                 Kernel::Unary(op) => Kernel::UnaryVec4(op),
@@ -151,7 +162,12 @@ impl Context {
     /// out = cond != 0 ? a : b, all broadcast to `shape` and stored as `dt`.
     pub fn where_(self: &Arc<Self>, dt: KDType, cond: View, a: View, b: View, shape: &[usize]) -> KResult<GpuBuffer> {
         let (shape, st) = coalesce(shape, &[cond.strides, a.strides, b.strides]);
-        let (shape, cond, a, b) = (&shape[..], View { strides: &st[0], ..cond }, View { strides: &st[1], ..a }, View { strides: &st[2], ..b });
+        let (shape, cond, a, b) = (
+            &shape[..],
+            View { strides: &st[0], ..cond },
+            View { strides: &st[1], ..a },
+            View { strides: &st[2], ..b },
+        );
         check_rank(shape, "where")?;
         let key = KernelKey::new(Kernel::Where, dt);
         let out = self.out_of(dt, numel(shape))?;
@@ -193,7 +209,11 @@ impl Context {
         check_rank(shape, "cast")?;
         let key = KernelKey::new(Kernel::Cast(from, to), KDType::F32);
         let n = numel(shape);
-        let (out, threads) = if to == KDType::F16 { (self.alloc_output((n.div_ceil(2) * 4) as u64)?, n.div_ceil(2)) } else { (self.out_f32(n)?, n) };
+        let (out, threads) = if to == KDType::F16 {
+            (self.alloc_output((n.div_ceil(2) * 4) as u64)?, n.div_ceil(2))
+        } else {
+            (self.out_f32(n)?, n)
+        };
         let mut p = header(shape, is_contiguous(shape, x.strides), 0)?;
         push_view(&mut p, &x)?;
         let grid = self.grid_1d(key, threads as u64)?;
@@ -239,7 +259,14 @@ impl Context {
     }
 
     /// torch.gather(x, axis, idx): out has idx's shape (`out_shape`).
-    pub fn gather(self: &Arc<Self>, x: View, idx: View, out_shape: &[usize], axis: usize, dim_size: usize) -> KResult<GpuBuffer> {
+    pub fn gather(
+        self: &Arc<Self>,
+        x: View,
+        idx: View,
+        out_shape: &[usize],
+        axis: usize,
+        dim_size: usize,
+    ) -> KResult<GpuBuffer> {
         check_rank(out_shape, "gather")?;
         let key = KernelKey::new(Kernel::Gather, KDType::F32);
         let out = self.out_f32(numel(out_shape))?;
@@ -280,7 +307,6 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-
 /// How a binary input maps onto the output's quads, with its offset (quads, or elements
 /// for a splat) and period (quads): None when it cannot be read as whole vec4s.
 fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)> {
@@ -300,7 +326,11 @@ fn vec4_operand(v: &View, shape: &[usize]) -> Option<(Vec4Operand, usize, usize)
     // leading broadcast dims (stride 0), then a contiguous block of whole quads
     let lead = v.strides.iter().zip(shape).take_while(|(&s, &d)| s == 0 || d == 1).count();
     let block = numel(&shape[lead..]);
-    (block.is_multiple_of(4) && is_contiguous(&shape[lead..], &v.strides[lead..])).then_some((Vec4Operand::Repeat, v.offset / 4, block / 4))
+    (block.is_multiple_of(4) && is_contiguous(&shape[lead..], &v.strides[lead..])).then_some((
+        Vec4Operand::Repeat,
+        v.offset / 4,
+        block / 4,
+    ))
 }
 
 /// Merge adjacent dims that every view walks as one (stride[d] == stride[d+1] * shape[d+1]
@@ -318,7 +348,9 @@ pub(crate) fn coalesce(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Ve
         if shape[d] == 1 {
             continue;
         }
-        let merge = out_shape.last().is_some_and(|&inner| strides.iter().zip(&out).all(|(s, o)| s[d] == o.last().expect("same length") * inner));
+        let merge = out_shape.last().is_some_and(|&inner| {
+            strides.iter().zip(&out).all(|(s, o)| s[d] == o.last().expect("same length") * inner)
+        });
         if merge {
             *out_shape.last_mut().expect("checked") *= shape[d];
         } else {

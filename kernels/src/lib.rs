@@ -1,5 +1,7 @@
 //! wgrad's GPU runtime. It knows buffers, dims and strides, and nothing of tensors or
 //! autograd: the core crate maps its ops onto the launchers here.
+// Numeric loops index several arrays by one counter; iterator chains would hide that.
+#![allow(clippy::needless_range_loop)]
 
 mod buffer;
 mod context;
@@ -18,10 +20,13 @@ pub use buffer::GpuBuffer;
 pub use context::{AdapterSummary, Context, KernelTime, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
+pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
 pub use linalg::LuFactors;
 pub use matmul_vec4::{Block as MatmulBlock, MatmulVec4, Vec4Layout};
 pub use nn::{AdamParams, ConvGeometry};
 pub use reduce::two_level_strides;
-pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
-pub use source::{all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp, UnaryOp, Vec4Operand, WG};
+pub use source::{
+    all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp,
+    UnaryOp, Vec4Operand, WG,
+};
 pub use wgpu;

@@ -23,7 +23,10 @@ impl Context {
         n: usize,
     ) -> KResult<GpuBuffer> {
         if batch_shape.len() > MAX_BATCH_RANK {
-            return Err(KernelError::Unsupported(format!("matmul with {} batch dims (at most {MAX_BATCH_RANK})", batch_shape.len())));
+            return Err(KernelError::Unsupported(format!(
+                "matmul with {} batch dims (at most {MAX_BATCH_RANK})",
+                batch_shape.len()
+            )));
         }
         let key = KernelKey::new(Kernel::Matmul, KDType::F32);
         let batch = numel(batch_shape);
@@ -32,11 +35,17 @@ impl Context {
         // fixed order (deterministic).
         let tiles = n.div_ceil(64) * m.div_ceil(64);
         if batch == 1 && tiles < 32 && k >= 2048 {
-            let s = [64usize, 32, 16, 8, 4].into_iter().find(|&s| k.is_multiple_of(s) && k / s >= 256 && tiles * s <= 256);
+            let s =
+                [64usize, 32, 16, 8, 4].into_iter().find(|&s| k.is_multiple_of(s) && k / s >= 256 && tiles * s <= 256);
             if let Some(s) = s {
                 let kc = k / s;
-                let a_strides = [kc * a.strides[batch_shape.len() + 1], a.strides[batch_shape.len()], a.strides[batch_shape.len() + 1]];
-                let b_strides = [kc * b.strides[batch_shape.len()], b.strides[batch_shape.len()], b.strides[batch_shape.len() + 1]];
+                let a_strides = [
+                    kc * a.strides[batch_shape.len() + 1],
+                    a.strides[batch_shape.len()],
+                    a.strides[batch_shape.len() + 1],
+                ];
+                let b_strides =
+                    [kc * b.strides[batch_shape.len()], b.strides[batch_shape.len()], b.strides[batch_shape.len() + 1]];
                 let av = View { buffer: a.buffer, offset: a.offset, strides: &a_strides };
                 let bv = View { buffer: b.buffer, offset: b.offset, strides: &b_strides };
                 let partial = self.matmul(av, bv, &[s], m, kc, n)?;
@@ -96,7 +105,15 @@ impl Context {
 
 /// The vec4 matmul variant for these operands, if both can be read as aligned vec4s and
 /// K is a multiple of 4 (see `matmul_vec4.rs`).
-fn matmul_vec4_variant(a: &View, b: &View, br: usize, batch: usize, m: usize, k: usize, n: usize) -> Option<MatmulVec4> {
+fn matmul_vec4_variant(
+    a: &View,
+    b: &View,
+    br: usize,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<MatmulVec4> {
     if !k.is_multiple_of(4) || k / 4 > 60_000 {
         return None;
     }

@@ -28,10 +28,21 @@ impl ConvGeometry {
         (self.width + 2 * self.padding - self.kernel_w) / self.stride + 1
     }
     fn head(&self, numel: usize) -> Vec<u32> {
-        [numel, self.channels, self.height, self.width, self.kernel_h, self.kernel_w, self.stride, self.padding, self.out_h(), self.out_w()]
-            .iter()
-            .map(|&v| v as u32)
-            .collect()
+        [
+            numel,
+            self.channels,
+            self.height,
+            self.width,
+            self.kernel_h,
+            self.kernel_w,
+            self.stride,
+            self.padding,
+            self.out_h(),
+            self.out_w(),
+        ]
+        .iter()
+        .map(|&v| v as u32)
+        .collect()
     }
 }
 
@@ -51,7 +62,16 @@ pub struct AdamParams {
 impl Context {
     /// param -= lr * (momentum-averaged) (grad + wd param), in place; all contiguous of n elements.
     #[allow(clippy::too_many_arguments)]
-    pub fn sgd_step(self: &Arc<Self>, param: &GpuBuffer, grad: &GpuBuffer, velocity: &GpuBuffer, n: usize, lr: f32, momentum: f32, wd: f32) -> KResult<()> {
+    pub fn sgd_step(
+        self: &Arc<Self>,
+        param: &GpuBuffer,
+        grad: &GpuBuffer,
+        velocity: &GpuBuffer,
+        n: usize,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+    ) -> KResult<()> {
         let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::SgdVec4 } else { Kernel::Sgd }, KDType::F32);
         let p = [n as u32, lr.to_bits(), momentum.to_bits(), wd.to_bits()];
         let grid = self.grid_stride(key, n as u64)?;
@@ -59,10 +79,28 @@ impl Context {
     }
 
     /// One Adam / AdamW step in place; all buffers contiguous with n elements.
-    pub fn adam_step(self: &Arc<Self>, param: &GpuBuffer, grad: &GpuBuffer, m: &GpuBuffer, v: &GpuBuffer, n: usize, h: AdamParams) -> KResult<()> {
+    pub fn adam_step(
+        self: &Arc<Self>,
+        param: &GpuBuffer,
+        grad: &GpuBuffer,
+        m: &GpuBuffer,
+        v: &GpuBuffer,
+        n: usize,
+        h: AdamParams,
+    ) -> KResult<()> {
         let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::AdamVec4 } else { Kernel::Adam }, KDType::F32);
         let f = |x: f32| x.to_bits();
-        let p = [n as u32, f(h.lr), f(h.beta1), f(h.beta2), f(h.eps), f(h.weight_decay), f(h.bias_correction1), f(h.bias_correction2), h.decoupled as u32];
+        let p = [
+            n as u32,
+            f(h.lr),
+            f(h.beta1),
+            f(h.beta2),
+            f(h.eps),
+            f(h.weight_decay),
+            f(h.bias_correction1),
+            f(h.bias_correction2),
+            h.decoupled as u32,
+        ];
         let grid = self.grid_stride(key, n as u64)?;
         self.dispatch(key, &[grad], &[param, m, v], &p, grid)
     }
@@ -97,7 +135,13 @@ impl Context {
     /// Mean softmax cross-entropy of contiguous logits [b, c] (at `z.offset`) against u32
     /// labels: one value. None when a thread's loops would pass lavapipe's 65,535-step cap
     /// (the caller then composes the loss from smaller ops).
-    pub fn softmax_xent_mean(self: &Arc<Self>, z: View, labels: View, b: usize, c: usize) -> KResult<Option<GpuBuffer>> {
+    pub fn softmax_xent_mean(
+        self: &Arc<Self>,
+        z: View,
+        labels: View,
+        b: usize,
+        c: usize,
+    ) -> KResult<Option<GpuBuffer>> {
         if b.div_ceil(WG as usize) * (2 * c + 1) > 60_000 {
             return Ok(None);
         }
@@ -109,7 +153,14 @@ impl Context {
     }
 
     /// (softmax(z) - onehot(labels)) * g / b for contiguous logits [b, c] and the scalar g.
-    pub fn softmax_xent_grad(self: &Arc<Self>, z: View, labels: View, g: View, b: usize, c: usize) -> KResult<Option<GpuBuffer>> {
+    pub fn softmax_xent_grad(
+        self: &Arc<Self>,
+        z: View,
+        labels: View,
+        g: View,
+        b: usize,
+        c: usize,
+    ) -> KResult<Option<GpuBuffer>> {
         if 3 * c + 1 > 60_000 {
             return Ok(None);
         }
@@ -138,7 +189,15 @@ impl Context {
     /// [outer, n] (at their offsets); g a device scalar, or 1 when None. None past
     /// lavapipe's loop cap.
     #[allow(clippy::too_many_arguments)]
-    pub fn softmax_vjp(self: &Arc<Self>, z: View, v: View, g: Option<View>, k: f32, outer: usize, n: usize) -> KResult<Option<GpuBuffer>> {
+    pub fn softmax_vjp(
+        self: &Arc<Self>,
+        z: View,
+        v: View,
+        g: Option<View>,
+        k: f32,
+        outer: usize,
+        n: usize,
+    ) -> KResult<Option<GpuBuffer>> {
         if 4 * n + 1 > 60_000 {
             return Ok(None);
         }
@@ -168,7 +227,14 @@ impl Context {
 
     /// The gradient of [`Context::max_pool2d`] for the pooled maxima and their cotangent
     /// `g` (both contiguous [b, c, h/k, w/k] from their offsets): contiguous [b, c, h, w].
-    pub fn max_pool2d_grad(self: &Arc<Self>, x: View, pooled: View, g: View, shape: [usize; 4], k: usize) -> KResult<GpuBuffer> {
+    pub fn max_pool2d_grad(
+        self: &Arc<Self>,
+        x: View,
+        pooled: View,
+        g: View,
+        shape: [usize; 4],
+        k: usize,
+    ) -> KResult<GpuBuffer> {
         let key = KernelKey::new(Kernel::MaxPoolGrad, KDType::F32);
         let n_out = shape[0] * shape[1] * (shape[2] / k) * (shape[3] / k);
         let n_in: usize = shape.iter().product();
@@ -183,7 +249,8 @@ impl Context {
 
 /// [numel_out, C, OH, OW, k, x_off, xs_b, xs_c, xs_h, xs_w]
 fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> Vec<u32> {
-    let mut p = vec![n_out as u32, shape[1] as u32, (shape[2] / k) as u32, (shape[3] / k) as u32, k as u32, x.offset as u32];
+    let mut p =
+        vec![n_out as u32, shape[1] as u32, (shape[2] / k) as u32, (shape[3] / k) as u32, k as u32, x.offset as u32];
     p.extend(x.strides.iter().map(|&s| s as u32));
     p
 }

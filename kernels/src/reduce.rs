@@ -9,8 +9,22 @@ use crate::source::{ArgReduceOp, KDType, Kernel, KernelKey, ReduceOp};
 use std::sync::Arc;
 
 impl Context {
-    fn reduce_params(x: &View, shape: &[usize], split: usize, outer: usize, inner: usize, nchunks: usize, chunk: usize) -> KResult<Vec<u32>> {
-        let mut p = vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, shape.len() as u32];
+    fn reduce_params(
+        x: &View,
+        shape: &[usize],
+        split: usize,
+        outer: usize,
+        inner: usize,
+        nchunks: usize,
+        chunk: usize,
+    ) -> KResult<Vec<u32>> {
+        let mut p = vec![
+            u32_of(outer, "rows")?,
+            u32_of(inner, "row length")?,
+            nchunks as u32,
+            chunk as u32,
+            shape.len() as u32,
+        ];
         p.extend(shape.iter().map(|&d| d as u32));
         push_view(&mut p, x)?;
         // mode: 1 contiguous; 2 two-level (element (row, r) at off + row * so + r * si,
@@ -43,7 +57,13 @@ impl Context {
             // 2^15 of them per thread, under lavapipe's 65,535-iteration cap)
             let key = KernelKey::new(Kernel::ReduceRowsVec4(op), KDType::F32);
             let out = self.out_f32(outer)?;
-            let p = [u32_of(outer, "rows")?, u32_of(inner, "row length")?, 1, u32_of(inner, "row length")?, u32_of(x.offset, "offset")?];
+            let p = [
+                u32_of(outer, "rows")?,
+                u32_of(inner, "row length")?,
+                1,
+                u32_of(inner, "row length")?,
+                u32_of(x.offset, "offset")?,
+            ];
             let grid = self.grid_1d(key, outer as u64)?;
             self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
             return Ok(out);
@@ -68,7 +88,13 @@ impl Context {
         let chunk = if nchunks > 1 { chunk_len } else { inner.max(1) };
         let out = self.out_f32(outer * nchunks)?;
         let p = if vec4 {
-            vec![u32_of(outer, "rows")?, u32_of(inner, "row length")?, nchunks as u32, chunk as u32, u32_of(x.offset, "offset")?]
+            vec![
+                u32_of(outer, "rows")?,
+                u32_of(inner, "row length")?,
+                nchunks as u32,
+                chunk as u32,
+                u32_of(x.offset, "offset")?,
+            ]
         } else {
             Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?
         };
@@ -102,7 +128,8 @@ impl Context {
 /// views in place with the same test).
 pub fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Option<(usize, usize)> {
     fn collapse(shape: &[usize], strides: &[usize]) -> Option<usize> {
-        let dims: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
+        let dims: Vec<(usize, usize)> =
+            shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
         let Some(&(_, last)) = dims.last() else { return Some(0) };
         dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
     }

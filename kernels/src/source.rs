@@ -102,6 +102,14 @@ op_enum!(
         MulScalar => "return x * s;",
         PowScalar => "return pow_num(x, s);",
         RPowScalar => "return pow_num(s, x);",
+        // erf: odd Taylor series near 0 (relative accuracy), Abramowitz-Stegun 7.1.26 beyond
+        Erf => "let a = abs(x); let q = x * x; \
+                if (a < T(0.5)) { return x * (T(1.1283791671) + q * (T(-0.3761263890) + q * (T(0.1128379167) \
+                + q * (T(-0.0268661707) + q * (T(0.0052239776) + q * T(-0.0008548327)))))); } \
+                let k = T(1) / (T(1) + T(0.3275911) * a); \
+                let p = k * (T(0.254829592) + k * (T(-0.284496736) + k * (T(1.421413741) \
+                + k * (T(-1.453152027) + k * T(1.061405429))))); \
+                return sign(x) * (T(1) - p * exp(-q));",
     }
 );
 
@@ -130,8 +138,10 @@ op_enum!(
     /// Tree reductions: `reduce_identity` and `reduce_combine`.
     ReduceOp {
         Sum => "fn reduce_identity() -> T { return T(0); }\nfn reduce_combine(a: T, b: T) -> T { return a + b; }",
-        Max => "fn reduce_identity() -> T { return neg_inf(); }\nfn reduce_combine(a: T, b: T) -> T { return max_nan(a, b); }",
-        Min => "fn reduce_identity() -> T { return pos_inf(); }\nfn reduce_combine(a: T, b: T) -> T { return min_nan(a, b); }",
+        Max => "fn reduce_identity() -> T { return neg_inf(); }\n\
+                fn reduce_combine(a: T, b: T) -> T { return max_nan(a, b); }",
+        Min => "fn reduce_identity() -> T { return pos_inf(); }\n\
+                fn reduce_combine(a: T, b: T) -> T { return min_nan(a, b); }",
     }
 );
 
@@ -275,11 +285,23 @@ impl KernelKey {
     /// (read-only inputs, read-write outputs); a params buffer is always bound last.
     pub fn bindings(&self) -> (u32, u32) {
         match self.kernel {
-            Kernel::Unary(_) | Kernel::UserUnary(_) | Kernel::Copy | Kernel::Cast(..) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => (1, 1),
-            Kernel::UnaryVec4(_) | Kernel::UserUnaryVec4(_) | Kernel::ReduceVec4(_) | Kernel::ReduceRowsVec4(_) => (1, 1),
+            Kernel::Unary(_)
+            | Kernel::UserUnary(_)
+            | Kernel::Copy
+            | Kernel::Cast(..)
+            | Kernel::Reduce(_)
+            | Kernel::ReduceRows(_) => (1, 1),
+            Kernel::UnaryVec4(_) | Kernel::UserUnaryVec4(_) | Kernel::ReduceVec4(_) | Kernel::ReduceRowsVec4(_) => {
+                (1, 1)
+            }
             Kernel::BinaryVec4(..) => (2, 1),
             Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
-            Kernel::Binary(_) | Kernel::Matmul | Kernel::MatmulReg | Kernel::MatmulVec4(_) | Kernel::IndexSelect | Kernel::Gather => (2, 1),
+            Kernel::Binary(_)
+            | Kernel::Matmul
+            | Kernel::MatmulReg
+            | Kernel::MatmulVec4(_)
+            | Kernel::IndexSelect
+            | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
             Kernel::Fill => (0, 1),
             Kernel::Lu => (0, 4),
@@ -304,7 +326,11 @@ impl KernelKey {
             d => (d.wgsl(), d.wgsl()),
         };
         let enable = if self.dtype == KDType::F16 { "enable f16;\n" } else { "" };
-        let mut s = format!("{enable}// generated: {}\nalias T = {t};\nalias ST = {st};\nconst WG: u32 = {WG}u;\nconst PARAMS_QUADS: u32 = {PARAMS_QUADS}u;\n", self.name());
+        let mut s = format!(
+            "{enable}// generated: {}\nalias T = {t};\nalias ST = {st};\nconst WG: u32 = {WG}u;\n\
+             const PARAMS_QUADS: u32 = {PARAMS_QUADS}u;\n",
+            self.name()
+        );
         if let Kernel::Cast(from, to) = self.kernel {
             // the f16 pack / unpack skeletons read and write u32 words themselves
             if from != KDType::F16 && to != KDType::F16 {
@@ -327,7 +353,12 @@ impl KernelKey {
             }
             Kernel::BinaryVec4(op, am, bm) => (
                 BINARY_VEC4,
-                format!("const A_MODE: u32 = {}u;\nconst B_MODE: u32 = {}u;\nfn binary_op(a: T, b: T) -> T {{ {} }}", am as u32, bm as u32, op.wgsl_body()),
+                format!(
+                    "const A_MODE: u32 = {}u;\nconst B_MODE: u32 = {}u;\nfn binary_op(a: T, b: T) -> T {{ {} }}",
+                    am as u32,
+                    bm as u32,
+                    op.wgsl_body()
+                ),
             ),
             Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
             Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, op.wgsl_body().to_string()),
@@ -345,7 +376,8 @@ impl KernelKey {
             Kernel::MatmulVec4(v) => {
                 generated = v.wgsl();
                 // row-layout B stores whole vec4s; otherwise store_row's checked scalars
-                let helpers = if v.quad_store() { MATMUL_COMMON.to_string() } else { format!("{MATMUL_COMMON}\n{MATMUL_STORE}") };
+                let helpers =
+                    if v.quad_store() { MATMUL_COMMON.to_string() } else { format!("{MATMUL_COMMON}\n{MATMUL_STORE}") };
                 (generated.as_str(), helpers)
             }
             Kernel::IndexSelect => (INDEX_SELECT, String::new()),
@@ -359,7 +391,8 @@ impl KernelKey {
             Kernel::SgdVec4 | Kernel::AdamVec4 => {
                 // the same update text over vec4 buffers (scalars broadcast in WGSL)
                 let text = if self.kernel == Kernel::SgdVec4 { SGD } else { ADAM };
-                generated = text.replace("array<T>", "array<vec4<T>>").replace("let n = param(0);", "let n = param(0) / 4u;");
+                generated =
+                    text.replace("array<T>", "array<vec4<T>>").replace("let n = param(0);", "let n = param(0) / 4u;");
                 (generated.as_str(), String::new())
             }
             Kernel::XentLoss => (XENT_LOSS, SOFTMAX_COMMON.to_string()),

@@ -44,7 +44,15 @@ impl Linear {
     pub fn new(p: &mut Params, name: &str, inputs: usize, outputs: usize, seed: u64, dev: &Device) -> Result<Self> {
         Self::with_init(p, name, inputs, outputs, Init::KaimingUniform, seed, dev)
     }
-    pub fn with_init(p: &mut Params, name: &str, inputs: usize, outputs: usize, init: Init, seed: u64, dev: &Device) -> Result<Self> {
+    pub fn with_init(
+        p: &mut Params,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        init: Init,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<Self> {
         let w = p.add(&format!("{name}.weight"), init.tensor(&[outputs, inputs], inputs, outputs, seed, dev)?);
         let b = p.add(&format!("{name}.bias"), Tensor::zeros(&[outputs], DType::F32, dev)?);
         Ok(Linear { w, b })
@@ -86,9 +94,28 @@ pub struct Conv2d {
 
 impl Conv2d {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(p: &mut Params, name: &str, in_ch: usize, out_ch: usize, kernel: usize, stride: usize, padding: usize, seed: u64, dev: &Device) -> Result<Self> {
+    pub fn new(
+        p: &mut Params,
+        name: &str,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<Self> {
         let fan_in = in_ch * kernel * kernel;
-        let w = p.add(&format!("{name}.weight"), Init::KaimingNormal.tensor(&[out_ch, in_ch, kernel, kernel], fan_in, out_ch * kernel * kernel, seed, dev)?);
+        let w = p.add(
+            &format!("{name}.weight"),
+            Init::KaimingNormal.tensor(
+                &[out_ch, in_ch, kernel, kernel],
+                fan_in,
+                out_ch * kernel * kernel,
+                seed,
+                dev,
+            )?,
+        );
         let b = p.add(&format!("{name}.bias"), Tensor::zeros(&[out_ch], DType::F32, dev)?);
         Ok(Conv2d { w, b, stride, padding })
     }
@@ -104,7 +131,10 @@ impl Module for Conv2d {
 fn pool_view(op: &'static str, x: &Tensor, k: usize) -> Result<Tensor> {
     let s = x.shape();
     if x.rank() != 4 || k == 0 || !s[2].is_multiple_of(k) || !s[3].is_multiple_of(k) {
-        return Err(Error::Invalid { op, msg: format!("expected [B, C, H, W] with H and W divisible by {k}, got {s:?}") });
+        return Err(Error::Invalid {
+            op,
+            msg: format!("expected [B, C, H, W] with H and W divisible by {k}, got {s:?}"),
+        });
     }
     x.reshape(&[s[0], s[1], s[2] / k, k, s[3] / k, k])
 }
@@ -153,7 +183,14 @@ impl Module for Dropout {
         if !(0.0..1.0).contains(&self.p) {
             return Err(Error::Invalid { op: "Dropout", msg: format!("p = {} is not in [0, 1)", self.p) });
         }
-        let u = Tensor::rand(x.shape(), 0.0, 1.0, self.seed.wrapping_mul(1_000_003).wrapping_add(c.step), x.dtype(), x.device())?;
+        let u = Tensor::rand(
+            x.shape(),
+            0.0,
+            1.0,
+            self.seed.wrapping_mul(1_000_003).wrapping_add(c.step),
+            x.dtype(),
+            x.device(),
+        )?;
         let keep = u.ge(&u.full_like(self.p)?)?;
         x.mul(&keep)?.mul_scalar(1.0 / (1.0 - self.p))
     }
@@ -176,7 +213,8 @@ impl Module for Activation {
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => x.sigmoid(),
             Activation::Gelu => {
-                let inner = x.add(&x.powf(3.0)?.mul_scalar(0.044715)?)?.mul_scalar((2.0 / std::f64::consts::PI).sqrt())?;
+                let inner =
+                    x.add(&x.powf(3.0)?.mul_scalar(0.044715)?)?.mul_scalar((2.0 / std::f64::consts::PI).sqrt())?;
                 x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5)
             }
         }

@@ -14,7 +14,10 @@
 //!     .push(Linear::new(&mut params, "fc2", 128, 10, 1, &dev)?);
 //! let x = Tensor::zeros(&[32, 784], DType::F32, &dev)?;
 //! let y = Tensor::from_slice(&[3u32; 32], &[32], &dev)?;
-//! let (loss, grads) = value_and_grad_many(|p| nn::cross_entropy(&model.forward(&nn::Ctx::train(p, 0), &x)?, &y), params.tensors())?;
+//! let (loss, grads) = value_and_grad_many(
+//!     |p| nn::cross_entropy(&model.forward(&nn::Ctx::train(p, 0), &x)?, &y),
+//!     params.tensors(),
+//! )?;
 //! # Ok(()) }
 //! ```
 mod layers;

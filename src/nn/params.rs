@@ -57,7 +57,9 @@ impl Params {
         }
         let views: Vec<(String, safetensors::tensor::TensorView)> = data
             .iter()
-            .map(|(n, b, s, dt)| Ok((n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).map_err(|e| fmt_err(path, e))?)))
+            .map(|(n, b, s, dt)| {
+                Ok((n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).map_err(|e| fmt_err(path, e))?))
+            })
             .collect::<Result<_>>()?;
         safetensors::serialize_to_file(views, None, path).map_err(|e| fmt_err(path, e))
     }
@@ -67,22 +69,43 @@ impl Params {
     /// is an error naming it; nothing is replaced then.
     pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { op: "Params::load", path: path.display().to_string(), msg: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            op: "Params::load",
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fmt_err(path, e))?;
         let mut fresh: HashMap<usize, Tensor> = HashMap::new();
         for (i, (name, cur)) in self.names.iter().zip(&self.tensors).enumerate() {
-            let view = st.tensor(name).map_err(|_| Error::Format { what: format!("{}", path.display()), msg: format!("tensor '{name}' is missing") })?;
+            let view = st.tensor(name).map_err(|_| Error::Format {
+                what: format!("{}", path.display()),
+                msg: format!("tensor '{name}' is missing"),
+            })?;
             if view.shape() != cur.shape() {
-                return Err(Error::Format { what: format!("{}", path.display()), msg: format!("tensor '{name}' has shape {:?}, the model expects {:?}", view.shape(), cur.shape()) });
+                return Err(Error::Format {
+                    what: format!("{}", path.display()),
+                    msg: format!("tensor '{name}' has shape {:?}, the model expects {:?}", view.shape(), cur.shape()),
+                });
             }
             let dev: Device = cur.device().clone();
             let t = match (view.dtype(), cur.dtype()) {
-                (safetensors::Dtype::F32, DType::F32) => Tensor::from_slice(&from_le::<f32>(view.data()), view.shape(), &dev)?,
-                (safetensors::Dtype::F64, DType::F64) => Tensor::from_slice(&from_le::<f64>(view.data()), view.shape(), &dev)?,
-                (safetensors::Dtype::U32, DType::U32) => Tensor::from_slice(&from_le::<u32>(view.data()), view.shape(), &dev)?,
-                (safetensors::Dtype::F16, DType::F16) => Tensor::from_slice(&from_le::<half::f16>(view.data()), view.shape(), &dev)?,
+                (safetensors::Dtype::F32, DType::F32) => {
+                    Tensor::from_slice(&from_le::<f32>(view.data()), view.shape(), &dev)?
+                }
+                (safetensors::Dtype::F64, DType::F64) => {
+                    Tensor::from_slice(&from_le::<f64>(view.data()), view.shape(), &dev)?
+                }
+                (safetensors::Dtype::U32, DType::U32) => {
+                    Tensor::from_slice(&from_le::<u32>(view.data()), view.shape(), &dev)?
+                }
+                (safetensors::Dtype::F16, DType::F16) => {
+                    Tensor::from_slice(&from_le::<half::f16>(view.data()), view.shape(), &dev)?
+                }
                 (got, want) => {
-                    return Err(Error::Format { what: format!("{}", path.display()), msg: format!("tensor '{name}' has dtype {got:?}, the model expects {want:?}") })
+                    return Err(Error::Format {
+                        what: format!("{}", path.display()),
+                        msg: format!("tensor '{name}' has dtype {got:?}, the model expects {want:?}"),
+                    })
                 }
             };
             fresh.insert(i, t);

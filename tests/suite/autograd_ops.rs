@@ -25,7 +25,12 @@ fn signed(op: UnaryOp, x: &Tensor) -> Tensor {
     if matches!(op, UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign) && x.numel() > 1 {
         let n = x.numel();
         let signs: Vec<f64> = (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
-        let s = Tensor::from_slice(&signs, x.shape(), &cpu()).unwrap().to_dtype(x.dtype()).unwrap().to_device(x.device()).unwrap();
+        let s = Tensor::from_slice(&signs, x.shape(), &cpu())
+            .unwrap()
+            .to_dtype(x.dtype())
+            .unwrap()
+            .to_device(x.device())
+            .unwrap();
         return x.mul(&s).unwrap();
     }
     x.clone()
@@ -84,7 +89,7 @@ fn every_binary_vjp_unbroadcasts_and_passes_check_grads_to_order_2() {
                 let (lo, hi) = if op == BinaryOp::Pow { (0.5, 2.0) } else { (-2.0, 2.0) };
                 let x = input(&[na + nb], lo, hi, &cpu(), DType::F64);
                 check_grads(f, &x, 2).unwrap_or_else(|e| panic!("{op:?} {sa:?} {sb:?}: {e}"));
-                if sa == &[2, 1] && sb == &[1, 3] {
+                if sa == [2, 1] && sb == [1, 3] {
                     gpu_matches_cpu(&f, &x, &g, &format!("{op:?}"));
                 }
             }
@@ -110,22 +115,49 @@ fn structural_cases(dev: &Device) -> Vec<Case> {
         ("softmax", Box::new(|x: &Tensor| x.softmax(1)), vec![2, 3]),
         ("log_softmax", Box::new(|x: &Tensor| x.log_softmax(0)), vec![2, 3]),
         ("matmul", Box::new(|x: &Tensor| x.matmul(&x.t()?)), vec![2, 3]),
-        ("matmul batch broadcast", Box::new(|x: &Tensor| x.reshape(&[2, 2, 3])?.matmul(&x.narrow(0, 0, 3)?.reshape(&[3, 1])?)), vec![12]),
+        (
+            "matmul batch broadcast",
+            Box::new(|x: &Tensor| x.reshape(&[2, 2, 3])?.matmul(&x.narrow(0, 0, 3)?.reshape(&[3, 1])?)),
+            vec![12],
+        ),
         ("matmul vectors", Box::new(|x: &Tensor| x.matmul(&x.exp()?)), vec![4]),
         ("reshape", Box::new(|x: &Tensor| x.reshape(&[3, 2])?.exp()), vec![2, 3]),
         ("permute", Box::new(|x: &Tensor| x.permute(&[2, 0, 1])?.sin()), vec![2, 3, 2]),
         ("transpose", Box::new(|x: &Tensor| x.t()?.mul(&x.t()?.exp()?)), vec![2, 3]),
-        ("broadcast_to", Box::new(|x: &Tensor| x.broadcast_to(&[4, 2, 3])?.mul(&x.broadcast_to(&[4, 2, 3])?)), vec![1, 3]),
+        (
+            "broadcast_to",
+            Box::new(|x: &Tensor| x.broadcast_to(&[4, 2, 3])?.mul(&x.broadcast_to(&[4, 2, 3])?)),
+            vec![1, 3],
+        ),
         ("narrow", Box::new(|x: &Tensor| x.narrow(1, 1, 2)?.exp()), vec![2, 4]),
         ("contiguous", Box::new(|x: &Tensor| x.t()?.contiguous()?.square()), vec![2, 3]),
         ("cat", Box::new(|x: &Tensor| Tensor::cat(&[x.exp()?, x.clone(), x.square()?], 1)), vec![2, 3]),
         ("stack", Box::new(|x: &Tensor| Tensor::stack(&[x.sin()?, x.clone()], 0)), vec![2, 3]),
         ("squeeze/unsqueeze", Box::new(|x: &Tensor| x.unsqueeze(0)?.square()?.squeeze(0)), vec![3]),
         ("where", Box::new(move |x: &Tensor| x.gt(&x.zeros_like()?)?.where_(&x.square()?, &x.exp()?)), vec![2, 3]),
-        ("index_select", Box::new(move |x: &Tensor| x.index_select(1, &Tensor::from_slice(&[2u32, 0, 2, 1], &[4], &dev)?)?.square()), vec![2, 3]),
-        ("gather", Box::new(move |x: &Tensor| x.gather(1, &Tensor::from_slice(&[2u32, 2, 0, 1], &[2, 2], &d2)?)?.exp()), vec![2, 3]),
-        ("maximum tie split", Box::new(move |x: &Tensor| x.maximum(&Tensor::zeros(&[], x.dtype(), &d3)?)?.square()), vec![2, 3]),
-        ("clamp", Box::new(move |x: &Tensor| { let _ = &d4; x.clamp(-0.5, 0.5)?.sin() }), vec![2, 3]),
+        (
+            "index_select",
+            Box::new(move |x: &Tensor| x.index_select(1, &Tensor::from_slice(&[2u32, 0, 2, 1], &[4], &dev)?)?.square()),
+            vec![2, 3],
+        ),
+        (
+            "gather",
+            Box::new(move |x: &Tensor| x.gather(1, &Tensor::from_slice(&[2u32, 2, 0, 1], &[2, 2], &d2)?)?.exp()),
+            vec![2, 3],
+        ),
+        (
+            "maximum tie split",
+            Box::new(move |x: &Tensor| x.maximum(&Tensor::zeros(&[], x.dtype(), &d3)?)?.square()),
+            vec![2, 3],
+        ),
+        (
+            "clamp",
+            Box::new(move |x: &Tensor| {
+                let _ = &d4;
+                x.clamp(-0.5, 0.5)?.sin()
+            }),
+            vec![2, 3],
+        ),
     ]
 }
 
@@ -190,7 +222,8 @@ fn fused_softmax_and_its_vjp_match_the_composite_to_third_order() {
     // softmax_vjp with a tracked scale: all three inputs packed in one vector
     let packed = input(&[31], -1.5, 1.5, &cpu(), DType::F64);
     let f = |p: &Tensor| -> Result<Tensor> {
-        let (z, v, g) = (p.narrow(0, 0, 15)?.reshape(&[3, 5])?, p.narrow(0, 15, 15)?.reshape(&[3, 5])?, p.narrow(0, 30, 1)?);
+        let (z, v, g) =
+            (p.narrow(0, 0, 15)?.reshape(&[3, 5])?, p.narrow(0, 15, 15)?.reshape(&[3, 5])?, p.narrow(0, 30, 1)?);
         z.softmax_vjp(&v, Some(&g), 0.5)?.square()?.sum_all()
     };
     check_grads(f, &packed, 2).unwrap();

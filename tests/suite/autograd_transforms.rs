@@ -2,7 +2,10 @@
 //! their errors, and the runtime promises of a backward pass on the GPU.
 use crate::common::*;
 use std::sync::Arc;
-use wgrad::{custom_op, grad, hessian, hvp, jacobian, jvp, no_grad, value_and_grad, value_and_grad_many, vjp, CustomOp, DType, Device, Error, Result, Tensor};
+use wgrad::{
+    custom_op, grad, hessian, hvp, jacobian, jvp, no_grad, value_and_grad, value_and_grad_many, vjp, CustomOp, DType,
+    Device, Error, Result, Tensor,
+};
 
 fn t64(v: &[f64], shape: &[usize]) -> Tensor {
     Tensor::from_slice(v, shape, &cpu()).unwrap()
@@ -41,8 +44,8 @@ fn the_tiny_network_of_the_notes() {
     // L = 1/2 (s - t)^2 with s = sigma(z), z = w x + b.
     // dL/dw = (s - t) s (1 - s) x,  dL/db = (s - t) s (1 - s).
     let (x, t, b) = (1.5, 0.25, -0.3);
-    let w = 0.8;
-    let s = 1.0 / (1.0 + (-(w * x + b) as f64).exp());
+    let w: f64 = 0.8;
+    let s = 1.0 / (1.0 + (-(w * x + b)).exp());
     let dl_dw = (s - t) * s * (1.0 - s) * x;
     let dl_db = (s - t) * s * (1.0 - s);
     let loss = |p: &[Tensor]| -> Result<Tensor> {
@@ -72,7 +75,10 @@ fn jacobian_of_softmax_of_wx() {
     let got = jacobian(f, &x).unwrap();
     close(&v64(&got), &v64(&want), 1e-12);
     if let Some(g) = gpu() {
-        let (wg, xg) = (w.to_dtype(DType::F32).unwrap().to_device(&g).unwrap(), x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap());
+        let (wg, xg) = (
+            w.to_dtype(DType::F32).unwrap().to_device(&g).unwrap(),
+            x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap(),
+        );
         let jg = jacobian(|x| wg.matmul(x)?.softmax(0), &xg).unwrap();
         close(&v64(&jg), &v64(&want), 2e-5);
     }
@@ -105,7 +111,10 @@ fn hvp_literally_as_in_the_notes_equals_hvp_and_hessian_times_v() {
     let f = |x: &Tensor| x.sin()?.mul(&x.square()?)?.sum_all()?.add(&x.prod_pairs()?);
     for dev in [gpu(), Some(cpu())].into_iter().flatten() {
         let (x, v) = if dev.is_gpu() {
-            (Tensor::from_slice(&[0.3f32, -0.7, 1.1, 0.5], &[4], &dev).unwrap(), Tensor::from_slice(&[1.0f32, 0.5, -2.0, 0.25], &[4], &dev).unwrap())
+            (
+                Tensor::from_slice(&[0.3f32, -0.7, 1.1, 0.5], &[4], &dev).unwrap(),
+                Tensor::from_slice(&[1.0f32, 0.5, -2.0, 0.25], &[4], &dev).unwrap(),
+            )
         } else {
             (t64(&[0.3, -0.7, 1.1, 0.5], &[4]), t64(&[1.0, 0.5, -2.0, 0.25], &[4]))
         };
@@ -201,11 +210,12 @@ impl CustomOp for Swish {
 
 #[test]
 fn a_custom_primitive_with_its_own_wgsl_kernel() {
-    let k = wgrad::ElementwiseKernel::new("swish", "return x * sigmoid_safe(x);", |x, _| x / (1.0 + (-x).exp())).unwrap();
+    let k =
+        wgrad::ElementwiseKernel::new("swish", "return x * sigmoid_safe(x);", |x, _| x / (1.0 + (-x).exp())).unwrap();
     let op = Arc::new(Swish(k.clone()));
     let swish = |x: &Tensor| custom_op(op.clone(), &[x], || x.map_kernel(&op.0, 0.0));
     let x = t64(&[-2.0, -0.5, 0.0, 1.5], &[4]);
-    wgrad::check_grads(&swish, &x, 2).unwrap();
+    wgrad::check_grads(swish, &x, 2).unwrap();
     if let Some(g) = fresh_gpu() {
         let xg = x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
         let before = g.counters();
@@ -216,7 +226,10 @@ fn a_custom_primitive_with_its_own_wgsl_kernel() {
         close(&v64(&gg), &v64(&grad(|x| swish(x)?.sum_all(), &x).unwrap()), 1e-5);
     }
     // invalid WGSL is an error at registration; a tracked input outside custom_op is an error
-    assert!(matches!(wgrad::ElementwiseKernel::new("bad", "return y;", |x, _| x), Err(Error::Gpu(wgrad::KernelError::Compile { .. }))));
+    assert!(matches!(
+        wgrad::ElementwiseKernel::new("bad", "return y;", |x, _| x),
+        Err(Error::Gpu(wgrad::KernelError::Compile { .. }))
+    ));
     assert!(matches!(grad(|x| x.map_kernel(&k, 0.0)?.sum_all(), &x), Err(Error::NotDifferentiable { .. })));
 }
 

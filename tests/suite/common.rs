@@ -13,7 +13,10 @@ pub fn gpu() -> Option<Device> {
                 eprintln!("skipping a GPU test (WGRAD_SKIP_GPU_TESTS=1): {e}");
                 None
             } else {
-                panic!("no GPU adapter: {e}\nInstall Mesa's lavapipe (apt-get install mesa-vulkan-drivers) or set WGRAD_SKIP_GPU_TESTS=1 to opt out.");
+                panic!(
+                    "no GPU adapter: {e}\nInstall Mesa's lavapipe (apt-get install mesa-vulkan-drivers) \
+                     or set WGRAD_SKIP_GPU_TESTS=1 to opt out."
+                );
             }
         }
     }

@@ -14,7 +14,9 @@ fn unary_domain(op: UnaryOp) -> (f64, f64) {
 
 fn unary_tol(op: UnaryOp) -> (f64, f64) {
     match op {
-        UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::AddScalar | UnaryOp::MulScalar => (1e-6, 1e-6),
+        UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::AddScalar | UnaryOp::MulScalar => {
+            (1e-6, 1e-6)
+        }
         // sin/cos/tanh lowerings on some drivers are accurate in absolute, not relative, terms near 0
         _ => (2e-5, 2e-6),
     }
@@ -44,7 +46,10 @@ fn check_binary_ops(shapes: &[(&[usize], &[usize])], g: &wgrad::Device) {
             let (ra, da) = pair(sa, lo, hi, g);
             let (rb, db) = pair(sb, lo, hi, g);
             let tol = if op == BinaryOp::Pow { 2e-5 } else { 1e-6 };
-            for (x, y, rx, ry, what) in [(&da, &db, &ra, &rb, format!("{op:?} {sa:?} {sb:?}")), (&db, &da, &rb, &ra, format!("{op:?} {sb:?} {sa:?}"))] {
+            for (x, y, rx, ry, what) in [
+                (&da, &db, &ra, &rb, format!("{op:?} {sa:?} {sb:?}")),
+                (&db, &da, &rb, &ra, format!("{op:?} {sb:?} {sa:?}")),
+            ] {
                 let want = rounded(&rounded(rx).binary(op, &rounded(ry)).unwrap());
                 assert_close(&x.binary(op, y).unwrap(), &want, tol, 1e-6, &what);
             }
@@ -55,7 +60,10 @@ fn check_binary_ops(shapes: &[(&[usize], &[usize])], g: &wgrad::Device) {
 #[test]
 fn binary_ops_broadcast_like_numpy() {
     with_gpu!(g);
-    check_binary_ops(&[(&[5, 7], &[5, 7]), (&[5, 1], &[1, 7]), (&[3, 4, 5], &[5]), (&[], &[6, 2]), (&[2, 1, 3], &[4, 1])], &g);
+    check_binary_ops(
+        &[(&[5, 7], &[5, 7]), (&[5, 1], &[1, 7]), (&[3, 4, 5], &[5]), (&[], &[6, 2]), (&[2, 1, 3], &[4, 1])],
+        &g,
+    );
 }
 
 #[test]
@@ -64,16 +72,34 @@ fn strided_transposed_sliced_and_broadcast_inputs() {
     let (r, d) = pair(&[6, 9], -2.0, 2.0, &g);
     let (rr, dd) = (rounded(&r), d.clone());
     // transposed
-    assert_close(&dd.t().unwrap().exp().unwrap(), &rounded(&rr.t().unwrap().exp().unwrap()), 2e-5, 1e-6, "exp of transpose");
+    assert_close(
+        &dd.t().unwrap().exp().unwrap(),
+        &rounded(&rr.t().unwrap().exp().unwrap()),
+        2e-5,
+        1e-6,
+        "exp of transpose",
+    );
     // sliced
     let sl = |t: &wgrad::Tensor| t.narrow(1, 2, 5).unwrap().narrow(0, 1, 4).unwrap();
-    assert_close(&sl(&dd).mul(&sl(&dd)).unwrap(), &rounded(&sl(&rr).mul(&sl(&rr)).unwrap()), 1e-6, 1e-6, "mul of slices");
+    assert_close(
+        &sl(&dd).mul(&sl(&dd)).unwrap(),
+        &rounded(&sl(&rr).mul(&sl(&rr)).unwrap()),
+        1e-6,
+        1e-6,
+        "mul of slices",
+    );
     // broadcast (stride 0) operand
     let row = dd.narrow(0, 0, 1).unwrap().broadcast_to(&[6, 9]).unwrap();
     let rrow = rr.narrow(0, 0, 1).unwrap().broadcast_to(&[6, 9]).unwrap();
     assert_close(&row.sub(&dd).unwrap(), &rounded(&rrow.sub(&rr).unwrap()), 1e-6, 1e-6, "sub of broadcast");
     // transposed + broadcast mixed
-    assert_close(&dd.t().unwrap().add(&row.t().unwrap()).unwrap(), &rounded(&rr.t().unwrap().add(&rrow.t().unwrap()).unwrap()), 1e-6, 1e-6, "mixed");
+    assert_close(
+        &dd.t().unwrap().add(&row.t().unwrap()).unwrap(),
+        &rounded(&rr.t().unwrap().add(&rrow.t().unwrap()).unwrap()),
+        1e-6,
+        1e-6,
+        "mixed",
+    );
 }
 
 #[test]
@@ -101,10 +127,16 @@ fn nan_and_inf_propagate_like_pytorch() {
         assert_eq!(mx[2], 1.0);
         let mn = x.minimum(&y).unwrap().to_vec::<f32>().unwrap();
         assert!(mn[0].is_nan() && mn[1].is_nan() && mn[3].is_nan(), "minimum with NaN is NaN on {dev}: {mn:?}");
-        let th = Tensor::from_slice(&[100.0f32, -100.0, f32::NAN], &[3], &dev).unwrap().tanh().unwrap().to_vec::<f32>().unwrap();
+        let th = Tensor::from_slice(&[100.0f32, -100.0, f32::NAN], &[3], &dev)
+            .unwrap()
+            .tanh()
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(&th[..2], &[1.0, -1.0]);
         assert!(th[2].is_nan());
-        let sg = Tensor::from_slice(&[100.0f32, -100.0], &[2], &dev).unwrap().sigmoid().unwrap().to_vec::<f32>().unwrap();
+        let sg =
+            Tensor::from_slice(&[100.0f32, -100.0], &[2], &dev).unwrap().sigmoid().unwrap().to_vec::<f32>().unwrap();
         assert_eq!(sg[0], 1.0);
         assert!(sg[1] >= 0.0 && sg[1] < 1e-40);
     }
@@ -150,14 +182,42 @@ fn vec4_paths_cover_full_repeated_and_splat_operands() {
     // whole-quad tensors go through the vec4 skeletons: each input contiguous (full), a
     // contiguous block repeated along leading dims (bias rows), or one element (splat)
     let Some(g) = fresh_gpu() else { return };
-    check_binary_ops(&[(&[6, 8], &[6, 8]), (&[6, 8], &[8]), (&[3, 4, 8], &[4, 8]), (&[6, 8], &[1]), (&[], &[4, 2]), (&[4], &[3, 1, 4])], &g);
+    check_binary_ops(
+        &[
+            (&[6, 8], &[6, 8]),
+            (&[6, 8], &[8]),
+            (&[3, 4, 8], &[4, 8]),
+            (&[6, 8], &[1]),
+            (&[], &[4, 2]),
+            (&[4], &[3, 1, 4]),
+        ],
+        &g,
+    );
     // offset views: rows 1.. of [5, 8] start at element 8 (a whole quad), rows of [5, 6] do not
     for cols in [8usize, 6] {
         let (r, d) = pair(&[5, cols * 4], -2.0, 2.0, &g);
         let (r, d) = (r.narrow(0, 1, 4).unwrap(), d.narrow(0, 1, 4).unwrap());
-        assert_close(&d.exp().unwrap(), &rounded(&rounded(&r).exp().unwrap()), 2e-6, 1e-6, &format!("exp of offset rows, {cols} cols"));
-        assert_close(&d.add(&d).unwrap(), &rounded(&rounded(&r).add(&rounded(&r)).unwrap()), 1e-6, 1e-6, "add of offset rows");
-        assert_close(&d.sum(&[1], false).unwrap(), &rounded(&r).sum(&[1], false).unwrap(), 1e-5, 1e-5, "row sums of offset rows");
+        assert_close(
+            &d.exp().unwrap(),
+            &rounded(&rounded(&r).exp().unwrap()),
+            2e-6,
+            1e-6,
+            &format!("exp of offset rows, {cols} cols"),
+        );
+        assert_close(
+            &d.add(&d).unwrap(),
+            &rounded(&rounded(&r).add(&rounded(&r)).unwrap()),
+            1e-6,
+            1e-6,
+            "add of offset rows",
+        );
+        assert_close(
+            &d.sum(&[1], false).unwrap(),
+            &rounded(&r).sum(&[1], false).unwrap(),
+            1e-5,
+            1e-5,
+            "row sums of offset rows",
+        );
     }
     // many rows: on CPU adapters a thread per row (vec4); max / min through the same paths
     let (r, d) = pair(&[300, 12], -2.0, 2.0, &g);
@@ -173,11 +233,17 @@ fn vec4_paths_cover_full_repeated_and_splat_operands() {
     let kernels = ctx.compiled_kernels();
     use wgrad::kernels::{Kernel, Vec4Operand::*};
     for (am, bm) in [(Full, Full), (Full, Repeat), (Repeat, Full), (Full, Splat), (Splat, Full)] {
-        assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::BinaryVec4(_, a, b) if a == am && b == bm)), "no vec4 binary kernel with modes {am:?}, {bm:?}");
+        assert!(
+            kernels.iter().any(|k| matches!(k.kernel, Kernel::BinaryVec4(_, a, b) if a == am && b == bm)),
+            "no vec4 binary kernel with modes {am:?}, {bm:?}"
+        );
     }
     assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::UnaryVec4(_))), "no vec4 unary kernel ran");
     assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::ReduceVec4(_))), "no vec4 reduction ran");
     if ctx.is_cpu_adapter() {
-        assert!(kernels.iter().any(|k| matches!(k.kernel, Kernel::ReduceRowsVec4(_))), "no vec4 row-per-thread reduction ran");
+        assert!(
+            kernels.iter().any(|k| matches!(k.kernel, Kernel::ReduceRowsVec4(_))),
+            "no vec4 row-per-thread reduction ran"
+        );
     }
 }

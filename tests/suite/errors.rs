@@ -7,14 +7,19 @@ fn all_errors(dev: &Device) {
     let b = Tensor::ones(&[4, 2], DType::F32, dev).unwrap();
     let err = |r: wgrad::Result<Tensor>| r.expect_err("must be an error");
     assert!(matches!(err(a.matmul(&b)), Error::ShapeMismatch { op: "matmul", .. }));
-    let e = err(Tensor::ones(&[2, 2, 3], DType::F32, dev).unwrap().matmul(&Tensor::ones(&[3, 3, 1], DType::F32, dev).unwrap()));
+    let e = err(Tensor::ones(&[2, 2, 3], DType::F32, dev)
+        .unwrap()
+        .matmul(&Tensor::ones(&[3, 3, 1], DType::F32, dev).unwrap()));
     assert!(matches!(e, Error::Broadcast { op: "matmul", .. }), "{e}");
     assert!(matches!(err(a.add(&b)), Error::Broadcast { op: "binary", .. }));
     assert!(err(a.add(&b)).to_string().contains("[2, 3]"));
     assert!(matches!(err(a.reshape(&[4, 2])), Error::ElementCount { op: "reshape", .. }));
     assert!(matches!(err(a.sum(&[2], false)), Error::AxisOutOfRange { op: "sum", axis: 2, rank: 2 }));
     assert!(matches!(err(a.transpose(0, -3)), Error::AxisOutOfRange { .. }));
-    assert!(matches!(err(Tensor::from_slice(&[1.0f32; 5], &[2, 3], dev)), Error::ElementCount { op: "from_slice", .. }));
+    assert!(matches!(
+        err(Tensor::from_slice(&[1.0f32; 5], &[2, 3], dev)),
+        Error::ElementCount { op: "from_slice", .. }
+    ));
     assert!(matches!(err(a.narrow(1, 2, 2)), Error::SliceOutOfRange { op: "narrow", .. }));
     assert!(matches!(err(Tensor::cat(&[], 0)), Error::Empty { op: "cat", .. }));
     assert!(matches!(err(Tensor::stack(&[], 0)), Error::Empty { op: "stack", .. }));
@@ -30,7 +35,10 @@ fn all_errors(dev: &Device) {
     let unknown = Tensor::from_slice(&[9.0f32, 0.0], &[2, 1], dev).unwrap().to_dtype(DType::U32).unwrap();
     assert!(matches!(err(a.gather(1, &unknown)), Error::IndexOutOfRange { op: "gather", index: 9, .. }));
     let labels = Tensor::from_slice(&[1u32, 2], &[2], dev).unwrap();
-    assert!(matches!(err(a.add(&labels.to_dtype(DType::F32).unwrap().to_dtype(DType::U32).unwrap())), Error::DTypeMismatch { .. }));
+    assert!(matches!(
+        err(a.add(&labels.to_dtype(DType::F32).unwrap().to_dtype(DType::U32).unwrap())),
+        Error::DTypeMismatch { .. }
+    ));
     assert!(matches!(a.to_vec::<u32>(), Err(Error::DTypeMismatch { op: "to_vec", .. })));
     // earlier tensors are intact and the device still works
     assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);

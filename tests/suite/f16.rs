@@ -25,7 +25,10 @@ fn f16_round_trips_and_converts_on_every_device() {
         // odd offsets and strides: a slice starting mid-word, a transpose
         let v: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
         let t = Tensor::from_slice(&h(&v), &[3, 5], &dev).unwrap();
-        assert_eq!(t.narrow(1, 1, 3).unwrap().to_vec::<f16>().unwrap(), h(&[0.5, 1.0, 1.5, 3.0, 3.5, 4.0, 5.5, 6.0, 6.5]));
+        assert_eq!(
+            t.narrow(1, 1, 3).unwrap().to_vec::<f16>().unwrap(),
+            h(&[0.5, 1.0, 1.5, 3.0, 3.5, 4.0, 5.5, 6.0, 6.5])
+        );
         let tt: Vec<f32> = t.t().unwrap().to_vec::<f16>().unwrap().iter().map(|x| x.to_f32()).collect();
         assert_eq!(tt[..4], [0.0, 2.5, 5.0, 0.5]);
         assert_eq!(Tensor::cat(&[t.clone(), t.narrow(0, 1, 1).unwrap()], 0).unwrap().shape(), &[4, 5]);
@@ -54,7 +57,10 @@ fn f16_ops_match_the_f32_path_and_gradients_flow() {
             assert_eq!(got.dtype(), DType::F16, "{name} keeps f16");
             assert_close(&got, &want, 1e-3, 1e-3, &format!("f16 {name} on {dev}"));
         }
-        assert_eq!(a16.argmax(1, false).unwrap().to_vec::<u32>().unwrap(), ar.argmax(1, false).unwrap().to_vec::<u32>().unwrap());
+        assert_eq!(
+            a16.argmax(1, false).unwrap().to_vec::<u32>().unwrap(),
+            ar.argmax(1, false).unwrap().to_vec::<u32>().unwrap()
+        );
         // gradients through f16 storage agree with f32 to 1e-2
         let f = |x: &Tensor| x.matmul(&b16.to_dtype(x.dtype())?)?.tanh()?.sum_all();
         let g16 = grad(f, &a16).unwrap();

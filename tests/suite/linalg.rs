@@ -16,7 +16,13 @@ fn spd(batch: &[usize], n: usize, dev: &Device, dtype: DType) -> Tensor {
     let mut shape = batch.to_vec();
     shape.extend([n, n]);
     let r = Tensor::from_slice(&rand_vec(shape.iter().product(), -1.0, 1.0), &shape, &cpu()).unwrap();
-    let a = r.matmul(&r.t().unwrap()).unwrap().mul_scalar(1.0 / n as f64).unwrap().add(&Tensor::eye(n, DType::F64, &cpu()).unwrap()).unwrap();
+    let a = r
+        .matmul(&r.t().unwrap())
+        .unwrap()
+        .mul_scalar(1.0 / n as f64)
+        .unwrap()
+        .add(&Tensor::eye(n, DType::F64, &cpu()).unwrap())
+        .unwrap();
     a.to_dtype(dtype).unwrap().to_device(dev).unwrap()
 }
 
@@ -36,13 +42,25 @@ fn factorizations_on_the_gpu_match_the_cpu() {
         assert_close(&f64_of(&inv), &a64.inverse().unwrap(), 1e-4, 1e-5, &format!("inverse n={n}"));
         let (rhs, _) = pair(&[batch, &[n, 2]].concat(), -1.0, 1.0, &g);
         let rhs32 = rhs.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
-        assert_close(&f64_of(&a.solve(&rhs32).unwrap()), &a64.solve(&rounded(&rhs)).unwrap(), 1e-4, 1e-5, &format!("solve n={n}"));
+        assert_close(
+            &f64_of(&a.solve(&rhs32).unwrap()),
+            &a64.solve(&rounded(&rhs)).unwrap(),
+            1e-4,
+            1e-5,
+            &format!("solve n={n}"),
+        );
         let (s, la) = a.slogdet().unwrap();
         let (s64, la64) = a64.slogdet().unwrap();
         assert_close(&f64_of(&s), &s64, 0.0, 0.0, &format!("sign n={n}"));
         assert_close(&f64_of(&la), &la64, 1e-5, 1e-4, &format!("logabsdet n={n}"));
         let p = spd(batch, n, &g, DType::F32);
-        assert_close(&f64_of(&p.cholesky().unwrap()), &f64_of(&p).cholesky().unwrap(), 1e-4, 1e-5, &format!("cholesky n={n}"));
+        assert_close(
+            &f64_of(&p.cholesky().unwrap()),
+            &f64_of(&p).cholesky().unwrap(),
+            1e-4,
+            1e-5,
+            &format!("cholesky n={n}"),
+        );
     }
     // n = 512 takes several dispatches per factorization and solve on lavapipe
     let a = dominant(&[], 512, &g, DType::F32);
@@ -55,7 +73,13 @@ fn factorizations_on_the_gpu_match_the_cpu() {
     // hand-computed: det [[2, 1], [1, 3]] = 5; inverse = [[0.6, -0.2], [-0.2, 0.4]]
     let a = Tensor::from_slice(&[2.0f32, 1.0, 1.0, 3.0], &[2, 2], &g).unwrap();
     assert!((a.det().unwrap().to_scalar::<f32>().unwrap() - 5.0).abs() < 1e-5);
-    assert_close(&f64_of(&a.inverse().unwrap()), &Tensor::from_slice(&[0.6, -0.2, -0.2, 0.4], &[2, 2], &cpu()).unwrap(), 1e-6, 1e-6, "inverse 2x2");
+    assert_close(
+        &f64_of(&a.inverse().unwrap()),
+        &Tensor::from_slice(&[0.6, -0.2, -0.2, 0.4], &[2, 2], &cpu()).unwrap(),
+        1e-6,
+        1e-6,
+        "inverse 2x2",
+    );
     // cholesky of [[4, 2], [2, 5]] = [[2, 0], [1, 2]]
     let c = Tensor::from_slice(&[4.0f32, 2.0, 2.0, 5.0], &[2, 2], &g).unwrap().cholesky().unwrap();
     assert_eq!(c.to_vec::<f32>().unwrap(), vec![2.0, 0.0, 1.0, 2.0]);
@@ -79,7 +103,12 @@ fn every_matrix_op_passes_check_grads_to_order_2() {
         ("logdet", Box::new(|x: &Tensor| x.logdet())),
         ("slogdet", Box::new(|x: &Tensor| Ok(x.slogdet()?.1))),
         ("solve wrt A", Box::new(move |x: &Tensor| x.solve(&b))),
-        ("solve wrt B", Box::new(|x: &Tensor| Tensor::from_slice(&[4.0, 1.0, 0.5, 1.0, 3.0, -1.0, 0.0, 0.5, 5.0], &[3, 3], &cpu())?.solve(x))),
+        (
+            "solve wrt B",
+            Box::new(|x: &Tensor| {
+                Tensor::from_slice(&[4.0, 1.0, 0.5, 1.0, 3.0, -1.0, 0.0, 0.5, 5.0], &[3, 3], &cpu())?.solve(x)
+            }),
+        ),
         ("solve vector", Box::new(|x: &Tensor| x.solve(&x.diag()?))),
         ("cholesky", Box::new(|x: &Tensor| sym(x)?.cholesky())),
         ("cholesky_solve", Box::new(|x: &Tensor| x.cholesky_solve(&sym(x)?.cholesky()?))),
@@ -131,13 +160,24 @@ fn closed_forms_of_the_notes() {
         assert_close(&f64_of(&got), &f64_of(&want), tol, tol, "grad <S,X> - logdet X");
         // f(x) = ln <Ax, x> for SPD A: grad 2Ax / q, Hessian 2A/q - 4 (Ax)(Ax)^T / q^2
         let a = spd(&[], 4, &dev, dt);
-        let v = Tensor::from_slice(&[0.3, -0.5, 0.8, 0.1], &[4], &cpu()).unwrap().to_dtype(dt).unwrap().to_device(&dev).unwrap();
+        let v = Tensor::from_slice(&[0.3, -0.5, 0.8, 0.1], &[4], &cpu())
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap()
+            .to_device(&dev)
+            .unwrap();
         let f = |x: &Tensor| a.matmul(x)?.dot(x)?.log();
         let ax = a.matmul(&v).unwrap();
         let q = ax.dot(&v).unwrap();
         let want = ax.mul_scalar(2.0).unwrap().div(&q).unwrap();
         assert_close(&f64_of(&grad(f, &v).unwrap()), &f64_of(&want), tol, tol, "grad ln <Ax,x>");
-        let want_h = a.mul_scalar(2.0).unwrap().div(&q).unwrap().sub(&ax.outer(&ax).unwrap().mul_scalar(4.0).unwrap().div(&q.square().unwrap()).unwrap()).unwrap();
+        let want_h = a
+            .mul_scalar(2.0)
+            .unwrap()
+            .div(&q)
+            .unwrap()
+            .sub(&ax.outer(&ax).unwrap().mul_scalar(4.0).unwrap().div(&q.square().unwrap()).unwrap())
+            .unwrap();
         assert_close(&f64_of(&hessian(f, &v).unwrap()), &f64_of(&want_h), tol * 5.0, tol * 5.0, "Hessian ln <Ax,x>");
         // grad of det X is det(X) X^-T
         let want = x.inverse().unwrap().t().unwrap().mul(&x.det().unwrap()).unwrap();
@@ -164,15 +204,24 @@ fn singular_and_indefinite_inputs_are_typed_errors() {
         assert_eq!(info.to_vec::<u32>().unwrap(), vec![0, 2], "the unchecked form reports an info code");
         // indefinite: [[1, 2], [2, 1]]
         let ind = Tensor::from_slice(&[1.0f32, 2.0, 2.0, 1.0], &[1, 2, 2], &dev).unwrap();
-        assert!(matches!(ind.cholesky(), Err(Error::NotPositiveDefinite { op: "cholesky", batch: 0, minor: 2 })), "on {dev}");
+        assert!(
+            matches!(ind.cholesky(), Err(Error::NotPositiveDefinite { op: "cholesky", batch: 0, minor: 2 })),
+            "on {dev}"
+        );
         assert!(matches!(ind.logdet_checked(), Err(Error::NotPositiveDefinite { op: "logdet", batch: 0, .. })));
         assert!(ind.logdet().unwrap().to_vec::<f32>().unwrap()[0].is_nan(), "log of a negative determinant is NaN");
         // shapes
         let rect = Tensor::ones(&[2, 3], DType::F32, &dev).unwrap();
         assert!(matches!(rect.inverse(), Err(Error::Invalid { op: "inverse", .. })));
         let sq = Tensor::eye(3, DType::F32, &dev).unwrap();
-        assert!(matches!(sq.solve(&Tensor::ones(&[2, 1], DType::F32, &dev).unwrap()), Err(Error::ShapeMismatch { op: "solve", .. })));
-        assert!(matches!(a.solve(&Tensor::ones(&[3, 2, 1], DType::F32, &dev).unwrap()), Err(Error::ShapeMismatch { op: "solve", .. })));
+        assert!(matches!(
+            sq.solve(&Tensor::ones(&[2, 1], DType::F32, &dev).unwrap()),
+            Err(Error::ShapeMismatch { op: "solve", .. })
+        ));
+        assert!(matches!(
+            a.solve(&Tensor::ones(&[3, 2, 1], DType::F32, &dev).unwrap()),
+            Err(Error::ShapeMismatch { op: "solve", .. })
+        ));
         assert_eq!(keep.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
         assert_eq!(a.narrow(0, 0, 1).unwrap().det().unwrap().to_vec::<f32>().unwrap(), vec![4.0]);
     }

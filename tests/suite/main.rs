@@ -1,6 +1,8 @@
 //! wgrad's integration suite: one binary (one link, one shared GPU device).
 //! GPU tests run on the default adapter (lavapipe on machines without a GPU) and FAIL
 //! when there is none, unless WGRAD_SKIP_GPU_TESTS=1 opts out explicitly.
+// Index arithmetic is written as in the math (1 * 2 + c), identity factors included.
+#![allow(clippy::identity_op)]
 mod common;
 
 mod autograd_ops;

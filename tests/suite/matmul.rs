@@ -41,7 +41,13 @@ fn transposed_operands_need_no_copy() {
 #[test]
 fn batch_dims_broadcast() {
     with_gpu!(g);
-    let cases: &[(&[usize], &[usize])] = &[(&[3, 4, 5], &[5, 6]), (&[2, 1, 4, 5], &[3, 5, 2]), (&[4, 5], &[2, 5, 3]), (&[5], &[5, 3]), (&[2, 4, 5], &[5])];
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[3, 4, 5], &[5, 6]),
+        (&[2, 1, 4, 5], &[3, 5, 2]),
+        (&[4, 5], &[2, 5, 3]),
+        (&[5], &[5, 3]),
+        (&[2, 4, 5], &[5]),
+    ];
     for &(sa, sb) in cases {
         let (ra, da) = pair(sa, -1.0, 1.0, &g);
         let (rb, db) = pair(sb, -1.0, 1.0, &g);
@@ -79,10 +85,17 @@ fn both_matmul_kernel_families_match_the_reference() {
     for register_blocked in [true, false] {
         let Some(g) = fresh_gpu() else { return };
         g.context().unwrap().set_matmul_register_blocked(Some(register_blocked));
-        for &(sa, sb) in &[(&[65usize, 17][..], &[17usize, 129][..]), (&[2, 3, 40, 70], &[3, 70, 33]), (&[1, 3000], &[3000, 5])] {
+        for &(sa, sb) in
+            &[(&[65usize, 17][..], &[17usize, 129][..]), (&[2, 3, 40, 70], &[3, 70, 33]), (&[1, 3000], &[3000, 5])]
+        {
             let (ra, da) = pair(sa, -1.0, 1.0, &g);
             let (rb, db) = pair(sb, -1.0, 1.0, &g);
-            assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), &format!("{sa:?} @ {sb:?}, register blocked {register_blocked}"));
+            assert_matmul_close(
+                &da.matmul(&db).unwrap(),
+                &rounded(&ra),
+                &rounded(&rb),
+                &format!("{sa:?} @ {sb:?}, register blocked {register_blocked}"),
+            );
             let t = da.t().unwrap().t().unwrap().matmul(&db.t().unwrap().t().unwrap()).unwrap();
             assert_matmul_close(&t, &rounded(&ra), &rounded(&rb), "strided");
         }
@@ -116,10 +129,14 @@ fn vec4_register_tiles_match_the_reference_in_every_layout() {
     let (ra, da) = pair(&[24, 8], -1.0, 1.0, &g);
     let (ra, da) = (ra.narrow(0, 4, 20).unwrap(), da.narrow(0, 4, 20).unwrap());
     assert_matmul_close(&da.matmul(&db).unwrap(), &rounded(&ra), &rounded(&rb), "offset rows");
-    let used: Vec<MatmulVec4> = ctx.compiled_kernels().into_iter().filter_map(|k| match k.kernel {
-        Kernel::MatmulVec4(v) => Some(v),
-        _ => None,
-    }).collect();
+    let used: Vec<MatmulVec4> = ctx
+        .compiled_kernels()
+        .into_iter()
+        .filter_map(|k| match k.kernel {
+            Kernel::MatmulVec4(v) => Some(v),
+            _ => None,
+        })
+        .collect();
     for v in MatmulVec4::ALL {
         assert!(used.contains(&v), "{v:?} was never dispatched (dispatched: {used:?})");
     }

@@ -22,16 +22,31 @@ fn cross_entropy_matches_hand_computed_values_and_is_stable() {
         let got = nn::cross_entropy(&logits, &labels).unwrap().to_scalar::<f32>().unwrap() as f64;
         assert!((got - want).abs() < 1e-6, "{got} vs {want} on {dev}");
         // logits of 1e4 and -inf on non-target classes stay finite
-        let big = Tensor::from_slice(&[1e4f32, 0.0, f32::NEG_INFINITY, 1e4, -1e4, f32::NEG_INFINITY], &[2, 3], &dev).unwrap();
-        let l = nn::cross_entropy(&big, &Tensor::from_slice(&[0u32, 0], &[2], &dev).unwrap()).unwrap().to_scalar::<f32>().unwrap();
+        let big =
+            Tensor::from_slice(&[1e4f32, 0.0, f32::NEG_INFINITY, 1e4, -1e4, f32::NEG_INFINITY], &[2, 3], &dev).unwrap();
+        let l = nn::cross_entropy(&big, &Tensor::from_slice(&[0u32, 0], &[2], &dev).unwrap())
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(l.is_finite() && l.abs() < 1e-3, "{l}");
-        let (_, gr) = value_and_grad_many(|p| nn::cross_entropy(&p[0], &Tensor::from_slice(&[0u32, 0], &[2], &dev)?), &[big]).unwrap();
+        let (_, gr) =
+            value_and_grad_many(|p| nn::cross_entropy(&p[0], &Tensor::from_slice(&[0u32, 0], &[2], &dev)?), &[big])
+                .unwrap();
         assert!(gr[0].to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()));
         // errors
-        assert!(matches!(nn::cross_entropy(&logits, &Tensor::from_slice(&[3u32, 0], &[2], &dev).unwrap()), Err(Error::IndexOutOfRange { .. })));
-        assert!(matches!(nn::cross_entropy(&logits, &Tensor::from_slice(&[1u32], &[1], &dev).unwrap()), Err(Error::ShapeMismatch { op: "cross_entropy", .. })));
+        assert!(matches!(
+            nn::cross_entropy(&logits, &Tensor::from_slice(&[3u32, 0], &[2], &dev).unwrap()),
+            Err(Error::IndexOutOfRange { .. })
+        ));
+        assert!(matches!(
+            nn::cross_entropy(&logits, &Tensor::from_slice(&[1u32], &[1], &dev).unwrap()),
+            Err(Error::ShapeMismatch { op: "cross_entropy", .. })
+        ));
         let empty = Tensor::zeros(&[0, 3], DType::F32, &dev).unwrap();
-        assert!(matches!(nn::cross_entropy(&empty, &Tensor::from_slice::<u32>(&[], &[0], &dev).unwrap()), Err(Error::Empty { .. })));
+        assert!(matches!(
+            nn::cross_entropy(&empty, &Tensor::from_slice::<u32>(&[], &[0], &dev).unwrap()),
+            Err(Error::Empty { .. })
+        ));
     }
     // gradient: softmax - one_hot, divided by the batch, checked by finite differences too
     let labels = Tensor::from_slice(&[2u32, 0], &[2], &cpu()).unwrap();
@@ -46,7 +61,11 @@ fn mse_and_bce_match_hand_computed_values() {
     assert!((nn::mse(&p, &t).unwrap().to_scalar::<f64>().unwrap() - 13.0 / 3.0).abs() < 1e-12);
     // bce(x, y) = -(y log s(x) + (1 - y) log(1 - s(x)))
     let s = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let want = [(1.0, 1.0), (2.0, 0.0), (4.0, 1.0)].iter().map(|&(x, y): &(f64, f64)| -(y * s(x).ln() + (1.0 - y) * (1.0 - s(x)).ln())).sum::<f64>() / 3.0;
+    let want = [(1.0, 1.0), (2.0, 0.0), (4.0, 1.0)]
+        .iter()
+        .map(|&(x, y): &(f64, f64)| -(y * s(x).ln() + (1.0 - y) * (1.0 - s(x)).ln()))
+        .sum::<f64>()
+        / 3.0;
     assert!((nn::binary_cross_entropy_with_logits(&p, &t).unwrap().to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
     check_grads(|x| nn::mse(x, &t), &p, 2).unwrap();
     check_grads(|x| nn::binary_cross_entropy_with_logits(x, &t), &p, 2).unwrap();
@@ -56,7 +75,11 @@ fn mse_and_bce_match_hand_computed_values() {
     assert_eq!(g.to_vec::<f64>().unwrap(), vec![-0.5 / 3.0, 0.5 / 3.0, -0.5 / 3.0]);
     check_grads(|x| nn::binary_cross_entropy_with_logits(x, &t), &zero, 2).unwrap();
     let huge = f64t(&[1000.0, -1000.0], &[2]);
-    assert!(nn::binary_cross_entropy_with_logits(&huge, &f64t(&[0.0, 1.0], &[2])).unwrap().to_scalar::<f64>().unwrap().is_finite());
+    assert!(nn::binary_cross_entropy_with_logits(&huge, &f64t(&[0.0, 1.0], &[2]))
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .is_finite());
 }
 
 fn one_param(v: &[f32], dev: &Device) -> Params {
@@ -79,7 +102,13 @@ fn optimizer_steps_match_hand_computed_updates() {
         assert_close(&p.tensors()[0], &f64t(&p1, &[2]), 1e-6, 1e-7, "sgd step 1");
         sgd.step(&mut p, &grad).unwrap();
         let v2 = [0.9 * g1[0] + 0.5 + 0.01 * p1[0], 0.9 * g1[1] - 1.0 + 0.01 * p1[1]];
-        assert_close(&p.tensors()[0], &f64t(&[p1[0] - 0.1 * v2[0], p1[1] - 0.1 * v2[1]], &[2]), 1e-6, 1e-7, "sgd step 2");
+        assert_close(
+            &p.tensors()[0],
+            &f64t(&[p1[0] - 0.1 * v2[0], p1[1] - 0.1 * v2[1]], &[2]),
+            1e-6,
+            1e-7,
+            "sgd step 2",
+        );
         // Adam, first step: m = 0.1 g, v = 0.001 g^2, p -= lr * g / (|g| + eps): a step of lr * sign(g)
         let mut p = one_param(&[1.0, 2.0], &dev);
         let mut adam = Adam::new(0.01);
@@ -89,7 +118,13 @@ fn optimizer_steps_match_hand_computed_updates() {
         let mut p = one_param(&[1.0, 2.0], &dev);
         let mut adamw = Adam::adamw(0.01).weight_decay(0.1);
         adamw.step(&mut p, &grad).unwrap();
-        assert_close(&p.tensors()[0], &f64t(&[1.0 * 0.999 - 0.01, 2.0 * 0.999 + 0.01], &[2]), 1e-6, 1e-6, "adamw step 1");
+        assert_close(
+            &p.tensors()[0],
+            &f64t(&[1.0 * 0.999 - 0.01, 2.0 * 0.999 + 0.01], &[2]),
+            1e-6,
+            1e-6,
+            "adamw step 1",
+        );
         // errors: wrong count, wrong shape
         assert!(adam.step(&mut p, &[]).is_err());
         assert!(adam.step(&mut p, &[Tensor::ones(&[3], DType::F32, &dev).unwrap()]).is_err());
@@ -137,10 +172,17 @@ fn layers_have_the_expected_shapes_and_gradients() {
     let x = f64t(&rand_vec(2 * 2 * 5 * 6, -1.0, 1.0), &[2, 2, 5, 6]);
     let w = f64t(&rand_vec(3 * 2 * 3 * 3, -1.0, 1.0), &[3, 2, 3, 3]);
     for (stride, pad) in [(1, 1), (2, 0), (2, 1)] {
-        check_grads(|w| x.conv2d(w, None, stride, pad), &w, 2).unwrap_or_else(|e| panic!("conv wrt w, stride {stride} pad {pad}: {e}"));
+        check_grads(|w| x.conv2d(w, None, stride, pad), &w, 2)
+            .unwrap_or_else(|e| panic!("conv wrt w, stride {stride} pad {pad}: {e}"));
         check_grads(|x| x.conv2d(&w, None, stride, pad), &x, 1).unwrap_or_else(|e| panic!("conv wrt x: {e}"));
         let y = x.conv2d(&w, None, stride, pad).unwrap();
-        let yg = x.to_dtype(DType::F32).unwrap().to_device(&g).unwrap().conv2d(&w.to_dtype(DType::F32).unwrap().to_device(&g).unwrap(), None, stride, pad).unwrap();
+        let yg = x
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_device(&g)
+            .unwrap()
+            .conv2d(&w.to_dtype(DType::F32).unwrap().to_device(&g).unwrap(), None, stride, pad)
+            .unwrap();
         assert_close(&yg, &y, 1e-5, 1e-5, "conv2d on the GPU");
     }
     // direct definition at one output: y[0, 1, 0, 0] (stride 1, pad 0) = sum_c,i,j w[1, c, i, j] x[0, c, i, j]
@@ -203,7 +245,9 @@ fn two_spirals_are_learned_to_nearly_100_percent() {
         .push(Linear::new(&mut p, "l3", 64, 2, 2, &g).unwrap());
     let mut opt = Adam::new(0.02);
     for step in 0..400 {
-        let (_, grads) = value_and_grad_many(|ps| nn::cross_entropy(&m.forward(&Ctx::train(ps, step), &x)?, &y), p.tensors()).unwrap();
+        let (_, grads) =
+            value_and_grad_many(|ps| nn::cross_entropy(&m.forward(&Ctx::train(ps, step), &x)?, &y), p.tensors())
+                .unwrap();
         opt.step(&mut p, &grads).unwrap();
     }
     let pred = m.forward(&Ctx::eval(p.tensors()), &x).unwrap().argmax(1, false).unwrap();
@@ -218,10 +262,14 @@ fn a_1000_step_training_loop_holds_gpu_memory_flat() {
     let x = Tensor::randn(&[32, 16], 0, DType::F32, &g).unwrap();
     let y = Tensor::from_slice(&(0..32u32).map(|i| i % 4).collect::<Vec<_>>(), &[32], &g).unwrap();
     let mut p = Params::new();
-    let m = Sequential::new().push(Linear::new(&mut p, "a", 16, 32, 0, &g).unwrap()).push(Activation::Relu).push(Linear::new(&mut p, "b", 32, 4, 1, &g).unwrap());
+    let m = Sequential::new()
+        .push(Linear::new(&mut p, "a", 16, 32, 0, &g).unwrap())
+        .push(Activation::Relu)
+        .push(Linear::new(&mut p, "b", 32, 4, 1, &g).unwrap());
     let mut opt = Sgd::new(0.05).momentum(0.9);
     let mut step = |i: u64| {
-        let (_, grads) = value_and_grad_many(|ps| nn::cross_entropy(&m.forward(&Ctx::train(ps, i), &x)?, &y), p.tensors()).unwrap();
+        let (_, grads) =
+            value_and_grad_many(|ps| nn::cross_entropy(&m.forward(&Ctx::train(ps, i), &x)?, &y), p.tensors()).unwrap();
         opt.step(&mut p, &grads).unwrap();
     };
     for i in 0..50 {
@@ -307,7 +355,9 @@ fn the_idx_loader_reads_good_files_and_rejects_corrupt_ones() {
 #[test]
 fn fused_cross_entropy_matches_the_composite_to_third_order() {
     // the fused loss / gradient kernels against log_softmax + gather, on the GPU and CPU
-    let composite = |z: &Tensor, y: &Tensor| -> wgrad::Result<Tensor> { z.log_softmax(1)?.gather(1, &y.reshape(&[y.numel(), 1])?)?.mean_all()?.neg() };
+    let composite = |z: &Tensor, y: &Tensor| -> wgrad::Result<Tensor> {
+        z.log_softmax(1)?.gather(1, &y.reshape(&[y.numel(), 1])?)?.mean_all()?.neg()
+    };
     let (b, c) = (37, 11);
     let ys: Vec<u32> = (0..b as u32).map(|i| (i * 7) % c as u32).collect();
     let z64 = f64t(&rand_vec(b * c, -3.0, 3.0), &[b, c]);
@@ -318,7 +368,13 @@ fn fused_cross_entropy_matches_the_composite_to_third_order() {
     let want_hvp = wgrad::hvp(|z| composite(z, &y_cpu), &z64, &v64).unwrap();
     assert_close(&nn::cross_entropy(&z64, &y_cpu).unwrap(), &want_loss, 1e-12, 1e-12, "cpu loss");
     assert_close(&wgrad::grad(|z| nn::cross_entropy(z, &y_cpu), &z64).unwrap(), &want_grad, 1e-12, 1e-12, "cpu grad");
-    assert_close(&wgrad::hvp(|z| nn::cross_entropy(z, &y_cpu), &z64, &v64).unwrap(), &want_hvp, 1e-10, 1e-12, "cpu hvp");
+    assert_close(
+        &wgrad::hvp(|z| nn::cross_entropy(z, &y_cpu), &z64, &v64).unwrap(),
+        &want_hvp,
+        1e-10,
+        1e-12,
+        "cpu hvp",
+    );
     // third order by finite differences (the gradient op's VJP differentiated again)
     let labels = Tensor::from_slice(&[2u32, 0, 1], &[3], &cpu()).unwrap();
     check_grads(|x| nn::cross_entropy(x, &labels), &f64t(&rand_vec(12, -2.0, 2.0), &[3, 4]), 3).unwrap();
@@ -345,11 +401,19 @@ fn fused_max_pool_matches_the_max_reduction_with_ties_and_nan() {
     let vals: Vec<f64> = rand_vec(2 * 3 * 6 * 4, -2.0, 2.0).iter().map(|v| (v * 2.0).round() / 2.0).collect();
     let x = f64t(&vals, &[2, 3, 6, 4]);
     let w = f64t(&rand_vec(2 * 3 * 3 * 2, -1.0, 1.0), &[2, 3, 3, 2]);
-    let loss = |f: &dyn Fn(&Tensor) -> wgrad::Result<Tensor>, x: &Tensor| -> wgrad::Result<Tensor> { f(x)?.mul(&w.to_dtype(x.dtype())?.to_device(x.device())?)?.sum_all() };
+    let loss = |f: &dyn Fn(&Tensor) -> wgrad::Result<Tensor>, x: &Tensor| -> wgrad::Result<Tensor> {
+        f(x)?.mul(&w.to_dtype(x.dtype())?.to_device(x.device())?)?.sum_all()
+    };
     let want = composite(&x, 2).unwrap();
     let want_grad = wgrad::grad(|x| loss(&|x| composite(x, 2), x), &x).unwrap();
     assert_close(&x.max_pool2d(2).unwrap(), &want, 0.0, 0.0, "cpu max_pool2d");
-    assert_close(&wgrad::grad(|x| loss(&|x| x.max_pool2d(2), x), &x).unwrap(), &want_grad, 1e-12, 1e-12, "cpu gradient with ties");
+    assert_close(
+        &wgrad::grad(|x| loss(&|x| x.max_pool2d(2), x), &x).unwrap(),
+        &want_grad,
+        1e-12,
+        1e-12,
+        "cpu gradient with ties",
+    );
     // second order by finite differences at distinct values (the gradient's own VJP)
     let distinct = f64t(&rand_vec(1 * 2 * 4 * 4, -2.0, 2.0), &[1, 2, 4, 4]);
     let w2 = f64t(&rand_vec(1 * 2 * 2 * 2, -1.0, 1.0), &[1, 2, 2, 2]);
@@ -361,7 +425,13 @@ fn fused_max_pool_matches_the_max_reduction_with_ties_and_nan() {
     let pooled = xg.max_pool2d(2).unwrap();
     assert_eq!(g.counters().dispatches - before.dispatches, 1, "one kernel");
     assert_close(&pooled, &want, 0.0, 0.0, "gpu max_pool2d");
-    assert_close(&wgrad::grad(|x| loss(&|x| x.max_pool2d(2), x), &xg).unwrap(), &want_grad, 1e-6, 1e-6, "gpu gradient with ties");
+    assert_close(
+        &wgrad::grad(|x| loss(&|x| x.max_pool2d(2), x), &xg).unwrap(),
+        &want_grad,
+        1e-6,
+        1e-6,
+        "gpu gradient with ties",
+    );
     // a strided (transposed-back) view and a NaN: NaN wins the window, its gradient is NaN
     let mut nan_vals: Vec<f32> = vals.iter().map(|&v| v as f32).collect();
     nan_vals[5] = f32::NAN;

@@ -19,15 +19,45 @@ fn sum_max_min_mean_over_any_axes_match_the_reference() {
             for keep in [false, true] {
                 let k: usize = axes.iter().map(|&a| shape[a.rem_euclid(rank) as usize]).product();
                 let sum_tol = k as f64 * 6e-8 * 3.0;
-                assert_close(&d.sum(axes, keep).unwrap(), &rr.sum(axes, keep).unwrap(), 1e-6, sum_tol, &format!("sum {shape:?} {axes:?}"));
-                assert_close(&d.max(axes, keep).unwrap(), &rr.max(axes, keep).unwrap(), 0.0, 0.0, &format!("max {shape:?} {axes:?}"));
-                assert_close(&d.min(axes, keep).unwrap(), &rr.min(axes, keep).unwrap(), 0.0, 0.0, &format!("min {shape:?} {axes:?}"));
-                assert_close(&d.mean(axes, keep).unwrap(), &rr.mean(axes, keep).unwrap(), 1e-5, sum_tol, &format!("mean {shape:?} {axes:?}"));
+                assert_close(
+                    &d.sum(axes, keep).unwrap(),
+                    &rr.sum(axes, keep).unwrap(),
+                    1e-6,
+                    sum_tol,
+                    &format!("sum {shape:?} {axes:?}"),
+                );
+                assert_close(
+                    &d.max(axes, keep).unwrap(),
+                    &rr.max(axes, keep).unwrap(),
+                    0.0,
+                    0.0,
+                    &format!("max {shape:?} {axes:?}"),
+                );
+                assert_close(
+                    &d.min(axes, keep).unwrap(),
+                    &rr.min(axes, keep).unwrap(),
+                    0.0,
+                    0.0,
+                    &format!("min {shape:?} {axes:?}"),
+                );
+                assert_close(
+                    &d.mean(axes, keep).unwrap(),
+                    &rr.mean(axes, keep).unwrap(),
+                    1e-5,
+                    sum_tol,
+                    &format!("mean {shape:?} {axes:?}"),
+                );
             }
         }
         // strided input: reduce a transposed view
         if shape.len() == 2 {
-            assert_close(&d.t().unwrap().sum(&[1], false).unwrap(), &rr.t().unwrap().sum(&[1], false).unwrap(), 1e-6, 1e-4, "sum of transpose");
+            assert_close(
+                &d.t().unwrap().sum(&[1], false).unwrap(),
+                &rr.t().unwrap().sum(&[1], false).unwrap(),
+                1e-6,
+                1e-4,
+                "sum of transpose",
+            );
         }
     }
 }
@@ -42,8 +72,14 @@ fn argmax_argmin_take_the_first_of_ties_and_nan_wins() {
         assert_eq!(x.argmax(0, true).unwrap().shape(), &[1, 4]);
     }
     let (r, d) = pair(&[37, 300], -5.0, 5.0, &g);
-    assert_eq!(d.argmax(1, false).unwrap().to_vec::<u32>().unwrap(), rounded(&r).argmax(1, false).unwrap().to_vec::<u32>().unwrap());
-    assert_eq!(d.argmin(0, false).unwrap().to_vec::<u32>().unwrap(), rounded(&r).argmin(0, false).unwrap().to_vec::<u32>().unwrap());
+    assert_eq!(
+        d.argmax(1, false).unwrap().to_vec::<u32>().unwrap(),
+        rounded(&r).argmax(1, false).unwrap().to_vec::<u32>().unwrap()
+    );
+    assert_eq!(
+        d.argmin(0, false).unwrap().to_vec::<u32>().unwrap(),
+        rounded(&r).argmin(0, false).unwrap().to_vec::<u32>().unwrap()
+    );
 }
 
 #[test]
@@ -62,7 +98,10 @@ fn reductions_are_deterministic() {
     let b = d.sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(a.to_bits(), b.to_bits());
     let (_, m) = pair(&[123, 4567], -1.0, 1.0, &g);
-    assert_eq!(m.sum(&[0], false).unwrap().to_vec::<f32>().unwrap(), m.sum(&[0], false).unwrap().to_vec::<f32>().unwrap());
+    assert_eq!(
+        m.sum(&[0], false).unwrap().to_vec::<f32>().unwrap(),
+        m.sum(&[0], false).unwrap().to_vec::<f32>().unwrap()
+    );
 }
 
 #[test]

@@ -1,34 +1,215 @@
-//! Elementwise primitives with numpy broadcasting: unary, scalar forms, binary, comparisons, where.
-use super::{cpu_of, run};
-use crate::graph::{record, Op};
+//! Elementwise primitives with numpy broadcasting: unary maps (and their scalar forms),
+//! binary ops and comparisons, where. One block per primitive: the unary and binary
+//! tables below list, for each op, what its VJP saves, its CPU reference, its VJP and its
+//! JVP; the GPU launch is the family's skeleton with the op's WGSL body
+//! (`wgrad_kernels::UnaryOp` / `BinaryOp`).
+//!
+//! Elementwise Jacobians are diagonal, so a unary op's VJP and JVP are the same product
+//! with f'(x) (PyTorch's `auto_element_wise`), one applied to g, the other to t.
+use super::Saved;
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
+use crate::storage::CpuStorage;
 use crate::tensor::{check_float, check_same};
-use crate::{cpu, DType, Error, Result, Tensor};
-use wgrad_kernels::{BinaryOp, UnaryOp};
+use crate::{cpu, DType, Error, Node, Result, Tensor};
+use std::sync::Arc;
+use wgrad_kernels::{BinaryOp, Context, UnaryOp};
 
-/// Which of (input, output) a unary op's VJP reads.
-fn unary_saves(op: UnaryOp) -> (bool, bool) {
-    use UnaryOp::*;
-    match op {
-        Exp | Sqrt | Tanh | Sigmoid | Recip | RPowScalar => (false, true),
-        Log | Abs | Relu | Sin | Cos | PowScalar => (true, false),
-        Neg | Sign | AddScalar | MulScalar => (false, false),
-    }
+// ------------------------------------------------------------------ unary primitives
+
+/// The rules of one unary primitive. `x` / `y` are the input / output (as saved for the
+/// VJP, as primals for the JVP), `s` the scalar operand of the scalar forms.
+struct UnaryRule {
+    saves_x: bool,
+    saves_y: bool,
+    cpu: fn(&CpuStorage, &crate::Layout, DType, f64) -> CpuStorage,
+    vjp: fn(&Saved, &Tensor) -> Result<Tensor>,
+    jvp: fn(&Saved, &Tensor) -> Result<Tensor>,
 }
 
-fn binary_saves(op: BinaryOp) -> (bool, bool) {
-    use BinaryOp::*;
-    match op {
-        Mul | Div | Maximum | Minimum => (true, false),
-        Pow => (true, true),
-        Add | Sub | Eq | Ne | Lt | Le | Gt | Ge => (false, false),
-        WherePositive => (true, false),
-    }
+macro_rules! unary_rules {
+    ($($(#[$doc:meta])* $op:ident { saves: [$sx:expr, $sy:expr], cpu: |$x:ident, $s:ident| $cpu:expr,
+        vjp: |$va:ident, $g:ident| $vjp:expr, jvp: |$ja:ident, $t:ident| $jvp:expr $(,)? })*) => {
+        fn unary_rule(op: UnaryOp) -> UnaryRule {
+            match op {
+                $($(#[$doc])* UnaryOp::$op => UnaryRule {
+                    saves_x: $sx,
+                    saves_y: $sy,
+                    cpu: |st, l, dt, sc| cpu::map(st, l, dt, |$x| { let $s = sc; $cpu }),
+                    vjp: |$va, $g| $vjp,
+                    jvp: |$ja, $t| $jvp,
+                },)*
+            }
+        }
+    };
 }
 
-fn is_comparison(op: BinaryOp) -> bool {
-    use BinaryOp::*;
-    matches!(op, Eq | Ne | Lt | Le | Gt | Ge)
+unary_rules! {
+    // -x: linear
+    Neg { saves: [false, false], cpu: |x, _s| -x,
+        // d(-x) = -dx
+        vjp: |_a, g| g.neg(),
+        // jvp(-x) = -t
+        jvp: |_a, t| t.neg() }
+    Exp { saves: [false, true], cpu: |x, _s| x.exp(),
+        // d exp(x) = exp(x) dx
+        vjp: |a, g| g.mul(a.y()?),
+        // jvp exp(x) = exp(x) t
+        jvp: |a, t| t.mul(a.y()?) }
+    Log { saves: [true, false], cpu: |x, _s| x.ln(),
+        // d log(x) = dx / x
+        vjp: |a, g| g.div(a.x()?),
+        // jvp log(x) = t / x
+        jvp: |a, t| t.div(a.x()?) }
+    Sqrt { saves: [false, true], cpu: |x, _s| x.sqrt(),
+        // d sqrt(x) = dx / (2 sqrt(x))
+        vjp: |a, g| g.div(&a.y()?.mul_scalar(2.0)?),
+        // jvp sqrt(x) = t / (2 sqrt(x))
+        jvp: |a, t| t.div(&a.y()?.mul_scalar(2.0)?) }
+    Abs { saves: [true, false], cpu: |x, _s| x.abs(),
+        // d |x| = sign(x) dx
+        vjp: |a, g| g.mul(&a.x()?.sign()?),
+        // jvp |x| = sign(x) t
+        jvp: |a, t| t.mul(&a.x()?.sign()?) }
+    Tanh { saves: [false, true], cpu: |x, _s| x.tanh(),
+        // d tanh(x) = (1 - tanh(x)^2) dx
+        vjp: |a, g| g.mul(&one_minus_square(a.y()?)?),
+        // jvp tanh(x) = (1 - tanh(x)^2) t
+        jvp: |a, t| t.mul(&one_minus_square(a.y()?)?) }
+    Sigmoid { saves: [false, true], cpu: |x, _s| 1.0 / (1.0 + (-x).exp()),
+        // d sigmoid(x) = s (1 - s) dx
+        vjp: |a, g| g.mul(&sigmoid_slope(a.y()?)?),
+        // jvp sigmoid(x) = s (1 - s) t
+        jvp: |a, t| t.mul(&sigmoid_slope(a.y()?)?) }
+    Relu { saves: [true, false], cpu: |x, _s| if x <= 0.0 { 0.0 } else { x },
+        // d relu(x) = [x > 0] dx (one kernel: where_positive)
+        vjp: |a, g| g.binary(BinaryOp::WherePositive, a.x()?),
+        // jvp relu(x) = [x > 0] t
+        jvp: |a, t| t.binary(BinaryOp::WherePositive, a.x()?) }
+    Sin { saves: [true, false], cpu: |x, _s| x.sin(),
+        // d sin(x) = cos(x) dx
+        vjp: |a, g| g.mul(&a.x()?.cos()?),
+        // jvp sin(x) = cos(x) t
+        jvp: |a, t| t.mul(&a.x()?.cos()?) }
+    Cos { saves: [true, false], cpu: |x, _s| x.cos(),
+        // d cos(x) = -sin(x) dx
+        vjp: |a, g| g.mul(&a.x()?.sin()?.neg()?),
+        // jvp cos(x) = -sin(x) t
+        jvp: |a, t| t.mul(&a.x()?.sin()?.neg()?) }
+    Recip { saves: [false, true], cpu: |x, _s| 1.0 / x,
+        // d (1/x) = -(1/x)^2 dx
+        vjp: |a, g| g.mul(&a.y()?.square()?)?.neg(),
+        // jvp (1/x) = -(1/x)^2 t
+        jvp: |a, t| t.mul(&a.y()?.square()?)?.neg() }
+    Sign { saves: [false, false], cpu: |x, _s| if x.is_nan() { x } else if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 },
+        // sign is piecewise constant: d sign(x) = 0
+        vjp: |_a, g| g.zeros_like(),
+        // jvp sign(x) = 0
+        jvp: |_a, t| t.zeros_like() }
+    AddScalar { saves: [false, false], cpu: |x, s| x + s,
+        // d (x + s) = dx
+        vjp: |_a, g| Ok(g.clone()),
+        // jvp (x + s) = t
+        jvp: |_a, t| Ok(t.clone()) }
+    MulScalar { saves: [false, false], cpu: |x, s| x * s,
+        // d (s x) = s dx
+        vjp: |a, g| g.mul_scalar(a.s),
+        // jvp (s x) = s t
+        jvp: |a, t| t.mul_scalar(a.s) }
+    PowScalar { saves: [true, false], cpu: |x, s| cpu::pow_num(x, s),
+        // d x^p = p x^(p-1) dx
+        vjp: |a, g| g.mul(&a.x()?.powf(a.s - 1.0)?.mul_scalar(a.s)?),
+        // jvp x^p = p x^(p-1) t
+        jvp: |a, t| t.mul(&a.x()?.powf(a.s - 1.0)?.mul_scalar(a.s)?) }
+    RPowScalar { saves: [false, true], cpu: |x, s| cpu::pow_num(s, x),
+        // d b^x = b^x ln(b) dx
+        vjp: |a, g| g.mul(&a.y()?.mul_scalar(a.s.ln())?),
+        // jvp b^x = b^x ln(b) t
+        jvp: |a, t| t.mul(&a.y()?.mul_scalar(a.s.ln())?) }
+    Erf { saves: [true, false], cpu: |x, _s| erf(x),
+        // d erf(x) = 2/sqrt(pi) exp(-x^2) dx
+        vjp: |a, g| g.mul(&erf_slope(a.x()?)?),
+        // jvp erf(x) = 2/sqrt(pi) exp(-x^2) t
+        jvp: |a, t| t.mul(&erf_slope(a.x()?)?) }
+}
+
+fn one_minus_square(y: &Tensor) -> Result<Tensor> {
+    y.square()?.neg()?.add_scalar(1.0)
+}
+
+fn sigmoid_slope(s: &Tensor) -> Result<Tensor> {
+    s.mul(&s.neg()?.add_scalar(1.0)?)
+}
+
+fn erf_slope(x: &Tensor) -> Result<Tensor> {
+    x.square()?.neg()?.exp()?.mul_scalar(std::f64::consts::FRAC_2_SQRT_PI)
+}
+
+/// erf in f64 (the CPU reference): its Taylor series below 2.5, where the terms stay small
+/// enough to sum in f64 to ~1e-15, and the continued fraction of erfc beyond.
+fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    if a.is_nan() {
+        return x;
+    }
+    if a < 2.5 {
+        let (q, mut term, mut sum) = (x * x, x, x);
+        for n in 1..200 {
+            term *= -q / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        return sum * std::f64::consts::FRAC_2_SQRT_PI;
+    }
+    // erfc(a) = exp(-a^2) / sqrt(pi) / (a + (1/2) / (a + 1 / (a + (3/2) / (a + ...))))
+    let mut f = a;
+    for k in (1..80).rev() {
+        f = a + (k as f64 / 2.0) / f;
+    }
+    let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / f;
+    (1.0 - erfc).copysign(x)
+}
+
+/// A unary primitive: the op and its scalar operand.
+pub struct Unary {
+    pub op: UnaryOp,
+    pub scalar: f64,
+}
+
+impl Primitive for Unary {
+    fn name(&self) -> String {
+        format!("{:?}", self.op).to_lowercase()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_float("unary", x[0])?;
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        unary_rule(self.op).saves_x
+    }
+    fn saves_output(&self) -> bool {
+        unary_rule(self.op).saves_y
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        Ok(out.cpu((unary_rule(self.op).cpu)(x[0].cpu_storage(), x[0].layout(), out.dtype, self.scalar)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let buf = ctx.unary(self.op, x[0].kdtype(), self.scalar as f32, x[0].view(), x[0].shape())?;
+        Ok(out.gpu(buf, x[0].device()))
+    }
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let rule = unary_rule(self.op);
+        let saved = Saved::from_node(node, rule.saves_x, rule.saves_y, self.scalar)?;
+        Ok(vec![Some((rule.vjp)(&saved, g)?)])
+    }
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let Some(t) = &t[0] else { return Ok(None) };
+        let saved = Saved::from_primals(&x[0], y, self.scalar);
+        Ok(Some((unary_rule(self.op).jvp)(&saved, t)?))
+    }
 }
 
 impl Tensor {
@@ -38,15 +219,7 @@ impl Tensor {
         if self.dtype() == DType::F16 && !self.native_f16() {
             return self.via_f32(|x| x.unary(op, s));
         }
-        let out = run(
-            self,
-            self.shape(),
-            self.dtype(),
-            || Ok(cpu::map_unary(cpu_of(self), self.layout(), self.dtype(), op, s)),
-            |ctx| Ok(ctx.unary(op, self.kdtype(), s as f32, self.view(), self.shape())?),
-        )?;
-        let (si, so) = unary_saves(op);
-        Ok(record(out, Op::Unary(op, s), &[self], &[si], so))
+        bind(Arc::new(Unary { op, scalar: s }), &[self])
     }
 
     pub fn neg(&self) -> Result<Tensor> {
@@ -80,6 +253,10 @@ impl Tensor {
     pub fn cos(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Cos, 0.0)
     }
+    /// The error function 2/sqrt(pi) * integral_0^x exp(-u^2) du.
+    pub fn erf(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Erf, 0.0)
+    }
     /// 1 / x.
     pub fn recip(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Recip, 0.0)
@@ -111,7 +288,218 @@ impl Tensor {
     pub fn rpowf(&self, base: f64) -> Result<Tensor> {
         self.unary(UnaryOp::RPowScalar, base)
     }
+}
 
+// ------------------------------------------------------------------ binary primitives
+
+/// (a-bar, b-bar) or the output tangent, by rule.
+type BinaryVjp = fn(&Saved2, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)>;
+type BinaryJvp = fn(&Saved2, Option<&Tensor>, Option<&Tensor>) -> Result<Option<Tensor>>;
+
+/// Inputs a, b and output y of a binary op, as far as its rule reads them.
+struct Saved2 {
+    a: Option<Tensor>,
+    b: Option<Tensor>,
+    y: Option<Tensor>,
+}
+
+impl Saved2 {
+    fn a(&self) -> Result<&Tensor> {
+        self.a.as_ref().ok_or_else(|| missing("a"))
+    }
+    fn b(&self) -> Result<&Tensor> {
+        self.b.as_ref().ok_or_else(|| missing("b"))
+    }
+    fn y(&self) -> Result<&Tensor> {
+        self.y.as_ref().ok_or_else(|| missing("the output"))
+    }
+}
+
+fn missing(what: &str) -> Error {
+    Error::Invalid { op: "vjp", msg: format!("a binary rule read {what}, which its saves rule does not keep") }
+}
+
+/// A strided operand of the CPU reference.
+type CpuOperand<'a> = (&'a CpuStorage, &'a crate::Layout);
+
+struct BinaryRule {
+    saves_ab: bool,
+    saves_y: bool,
+    cpu: fn(CpuOperand, CpuOperand, DType) -> CpuStorage,
+    vjp: BinaryVjp,
+    jvp: BinaryJvp,
+}
+
+macro_rules! binary_rules {
+    ($($op:ident { saves: [$sab:expr, $sy:expr], cpu: |$a:ident, $b:ident| $cpu:expr,
+        vjp: |$vs:ident, $g:ident| $vjp:expr, jvp: |$js:ident, $ta:ident, $tb:ident| $jvp:expr $(,)? })*) => {
+        fn binary_rule(op: BinaryOp) -> BinaryRule {
+            match op {
+                $(BinaryOp::$op => BinaryRule {
+                    saves_ab: $sab,
+                    saves_y: $sy,
+                    cpu: |a, b, dt| cpu::zip(a, b, dt, |$a, $b| $cpu),
+                    vjp: |$vs, $g| $vjp,
+                    jvp: |$js, $ta, $tb| $jvp,
+                },)*
+            }
+        }
+    };
+}
+
+fn mask(c: bool) -> f64 {
+    if c {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+binary_rules! {
+    Add { saves: [false, false], cpu: |a, b| a + b,
+        // d(a + b) = da + db
+        vjp: |_s, g| Ok((Some(g.clone()), Some(g.clone()))),
+        // jvp(a + b) = ta + tb
+        jvp: |_s, ta, tb| add_opt(ta.cloned(), tb.cloned()) }
+    Sub { saves: [false, false], cpu: |a, b| a - b,
+        // d(a - b) = da - db
+        vjp: |_s, g| Ok((Some(g.clone()), Some(g.neg()?))),
+        // jvp(a - b) = ta - tb
+        jvp: |_s, ta, tb| add_opt(ta.cloned(), tb.map(|t| t.neg()).transpose()?) }
+    Mul { saves: [true, false], cpu: |a, b| a * b,
+        // d(a b) = b da + a db
+        vjp: |s, g| Ok((Some(g.mul(s.b()?)?), Some(g.mul(s.a()?)?))),
+        // jvp(a b) = ta b + a tb
+        jvp: |s, ta, tb| add_opt(ta.map(|t| t.mul(s.b()?)).transpose()?, tb.map(|t| s.a()?.mul(t)).transpose()?) }
+    Div { saves: [true, false], cpu: |a, b| a / b,
+        // d(a / b) = da / b - a / b^2 db
+        vjp: |s, g| {
+            let ga = g.div(s.b()?)?;
+            let gb = ga.mul(s.a()?)?.div(s.b()?)?.neg()?;
+            Ok((Some(ga), Some(gb)))
+        },
+        // jvp(a / b) = ta / b - a tb / b^2
+        jvp: |s, ta, tb| {
+            let ja = ta.map(|t| t.div(s.b()?)).transpose()?;
+            let jb = tb.map(|t| s.a()?.mul(t)?.div(s.b()?)?.div(s.b()?)?.neg()).transpose()?;
+            add_opt(ja, jb)
+        } }
+    Pow { saves: [true, true], cpu: |a, b| cpu::pow_num(a, b),
+        // d(a^b) = b a^(b-1) da + a^b ln(a) db
+        vjp: |s, g| Ok((Some(g.mul(&pow_slope_a(s)?)?), Some(g.mul(&s.y()?.mul(&s.a()?.log()?)?)?))),
+        // jvp(a^b) = b a^(b-1) ta + a^b ln(a) tb
+        jvp: |s, ta, tb| add_opt(
+            ta.map(|t| t.mul(&pow_slope_a(s)?)).transpose()?,
+            tb.map(|t| t.mul(&s.y()?.mul(&s.a()?.log()?)?)).transpose()?,
+        ) }
+    Maximum { saves: [true, false], cpu: |a, b| cpu::max_nan(a, b),
+        // d max(a, b) = w da + (1 - w) db, w = [a > b] + [a = b] / 2 (ties split evenly)
+        vjp: |s, g| split_vjp(&winner(s, BinaryOp::Gt)?, g),
+        // jvp max(a, b) = w ta + (1 - w) tb
+        jvp: |s, ta, tb| split_jvp(&winner(s, BinaryOp::Gt)?, ta, tb) }
+    Minimum { saves: [true, false], cpu: |a, b| cpu::min_nan(a, b),
+        // d min(a, b) = w da + (1 - w) db, w = [a < b] + [a = b] / 2
+        vjp: |s, g| split_vjp(&winner(s, BinaryOp::Lt)?, g),
+        // jvp min(a, b) = w ta + (1 - w) tb
+        jvp: |s, ta, tb| split_jvp(&winner(s, BinaryOp::Lt)?, ta, tb) }
+    // comparisons are piecewise constant: no derivative (the primitive is not differentiable)
+    Eq { saves: [false, false], cpu: |a, b| mask(a == b), vjp: |_s, _g| Ok((None, None)), jvp: |_s, _a, _b| Ok(None) }
+    Ne { saves: [false, false], cpu: |a, b| mask(a != b), vjp: |_s, _g| Ok((None, None)), jvp: |_s, _a, _b| Ok(None) }
+    Lt { saves: [false, false], cpu: |a, b| mask(a < b), vjp: |_s, _g| Ok((None, None)), jvp: |_s, _a, _b| Ok(None) }
+    Le { saves: [false, false], cpu: |a, b| mask(a <= b), vjp: |_s, _g| Ok((None, None)), jvp: |_s, _a, _b| Ok(None) }
+    Gt { saves: [false, false], cpu: |a, b| mask(a > b), vjp: |_s, _g| Ok((None, None)), jvp: |_s, _a, _b| Ok(None) }
+    Ge { saves: [false, false], cpu: |a, b| mask(a >= b), vjp: |_s, _g| Ok((None, None)), jvp: |_s, _a, _b| Ok(None) }
+    WherePositive { saves: [true, false], cpu: |a, b| if b > 0.0 { a } else { 0.0 },
+        // d (a [b > 0]) = [b > 0] da (the mask is flat in b almost everywhere)
+        vjp: |s, g| Ok((Some(g.binary(BinaryOp::WherePositive, s.b()?)?), None)),
+        // jvp (a [b > 0]) = [b > 0] ta
+        jvp: |s, ta, _tb| ta.map(|t| t.binary(BinaryOp::WherePositive, s.b()?)).transpose() }
+}
+
+fn pow_slope_a(s: &Saved2) -> Result<Tensor> {
+    let (a, b) = (s.a()?, s.b()?);
+    b.mul(&a.pow(&b.add_scalar(-1.0)?)?)
+}
+
+fn winner(s: &Saved2, wins: BinaryOp) -> Result<Tensor> {
+    let (a, b) = (s.a()?, s.b()?);
+    a.binary(wins, b)?.add(&a.eq(b)?.mul_scalar(0.5)?)
+}
+
+fn split_vjp(w: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    Ok((Some(g.mul(w)?), Some(g.mul(&w.neg()?.add_scalar(1.0)?)?)))
+}
+
+fn split_jvp(w: &Tensor, ta: Option<&Tensor>, tb: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let ja = ta.map(|t| t.mul(w)).transpose()?;
+    let jb = tb.map(|t| t.mul(&w.neg()?.add_scalar(1.0)?)).transpose()?;
+    add_opt(ja, jb)
+}
+
+/// a + b where None is zero.
+pub(crate) fn add_opt(a: Option<Tensor>, b: Option<Tensor>) -> Result<Option<Tensor>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some(a.add(&b)?)),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+fn is_comparison(op: BinaryOp) -> bool {
+    use BinaryOp::*;
+    matches!(op, Eq | Ne | Lt | Le | Gt | Ge)
+}
+
+/// A binary primitive with numpy broadcasting.
+pub struct Binary {
+    pub op: BinaryOp,
+}
+
+impl Primitive for Binary {
+    fn name(&self) -> String {
+        format!("{:?}", self.op).to_lowercase()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_same("binary", &[x[0], x[1]])?;
+        check_float("binary", x[0])?;
+        Ok(OutSpec::new(&broadcast_shapes("binary", x[0].shape(), x[1].shape())?, x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        binary_rule(self.op).saves_ab
+    }
+    fn saves_output(&self) -> bool {
+        binary_rule(self.op).saves_y
+    }
+    fn differentiable(&self) -> bool {
+        !is_comparison(self.op)
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (a, b) = (x[0].broadcast_view(&out.shape), x[1].broadcast_view(&out.shape));
+        let s = (binary_rule(self.op).cpu)((a.cpu_storage(), a.layout()), (b.cpu_storage(), b.layout()), out.dtype);
+        Ok(out.cpu(s))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (a, b) = (x[0].broadcast_view(&out.shape), x[1].broadcast_view(&out.shape));
+        Ok(out.gpu(ctx.binary(self.op, a.kdtype(), a.view(), b.view(), &out.shape)?, x[0].device()))
+    }
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let rule = binary_rule(self.op);
+        let s = Saved2 {
+            a: rule.saves_ab.then(|| node.input(0).cloned()).transpose()?,
+            b: rule.saves_ab.then(|| node.input(1).cloned()).transpose()?,
+            y: rule.saves_y.then(|| Node::output(node)).transpose()?,
+        };
+        let (ga, gb) = (rule.vjp)(&s, g)?;
+        Ok(vec![ga, gb])
+    }
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let s = Saved2 { a: Some(x[0].clone()), b: Some(x[1].clone()), y: Some(y.clone()) };
+        let out = (binary_rule(self.op).jvp)(&s, t[0].as_ref(), t[1].as_ref())?;
+        // a tangent of a broadcast operand alone still has the operand's shape
+        out.map(|o| o.broadcast_to(y.shape())).transpose()
+    }
+}
+
+impl Tensor {
     /// Apply a binary primitive with numpy broadcasting.
     pub fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
         let name = "binary";
@@ -126,19 +514,7 @@ impl Tensor {
             let r = rhs.to_dtype(DType::F32)?;
             return self.via_f32(|x| x.binary(op, &r));
         }
-        let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
-        let la = self.layout().broadcast_to(&shape);
-        let lb = rhs.layout().broadcast_to(&shape);
-        let (a, b) = (self.with_layout(la), rhs.with_layout(lb));
-        let out = run(
-            self,
-            &shape,
-            self.dtype(),
-            || Ok(cpu::zip_binary((cpu_of(&a), a.layout()), (cpu_of(&b), b.layout()), a.dtype(), op)),
-            |ctx| Ok(ctx.binary(op, a.kdtype(), a.view(), b.view(), &shape)?),
-        )?;
-        let (si, so) = binary_saves(op);
-        Ok(record(out, Op::Binary(op), &[self, rhs], &[si, si], so))
+        bind(Arc::new(Binary { op }), &[self, rhs])
     }
 
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -183,35 +559,67 @@ impl Tensor {
     pub fn ge(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Ge, rhs)
     }
+}
 
+// ------------------------------------------------------------------ where
+
+/// where(cond, a, b): cond != 0 ? a : b, all three broadcast together; cond has no derivative.
+pub struct Where;
+
+impl Primitive for Where {
+    fn name(&self) -> String {
+        "where".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_same("where", &[x[0], x[1], x[2]])?;
+        check_float("where", x[1])?;
+        let s1 = broadcast_shapes("where", x[0].shape(), x[1].shape())?;
+        Ok(OutSpec::new(&broadcast_shapes("where", &s1, x[2].shape())?, x[1].dtype()))
+    }
+    fn saves_input(&self, i: usize) -> bool {
+        i == 0
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let [c, a, b] = [0, 1, 2].map(|i| x[i].broadcast_view(&out.shape).cpu_values());
+        let v = c.iter().zip(a).zip(b).map(|((&k, x), y)| if k != 0.0 { x } else { y }).collect();
+        Ok(out.cpu(CpuStorage::from_f64(v, out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let [c, a, b] = [0, 1, 2].map(|i| x[i].broadcast_view(&out.shape));
+        Ok(out.gpu(ctx.where_(a.kdtype(), c.view(), a.view(), b.view(), &out.shape)?, x[1].device()))
+    }
+    /// d where(c, a, b) = [c] da + [not c] db
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let c = node.input(0)?;
+        let z = g.zeros_like()?;
+        Ok(vec![None, Some(c.where_(g, &z)?), Some(c.where_(&z, g)?)])
+    }
+    /// jvp where(c, a, b) = where(c, ta, tb)
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        if t[1].is_none() && t[2].is_none() {
+            return Ok(None);
+        }
+        let zero = y.detach().zeros_like()?;
+        let ta = t[1].clone().unwrap_or_else(|| zero.clone());
+        let tb = t[2].clone().unwrap_or(zero);
+        Ok(Some(x[0].detach().where_(&ta, &tb)?))
+    }
+}
+
+impl Tensor {
     /// `self != 0 ? on_true : on_false`, all three broadcast together (`self` is the mask).
     pub fn where_(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         let name = "where";
         check_same(name, &[on_true, on_false])?;
-        let cond = if self.dtype() == on_true.dtype() { self.clone() } else { self.to_dtype(on_true.dtype())?.detach() };
+        let cond =
+            if self.dtype() == on_true.dtype() { self.detach() } else { self.to_dtype(on_true.dtype())?.detach() };
         check_same(name, &[&cond, on_true])?;
         check_float(name, on_true)?;
         if on_true.dtype() == DType::F16 && !on_true.native_f16() {
             let (c, f) = (cond.to_dtype(DType::F32)?, on_false.to_dtype(DType::F32)?);
             return on_true.via_f32(|t| c.where_(t, &f));
         }
-        let s1 = broadcast_shapes(name, cond.shape(), on_true.shape())?;
-        let shape = broadcast_shapes(name, &s1, on_false.shape())?;
-        let c = cond.with_layout(cond.layout().broadcast_to(&shape));
-        let a = on_true.with_layout(on_true.layout().broadcast_to(&shape));
-        let b = on_false.with_layout(on_false.layout().broadcast_to(&shape));
-        let out = run(
-            on_true,
-            &shape,
-            on_true.dtype(),
-            || {
-                let (vc, va, vb) = (cpu::read(cpu_of(&c), c.layout()), cpu::read(cpu_of(&a), a.layout()), cpu::read(cpu_of(&b), b.layout()));
-                let v = vc.iter().zip(va).zip(vb).map(|((&k, x), y)| if k != 0.0 { x } else { y }).collect();
-                Ok(crate::storage::CpuStorage::from_f64(v, a.dtype()))
-            },
-            |ctx| Ok(ctx.where_(a.kdtype(), c.view(), a.view(), b.view(), &shape)?),
-        )?;
-        Ok(record(out, Op::Where, &[&cond.detach(), on_true, on_false], &[true, false, false], false))
+        bind(Arc::new(Where), &[&cond, on_true, on_false])
     }
 
     /// Clamp into [lo, hi] (NaN stays NaN), composed of maximum and minimum.
@@ -222,84 +630,5 @@ impl Tensor {
         let l = self.full_like(lo)?;
         let h = self.full_like(hi)?;
         self.maximum(&l)?.minimum(&h)
-    }
-}
-
-/// A user elementwise kernel: `wgsl_body` is the body of `fn unary_op(x: T, s: T) -> T`
-/// (WGSL, `T` = f32; the helpers of shaders/common.wgsl are in scope) and `cpu` the same
-/// function for the CPU device. Give it a derivative by wrapping [`Tensor::map_kernel`] in
-/// [`crate::custom_op`] with a VJP.
-#[derive(Clone)]
-pub struct ElementwiseKernel {
-    id: u32,
-    name: String,
-    cpu: std::sync::Arc<dyn Fn(f64, f64) -> f64 + Send + Sync>,
-}
-
-impl ElementwiseKernel {
-    /// Register the kernel; invalid WGSL is an error naming it (checked with naga now).
-    pub fn new(name: &str, wgsl_body: &str, cpu: impl Fn(f64, f64) -> f64 + Send + Sync + 'static) -> Result<Self> {
-        let id = wgrad_kernels::register_user_unary(name, wgsl_body)
-            .map_err(|msg| Error::Gpu(wgrad_kernels::KernelError::Compile { kernel: name.to_string(), msg }))?;
-        Ok(ElementwiseKernel { id, name: name.to_string(), cpu: std::sync::Arc::new(cpu) })
-    }
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Tensor {
-    /// Run a user elementwise kernel (`s` is its scalar operand). It has no derivative of
-    /// its own: on a tracked tensor it is an error unless it runs inside [`crate::custom_op`].
-    pub fn map_kernel(&self, k: &ElementwiseKernel, s: f64) -> Result<Tensor> {
-        check_float("map_kernel", self)?;
-        if self.dtype() == DType::F16 {
-            return self.via_f32(|x| x.map_kernel(k, s));
-        }
-        if self.is_tracked() && crate::graph::is_recording() {
-            return Err(Error::NotDifferentiable { op: k.name.clone(), order: 1 });
-        }
-        run(
-            self,
-            self.shape(),
-            self.dtype(),
-            || Ok(cpu::map(cpu_of(self), self.layout(), self.dtype(), |x| (k.cpu)(x, s))),
-            |ctx| Ok(ctx.user_unary(k.id, s as f32, self.view(), self.shape())?),
-        )
-    }
-}
-
-macro_rules! std_op {
-    ($trait:ident, $method:ident, $call:ident) => {
-        impl std::ops::$trait<&Tensor> for &Tensor {
-            type Output = Result<Tensor>;
-            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
-                self.$call(rhs)
-            }
-        }
-        impl std::ops::$trait<Tensor> for Tensor {
-            type Output = Result<Tensor>;
-            fn $method(self, rhs: Tensor) -> Result<Tensor> {
-                (&self).$call(&rhs)
-            }
-        }
-        impl std::ops::$trait<f64> for &Tensor {
-            type Output = Result<Tensor>;
-            fn $method(self, rhs: f64) -> Result<Tensor> {
-                let r = self.full_like(rhs)?;
-                self.$call(&r)
-            }
-        }
-    };
-}
-std_op!(Add, add, add);
-std_op!(Sub, sub, sub);
-std_op!(Mul, mul, mul);
-std_op!(Div, div, div);
-
-impl std::ops::Neg for &Tensor {
-    type Output = Result<Tensor>;
-    fn neg(self) -> Result<Tensor> {
-        Tensor::neg(self)
     }
 }

@@ -3,15 +3,22 @@
 //! or by argmax carries a known bound, so the check needs no readback. Kernels never
 //! dereference an index past the axis either way.
 use super::cpu_of;
-use crate::graph::{record, Op};
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::shape::normalize_axis;
 use crate::storage::CpuStorage;
 use crate::tensor::check_float;
-use crate::{cpu, DType, Error, Result, Tensor};
+use crate::{cpu, DType, Error, Node, Result, Tensor};
+use std::sync::Arc;
+use wgrad_kernels::Context;
 
 pub(super) fn check_indices(op: &'static str, idx: &Tensor, size: usize) -> Result<()> {
     if idx.dtype() != DType::U32 {
-        return Err(Error::UnsupportedDType { op, dtype: idx.dtype(), device: idx.device().name(), why: " (indices must be u32)".into() });
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: idx.dtype(),
+            device: idx.device().name(),
+            why: " (indices must be u32)".into(),
+        });
     }
     if idx.numel() == 0 {
         return Ok(());
@@ -29,6 +36,170 @@ pub(super) fn check_indices(op: &'static str, idx: &Tensor, size: usize) -> Resu
     Ok(())
 }
 
+/// Entries `idx` (1-d u32) of `axis`.
+pub struct IndexSelect {
+    pub axis: usize,
+}
+
+impl Primitive for IndexSelect {
+    fn name(&self) -> String {
+        "index_select".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let (x, idx) = (x[0], x[1]);
+        check_float("index_select", x)?;
+        if idx.rank() != 1 {
+            return Err(Error::Invalid {
+                op: "index_select",
+                msg: format!("indices must be 1-d, got shape {:?}", idx.shape()),
+            });
+        }
+        if idx.device() != x.device() {
+            return Err(Error::DeviceMismatch { op: "index_select", lhs: x.device().name(), rhs: idx.device().name() });
+        }
+        check_indices("index_select", idx, x.shape()[self.axis])?;
+        let mut shape = x.shape().to_vec();
+        shape[self.axis] = idx.numel();
+        Ok(OutSpec::new(&shape, x.dtype()))
+    }
+    fn saves_input(&self, i: usize) -> bool {
+        i == 1
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let ids = x[1].cpu_values();
+        Ok(out.cpu(x[0].cpu_pick(&out.shape, self.axis, |_, c| ids[c] as usize)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let size = x[0].shape()[self.axis];
+        Ok(out.gpu(ctx.index_select(x[0].view(), x[1].view(), &out.shape, self.axis, size)?, x[0].device()))
+    }
+    /// x-bar = g with `axis` moved last, times one_hot(idx, n): row j gathers every g
+    /// entry picked from j (a product: deterministic, no atomics, differentiable again)
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let idx = node.input(1)?;
+        let oh = idx.one_hot(node.input_shapes[0][self.axis], g.dtype())?;
+        let (ax, last) = (self.axis as isize, g.rank() as isize - 1);
+        Ok(vec![Some(g.transpose(ax, last)?.matmul(&oh)?.transpose(ax, last)?), None])
+    }
+    /// linear in x: jvp = index_select(t, idx)
+    fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.index_select(self.axis as isize, &x[1])).transpose()
+    }
+}
+
+/// torch.gather along `axis`.
+pub struct Gather {
+    pub axis: usize,
+}
+
+impl Primitive for Gather {
+    fn name(&self) -> String {
+        "gather".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let (x, idx, ax) = (x[0], x[1], self.axis);
+        check_float("gather", x)?;
+        let ok = idx.rank() == x.rank() && (0..x.rank()).all(|d| d == ax || idx.shape()[d] == x.shape()[d]);
+        if !ok {
+            return Err(Error::ShapeMismatch {
+                op: "gather",
+                lhs: x.shape().to_vec(),
+                rhs: idx.shape().to_vec(),
+                msg: format!("indices must match the input on every axis but {ax}"),
+            });
+        }
+        if idx.device() != x.device() {
+            return Err(Error::DeviceMismatch { op: "gather", lhs: x.device().name(), rhs: idx.device().name() });
+        }
+        check_indices("gather", idx, x.shape()[ax])?;
+        Ok(OutSpec::new(idx.shape(), x.dtype()))
+    }
+    fn saves_input(&self, i: usize) -> bool {
+        i == 1
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let ids = x[1].cpu_values();
+        Ok(out.cpu(x[0].cpu_pick(&out.shape, self.axis, |i, _| ids[i] as usize)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let size = x[0].shape()[self.axis];
+        Ok(out.gpu(ctx.gather(x[0].view(), x[1].view(), &out.shape, self.axis, size)?, x[0].device()))
+    }
+    /// x-bar[.., j, ..] = sum_k [idx[.., k, ..] = j] g[.., k, ..] along `axis`
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (idx, axis) = (node.input(1)?, self.axis);
+        let oh = idx.one_hot(node.input_shapes[0][axis], g.dtype())?;
+        let summed = g.unsqueeze(-1)?.mul(&oh)?.sum(&[axis as isize], false)?;
+        // summed: x's axes without `axis`, then n last; move n back to position `axis`.
+        let r = summed.rank();
+        let perm: Vec<usize> = (0..r)
+            .map(|p| {
+                if p < axis {
+                    p
+                } else if p == axis {
+                    r - 1
+                } else {
+                    p - 1
+                }
+            })
+            .collect();
+        Ok(vec![Some(summed.permute(&perm)?), None])
+    }
+    /// linear in x: jvp = gather(t, idx)
+    fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.gather(self.axis as isize, &x[1])).transpose()
+    }
+}
+
+/// [idx.shape.., classes] of 0 / 1 from u32 indices (no derivative).
+pub struct OneHot {
+    pub classes: usize,
+    pub dtype: DType,
+}
+
+impl Primitive for OneHot {
+    fn name(&self) -> String {
+        "one_hot".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_indices("one_hot", x[0], self.classes)?;
+        if !self.dtype.is_float() {
+            return Err(Error::UnsupportedDType {
+                op: "one_hot",
+                dtype: self.dtype,
+                device: x[0].device().name(),
+                why: " (a float output dtype is needed)".into(),
+            });
+        }
+        crate::tensor::check_gpu_dtype("one_hot", self.dtype, x[0].device())?;
+        let mut shape = x[0].shape().to_vec();
+        shape.push(self.classes);
+        Ok(OutSpec::new(&shape, self.dtype))
+    }
+    fn differentiable(&self) -> bool {
+        false
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let ids = x[0].cpu_values();
+        let mut v = vec![0.0; ids.len() * self.classes];
+        for (i, &k) in ids.iter().enumerate() {
+            v[i * self.classes + k as usize] = 1.0;
+        }
+        Ok(out.cpu(CpuStorage::from_f64(v, self.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        Ok(out.gpu(ctx.one_hot(x[0].view(), x[0].shape(), self.classes)?, x[0].device()))
+    }
+    /// indices carry no derivative
+    fn vjp(&self, _node: &Arc<Node>, _g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![None])
+    }
+    /// indices carry no derivative
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, _t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
 impl Tensor {
     /// Entries `idx` (1-d u32) of `axis`: out has x's shape with that axis of idx's length.
     pub fn index_select(&self, axis: isize, idx: &Tensor) -> Result<Tensor> {
@@ -36,28 +207,8 @@ impl Tensor {
         if self.dtype() == DType::F16 {
             return self.via_f32(|x| x.index_select(axis, idx));
         }
-        let ax = normalize_axis("index_select", axis, self.rank())?;
-        if idx.rank() != 1 {
-            return Err(Error::Invalid { op: "index_select", msg: format!("indices must be 1-d, got shape {:?}", idx.shape()) });
-        }
-        if idx.device() != self.device() {
-            return Err(Error::DeviceMismatch { op: "index_select", lhs: self.device().name(), rhs: idx.device().name() });
-        }
-        let size = self.shape()[ax];
-        check_indices("index_select", idx, size)?;
-        let mut shape = self.shape().to_vec();
-        shape[ax] = idx.numel();
-        let out = super::run(
-            self,
-            &shape,
-            self.dtype(),
-            || {
-                let ids = cpu::read(cpu_of(idx), idx.layout());
-                Ok(self.cpu_pick(&shape, ax, |_, c| ids[c] as usize))
-            },
-            |ctx| Ok(ctx.index_select(self.view(), idx.view(), &shape, ax, size)?),
-        )?;
-        Ok(record(out, Op::IndexSelect { axis: ax }, &[self, &idx.detach()], &[false, true], false))
+        let axis = normalize_axis("index_select", axis, self.rank())?;
+        bind(Arc::new(IndexSelect { axis }), &[self, &idx.detach()])
     }
 
     /// torch.gather: out[.., j, ..] = x[.., idx[.., j, ..], ..] along `axis`; idx has x's
@@ -67,53 +218,13 @@ impl Tensor {
         if self.dtype() == DType::F16 {
             return self.via_f32(|x| x.gather(axis, idx));
         }
-        let ax = normalize_axis("gather", axis, self.rank())?;
-        let ok = idx.rank() == self.rank() && (0..self.rank()).all(|d| d == ax || idx.shape()[d] == self.shape()[d]);
-        if !ok {
-            return Err(Error::ShapeMismatch { op: "gather", lhs: self.shape().to_vec(), rhs: idx.shape().to_vec(), msg: format!("indices must match the input on every axis but {ax}") });
-        }
-        if idx.device() != self.device() {
-            return Err(Error::DeviceMismatch { op: "gather", lhs: self.device().name(), rhs: idx.device().name() });
-        }
-        let size = self.shape()[ax];
-        check_indices("gather", idx, size)?;
-        let shape = idx.shape().to_vec();
-        let out = super::run(
-            self,
-            &shape,
-            self.dtype(),
-            || {
-                let ids = cpu::read(cpu_of(idx), idx.layout());
-                Ok(self.cpu_pick(&shape, ax, |i, _| ids[i] as usize))
-            },
-            |ctx| Ok(ctx.gather(self.view(), idx.view(), &shape, ax, size)?),
-        )?;
-        Ok(record(out, Op::Gather { axis: ax }, &[self, &idx.detach()], &[false, true], false))
+        let axis = normalize_axis("gather", axis, self.rank())?;
+        bind(Arc::new(Gather { axis }), &[self, &idx.detach()])
     }
 
     /// [idx.shape.., classes] of 0 / 1 in `dtype` from u32 indices (no gradient).
     pub fn one_hot(&self, classes: usize, dtype: DType) -> Result<Tensor> {
-        check_indices("one_hot", self, classes)?;
-        if !dtype.is_float() {
-            return Err(Error::UnsupportedDType { op: "one_hot", dtype, device: self.device().name(), why: " (a float output dtype is needed)".into() });
-        }
-        crate::tensor::check_gpu_dtype("one_hot", dtype, self.device())?;
-        let mut shape = self.shape().to_vec();
-        shape.push(classes);
-        super::run(
-            self,
-            &shape,
-            dtype,
-            || {
-                let ids = cpu::read(cpu_of(self), self.layout());
-                let mut v = vec![0.0; ids.len() * classes];
-                for (i, &k) in ids.iter().enumerate() {
-                    v[i * classes + k as usize] = 1.0;
-                }
-                Ok(CpuStorage::from_f64(v, dtype))
-            },
-            |ctx| Ok(ctx.one_hot(self.view(), self.shape(), classes)?),
-        )
+        bind(Arc::new(OneHot { classes, dtype }), &[&self.detach()])
     }
 
     /// CPU reference of the index ops: output element i (of `shape`) reads x at the output's

@@ -5,20 +5,242 @@
 //! Batched over leading dims. The checked forms read the factorization's info back
 //! (one small readback) to return typed errors; the `_ex` forms never sync.
 use super::cpu_of;
-use crate::graph::{record, Op};
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::storage::{CpuStorage, Storage};
 use crate::tensor::{check_float, check_same};
-use crate::{cpu, cpu_linalg, DType, Device, Error, Layout, Result, Tensor};
-use std::sync::Arc;
+use crate::{cpu, cpu_linalg, DType, Device, Error, Layout, Node, Result, Tensor};
+use std::sync::{Arc, Mutex};
+use wgrad_kernels::Context;
+
+/// A second, non-differentiable output of a factorization (info codes, signs), handed
+/// back to the method that bound the primitive.
+#[derive(Default)]
+struct SideOutput(Mutex<Option<Tensor>>);
+
+impl SideOutput {
+    fn set(&self, t: Tensor) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    }
+    fn take(&self) -> Result<Tensor> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().ok_or_else(|| Error::Invalid {
+            op: "linalg",
+            msg: "a factorization's second output was not produced".into(),
+        })
+    }
+}
+
+/// X = A^-1 B (A [.., n, n], B [.., n, k], same batch dims), by LU with partial pivoting.
+#[derive(Default)]
+pub struct Solve {
+    info: SideOutput,
+}
+
+impl Primitive for Solve {
+    fn name(&self) -> String {
+        "solve".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let (a, b) = (x[0], x[1]);
+        let (n, batch) = square("solve", a)?;
+        check_same("solve", &[a, b])?;
+        let rank = a.rank();
+        if b.rank() != rank || b.shape()[..rank - 2] != batch[..] || b.shape()[rank - 2] != n {
+            return Err(Error::ShapeMismatch {
+                op: "solve",
+                lhs: a.shape().to_vec(),
+                rhs: b.shape().to_vec(),
+                msg: format!("B must be [.., {n}, k] with A's batch dims"),
+            });
+        }
+        Ok(OutSpec::new(b.shape(), a.dtype()))
+    }
+    fn saves_input(&self, i: usize) -> bool {
+        i == 0
+    }
+    fn saves_output(&self) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (n, batch) = square("solve", x[0])?;
+        let k = out.shape[out.shape.len() - 1];
+        let nb: usize = batch.iter().product();
+        let a = cpu_matrices(x[0]);
+        let mut v = cpu_matrices(x[1]);
+        let mut info = vec![0.0; nb];
+        for i in 0..nb {
+            let mut m = a[i * n * n..(i + 1) * n * n].to_vec();
+            let (piv, inf, _) = cpu_linalg::lu_factor(&mut m, n);
+            cpu_linalg::lu_solve(&m, &piv, &mut v[i * n * k..(i + 1) * n * k], n, k);
+            info[i] = inf as f64;
+        }
+        self.info.set(info_tensor(info, &batch, &Device::Cpu));
+        Ok(out.cpu(CpuStorage::from_f64(v, out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (_, batch) = square("solve", x[0])?;
+        let f = ctx.lu(x[0].view(), x[0].shape())?;
+        let sol = ctx.lu_solve(&f, x[1].view(), x[1].shape())?;
+        let dev = x[0].device().clone();
+        self.info.set(Tensor::new_contiguous(Storage::Gpu(Arc::new(f.info)), &batch, DType::U32, dev.clone()));
+        Ok(out.gpu(sol, &dev))
+    }
+    /// X = A^-1 B: dX = A^-1 (dB - dA X), so B-bar = A^-T G and A-bar = -B-bar X^T
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let a = node.input(0)?;
+        let x = Node::output(node)?;
+        let gb = a.t()?.solve_ex(g)?.0;
+        let ga = node.needs_grad(0).then(|| gb.matmul(&x.t()?)?.neg()).transpose()?;
+        Ok(vec![ga, Some(gb)])
+    }
+    /// jvp: dX = solve(A, tB - tA X)
+    fn jvp(&self, p: &[Tensor], x: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let ta_x = t[0].as_ref().map(|ta| ta.matmul(x)?.neg()).transpose()?;
+        let Some(rhs) = super::elementwise::add_opt(t[1].clone(), ta_x)? else { return Ok(None) };
+        Ok(Some(p[0].solve_ex(&rhs)?.0))
+    }
+}
+
+/// log |det A| (the second output of slogdet; the sign is a side output).
+#[derive(Default)]
+pub struct LogAbsDet {
+    sign: SideOutput,
+}
+
+impl Primitive for LogAbsDet {
+    fn name(&self) -> String {
+        "slogdet".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let (_, batch) = square("slogdet", x[0])?;
+        Ok(OutSpec::new(&batch, x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (n, batch) = square("slogdet", x[0])?;
+        let nb: usize = batch.iter().product();
+        let a = cpu_matrices(x[0]);
+        let (mut sign, mut la) = (vec![0.0; nb], vec![0.0; nb]);
+        for i in 0..nb {
+            let mut m = a[i * n * n..(i + 1) * n * n].to_vec();
+            let (_, _, s) = cpu_linalg::lu_factor(&mut m, n);
+            sign[i] = s;
+            la[i] = (0..n).map(|j| m[j * n + j].abs().ln()).sum();
+        }
+        self.sign.set(out.cpu(CpuStorage::from_f64(sign, out.dtype)));
+        Ok(out.cpu(CpuStorage::from_f64(la, out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (n, batch) = square("slogdet", x[0])?;
+        let nb: usize = batch.iter().product();
+        let dev = x[0].device().clone();
+        let f = ctx.lu(x[0].view(), x[0].shape())?;
+        let lu = Tensor::new_contiguous(Storage::Gpu(Arc::new(f.lu)), &[nb, n, n], out.dtype, dev.clone());
+        // the diagonal of U as a strided view: stride n + 1 inside each matrix
+        let diag = lu.with_layout(Layout { shape: vec![nb, n], strides: vec![n * n, n + 1], offset: 0 });
+        self.sign.set(out.gpu(f.sign, &dev));
+        diag.abs()?.log()?.sum(&[1], false)?.reshape(&batch)
+    }
+    /// d log|det A| = <A^-T, dA>, so A-bar = g A^-T
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let inv_t = node.input(0)?.inverse_ex()?.0.t()?;
+        Ok(vec![Some(g.unsqueeze(-1)?.unsqueeze(-1)?.mul(&inv_t)?)])
+    }
+    /// jvp = tr(A^-1 tA)
+    fn jvp(&self, p: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| p[0].solve_ex(t)?.0.trace()).transpose()
+    }
+}
+
+/// The lower Cholesky factor L of A = L L^T.
+#[derive(Default)]
+pub struct Cholesky {
+    info: SideOutput,
+}
+
+/// Phi(X): the lower triangle of X with half its diagonal.
+fn phi(x: &Tensor) -> Result<Tensor> {
+    let n = x.shape()[x.rank() - 1];
+    let m: Vec<f64> = (0..n * n)
+        .map(|i| {
+            if i % n < i / n {
+                1.0
+            } else if i % n == i / n {
+                0.5
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    x.mul(&Tensor::from_f64_vec(m, &[n, n], x.dtype(), x.device())?)
+}
+
+impl Primitive for Cholesky {
+    fn name(&self) -> String {
+        "cholesky".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        square("cholesky", x[0])?;
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn saves_output(&self) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (n, batch) = square("cholesky", x[0])?;
+        let nb: usize = batch.iter().product();
+        let mut a = cpu_matrices(x[0]);
+        let mut info = vec![0.0; nb];
+        for i in 0..nb {
+            info[i] = cpu_linalg::cholesky(&mut a[i * n * n..(i + 1) * n * n], n) as f64;
+        }
+        self.info.set(info_tensor(info, &batch, &Device::Cpu));
+        Ok(out.cpu(CpuStorage::from_f64(a, out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (_, batch) = square("cholesky", x[0])?;
+        let dev = x[0].device().clone();
+        let (l, info) = ctx.cholesky(x[0].view(), x[0].shape())?;
+        self.info.set(Tensor::new_contiguous(Storage::Gpu(Arc::new(info)), &batch, DType::U32, dev.clone()));
+        Ok(out.gpu(l, &dev))
+    }
+    /// A = L L^T: A-bar = sym(L^-T Phi(L^T L-bar) L^-1)
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let l = Node::output(node)?;
+        let p = phi(&l.t()?.matmul(g)?)?;
+        let lt = l.t()?;
+        let y = lt.solve_ex(&p)?.0; // L^-T P
+        let s = lt.solve_ex(&y.t()?)?.0.t()?; // L^-T P L^-1
+        Ok(vec![Some(s.add(&s.t()?)?.mul_scalar(0.5)?)])
+    }
+    /// jvp: dL = L Phi(L^-1 tA L^-T)
+    fn jvp(&self, _p: &[Tensor], l: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let Some(ta) = &t[0] else { return Ok(None) };
+        // the factorization reads A as symmetric, as the VJP's sym() says
+        let ta = ta.add(&ta.t()?)?.mul_scalar(0.5)?;
+        let y = l.solve_ex(&ta)?.0; // L^-1 tA
+        let z = l.solve_ex(&y.t()?)?.0.t()?; // L^-1 tA L^-T (tA symmetric)
+        Ok(Some(l.matmul(&phi(&z)?)?))
+    }
+}
 
 fn square(op: &'static str, a: &Tensor) -> Result<(usize, Vec<usize>)> {
     check_float(op, a)?;
     if a.dtype() == DType::F16 {
-        return Err(Error::UnsupportedDType { op, dtype: DType::F16, device: a.device().name(), why: " (factorizations need f32 or f64; convert with to_dtype)".into() });
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: DType::F16,
+            device: a.device().name(),
+            why: " (factorizations need f32 or f64; convert with to_dtype)".into(),
+        });
     }
     let r = a.rank();
     if r < 2 || a.shape()[r - 1] != a.shape()[r - 2] {
-        return Err(Error::Invalid { op, msg: format!("expected square matrices [.., n, n], got shape {:?}", a.shape()) });
+        return Err(Error::Invalid {
+            op,
+            msg: format!("expected square matrices [.., n, n], got shape {:?}", a.shape()),
+        });
     }
     Ok((a.shape()[r - 1], a.shape()[..r - 2].to_vec()))
 }
@@ -53,38 +275,9 @@ impl Tensor {
     /// Unchecked solve: (X, info) with X = A^-1 B for A [.., n, n], B [.., n, k] (same
     /// batch dims); info[b] = 0, or k + 1 where matrix b has a zero pivot (X is then inf/NaN).
     pub fn solve_ex(&self, b: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (n, batch) = square("solve", self)?;
-        check_same("solve", &[self, b])?;
-        let rank = self.rank();
-        if b.rank() != rank || b.shape()[..rank - 2] != batch[..] || b.shape()[rank - 2] != n {
-            return Err(Error::ShapeMismatch { op: "solve", lhs: self.shape().to_vec(), rhs: b.shape().to_vec(), msg: format!("B must be [.., {n}, k] with A's batch dims") });
-        }
-        let k = b.shape()[rank - 1];
-        let nb: usize = batch.iter().product();
-        let (out, info) = match self.device() {
-            Device::Cpu => {
-                let a = cpu_matrices(self);
-                let mut x = cpu_matrices(b);
-                let mut info = vec![0.0; nb];
-                for i in 0..nb {
-                    let mut m = a[i * n * n..(i + 1) * n * n].to_vec();
-                    let (piv, inf, _) = cpu_linalg::lu_factor(&mut m, n);
-                    cpu_linalg::lu_solve(&m, &piv, &mut x[i * n * k..(i + 1) * n * k], n, k);
-                    info[i] = inf as f64;
-                }
-                let xs = Storage::Cpu(Arc::new(CpuStorage::from_f64(x, self.dtype())));
-                (Tensor::new_contiguous(xs, b.shape(), self.dtype(), Device::Cpu), info_tensor(info, &batch, &Device::Cpu))
-            }
-            Device::Gpu(ctx) => {
-                let f = ctx.lu(self.view(), self.shape())?;
-                let x = ctx.lu_solve(&f, b.view(), b.shape())?;
-                let dev = self.device().clone();
-                let x = Tensor::new_contiguous(Storage::Gpu(Arc::new(x)), b.shape(), self.dtype(), dev.clone());
-                let info = Tensor::new_contiguous(Storage::Gpu(Arc::new(f.info)), &batch, DType::U32, dev);
-                (x, info)
-            }
-        };
-        Ok((record(out, Op::Solve, &[self, b], &[true, false], true), info))
+        let prim = Arc::new(Solve::default());
+        let x = bind(prim.clone(), &[self, b])?;
+        Ok((x, prim.info.take()?))
     }
 
     /// X with A X = B (`self` is A [.., n, n]; B is [.., n, k] or [.., n]). A singular
@@ -118,33 +311,10 @@ impl Tensor {
 
     /// (sign, log|det|) of each matrix; sign is 0 for a singular matrix (log|det| = -inf).
     pub fn slogdet(&self) -> Result<(Tensor, Tensor)> {
-        let (n, batch) = square("slogdet", self)?;
-        let nb: usize = batch.iter().product();
-        let dev = self.device().clone();
-        let (sign, logabs) = match &dev {
-            Device::Cpu => {
-                let a = cpu_matrices(self);
-                let (mut sign, mut la) = (vec![0.0; nb], vec![0.0; nb]);
-                for i in 0..nb {
-                    let mut m = a[i * n * n..(i + 1) * n * n].to_vec();
-                    let (_, _, s) = cpu_linalg::lu_factor(&mut m, n);
-                    sign[i] = s;
-                    la[i] = (0..n).map(|j| m[j * n + j].abs().ln()).sum();
-                }
-                let mk = |v| Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(v, self.dtype()))), &batch, self.dtype(), Device::Cpu);
-                (mk(sign), mk(la))
-            }
-            Device::Gpu(ctx) => {
-                let f = ctx.lu(self.view(), self.shape())?;
-                let lu = Tensor::new_contiguous(Storage::Gpu(Arc::new(f.lu)), &[nb, n, n], self.dtype(), dev.clone());
-                // the diagonal of U as a strided view: stride n + 1 inside each matrix
-                let diag = lu.with_layout(Layout { shape: vec![nb, n], strides: vec![n * n, n + 1], offset: 0 });
-                let la = crate::graph::no_grad(|| diag.abs()?.log()?.sum(&[1], false)?.reshape(&batch))?;
-                let sign = Tensor::new_contiguous(Storage::Gpu(Arc::new(f.sign)), &batch, self.dtype(), dev.clone());
-                (sign, la)
-            }
-        };
-        Ok((sign, record(logabs, Op::LogAbsDet, &[self], &[true], false)))
+        square("slogdet", self)?;
+        let prim = Arc::new(LogAbsDet::default());
+        let logabs = bind(prim.clone(), &[self])?;
+        Ok((prim.sign.take()?, logabs))
     }
 
     /// det A = sign * exp(log|det A|).
@@ -165,7 +335,11 @@ impl Tensor {
         let positive = sign.gt(&sign.zeros_like()?)?.to_dtype(DType::U32)?;
         for (b, &p) in positive.to_vec::<u32>()?.iter().enumerate() {
             if p == 0 {
-                return Err(Error::NotPositiveDefinite { op: "logdet", batch: b, minor: self.shape()[self.rank() - 1] });
+                return Err(Error::NotPositiveDefinite {
+                    op: "logdet",
+                    batch: b,
+                    minor: self.shape()[self.rank() - 1],
+                });
             }
         }
         Ok(la)
@@ -174,26 +348,9 @@ impl Tensor {
     /// Unchecked lower Cholesky factor: (L, info), info[b] = k + 1 at the first
     /// non-positive pivot of matrix b (L then holds NaN).
     pub fn cholesky_ex(&self) -> Result<(Tensor, Tensor)> {
-        let (n, batch) = square("cholesky", self)?;
-        let nb: usize = batch.iter().product();
-        let dev = self.device().clone();
-        let (l, info) = match &dev {
-            Device::Cpu => {
-                let mut a = cpu_matrices(self);
-                let mut info = vec![0.0; nb];
-                for i in 0..nb {
-                    info[i] = cpu_linalg::cholesky(&mut a[i * n * n..(i + 1) * n * n], n) as f64;
-                }
-                let l = Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(a, self.dtype()))), self.shape(), self.dtype(), Device::Cpu);
-                (l, info_tensor(info, &batch, &Device::Cpu))
-            }
-            Device::Gpu(ctx) => {
-                let (l, info) = ctx.cholesky(self.view(), self.shape())?;
-                let l = Tensor::new_contiguous(Storage::Gpu(Arc::new(l)), self.shape(), self.dtype(), dev.clone());
-                (l, Tensor::new_contiguous(Storage::Gpu(Arc::new(info)), &batch, DType::U32, dev.clone()))
-            }
-        };
-        Ok((record(l, Op::Cholesky, &[self], &[false], true), info))
+        let prim = Arc::new(Cholesky::default());
+        let l = bind(prim.clone(), &[self])?;
+        Ok((l, prim.info.take()?))
     }
 
     /// Lower Cholesky factor L with A = L L^T; not positive definite is an error naming the batch index.

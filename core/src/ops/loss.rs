@@ -1,34 +1,37 @@
-//! Fused softmax kernels. The mean softmax cross-entropy of logit rows against u32 labels
-//! and its gradient times a scalar cotangent record nothing: `wgrad::nn::cross_entropy`
-//! wraps them in custom ops. The (scaled) softmax VJP is itself a differentiable op whose
-//! VJP is written with ops and with itself, so derivatives of any order stay fused.
-use super::{cpu_of, index::check_indices};
-use crate::graph::is_recording;
+//! Fused softmax-family primitives: the (scaled) softmax VJP, the mean softmax
+//! cross-entropy of logit rows against u32 labels and its gradient, and softplus. Each
+//! is one kernel on the GPU where it has one, and each rule is written with ops and with
+//! these primitives again, so derivatives of any order stay fused.
+use super::index::check_indices;
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::storage::CpuStorage;
 use crate::tensor::check_float;
-use crate::{cpu, DType, Error, Result, Tensor};
+use crate::{DType, Error, Node, Result, Tensor};
+use std::sync::Arc;
+use wgrad_kernels::Context;
 
-fn check_args(op: &'static str, z: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
+fn check_xent(op: &'static str, z: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
     check_float(op, z)?;
     if z.rank() != 2 || labels.rank() != 1 || labels.shape()[0] != z.shape()[0] {
-        return Err(Error::ShapeMismatch { op, lhs: z.shape().to_vec(), rhs: labels.shape().to_vec(), msg: "expected logits [batch, classes] and labels [batch]".into() });
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: z.shape().to_vec(),
+            rhs: labels.shape().to_vec(),
+            msg: "expected logits [batch, classes] and labels [batch]".into(),
+        });
     }
     let (b, c) = (z.shape()[0], z.shape()[1]);
     if b == 0 || c == 0 {
         return Err(Error::Empty { op, msg: format!("logits of shape {:?}", z.shape()) });
     }
     check_indices(op, labels, c)?;
-    if z.is_tracked() && is_recording() {
-        // no VJP of its own: reached through nn::cross_entropy (a custom op)
-        return Err(Error::NotDifferentiable { op: op.to_string(), order: 1 });
-    }
     Ok((b, c))
 }
 
 /// Rows of logits with their log-sum-exp (max subtracted first) and labels, in f64.
 fn cpu_rows(z: &Tensor, labels: &Tensor, b: usize, c: usize) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
-    let zv = cpu::read(cpu_of(z), z.layout());
-    let ys = cpu::read(cpu_of(labels), labels.layout()).into_iter().map(|y| y as usize).collect();
+    let zv = z.cpu_values();
+    let ys = labels.cpu_values().into_iter().map(|y| y as usize).collect();
     let lse = (0..b)
         .map(|r| {
             let row = &zv[r * c..(r + 1) * c];
@@ -42,57 +45,114 @@ fn cpu_rows(z: &Tensor, labels: &Tensor, b: usize, c: usize) -> (Vec<f64>, Vec<f
     (zv, lse, ys)
 }
 
-impl Tensor {
-    /// mean_r (logsumexp(z_r) - z_r[labels_r]) for logits z [B, C] and u32 labels [B]: a
-    /// scalar. Not differentiable by itself (see `wgrad::nn::cross_entropy`).
-    pub fn softmax_cross_entropy_mean(&self, labels: &Tensor) -> Result<Tensor> {
-        let (b, c) = check_args("softmax_cross_entropy", self, labels)?;
-        if self.dtype() == DType::F16 {
-            return self.via_f32(|x| x.softmax_cross_entropy_mean(labels));
-        }
-        let (z, y) = (self.contiguous()?, labels.contiguous()?);
-        if let Some(ctx) = self.device().context() {
-            if let Some(buf) = ctx.softmax_xent_mean(z.view(), y.view(), b, c)? {
-                return Ok(Tensor::new_contiguous(crate::storage::Storage::Gpu(std::sync::Arc::new(buf)), &[], self.dtype(), self.device().clone()));
-            }
-            // too long for one workgroup's loops: the composite
-            return z.log_softmax(1)?.gather(1, &y.reshape(&[b, 1])?)?.mean_all()?.neg();
-        }
-        let (zv, lse, ys) = cpu_rows(&z, &y, b, c);
-        let loss = (0..b).map(|r| lse[r] - zv[r * c + ys[r]]).sum::<f64>() / b as f64;
-        super::run(self, &[], self.dtype(), || Ok(CpuStorage::from_f64(vec![loss], self.dtype())), |_| unreachable!("CPU tensor"))
-    }
+// ------------------------------------------------------------------ softmax VJP
 
-    /// (softmax(z) - onehot(labels)) * g / B: the gradient of
-    /// [`Tensor::softmax_cross_entropy_mean`] times the scalar cotangent `g` (kept on the
-    /// device). Not differentiable by itself.
-    pub fn softmax_cross_entropy_grad(&self, labels: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let (b, c) = check_args("softmax_cross_entropy_grad", self, labels)?;
-        if g.numel() != 1 || g.device() != self.device() {
-            return Err(Error::Invalid { op: "softmax_cross_entropy_grad", msg: format!("the cotangent must be one value on {}, got {:?} on {}", self.device().name(), g.shape(), g.device().name()) });
+/// F(z, v[, g]) = k g J_s(z) v = k g s * (v - sum_last(s * v)), s = softmax(z) over the
+/// last axis, J_s = diag(s) - s s^T (symmetric).
+pub struct SoftmaxVjp {
+    pub k: f64,
+    pub scaled: bool,
+}
+
+impl Primitive for SoftmaxVjp {
+    fn name(&self) -> String {
+        "softmax_vjp".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let (z, v) = (x[0], x[1]);
+        check_float("softmax_vjp", z)?;
+        if v.shape() != z.shape() || z.rank() == 0 {
+            return Err(Error::ShapeMismatch {
+                op: "softmax_vjp",
+                lhs: z.shape().to_vec(),
+                rhs: v.shape().to_vec(),
+                msg: "the cotangent must have the logits' shape (rank >= 1)".into(),
+            });
         }
-        if self.dtype() == DType::F16 {
-            let g = g.to_dtype(DType::F32)?;
-            return self.via_f32(|x| x.softmax_cross_entropy_grad(labels, &g));
-        }
-        let (z, y, gc) = (self.contiguous()?, labels.contiguous()?, g.to_dtype(self.dtype())?.contiguous()?);
-        if let Some(ctx) = self.device().context() {
-            if let Some(buf) = ctx.softmax_xent_grad(z.view(), y.view(), gc.view(), b, c)? {
-                return Ok(Tensor::new_contiguous(crate::storage::Storage::Gpu(std::sync::Arc::new(buf)), &[b, c], self.dtype(), self.device().clone()));
+        if let Some(g) = x.get(2) {
+            if g.numel() != 1 || g.device() != z.device() {
+                return Err(Error::Invalid {
+                    op: "softmax_vjp",
+                    msg: format!(
+                        "the scale must be one value on {}, got {:?} on {}",
+                        z.device().name(),
+                        g.shape(),
+                        g.device().name()
+                    ),
+                });
             }
-            let p = z.softmax(1)?.sub(&y.one_hot(c, self.dtype())?)?;
-            return p.mul(&gc.reshape(&[])?)?.mul_scalar(1.0 / b as f64);
         }
-        let (zv, lse, ys) = cpu_rows(&z, &y, b, c);
-        let scale = cpu::read(cpu_of(&gc), gc.layout())[0] / b as f64;
-        let mut out = vec![0.0; b * c];
-        for r in 0..b {
-            for j in 0..c {
-                let hit = if j == ys[r] { 1.0 } else { 0.0 };
-                out[r * c + j] = ((zv[r * c + j] - lse[r]).exp() - hit) * scale;
+        Ok(OutSpec::new(z.shape(), z.dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        let (z, v) = (x[0], x[1]);
+        let s = z.softmax(-1)?;
+        let sv = s.mul(v)?;
+        let mut out = sv.sub(&s.mul(&sv.sum(&[-1], true)?)?)?.mul_scalar(self.k)?;
+        if let Some(g) = x.get(2) {
+            out = out.mul(&g.reshape(&[])?)?;
+        }
+        Ok(out)
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (z, v) = (x[0], x[1]);
+        if z.dtype() == DType::F32 && v.dtype() == DType::F32 {
+            let n = *z.shape().last().expect("rank >= 1");
+            let (zc, vc) = (z.contiguous()?, v.contiguous()?);
+            let gc = x.get(2).map(|g| g.to_dtype(DType::F32)?.contiguous()).transpose()?;
+            let rows = z.numel() / n.max(1);
+            if let Some(buf) =
+                ctx.softmax_vjp(zc.view(), vc.view(), gc.as_ref().map(|g| g.view()), self.k as f32, rows, n)?
+            {
+                return Ok(out.gpu(buf, z.device()));
             }
         }
-        super::run(self, &[b, c], self.dtype(), || Ok(CpuStorage::from_f64(out, self.dtype())), |_| unreachable!("CPU tensor"))
+        self.cpu(x, out) // the same math with other kernels (past the row kernel's loop limit)
+    }
+    /// For the cotangent h, with a = sum_last(s v), b = sum_last(s h):
+    /// v-bar = F(z, h, g); z-bar = F(z, u, g) with u = h v - a h - b v (d(J_s v) written
+    /// through J_s again); g-bar = sum(h * F(z, v, 1)).
+    fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (z, v) = (node.input(0)?, node.input(1)?);
+        let g = if self.scaled { Some(node.input(2)?) } else { None };
+        let s = z.softmax(-1)?;
+        let a = s.mul(v)?.sum(&[-1], true)?;
+        let b = s.mul(h)?.sum(&[-1], true)?;
+        let u = h.mul(v)?.sub(&a.mul(h)?)?.sub(&b.mul(v)?)?;
+        let mut out = vec![Some(z.softmax_vjp(&u, g, self.k)?), Some(z.softmax_vjp(h, g, self.k)?)];
+        if let Some(g) = g {
+            let gbar = node
+                .needs_grad(2)
+                .then(|| h.mul(&z.softmax_vjp(v, None, self.k)?)?.sum_all()?.reshape(g.shape()))
+                .transpose()?;
+            out.push(gbar);
+        }
+        Ok(out)
+    }
+    /// jvp = F(z, tv, g) + k g (ds (v - a) - s sum_last(ds v)) + F(z, v, 1) tg,
+    /// with ds = J_s tz and a = sum_last(s v)
+    fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let (z, v) = (&x[0], &x[1]);
+        let g = x.get(2).filter(|_| self.scaled);
+        let mut out = t[1].as_ref().map(|tv| z.softmax_vjp(tv, g, self.k)).transpose()?;
+        if let Some(tz) = &t[0] {
+            let s = z.softmax(-1)?;
+            let ds = z.softmax_vjp(tz, None, 1.0)?;
+            let a = s.mul(v)?.sum(&[-1], true)?;
+            let mut dz = ds.mul(&v.sub(&a)?)?.sub(&s.mul(&ds.mul(v)?.sum(&[-1], true)?)?)?.mul_scalar(self.k)?;
+            if let Some(g) = g {
+                dz = dz.mul(&g.reshape(&[])?)?;
+            }
+            out = super::elementwise::add_opt(out, Some(dz))?;
+        }
+        if let (Some(tg), true) = (t.get(2).and_then(|t| t.as_ref()), self.scaled) {
+            let dg = z.softmax_vjp(v, None, self.k)?.mul(&tg.reshape(&[])?)?;
+            out = super::elementwise::add_opt(out, Some(dg))?;
+        }
+        Ok(out)
     }
 }
 
@@ -101,66 +161,195 @@ impl Tensor {
     /// softmax VJP for the cotangent v, scaled by k and (optionally) the one-element g.
     /// One kernel on the GPU; differentiable to any order.
     pub fn softmax_vjp(&self, v: &Tensor, g: Option<&Tensor>, k: f64) -> Result<Tensor> {
-        check_float("softmax_vjp", self)?;
-        if v.shape() != self.shape() || self.rank() == 0 {
-            return Err(Error::ShapeMismatch { op: "softmax_vjp", lhs: self.shape().to_vec(), rhs: v.shape().to_vec(), msg: "the cotangent must have the logits' shape (rank >= 1)".into() });
-        }
-        if let Some(g) = g {
-            if g.numel() != 1 || g.device() != self.device() {
-                return Err(Error::Invalid { op: "softmax_vjp", msg: format!("the scale must be one value on {}, got {:?} on {}", self.device().name(), g.shape(), g.device().name()) });
-            }
-        }
         let mut inputs = vec![self, v];
         inputs.extend(g);
-        let (z, vv, gg) = (self.clone(), v.clone(), g.cloned());
-        crate::graph::custom_op(std::sync::Arc::new(SoftmaxVjp { k, scaled: g.is_some() }), &inputs, move || softmax_vjp_forward(&z, &vv, gg.as_ref(), k))
+        bind(Arc::new(SoftmaxVjp { k, scaled: g.is_some() }), &inputs)
     }
 }
 
-/// [`Tensor::softmax_vjp`] as one op: F(z, v, g) = k g J_s(z) v with J_s = diag(s) - s s^T.
-struct SoftmaxVjp {
-    k: f64,
-    scaled: bool,
+// ------------------------------------------------------------------ cross-entropy
+
+/// mean_r (logsumexp(z_r) - z_r[y_r]) for logits z [B, C] and labels y [B] (an attribute:
+/// labels carry no derivative).
+pub struct SoftmaxCrossEntropy {
+    pub labels: Tensor,
 }
 
-impl crate::graph::CustomOp for SoftmaxVjp {
-    fn name(&self) -> &str {
-        "softmax_vjp"
+impl Primitive for SoftmaxCrossEntropy {
+    fn name(&self) -> String {
+        "cross_entropy".into()
     }
-    /// For the cotangent h (J_s symmetric, a = sum_last(s v), b = sum_last(s h)):
-    /// v-bar = F(z, h, g); z-bar = F(z, u, g) with u = h v - a h - b v (from
-    /// d(J_s v) = dJ_s v, written through J_s again); g-bar = sum(h * F(z, v, 1)).
-    fn vjp(&self, inputs: &[Tensor], _out: &Tensor, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (z, v) = (&inputs[0], &inputs[1]);
-        let g = inputs.get(2).filter(|_| self.scaled);
-        let s = z.softmax(-1)?;
-        let a = s.mul(v)?.sum(&[-1], true)?;
-        let b = s.mul(h)?.sum(&[-1], true)?;
-        let u = h.mul(v)?.sub(&a.mul(h)?)?.sub(&b.mul(v)?)?;
-        let mut out = vec![Some(z.softmax_vjp(&u, g, self.k)?), Some(z.softmax_vjp(h, g, self.k)?)];
-        if let Some(g) = g {
-            let gbar = if g.is_tracked() { Some(h.mul(&z.softmax_vjp(v, None, self.k)?)?.sum_all()?.reshape(g.shape())?) } else { None };
-            out.push(gbar);
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_xent("softmax_cross_entropy", x[0], &self.labels)?;
+        Ok(OutSpec::new(&[], x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (z, y) = (x[0], &self.labels);
+        let (b, c) = (z.shape()[0], z.shape()[1]);
+        let (zv, lse, ys) = cpu_rows(z, y, b, c);
+        let loss = (0..b).map(|r| lse[r] - zv[r * c + ys[r]]).sum::<f64>() / b as f64;
+        Ok(out.cpu(CpuStorage::from_f64(vec![loss], out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (z, y) = (x[0].contiguous()?, self.labels.contiguous()?);
+        let (b, c) = (z.shape()[0], z.shape()[1]);
+        if let Some(buf) = ctx.softmax_xent_mean(z.view(), y.view(), b, c)? {
+            return Ok(out.gpu(buf, z.device()));
         }
-        Ok(out)
+        // too long for one workgroup's loops: the composite
+        z.log_softmax(1)?.gather(1, &y.reshape(&[b, 1])?)?.mean_all()?.neg()
+    }
+    /// z-bar = g (softmax(z) - onehot(y)) / B: the fused gradient primitive
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(node.input(0)?.softmax_cross_entropy_grad(&self.labels, g)?)])
+    }
+    /// jvp = sum((softmax(z) - onehot(y)) * t) / B = <G(z, 1), t>
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let Some(t) = &t[0] else { return Ok(None) };
+        let one = y.detach().ones_like()?;
+        Ok(Some(x[0].softmax_cross_entropy_grad(&self.labels, &one)?.mul(t)?.sum_all()?))
     }
 }
 
-/// The forward of [`SoftmaxVjp`]: the row kernel on the GPU (f32), ops elsewhere.
-fn softmax_vjp_forward(z: &Tensor, v: &Tensor, g: Option<&Tensor>, k: f64) -> Result<Tensor> {
-    if let (Some(ctx), DType::F32, DType::F32) = (z.device().context(), z.dtype(), v.dtype()) {
-        let n = *z.shape().last().expect("rank >= 1");
-        let (zc, vc) = (z.contiguous()?, v.contiguous()?);
-        let gc = g.map(|g| g.to_dtype(DType::F32)?.contiguous()).transpose()?;
-        if let Some(buf) = ctx.softmax_vjp(zc.view(), vc.view(), gc.as_ref().map(|g| g.view()), k as f32, z.numel() / n.max(1), n)? {
-            return Ok(Tensor::new_contiguous(crate::storage::Storage::Gpu(std::sync::Arc::new(buf)), z.shape(), z.dtype(), z.device().clone()));
+/// G(z, g) = g (softmax(z) - onehot(y)) / B, the cross-entropy gradient.
+pub struct SoftmaxCrossEntropyGrad {
+    pub labels: Tensor,
+}
+
+impl Primitive for SoftmaxCrossEntropyGrad {
+    fn name(&self) -> String {
+        "cross_entropy_grad".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let (z, g) = (x[0], x[1]);
+        check_xent("softmax_cross_entropy_grad", z, &self.labels)?;
+        if g.numel() != 1 || g.device() != z.device() {
+            return Err(Error::Invalid {
+                op: "softmax_cross_entropy_grad",
+                msg: format!(
+                    "the cotangent must be one value on {}, got {:?} on {}",
+                    z.device().name(),
+                    g.shape(),
+                    g.device().name()
+                ),
+            });
         }
+        Ok(OutSpec::new(z.shape(), z.dtype()))
     }
-    let s = z.softmax(-1)?;
-    let sv = s.mul(v)?;
-    let mut out = sv.sub(&s.mul(&sv.sum(&[-1], true)?)?)?.mul_scalar(k)?;
-    if let Some(g) = g {
-        out = out.mul(&g.reshape(&[])?)?;
+    fn saves_input(&self, _i: usize) -> bool {
+        true
     }
-    Ok(out)
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (z, g) = (x[0], x[1]);
+        let (b, c) = (z.shape()[0], z.shape()[1]);
+        let (zv, lse, ys) = cpu_rows(z, &self.labels, b, c);
+        let scale = g.cpu_values()[0] / b as f64;
+        let mut v = vec![0.0; b * c];
+        for r in 0..b {
+            for j in 0..c {
+                let hit = if j == ys[r] { 1.0 } else { 0.0 };
+                v[r * c + j] = ((zv[r * c + j] - lse[r]).exp() - hit) * scale;
+            }
+        }
+        Ok(out.cpu(CpuStorage::from_f64(v, out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (z, y) = (x[0].contiguous()?, self.labels.contiguous()?);
+        let gc = x[1].to_dtype(z.dtype())?.contiguous()?;
+        let (b, c) = (z.shape()[0], z.shape()[1]);
+        if let Some(buf) = ctx.softmax_xent_grad(z.view(), y.view(), gc.view(), b, c)? {
+            return Ok(out.gpu(buf, z.device()));
+        }
+        let p = z.softmax(1)?.sub(&y.one_hot(c, z.dtype())?)?;
+        p.mul(&gc.reshape(&[])?)?.mul_scalar(1.0 / b as f64)
+    }
+    /// For the cotangent h: z-bar = (g / B) J_s h (the fused softmax_vjp),
+    /// g-bar = sum(h * (s - onehot(y))) / B
+    fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (z, g) = (node.input(0)?, node.input(1)?);
+        let b = z.shape()[0];
+        let zbar = z.softmax_vjp(h, Some(g), 1.0 / b as f64)?;
+        // g is usually the constant seed of a gradient: its cotangent only when tracked
+        let gbar = node
+            .needs_grad(1)
+            .then(|| {
+                let one = g.detach().ones_like()?;
+                h.mul(&z.softmax_cross_entropy_grad(&self.labels, &one)?)?.sum_all()?.reshape(g.shape())
+            })
+            .transpose()?;
+        Ok(vec![Some(zbar), gbar])
+    }
+    /// jvp = (g / B) J_s tz + G(z, tg) (G is linear in g)
+    fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let (z, g) = (&x[0], &x[1]);
+        let b = z.shape()[0];
+        let dz = t[0].as_ref().map(|tz| z.softmax_vjp(tz, Some(g), 1.0 / b as f64)).transpose()?;
+        let dg = t[1].as_ref().map(|tg| z.softmax_cross_entropy_grad(&self.labels, tg)).transpose()?;
+        super::elementwise::add_opt(dz, dg)
+    }
+}
+
+impl Tensor {
+    /// mean_r (logsumexp(z_r) - z_r[labels_r]) for logits z [B, C] and u32 labels [B]: a
+    /// scalar, one kernel on the GPU, differentiable to any order.
+    pub fn softmax_cross_entropy_mean(&self, labels: &Tensor) -> Result<Tensor> {
+        if self.dtype() == DType::F16 {
+            return self.via_f32(|x| x.softmax_cross_entropy_mean(labels));
+        }
+        bind(Arc::new(SoftmaxCrossEntropy { labels: labels.detach() }), &[self])
+    }
+
+    /// (softmax(z) - onehot(labels)) * g / B: the gradient of
+    /// [`Tensor::softmax_cross_entropy_mean`] times the one-element cotangent `g` (kept on
+    /// the device). One kernel on the GPU, differentiable to any order.
+    pub fn softmax_cross_entropy_grad(&self, labels: &Tensor, g: &Tensor) -> Result<Tensor> {
+        if self.dtype() == DType::F16 {
+            let g = g.to_dtype(DType::F32)?;
+            return self.via_f32(|x| x.softmax_cross_entropy_grad(labels, &g));
+        }
+        bind(Arc::new(SoftmaxCrossEntropyGrad { labels: labels.detach() }), &[self, g])
+    }
+}
+
+// ------------------------------------------------------------------ softplus
+
+/// softplus(x) = log(1 + exp(x)), computed stably as relu(x) + log(1 + exp(-|x|)). Its own
+/// rules: the stable form's pieces have kinks at 0 whose one-sided derivatives would give
+/// a wrong gradient (and Hessian) exactly there.
+pub struct Softplus;
+
+impl Primitive for Softplus {
+    fn name(&self) -> String {
+        "softplus".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_float("softplus", x[0])?;
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        true
+    }
+    /// Three kernels on either device (relu, exp(-|x|) + 1, log, add).
+    fn forward(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        let x = x[0];
+        x.relu()?.add(&x.abs()?.neg()?.exp()?.add_scalar(1.0)?.log()?)
+    }
+    /// d softplus(x) = sigmoid(x) dx
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.mul(&node.input(0)?.sigmoid()?)?)])
+    }
+    /// jvp softplus(x) = sigmoid(x) t
+    fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.mul(&x[0].sigmoid()?)).transpose()
+    }
+}
+
+impl Tensor {
+    /// log(1 + exp(x)), stable for any x.
+    pub fn softplus(&self) -> Result<Tensor> {
+        bind(Arc::new(Softplus), &[self])
+    }
 }

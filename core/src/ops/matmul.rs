@@ -1,11 +1,107 @@
 //! Batched matrix product with numpy batch broadcasting; transposed views need no copy.
 use super::cpu_of;
-use crate::graph::{record, Op};
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
-use crate::storage::Storage;
 use crate::tensor::{check_float, check_same};
-use crate::{cpu, Device, Error, Layout, Result, Tensor};
+use crate::{cpu, Error, Layout, Node, Result, Tensor};
 use std::sync::Arc;
+use wgrad_kernels::Context;
+
+/// [.., m, k] @ [.., k, n] -> [.., m, n] with broadcast batch dims (both operands rank >= 2).
+pub struct Matmul;
+
+/// (batch, m, k, n) of a product, or an error naming both shapes.
+fn dims(a: &Tensor, b: &Tensor) -> Result<(Vec<usize>, usize, usize, usize)> {
+    let (ar, br) = (a.rank(), b.rank());
+    let (m, k) = (a.shape()[ar - 2], a.shape()[ar - 1]);
+    let (k2, n) = (b.shape()[br - 2], b.shape()[br - 1]);
+    if k != k2 {
+        return Err(Error::ShapeMismatch {
+            op: "matmul",
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+            msg: format!("inner dims {k} and {k2} differ"),
+        });
+    }
+    Ok((broadcast_shapes("matmul", &a.shape()[..ar - 2], &b.shape()[..br - 2])?, m, k, n))
+}
+
+fn with2(mut b: Vec<usize>, x: usize, y: usize) -> Vec<usize> {
+    b.push(x);
+    b.push(y);
+    b
+}
+
+/// A matrix stored column-major (its transpose is contiguous, itself is not).
+fn is_transposed(x: &Tensor) -> Result<bool> {
+    Ok(!x.layout().is_contiguous() && x.t()?.layout().is_contiguous())
+}
+
+impl Primitive for Matmul {
+    fn name(&self) -> String {
+        "matmul".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_same("matmul", &[x[0], x[1]])?;
+        check_float("matmul", x[0])?;
+        let (batch, m, _, n) = dims(x[0], x[1])?;
+        Ok(OutSpec::new(&with2(batch, m, n), x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (batch, m, k, n) = dims(x[0], x[1])?;
+        let la = x[0].layout().broadcast_to(&with2(batch.clone(), m, k));
+        let lb = x[1].layout().broadcast_to(&with2(batch.clone(), k, n));
+        let nb = batch.len();
+        let base =
+            |l: &Layout| Layout { shape: batch.clone(), strides: l.strides[..nb].to_vec(), offset: l.offset }.offsets();
+        let c = cpu::matmul(
+            cpu_of(x[0]),
+            cpu_of(x[1]),
+            &base(&la),
+            &base(&lb),
+            (la.strides[nb], la.strides[nb + 1]),
+            (lb.strides[nb], lb.strides[nb + 1]),
+            m,
+            k,
+            n,
+        );
+        Ok(out.cpu(c))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (batch, m, k, n) = dims(x[0], x[1])?;
+        let a = x[0].with_layout(x[0].layout().broadcast_to(&with2(batch.clone(), m, k)));
+        let b = x[1].with_layout(x[1].layout().broadcast_to(&with2(batch.clone(), k, n)));
+        Ok(out.gpu(ctx.matmul(a.view(), b.view(), &batch, m, k, n)?, x[0].device()))
+    }
+    /// d(A B) = dA B + A dB, so A-bar = G B^T and B-bar = A^T G (batch dims unbroadcast by
+    /// the engine). Each cotangent takes its primal's memory layout: for a transposed
+    /// matrix (the `w.t()` of a linear layer) A-bar = (B G^T)^T is computed contiguous and
+    /// returned transposed, so the weight gets a contiguous gradient (no copy before the
+    /// optimizer). Same products, same cost.
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (node.input(0)?, node.input(1)?);
+        let matrices = a.rank() == 2 && b.rank() == 2;
+        let ga = node
+            .needs_grad(0)
+            .then(|| if matrices && is_transposed(a)? { b.matmul(&g.t()?)?.t() } else { g.matmul(&b.t()?) })
+            .transpose()?;
+        let gb = node
+            .needs_grad(1)
+            .then(|| if matrices && is_transposed(b)? { g.t()?.matmul(a)?.t() } else { a.t()?.matmul(g) })
+            .transpose()?;
+        Ok(vec![ga, gb])
+    }
+    /// jvp(A B) = tA B + A tB
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let ja = t[0].as_ref().map(|t| t.matmul(&x[1])).transpose()?;
+        let jb = t[1].as_ref().map(|t| x[0].matmul(t)).transpose()?;
+        let out = super::elementwise::add_opt(ja, jb)?;
+        out.map(|o| o.broadcast_to(y.shape())).transpose()
+    }
+}
 
 impl Tensor {
     /// numpy `matmul`: [.., m, k] @ [.., k, n] -> [.., m, n] with broadcast batch dims;
@@ -18,7 +114,12 @@ impl Tensor {
             return self.via_f32(|a| a.matmul(&r));
         }
         if self.rank() == 0 || rhs.rank() == 0 {
-            return Err(Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec(), msg: "0-d operands have no matrix axes".into() });
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: self.shape().to_vec(),
+                rhs: rhs.shape().to_vec(),
+                msg: "0-d operands have no matrix axes".into(),
+            });
         }
         let (a1, b1) = (self.rank() == 1, rhs.rank() == 1);
         if a1 || b1 {
@@ -33,44 +134,6 @@ impl Tensor {
             }
             return Ok(r);
         }
-        let (ar, br) = (self.rank(), rhs.rank());
-        let (m, k) = (self.shape()[ar - 2], self.shape()[ar - 1]);
-        let (k2, n) = (rhs.shape()[br - 2], rhs.shape()[br - 1]);
-        if k != k2 {
-            return Err(Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec(), msg: format!("inner dims {k} and {k2} differ") });
-        }
-        let batch = broadcast_shapes("matmul", &self.shape()[..ar - 2], &rhs.shape()[..br - 2])?;
-        let full = |mut b: Vec<usize>, x: usize, y: usize| {
-            b.push(x);
-            b.push(y);
-            b
-        };
-        let la = self.layout().broadcast_to(&full(batch.clone(), m, k));
-        let lb = rhs.layout().broadcast_to(&full(batch.clone(), k, n));
-        let out_shape = full(batch.clone(), m, n);
-        let nb = batch.len();
-        let storage = match self.device() {
-            Device::Cpu => {
-                let base = |l: &Layout| Layout { shape: batch.clone(), strides: l.strides[..nb].to_vec(), offset: l.offset }.offsets();
-                let out = cpu::matmul(
-                    cpu_of(self),
-                    cpu_of(rhs),
-                    &base(&la),
-                    &base(&lb),
-                    (la.strides[nb], la.strides[nb + 1]),
-                    (lb.strides[nb], lb.strides[nb + 1]),
-                    m,
-                    k,
-                    n,
-                );
-                Storage::Cpu(Arc::new(out))
-            }
-            Device::Gpu(ctx) => {
-                let (a, b) = (self.with_layout(la.clone()), rhs.with_layout(lb.clone()));
-                Storage::Gpu(Arc::new(ctx.matmul(a.view(), b.view(), &batch, m, k, n)?))
-            }
-        };
-        let out = Tensor::new_contiguous(storage, &out_shape, self.dtype(), self.device().clone());
-        Ok(record(out, Op::Matmul, &[self, rhs], &[true, true], false))
+        bind(Arc::new(Matmul), &[self, rhs])
     }
 }

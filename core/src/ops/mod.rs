@@ -1,9 +1,12 @@
-//! The op surface, one file per family. Each primitive has its shape rule, CPU reference,
-//! GPU launch and graph record next to each other; its VJP lives in `wgrad-autograd`
-//! under the same family name.
+//! The primitive blocks, one file per family (elementwise, reduce, matmul, movement,
+//! index, linalg, conv, pool, loss, conversions). Each primitive is a struct holding its
+//! attributes whose `Primitive` impl holds its shape rule, saves, CPU reference, GPU
+//! launch, VJP and JVP next to each other; the `Tensor` methods are thin calls into
+//! [`crate::primitive::bind`]. Composites (mean, logsumexp, conv2d...) are plain
+//! functions of primitives.
 mod conv;
+mod convert;
 mod elementwise;
-pub use elementwise::ElementwiseKernel;
 mod index;
 mod linalg;
 mod loss;
@@ -12,9 +15,12 @@ mod movement;
 mod optim;
 mod pool;
 mod reduce;
+mod user;
 
-use crate::storage::Storage;
-use crate::{DType, Device, Result, Tensor};
+pub use user::ElementwiseKernel;
+
+use crate::storage::{CpuStorage, Storage};
+use crate::{DType, Device, Error, Node, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::{Context, GpuBuffer};
 
@@ -23,7 +29,7 @@ pub(crate) fn run(
     t: &Tensor,
     shape: &[usize],
     dtype: DType,
-    cpu: impl FnOnce() -> Result<crate::storage::CpuStorage>,
+    cpu: impl FnOnce() -> Result<CpuStorage>,
     gpu: impl FnOnce(&Arc<Context>) -> Result<GpuBuffer>,
 ) -> Result<Tensor> {
     let storage = match t.device() {
@@ -33,6 +39,68 @@ pub(crate) fn run(
     Ok(Tensor::new_contiguous(storage, shape, dtype, t.device().clone()))
 }
 
-pub(crate) fn cpu_of(t: &Tensor) -> &crate::storage::CpuStorage {
+pub(crate) fn cpu_of(t: &Tensor) -> &CpuStorage {
     t.storage().cpu().expect("CPU tensor")
+}
+
+/// What a unary rule reads: the input x, the output y, the scalar operand s. For a VJP
+/// they come from the node (as saved), for a JVP from the primals.
+pub(crate) struct Saved {
+    x: Option<Tensor>,
+    y: Option<Tensor>,
+    pub(crate) s: f64,
+}
+
+impl Saved {
+    pub(crate) fn from_node(node: &Arc<Node>, x: bool, y: bool, s: f64) -> Result<Saved> {
+        Ok(Saved {
+            x: x.then(|| node.input(0).cloned()).transpose()?,
+            y: y.then(|| Node::output(node)).transpose()?,
+            s,
+        })
+    }
+    pub(crate) fn from_primals(x: &Tensor, y: &Tensor, s: f64) -> Saved {
+        Saved { x: Some(x.clone()), y: Some(y.clone()), s }
+    }
+    pub(crate) fn x(&self) -> Result<&Tensor> {
+        self.x.as_ref().ok_or_else(|| Error::Invalid { op: "vjp", msg: "a rule read x, which it does not save".into() })
+    }
+    pub(crate) fn y(&self) -> Result<&Tensor> {
+        self.y.as_ref().ok_or_else(|| Error::Invalid { op: "vjp", msg: "a rule read y, which it does not save".into() })
+    }
+}
+
+impl Tensor {
+    /// The host storage of a CPU tensor (internal: after the device is known).
+    pub(crate) fn cpu_storage(&self) -> &CpuStorage {
+        cpu_of(self)
+    }
+    /// The elements of a CPU tensor, row-major, in f64.
+    pub(crate) fn cpu_values(&self) -> Vec<f64> {
+        crate::cpu::read(cpu_of(self), self.layout())
+    }
+    /// A plain view broadcast to `shape` (stride 0 on new axes), for kernels.
+    pub(crate) fn broadcast_view(&self, shape: &[usize]) -> Tensor {
+        self.with_layout(self.layout().broadcast_to(shape))
+    }
+    /// Sum a broadcast (output-side) value back to `shape`: the adjoint of broadcasting.
+    pub fn sum_to_shape(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        let lead = self.rank().checked_sub(shape.len()).ok_or_else(|| Error::ShapeMismatch {
+            op: "sum_to_shape",
+            lhs: self.shape().to_vec(),
+            rhs: shape.to_vec(),
+            msg: "the value has fewer axes than the target".into(),
+        })?;
+        let mut axes: Vec<isize> = (0..lead as isize).collect();
+        for (i, &d) in shape.iter().enumerate() {
+            if d == 1 && self.shape()[lead + i] != 1 {
+                axes.push((lead + i) as isize);
+            }
+        }
+        let summed = if axes.is_empty() { self.clone() } else { self.sum(&axes, true)? };
+        summed.reshape(shape)
+    }
 }

@@ -1,36 +1,287 @@
 //! Layout primitives: views that share storage (reshape, permute, broadcast_to, narrow)
-//! and copies (contiguous, cat).
+//! and copies (contiguous, cat). All are linear: each JVP is the op applied to the
+//! tangent, each VJP moves the cotangent back to the input's layout.
 use super::cpu_of;
-use crate::graph::{record, Op};
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::shape::{broadcast_shapes, normalize_axis, numel};
 use crate::storage::{CpuStorage, Storage};
 use crate::tensor::check_same;
-use crate::{cpu, Device, Error, Layout, Result, Tensor};
+use crate::{cpu, Device, Error, Layout, Node, Result, Tensor};
 use std::sync::Arc;
+use wgrad_kernels::Context;
+
+/// The same elements in row-major order under another shape (a view when possible).
+pub struct Reshape {
+    pub shape: Vec<usize>,
+}
+
+impl Primitive for Reshape {
+    fn name(&self) -> String {
+        "reshape".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        x[0].layout().reshape(&self.shape)?; // element-count check
+        Ok(OutSpec::new(&self.shape, x[0].dtype()))
+    }
+    fn forward(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        match x[0].layout().reshape(&self.shape)? {
+            Some(l) => Ok(x[0].with_layout(l)),
+            None => {
+                let c = x[0].contiguous()?;
+                Ok(c.with_layout(c.layout().reshape(&self.shape)?.expect("contiguous")))
+            }
+        }
+    }
+    /// x-bar = reshape(g, x.shape)
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.reshape(&node.input_shapes[0])?)])
+    }
+    /// jvp = reshape(t)
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.reshape(&self.shape)).transpose()
+    }
+}
+
+/// Output axis i is input axis perm[i] (a view).
+pub struct Permute {
+    pub perm: Vec<usize>,
+}
+
+impl Primitive for Permute {
+    fn name(&self) -> String {
+        "permute".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let rank = x[0].rank();
+        let mut seen = vec![false; rank];
+        let p = &self.perm;
+        if p.len() != rank || p.iter().any(|&i| i >= rank || std::mem::replace(&mut seen[i], true)) {
+            return Err(Error::Invalid {
+                op: "permute",
+                msg: format!("{p:?} is not a permutation of the {rank} axes of {:?}", x[0].shape()),
+            });
+        }
+        Ok(OutSpec::new(&p.iter().map(|&i| x[0].shape()[i]).collect::<Vec<_>>(), x[0].dtype()))
+    }
+    fn forward(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        Ok(x[0].with_layout(x[0].layout().permute(&self.perm)))
+    }
+    /// x-bar = permute(g, perm^-1)
+    fn vjp(&self, _node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let mut inv = vec![0; self.perm.len()];
+        for (i, &p) in self.perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        Ok(vec![Some(g.permute(&inv)?)])
+    }
+    /// jvp = permute(t, perm)
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.permute(&self.perm)).transpose()
+    }
+}
+
+/// numpy broadcasting to `shape` (a view with stride 0 on new axes).
+pub struct BroadcastTo {
+    pub shape: Vec<usize>,
+}
+
+impl Primitive for BroadcastTo {
+    fn name(&self) -> String {
+        "broadcast_to".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let b = broadcast_shapes("broadcast_to", x[0].shape(), &self.shape)?;
+        if b != self.shape {
+            return Err(Error::Broadcast { op: "broadcast_to", lhs: x[0].shape().to_vec(), rhs: self.shape.clone() });
+        }
+        Ok(OutSpec::new(&self.shape, x[0].dtype()))
+    }
+    fn forward(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        Ok(x[0].broadcast_view(&self.shape))
+    }
+    /// x-bar = g; the engine's unbroadcast sums it back to x.shape
+    fn vjp(&self, _node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.clone())])
+    }
+    /// jvp = broadcast_to(t)
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.broadcast_to(&self.shape)).transpose()
+    }
+}
+
+/// `len` entries of `axis` from `start` (a view).
+pub struct Narrow {
+    pub axis: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Primitive for Narrow {
+    fn name(&self) -> String {
+        "narrow".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let size = x[0].shape()[self.axis];
+        if self.start.checked_add(self.len).is_none_or(|end| end > size) {
+            return Err(Error::SliceOutOfRange {
+                op: "narrow",
+                axis: self.axis,
+                start: self.start,
+                end: self.start.saturating_add(self.len),
+                size,
+            });
+        }
+        let mut s = x[0].shape().to_vec();
+        s[self.axis] = self.len;
+        Ok(OutSpec::new(&s, x[0].dtype()))
+    }
+    fn forward(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        Ok(x[0].with_layout(x[0].layout().narrow(self.axis, self.start, self.len)))
+    }
+    /// x-bar = g placed in its window of zeros of x's shape
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let in_shape = &node.input_shapes[0];
+        let zeros = |n: usize| {
+            let mut s = in_shape.clone();
+            s[self.axis] = n;
+            Tensor::zeros(&s, g.dtype(), g.device())
+        };
+        let mut parts = Vec::new();
+        if self.start > 0 {
+            parts.push(zeros(self.start)?);
+        }
+        parts.push(g.clone());
+        let after = in_shape[self.axis] - self.start - self.len;
+        if after > 0 {
+            parts.push(zeros(after)?);
+        }
+        Ok(vec![Some(Tensor::cat(&parts, self.axis as isize)?)])
+    }
+    /// jvp = narrow(t)
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.narrow(self.axis as isize, self.start, self.len)).transpose()
+    }
+}
+
+/// A contiguous copy.
+pub struct Contiguous;
+
+impl Primitive for Contiguous {
+    fn name(&self) -> String {
+        "contiguous".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        Ok(out.cpu(CpuStorage::from_f64(x[0].cpu_values(), out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        Ok(out.gpu(ctx.contiguous(x[0].view(), x[0].shape())?, x[0].device()))
+    }
+    /// x-bar = g
+    fn vjp(&self, _node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.clone())])
+    }
+    /// jvp = t
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        Ok(t[0].clone())
+    }
+}
+
+/// Tensors joined along an existing axis.
+pub struct Cat {
+    pub axis: usize,
+}
+
+impl Primitive for Cat {
+    fn name(&self) -> String {
+        "cat".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_same("cat", x)?;
+        let (first, ax) = (x[0], self.axis);
+        for t in &x[1..] {
+            let ok = t.rank() == first.rank() && (0..first.rank()).all(|d| d == ax || t.shape()[d] == first.shape()[d]);
+            if !ok {
+                return Err(Error::ShapeMismatch {
+                    op: "cat",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                    msg: format!("all axes but {ax} must match"),
+                });
+            }
+        }
+        let mut shape = first.shape().to_vec();
+        shape[ax] = x.iter().map(|t| t.shape()[ax]).sum();
+        Ok(OutSpec::new(&shape, first.dtype()))
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let dst = Layout::contiguous(&out.shape);
+        let mut v = vec![0.0f64; numel(&out.shape)];
+        let mut start = 0;
+        for t in x {
+            let vals = cpu::read(cpu_of(t), t.layout());
+            for (o, val) in dst.narrow(self.axis, start, t.shape()[self.axis]).offsets().into_iter().zip(vals) {
+                v[o] = val;
+            }
+            start += t.shape()[self.axis];
+        }
+        Ok(out.cpu(CpuStorage::from_f64(v, out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let dst = Layout::contiguous(&out.shape);
+        let buf = ctx.alloc_output((numel(&out.shape) * 4) as u64)?;
+        let mut start = 0;
+        for t in x {
+            let region = dst.narrow(self.axis, start, t.shape()[self.axis]);
+            let dview = wgrad_kernels::View { buffer: &buf, offset: region.offset, strides: &region.strides };
+            ctx.copy_into(t.view(), dview, t.shape())?;
+            start += t.shape()[self.axis];
+        }
+        let storage = Storage::Gpu(Arc::new(buf));
+        Ok(Tensor::new_contiguous(storage, &out.shape, out.dtype, x[0].device().clone()))
+    }
+    /// each input's cotangent is its window of g
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let mut start = 0;
+        let mut out = Vec::with_capacity(node.input_shapes.len());
+        for s in &node.input_shapes {
+            out.push(Some(g.narrow(self.axis as isize, start, s[self.axis])?));
+            start += s[self.axis];
+        }
+        Ok(out)
+    }
+    /// jvp = cat of the tangents (zeros where an input has none)
+    fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        if t.iter().all(|t| t.is_none()) {
+            return Ok(None);
+        }
+        let parts = x
+            .iter()
+            .zip(t)
+            .map(|(x, t)| match t {
+                Some(t) => Ok(t.clone()),
+                None => x.detach().zeros_like(),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Tensor::cat(&parts, self.axis as isize)?))
+    }
+}
 
 impl Tensor {
     /// A tensor of another shape with the same elements in row-major order
     /// (a view when the data is contiguous, else a copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        let out = match self.layout().reshape(shape)? {
-            Some(l) => self.with_layout(l),
-            None => {
-                let c = crate::graph::no_grad(|| self.contiguous())?;
-                c.with_layout(c.layout().reshape(shape)?.expect("contiguous"))
-            }
-        };
-        Ok(record(out, Op::Reshape, &[self], &[false], false))
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        bind(Arc::new(Reshape { shape: shape.to_vec() }), &[self])
     }
 
     /// Reorder the axes: output axis i is input axis perm[i] (a view).
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
-        let rank = self.rank();
-        let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
-            return Err(Error::Invalid { op: "permute", msg: format!("{perm:?} is not a permutation of the {rank} axes of {:?}", self.shape()) });
-        }
-        let out = self.with_layout(self.layout().permute(perm));
-        Ok(record(out, Op::Permute(perm.to_vec()), &[self], &[false], false))
+        bind(Arc::new(Permute { perm: perm.to_vec() }), &[self])
     }
 
     /// Swap two axes (negative axes count from the end).
@@ -52,26 +303,16 @@ impl Tensor {
 
     /// View as `shape` with numpy broadcasting (stride 0 on the new axes).
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
-        let b = broadcast_shapes("broadcast_to", self.shape(), shape)?;
-        if b != shape {
-            return Err(Error::Broadcast { op: "broadcast_to", lhs: self.shape().to_vec(), rhs: shape.to_vec() });
-        }
         if shape == self.shape() {
             return Ok(self.clone());
         }
-        let out = self.with_layout(self.layout().broadcast_to(shape));
-        Ok(record(out, Op::BroadcastTo, &[self], &[false], false))
+        bind(Arc::new(BroadcastTo { shape: shape.to_vec() }), &[self])
     }
 
     /// `len` entries of `axis` from `start` (a view).
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Result<Tensor> {
-        let ax = normalize_axis("narrow", axis, self.rank())?;
-        let size = self.shape()[ax];
-        if start.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::SliceOutOfRange { op: "narrow", axis: ax, start, end: start.saturating_add(len), size });
-        }
-        let out = self.with_layout(self.layout().narrow(ax, start, len));
-        Ok(record(out, Op::Narrow { axis: ax, start }, &[self], &[false], false))
+        let axis = normalize_axis("narrow", axis, self.rank())?;
+        bind(Arc::new(Narrow { axis, start, len }), &[self])
     }
 
     /// Alias of `narrow(axis, start, end - start)`.
@@ -95,7 +336,10 @@ impl Tensor {
     pub fn squeeze(&self, axis: isize) -> Result<Tensor> {
         let ax = normalize_axis("squeeze", axis, self.rank())?;
         if self.shape()[ax] != 1 {
-            return Err(Error::Invalid { op: "squeeze", msg: format!("axis {ax} of {:?} has size {}, not 1", self.shape(), self.shape()[ax]) });
+            return Err(Error::Invalid {
+                op: "squeeze",
+                msg: format!("axis {ax} of {:?} has size {}, not 1", self.shape(), self.shape()[ax]),
+            });
         }
         let mut s = self.shape().to_vec();
         s.remove(ax);
@@ -116,19 +360,13 @@ impl Tensor {
             // the copy kernel moves whole 32-bit words; halves are repacked instead
             return self.via_f32(|x| x.contiguous());
         }
-        let out = super::run(
-            self,
-            self.shape(),
-            self.dtype(),
-            || Ok(CpuStorage::from_f64(cpu::read(cpu_of(self), self.layout()), self.dtype())),
-            |ctx| Ok(ctx.contiguous(self.view(), self.shape())?),
-        )?;
-        Ok(record(out, Op::Contiguous, &[self], &[false], false))
+        bind(Arc::new(Contiguous), &[self])
     }
 
     /// Join tensors along an existing axis.
     pub fn cat(tensors: &[Tensor], axis: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::Empty { op: "cat", msg: "no tensors to concatenate".into() })?;
+        let first =
+            tensors.first().ok_or_else(|| Error::Empty { op: "cat", msg: "no tensors to concatenate".into() })?;
         let refs: Vec<&Tensor> = tensors.iter().collect();
         check_same("cat", &refs)?;
         let ax = normalize_axis("cat", axis, first.rank())?;
@@ -136,43 +374,8 @@ impl Tensor {
             let up = tensors.iter().map(|t| t.to_dtype(crate::DType::F32)).collect::<Result<Vec<_>>>()?;
             return Tensor::cat(&up, axis)?.to_dtype(crate::DType::F16);
         }
-        for t in &tensors[1..] {
-            let ok = t.rank() == first.rank() && (0..first.rank()).all(|d| d == ax || t.shape()[d] == first.shape()[d]);
-            if !ok {
-                return Err(Error::ShapeMismatch { op: "cat", lhs: first.shape().to_vec(), rhs: t.shape().to_vec(), msg: format!("all axes but {ax} must match") });
-            }
-        }
-        let mut shape = first.shape().to_vec();
-        shape[ax] = tensors.iter().map(|t| t.shape()[ax]).sum();
-        let dst = Layout::contiguous(&shape);
-        let storage = match first.device() {
-            Device::Cpu => {
-                let mut v = vec![0.0f64; numel(&shape)];
-                let mut start = 0;
-                for t in tensors {
-                    let vals = cpu::read(cpu_of(t), t.layout());
-                    for (o, x) in dst.narrow(ax, start, t.shape()[ax]).offsets().into_iter().zip(vals) {
-                        v[o] = x;
-                    }
-                    start += t.shape()[ax];
-                }
-                Storage::Cpu(Arc::new(CpuStorage::from_f64(v, first.dtype())))
-            }
-            Device::Gpu(ctx) => {
-                let out = ctx.alloc_output((numel(&shape) * 4) as u64)?;
-                let mut start = 0;
-                for t in tensors {
-                    let region = dst.narrow(ax, start, t.shape()[ax]);
-                    let dview = wgrad_kernels::View { buffer: &out, offset: region.offset, strides: &region.strides };
-                    ctx.copy_into(t.view(), dview, t.shape())?;
-                    start += t.shape()[ax];
-                }
-                Storage::Gpu(Arc::new(out))
-            }
-        };
-        let out = Tensor::new_contiguous(storage, &shape, first.dtype(), first.device().clone());
-        let saves = vec![false; tensors.len()];
-        Ok(record(out, Op::Cat { axis: ax }, &refs, &saves, false))
+        let _ = Device::Cpu;
+        bind(Arc::new(Cat { axis: ax }), &refs)
     }
 
     /// Join tensors of one shape along a new axis.

@@ -8,15 +8,26 @@ use std::sync::Arc;
 use wgrad_kernels::AdamParams;
 
 fn check_state(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
-    if !matches!(p.dtype(), crate::DType::F32 | crate::DType::F64) || !p.layout().is_contiguous() || p.layout().offset != 0 {
+    if !matches!(p.dtype(), crate::DType::F32 | crate::DType::F64)
+        || !p.layout().is_contiguous()
+        || p.layout().offset != 0
+    {
         return Err(Error::Invalid { op, msg: format!("parameters must be contiguous float tensors, got {:?}", p) });
     }
     if p.is_tracked() {
-        return Err(Error::Invalid { op, msg: "cannot update a tensor that is being differentiated; update outside the transform".into() });
+        return Err(Error::Invalid {
+            op,
+            msg: "cannot update a tensor that is being differentiated; update outside the transform".into(),
+        });
     }
     for t in others {
         if t.shape() != p.shape() || t.device() != p.device() || t.dtype() != p.dtype() {
-            return Err(Error::ShapeMismatch { op, lhs: p.shape().to_vec(), rhs: t.shape().to_vec(), msg: "gradient and state must match the parameter".into() });
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: p.shape().to_vec(),
+                rhs: t.shape().to_vec(),
+                msg: "gradient and state must match the parameter".into(),
+            });
         }
     }
     Ok(())
@@ -35,7 +46,12 @@ fn owned_f32(t: &mut Tensor) -> Option<&mut [f32]> {
     }
 }
 
-fn update_f32<const N: usize>(slices: &mut [&mut [f32]; N], n: usize, g_at: impl Fn(usize) -> f64, f: &impl Fn(f64, &mut [f64; N])) {
+fn update_f32<const N: usize>(
+    slices: &mut [&mut [f32]; N],
+    n: usize,
+    g_at: impl Fn(usize) -> f64,
+    f: &impl Fn(f64, &mut [f64; N]),
+) {
     let mut x = [0.0; N];
     for i in 0..n {
         for k in 0..N {
@@ -83,20 +99,36 @@ fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl F
     }
     for (t, v) in ts.iter_mut().zip(vals) {
         let (dtype, shape) = (t.dtype(), t.shape().to_vec());
-        **t = Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(v, dtype))), &shape, dtype, Device::Cpu);
+        **t =
+            Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(v, dtype))), &shape, dtype, Device::Cpu);
     }
 }
 
 impl Tensor {
     /// SGD step in place on `self` (PyTorch semantics): g = grad + wd p; v = momentum v + g;
     /// p -= lr v (v is used only when momentum > 0).
-    pub fn sgd_update_(&mut self, grad: &Tensor, velocity: &mut Tensor, lr: f64, momentum: f64, weight_decay: f64) -> Result<()> {
+    pub fn sgd_update_(
+        &mut self,
+        grad: &Tensor,
+        velocity: &mut Tensor,
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    ) -> Result<()> {
         check_state("sgd", self, &[grad, velocity])?;
         match self.device().clone() {
             Device::Gpu(ctx) => {
                 let g = grad.contiguous()?;
                 let gb = g.storage().gpu().unwrap();
-                ctx.sgd_step(self.storage().gpu().unwrap(), gb, velocity.storage().gpu().unwrap(), self.numel(), lr as f32, momentum as f32, weight_decay as f32)?;
+                ctx.sgd_step(
+                    self.storage().gpu().unwrap(),
+                    gb,
+                    velocity.storage().gpu().unwrap(),
+                    self.numel(),
+                    lr as f32,
+                    momentum as f32,
+                    weight_decay as f32,
+                )?;
             }
             Device::Cpu => {
                 cpu_update([self, velocity], grad, |g, x| {
@@ -118,7 +150,14 @@ impl Tensor {
         match self.device().clone() {
             Device::Gpu(ctx) => {
                 let g = grad.contiguous()?;
-                ctx.adam_step(self.storage().gpu().unwrap(), g.storage().gpu().unwrap(), m.storage().gpu().unwrap(), v.storage().gpu().unwrap(), self.numel(), h)?;
+                ctx.adam_step(
+                    self.storage().gpu().unwrap(),
+                    g.storage().gpu().unwrap(),
+                    m.storage().gpu().unwrap(),
+                    v.storage().gpu().unwrap(),
+                    self.numel(),
+                    h,
+                )?;
             }
             Device::Cpu => {
                 let r = |x: f32| x as f64;
@@ -131,7 +170,8 @@ impl Tensor {
                     }
                     x[1] = r(h.beta1) * x[1] + (1.0 - r(h.beta1)) * g;
                     x[2] = r(h.beta2) * x[2] + (1.0 - r(h.beta2)) * g * g;
-                    x[0] = p - r(h.lr) * (x[1] / r(h.bias_correction1)) / ((x[2] / r(h.bias_correction2)).sqrt() + r(h.eps));
+                    x[0] = p - r(h.lr) * (x[1] / r(h.bias_correction1))
+                        / ((x[2] / r(h.bias_correction2)).sqrt() + r(h.eps));
                 });
             }
         }

@@ -1,11 +1,11 @@
-//! Max pooling over non-overlapping k x k windows as one op: one kernel forward, one for
-//! its VJP (ties split evenly, as the max reduction's VJP), both custom ops, so the
-//! gradient differentiates again (its own VJP is written with ops).
-use crate::graph::{custom_op, CustomOp};
-use crate::storage::Storage;
+//! Max pooling over non-overlapping k x k windows: one kernel forward, one for its VJP
+//! (ties split evenly, as the max reduction's VJP). Both are primitives; the VJP's own
+//! rules are written with ops, so the gradient differentiates again.
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::tensor::check_float;
-use crate::{DType, Error, Result, Tensor};
+use crate::{DType, Error, Node, Result, Tensor};
 use std::sync::Arc;
+use wgrad_kernels::Context;
 
 fn pool_view(x: &Tensor, k: usize) -> Result<Tensor> {
     let s = x.shape();
@@ -17,7 +17,7 @@ fn shape4(x: &Tensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-/// mask / ties per window: where each window's cotangent goes (the max reduction's VJP).
+/// [x == window max] / ties: where each window's derivative goes.
 fn window_weights(x: &Tensor, pooled: &Tensor, k: usize) -> Result<Tensor> {
     let s = x.shape().to_vec();
     let m = pooled.reshape(&[s[0], s[1], s[2] / k, 1, s[3] / k, 1])?;
@@ -25,8 +25,107 @@ fn window_weights(x: &Tensor, pooled: &Tensor, k: usize) -> Result<Tensor> {
     mask.div(&mask.sum(&[3, 5], true)?)?.reshape(&s)
 }
 
-fn gpu_tensor(buf: wgrad_kernels::GpuBuffer, shape: &[usize], like: &Tensor) -> Tensor {
-    Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), shape, like.dtype(), like.device().clone())
+/// Window sums of h * weights: the adjoint of spreading a pooled value over its window.
+fn window_sums(h: &Tensor, weights: &Tensor, k: usize) -> Result<Tensor> {
+    pool_view(&h.mul(weights)?, k)?.sum(&[3, 5], false)
+}
+
+/// Max over k x k windows (stride k) of images [B, C, H, W]; NaN wins.
+pub struct MaxPool2d {
+    pub k: usize,
+}
+
+impl Primitive for MaxPool2d {
+    fn name(&self) -> String {
+        "max_pool2d".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let (x, k) = (x[0], self.k);
+        check_float("max_pool2d", x)?;
+        let s = x.shape();
+        if x.rank() != 4 || k == 0 || !s[2].is_multiple_of(k) || !s[3].is_multiple_of(k) {
+            return Err(Error::Invalid {
+                op: "max_pool2d",
+                msg: format!("expected [B, C, H, W] with H and W divisible by {k}, got {s:?}"),
+            });
+        }
+        Ok(OutSpec::new(&[s[0], s[1], s[2] / k, s[3] / k], x.dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        true
+    }
+    fn saves_output(&self) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        pool_view(x[0], self.k)?.max(&[3, 5], false)
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        if x[0].dtype() != DType::F32 || x[0].numel() == 0 {
+            return self.cpu(x, out);
+        }
+        Ok(out.gpu(ctx.max_pool2d(x[0].view(), shape4(x[0]), self.k)?, x[0].device()))
+    }
+    /// x-bar = g spread over each window * [x == max] / ties: the fused max_pool2d_grad
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let pooled = Node::output(node)?.detach();
+        Ok(vec![Some(max_pool2d_grad(node.input(0)?, &pooled, g, self.k)?)])
+    }
+    /// jvp = window sums of t * [x == max] / ties (the tangent at the maxima)
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let Some(t) = &t[0] else { return Ok(None) };
+        let w = window_weights(&x[0].detach(), &y.detach(), self.k)?;
+        Ok(Some(window_sums(t, &w, self.k)?))
+    }
+}
+
+/// G(x, g) = the max-pool VJP: linear in g, piecewise constant in x. `pooled` is the
+/// forward's output (an attribute: it is a function of x with no derivative here).
+pub struct MaxPool2dGrad {
+    pub k: usize,
+    pub pooled: Tensor,
+}
+
+fn max_pool2d_grad(x: &Tensor, pooled: &Tensor, g: &Tensor, k: usize) -> Result<Tensor> {
+    bind(Arc::new(MaxPool2dGrad { k, pooled: pooled.clone() }), &[x, g])
+}
+
+impl Primitive for MaxPool2dGrad {
+    fn name(&self) -> String {
+        "max_pool2d_grad".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn saves_input(&self, i: usize) -> bool {
+        i == 0
+    }
+    fn cpu(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        let (x, g, k) = (x[0], x[1], self.k);
+        let s = x.shape().to_vec();
+        let spread = g
+            .reshape(&[s[0], s[1], s[2] / k, 1, s[3] / k, 1])?
+            .broadcast_to(&[s[0], s[1], s[2] / k, k, s[3] / k, k])?
+            .reshape(&s)?;
+        spread.mul(&window_weights(x, &self.pooled, k)?)
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        if x[0].dtype() != DType::F32 || x[0].numel() == 0 {
+            return self.cpu(x, out);
+        }
+        let (p, g) = (self.pooled.contiguous()?, x[1].to_dtype(DType::F32)?.contiguous()?);
+        Ok(out.gpu(ctx.max_pool2d_grad(x[0].view(), p.view(), g.view(), shape4(x[0]), self.k)?, x[0].device()))
+    }
+    /// For the cotangent h: g-bar = window sums of h * [x == max] / ties (the adjoint of
+    /// spreading g); x-bar = 0 (the mask is flat almost everywhere)
+    fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let w = window_weights(&node.input(0)?.detach(), &self.pooled, self.k)?;
+        Ok(vec![None, Some(window_sums(h, &w, self.k)?)])
+    }
+    /// linear in g, flat in x: jvp = G(x, tg)
+    fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[1].as_ref().map(|tg| max_pool2d_grad(&x[0].detach(), &self.pooled, tg, self.k)).transpose()
+    }
 }
 
 impl Tensor {
@@ -34,64 +133,6 @@ impl Tensor {
     /// W multiples of k: [B, C, H/k, W/k] (NaN wins). The gradient goes to the maxima,
     /// split evenly between ties.
     pub fn max_pool2d(&self, k: usize) -> Result<Tensor> {
-        check_float("max_pool2d", self)?;
-        let s = self.shape();
-        if self.rank() != 4 || k == 0 || !s[2].is_multiple_of(k) || !s[3].is_multiple_of(k) {
-            return Err(Error::Invalid { op: "max_pool2d", msg: format!("expected [B, C, H, W] with H and W divisible by {k}, got {s:?}") });
-        }
-        let x = self.clone();
-        custom_op(Arc::new(MaxPool { k }), &[self], move || {
-            if let (Some(ctx), DType::F32, false) = (x.device().context(), x.dtype(), x.numel() == 0) {
-                let out = ctx.max_pool2d(x.view(), shape4(&x), k)?;
-                return Ok(gpu_tensor(out, &[s[0], s[1], s[2] / k, s[3] / k], &x));
-            }
-            pool_view(&x, k)?.max(&[3, 5], false)
-        })
-    }
-}
-
-struct MaxPool {
-    k: usize,
-}
-
-impl CustomOp for MaxPool {
-    fn name(&self) -> &str {
-        "max_pool2d"
-    }
-    /// x-bar = g (broadcast over each window) * [x == max] / ties: one fused op.
-    fn vjp(&self, inputs: &[Tensor], out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (x, k) = (&inputs[0], self.k);
-        let pooled = out.detach();
-        let grad = MaxPoolGrad { k, pooled: pooled.clone() };
-        let (xc, gc) = (x.detach(), g.clone());
-        Ok(vec![Some(custom_op(Arc::new(grad), &[x, g], move || {
-            if let (Some(ctx), DType::F32, false) = (xc.device().context(), xc.dtype(), xc.numel() == 0) {
-                let (p, gg) = (pooled.contiguous()?, gc.to_dtype(DType::F32)?.contiguous()?);
-                let out = ctx.max_pool2d_grad(xc.view(), p.view(), gg.view(), shape4(&xc), k)?;
-                return Ok(gpu_tensor(out, xc.shape(), &xc));
-            }
-            let s = xc.shape().to_vec();
-            let gb = gc.reshape(&[s[0], s[1], s[2] / k, 1, s[3] / k, 1])?.broadcast_to(&[s[0], s[1], s[2] / k, k, s[3] / k, k])?.reshape(&s)?;
-            gb.mul(&window_weights(&xc, &pooled, k)?)
-        })?)])
-    }
-}
-
-/// G(x, g) = the max-pool VJP; linear in g, piecewise constant in x.
-struct MaxPoolGrad {
-    k: usize,
-    pooled: Tensor,
-}
-
-impl CustomOp for MaxPoolGrad {
-    fn name(&self) -> &str {
-        "max_pool2d_grad"
-    }
-    /// For the cotangent h: g-bar = the window sums of h * [x == max] / ties (the adjoint of
-    /// spreading g); x-bar = 0 (the mask is flat almost everywhere).
-    fn vjp(&self, inputs: &[Tensor], _out: &Tensor, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (x, k) = (&inputs[0].detach(), self.k);
-        let weighted = h.mul(&window_weights(x, &self.pooled, k)?)?;
-        Ok(vec![None, Some(pool_view(&weighted, k)?.sum(&[3, 5], false)?)])
+        bind(Arc::new(MaxPool2d { k }), &[self])
     }
 }

@@ -1,12 +1,15 @@
 //! Reductions over any set of axes (deterministic fixed-order trees on the GPU), index
-//! reductions, and the stable composites built on them (logsumexp, softmax, log_softmax).
-use super::{cpu_of, run};
-use crate::graph::{record, Op, ReduceKind};
+//! reductions, the fused softmax / log-softmax primitives, and the stable composites
+//! built on them (mean, logsumexp).
+use super::cpu_of;
+use crate::graph::ReduceKind;
+use crate::primitive::{bind, OutSpec, Primitive};
 use crate::shape::{normalize_axes, normalize_axis, numel};
 use crate::storage::CpuStorage;
 use crate::tensor::check_float;
-use crate::{cpu, DType, Error, Result, Tensor};
-use wgrad_kernels::{ArgReduceOp, ReduceOp};
+use crate::{cpu, DType, Error, Node, Result, Tensor};
+use std::sync::Arc;
+use wgrad_kernels::{ArgReduceOp, Context, ReduceOp};
 
 /// Kept axes first, reduced axes last.
 fn split_axes(rank: usize, axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
@@ -17,9 +20,156 @@ fn split_axes(rank: usize, axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
 }
 
 fn out_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
-    (0..shape.len())
-        .filter_map(|d| if axes.contains(&d) { keepdim.then_some(1) } else { Some(shape[d]) })
-        .collect()
+    (0..shape.len()).filter_map(|d| if axes.contains(&d) { keepdim.then_some(1) } else { Some(shape[d]) }).collect()
+}
+
+/// `t` (reduced over `axes`) with those axes put back as size 1 (the keepdim shape).
+fn keepdim_view(t: &Tensor, in_shape: &[usize], axes: &[usize], kept: bool) -> Result<Tensor> {
+    if kept {
+        return Ok(t.clone());
+    }
+    t.reshape(&out_shape(in_shape, axes, true))
+}
+
+/// sum / max / min over `axes` (normalized, sorted).
+pub struct Reduce {
+    pub kind: ReduceKind,
+    pub axes: Vec<usize>,
+    pub keepdim: bool,
+}
+
+impl Reduce {
+    /// [x == extremum] / ties: where the max / min reduction's derivative goes.
+    fn extremum_weights(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let ax: Vec<isize> = self.axes.iter().map(|&a| a as isize).collect();
+        let mask = x.eq(&keepdim_view(y, x.shape(), &self.axes, self.keepdim)?)?;
+        mask.div(&mask.sum(&ax, true)?)
+    }
+}
+
+impl Primitive for Reduce {
+    fn name(&self) -> String {
+        format!("{:?}", self.kind).to_lowercase()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let name = match self.kind {
+            ReduceKind::Sum => "sum",
+            ReduceKind::Max => "max",
+            ReduceKind::Min => "min",
+        };
+        check_float(name, x[0])?;
+        if self.kind != ReduceKind::Sum {
+            if let Some(&d) = self.axes.iter().find(|&&d| x[0].shape()[d] == 0) {
+                return Err(Error::Empty { op: name, msg: format!("axis {d} of shape {:?} is empty", x[0].shape()) });
+            }
+        }
+        Ok(OutSpec::new(&out_shape(x[0].shape(), &self.axes, self.keepdim), x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        self.kind != ReduceKind::Sum
+    }
+    fn saves_output(&self) -> bool {
+        self.kind != ReduceKind::Sum
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let x = x[0];
+        let (kept, perm) = split_axes(x.rank(), &self.axes);
+        let pt = x.with_layout(x.layout().permute(&perm));
+        let outer = numel(&kept.iter().map(|&d| x.shape()[d]).collect::<Vec<_>>());
+        let inner: usize = self.axes.iter().map(|&d| x.shape()[d]).product();
+        let (st, l) = (cpu_of(&pt), pt.layout());
+        let r = match self.kind {
+            ReduceKind::Sum => cpu::reduce_view(st, l, inner, outer, 0.0, |a, b| a + b),
+            ReduceKind::Max => cpu::reduce_view(st, l, inner, outer, f64::NEG_INFINITY, cpu::max_nan),
+            ReduceKind::Min => cpu::reduce_view(st, l, inner, outer, f64::INFINITY, cpu::min_nan),
+        };
+        Ok(out.cpu(CpuStorage::from_f64(r, out.dtype)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (_, perm) = split_axes(x[0].rank(), &self.axes);
+        let pt = x[0].with_layout(x[0].layout().permute(&perm));
+        let op = match self.kind {
+            ReduceKind::Sum => ReduceOp::Sum,
+            ReduceKind::Max => ReduceOp::Max,
+            ReduceKind::Min => ReduceOp::Min,
+        };
+        Ok(out.gpu(ctx.reduce(op, pt.view(), pt.shape(), self.axes.len())?, x[0].device()))
+    }
+    /// sum: x-bar = g broadcast back over the reduced axes;
+    /// max / min: x-bar = g at the extrema, ties split evenly
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let in_shape = &node.input_shapes[0];
+        let gk = keepdim_view(g, in_shape, &self.axes, self.keepdim)?;
+        Ok(vec![Some(match self.kind {
+            ReduceKind::Sum => gk.broadcast_to(in_shape)?,
+            _ => gk.mul(&self.extremum_weights(node.input(0)?, &Node::output(node)?)?)?,
+        })])
+    }
+    /// sum: jvp = sum(t); max / min: jvp = sum(t * [x == extremum] / ties), the tangent
+    /// at the arg-extremum
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let Some(t) = &t[0] else { return Ok(None) };
+        let ax: Vec<isize> = self.axes.iter().map(|&a| a as isize).collect();
+        Ok(Some(match self.kind {
+            ReduceKind::Sum => t.sum(&ax, self.keepdim)?,
+            _ => t.mul(&self.extremum_weights(&x[0], y)?)?.sum(&ax, self.keepdim)?,
+        }))
+    }
+}
+
+/// argmax / argmin along one axis, as u32 (piecewise constant: no derivative).
+pub struct ArgReduce {
+    pub op: ArgReduceOp,
+    pub axis: usize,
+    pub keepdim: bool,
+}
+
+impl Primitive for ArgReduce {
+    fn name(&self) -> String {
+        format!("{:?}", self.op).to_lowercase()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let name = if self.op == ArgReduceOp::ArgMax { "argmax" } else { "argmin" };
+        check_float(name, x[0])?;
+        if x[0].shape()[self.axis] == 0 {
+            return Err(Error::Empty {
+                op: name,
+                msg: format!("axis {} of shape {:?} is empty", self.axis, x[0].shape()),
+            });
+        }
+        Ok(OutSpec::new(&out_shape(x[0].shape(), &[self.axis], self.keepdim), DType::U32))
+    }
+    fn differentiable(&self) -> bool {
+        false
+    }
+    fn forward(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let x = x[0];
+        let (kept, perm) = split_axes(x.rank(), &[self.axis]);
+        let pt = x.with_layout(x.layout().permute(&perm));
+        let inner = x.shape()[self.axis];
+        let outer = numel(&kept.iter().map(|&d| x.shape()[d]).collect::<Vec<_>>());
+        let r = match x.device().context() {
+            None => {
+                let vals = cpu::read(cpu_of(&pt), pt.layout());
+                let r = if self.op == ArgReduceOp::ArgMax {
+                    cpu::arg_rows(&vals, inner, outer, |v, b| v > b)
+                } else {
+                    cpu::arg_rows(&vals, inner, outer, |v, b| v < b)
+                };
+                out.cpu(CpuStorage::from_f64(r, DType::U32))
+            }
+            Some(ctx) => out.gpu(ctx.arg_reduce(self.op, pt.view(), pt.shape())?, x.device()),
+        };
+        Ok(r.with_index_bound(u32::try_from(inner).ok()))
+    }
+    /// piecewise constant: no cotangent
+    fn vjp(&self, _node: &Arc<Node>, _g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![None])
+    }
+    /// piecewise constant: zero tangent
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, _t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 impl Tensor {
@@ -33,42 +183,9 @@ impl Tensor {
         if self.dtype() == DType::F16 {
             return self.via_f32(|x| x.reduce(kind, axes, keepdim));
         }
-        let axes = normalize_axes(name, axes, self.rank())?;
-        if kind != ReduceKind::Sum {
-            if let Some(&d) = axes.iter().find(|&&d| self.shape()[d] == 0) {
-                return Err(Error::Empty { op: name, msg: format!("axis {d} of shape {:?} is empty", self.shape()) });
-            }
-        }
-        let (kept, perm) = split_axes(self.rank(), &axes);
-        let view = self.layout().permute(&perm);
-        let outer = numel(&kept.iter().map(|&d| self.shape()[d]).collect::<Vec<_>>());
-        let inner: usize = axes.iter().map(|&d| self.shape()[d]).product();
-        let shape = out_shape(self.shape(), &axes, keepdim);
-        let pt = self.with_layout(view);
-        let out = run(
-            self,
-            &shape,
-            self.dtype(),
-            || {
-                let (st, l) = (cpu_of(&pt), pt.layout());
-                let r = match kind {
-                    ReduceKind::Sum => cpu::reduce_view(st, l, inner, outer, 0.0, |a, b| a + b),
-                    ReduceKind::Max => cpu::reduce_view(st, l, inner, outer, f64::NEG_INFINITY, cpu::max_nan),
-                    ReduceKind::Min => cpu::reduce_view(st, l, inner, outer, f64::INFINITY, cpu::min_nan),
-                };
-                Ok(CpuStorage::from_f64(r, self.dtype()))
-            },
-            |ctx| {
-                let op = match kind {
-                    ReduceKind::Sum => ReduceOp::Sum,
-                    ReduceKind::Max => ReduceOp::Max,
-                    ReduceKind::Min => ReduceOp::Min,
-                };
-                Ok(ctx.reduce(op, pt.view(), pt.shape(), axes.len())?)
-            },
-        )?;
-        let saves = kind != ReduceKind::Sum;
-        Ok(record(out, Op::Reduce { kind, axes, keepdim }, &[self], &[saves], saves))
+        let mut axes = normalize_axes(name, axes, self.rank())?;
+        axes.sort_unstable();
+        bind(Arc::new(Reduce { kind, axes, keepdim }), &[self])
     }
 
     /// Sum over `axes` (negative axes count from the end).
@@ -113,32 +230,8 @@ impl Tensor {
         if self.dtype() == DType::F16 {
             return self.to_dtype(DType::F32)?.arg_reduce(op, axis, keepdim);
         }
-        let ax = normalize_axis(name, axis, self.rank())?;
-        if self.shape()[ax] == 0 {
-            return Err(Error::Empty { op: name, msg: format!("axis {ax} of shape {:?} is empty", self.shape()) });
-        }
-        let (kept, perm) = split_axes(self.rank(), &[ax]);
-        let pt = self.with_layout(self.layout().permute(&perm));
-        let inner = self.shape()[ax];
-        let outer = numel(&kept.iter().map(|&d| self.shape()[d]).collect::<Vec<_>>());
-        let shape = out_shape(self.shape(), &[ax], keepdim);
-        let out = run(
-            self,
-            &shape,
-            DType::U32,
-            || {
-                let vals = cpu::read(cpu_of(&pt), pt.layout());
-                let r = if op == ArgReduceOp::ArgMax {
-                    cpu::arg_rows(&vals, inner, outer, |v, b| v > b)
-                } else {
-                    cpu::arg_rows(&vals, inner, outer, |v, b| v < b)
-                };
-                Ok(CpuStorage::from_f64(r, DType::U32))
-            },
-            |ctx| Ok(ctx.arg_reduce(op, pt.view(), pt.shape())?),
-        )?;
-        let out = out.with_index_bound(u32::try_from(inner).ok());
-        Ok(record(out, Op::ArgReduce, &[self], &[false], false))
+        let axis = normalize_axis(name, axis, self.rank())?;
+        bind(Arc::new(ArgReduce { op, axis, keepdim }), &[self])
     }
 
     /// Index of the largest element along `axis` (first on ties; NaN counts as largest), as u32.
@@ -169,53 +262,116 @@ impl Tensor {
         s.reshape(&out_shape(self.shape(), &ax, false))
     }
 
-    /// exp(x) / sum(exp(x)) along `axis`, stable for large logits. Along the last axis
-    /// it is one op (one kernel on the GPU) with the VJP s * (g - sum(s * g)); elsewhere a
-    /// composition of ops.
+    /// exp(x) / sum(exp(x)) along `axis`, stable for large logits (one kernel on the GPU
+    /// along the last axis).
     pub fn softmax(&self, axis: isize) -> Result<Tensor> {
-        let ax = crate::shape::normalize_axis("softmax", axis, self.rank())?;
-        if ax + 1 == self.rank() && self.dtype().is_float() && self.numel() > 0 {
-            let x = self.clone();
-            return crate::graph::custom_op(std::sync::Arc::new(SoftmaxLast), &[self], move || softmax_last(&x));
-        }
-        self.softmax_composite(axis)
+        check_float("softmax", self)?;
+        let axis = normalize_axis("softmax", axis, self.rank())?;
+        bind(Arc::new(Softmax { axis }), &[self])
     }
 
+    /// x - logsumexp(x) along `axis`.
+    pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
+        check_float("log_softmax", self)?;
+        let axis = normalize_axis("log_softmax", axis, self.rank())?;
+        bind(Arc::new(LogSoftmax { axis }), &[self])
+    }
+}
+
+/// softmax along `axis` as one primitive.
+pub struct Softmax {
+    pub axis: usize,
+}
+
+impl Softmax {
+    /// s * (v - sum_axis(s * v)): the symmetric softmax Jacobian diag(s) - s s^T applied
+    /// to v (fused along the last axis).
+    fn jacobian_times(&self, x: &Tensor, s: &Tensor, v: &Tensor) -> Result<Tensor> {
+        if self.axis + 1 == x.rank() {
+            return x.softmax_vjp(v, None, 1.0);
+        }
+        let sv = s.mul(v)?;
+        sv.sub(&s.mul(&sv.sum(&[self.axis as isize], true)?)?)
+    }
+}
+
+impl Primitive for Softmax {
+    fn name(&self) -> String {
+        "softmax".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_float("softmax", x[0])?;
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        true
+    }
+    fn saves_output(&self) -> bool {
+        true
+    }
+    fn cpu(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        x[0].softmax_composite(self.axis as isize)
+    }
+    /// The row kernel along the last axis (f32, rows within its loop limit); elsewhere
+    /// the same math as kernels of other ops.
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let x = x[0];
+        if self.axis + 1 == x.rank() && x.dtype() == DType::F32 && x.numel() > 0 {
+            let n = x.shape()[self.axis];
+            let c = x.contiguous()?;
+            if let Some(buf) = ctx.softmax_rows(c.view(), x.numel() / n, n)? {
+                return Ok(out.gpu(buf, x.device()));
+            }
+        }
+        x.softmax_composite(self.axis as isize)
+    }
+    /// x-bar = s * (g - sum_axis(s * g)) (J_s symmetric)
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(self.jacobian_times(node.input(0)?, &Node::output(node)?, g)?)])
+    }
+    /// jvp = s * (t - sum_axis(s * t))
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| self.jacobian_times(&x[0], y, t)).transpose()
+    }
+}
+
+/// log_softmax along `axis` as one primitive.
+pub struct LogSoftmax {
+    pub axis: usize,
+}
+
+impl Primitive for LogSoftmax {
+    fn name(&self) -> String {
+        "log_softmax".into()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_float("log_softmax", x[0])?;
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn saves_output(&self) -> bool {
+        true
+    }
+    /// x - logsumexp(x), with the reduction kernels (the same on both devices)
+    fn forward(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+        x[0].sub(&x[0].logsumexp(&[self.axis as isize], true)?)
+    }
+    /// x-bar = g - softmax(x) sum_axis(g), softmax(x) = exp(y)
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let s = Node::output(node)?.exp()?;
+        Ok(vec![Some(g.sub(&s.mul(&g.sum(&[self.axis as isize], true)?)?)?)])
+    }
+    /// jvp = t - sum_axis(softmax(x) t)
+    fn jvp(&self, _x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let Some(t) = &t[0] else { return Ok(None) };
+        let s = y.exp()?;
+        Ok(Some(t.sub(&s.mul(t)?.sum(&[self.axis as isize], true)?)?))
+    }
+}
+
+impl Tensor {
     fn softmax_composite(&self, axis: isize) -> Result<Tensor> {
         let m = self.stable_shift(&[axis])?;
         let e = self.sub(&m)?.exp()?;
         e.div(&e.sum(&[axis], true)?)
     }
-
-    /// x - logsumexp(x) along `axis`.
-    pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
-        self.sub(&self.logsumexp(&[axis], true)?)
-    }
-}
-
-/// softmax over the last axis as one op.
-struct SoftmaxLast;
-
-impl crate::graph::CustomOp for SoftmaxLast {
-    fn name(&self) -> &str {
-        "softmax"
-    }
-    /// With s = softmax(x) and the symmetric Jacobian diag(s) - s s^T (per row):
-    /// x-bar = s * (g - sum_last(s * g)), the fused (and differentiable) softmax_vjp.
-    fn vjp(&self, inputs: &[Tensor], _s: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(inputs[0].softmax_vjp(g, None, 1.0)?)])
-    }
-}
-
-/// The forward of [`SoftmaxLast`]: the row kernel on the GPU, the composite elsewhere (and
-/// past the kernel's loop limit).
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    if let (Some(ctx), crate::DType::F32) = (x.device().context(), x.dtype()) {
-        let n = *x.shape().last().expect("rank >= 1");
-        let c = x.contiguous()?;
-        if let Some(buf) = ctx.softmax_rows(c.view(), x.numel() / n, n)? {
-            return Ok(Tensor::new_contiguous(crate::storage::Storage::Gpu(std::sync::Arc::new(buf)), x.shape(), x.dtype(), x.device().clone()));
-        }
-    }
-    x.softmax_composite(-1)
 }

@@ -1,0 +1,84 @@
+//! User elementwise kernels (WGSL bodies of their own, run by [`Tensor::map_kernel`]) and the
+//! operator traits (`&a + &b`, `-&a`).
+use super::{cpu_of, run};
+use crate::tensor::check_float;
+use crate::{cpu, DType, Error, Result, Tensor};
+
+/// A user elementwise kernel: `wgsl_body` is the body of `fn unary_op(x: T, s: T) -> T`
+/// (WGSL, `T` = f32; the helpers of shaders/common.wgsl are in scope) and `cpu` the same
+/// function for the CPU device. Give it a derivative by wrapping [`Tensor::map_kernel`] in
+/// [`crate::custom_op`] with a VJP.
+#[derive(Clone)]
+pub struct ElementwiseKernel {
+    id: u32,
+    name: String,
+    cpu: std::sync::Arc<dyn Fn(f64, f64) -> f64 + Send + Sync>,
+}
+
+impl ElementwiseKernel {
+    /// Register the kernel; invalid WGSL is an error naming it (checked with naga now).
+    pub fn new(name: &str, wgsl_body: &str, cpu: impl Fn(f64, f64) -> f64 + Send + Sync + 'static) -> Result<Self> {
+        let id = wgrad_kernels::register_user_unary(name, wgsl_body)
+            .map_err(|msg| Error::Gpu(wgrad_kernels::KernelError::Compile { kernel: name.to_string(), msg }))?;
+        Ok(ElementwiseKernel { id, name: name.to_string(), cpu: std::sync::Arc::new(cpu) })
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Tensor {
+    /// Run a user elementwise kernel (`s` is its scalar operand). It has no derivative of
+    /// its own: on a tracked tensor it is an error unless it runs inside [`crate::custom_op`].
+    pub fn map_kernel(&self, k: &ElementwiseKernel, s: f64) -> Result<Tensor> {
+        check_float("map_kernel", self)?;
+        if self.dtype() == DType::F16 {
+            return self.via_f32(|x| x.map_kernel(k, s));
+        }
+        if self.is_tracked() && crate::transform::is_recording() {
+            return Err(Error::NotDifferentiable { op: k.name.clone(), order: 1 });
+        }
+        run(
+            self,
+            self.shape(),
+            self.dtype(),
+            || Ok(cpu::map(cpu_of(self), self.layout(), self.dtype(), |x| (k.cpu)(x, s))),
+            |ctx| Ok(ctx.user_unary(k.id, s as f32, self.view(), self.shape())?),
+        )
+    }
+}
+
+macro_rules! std_op {
+    ($trait:ident, $method:ident, $call:ident) => {
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                self.$call(rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                (&self).$call(&rhs)
+            }
+        }
+        impl std::ops::$trait<f64> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: f64) -> Result<Tensor> {
+                let r = self.full_like(rhs)?;
+                self.$call(&r)
+            }
+        }
+    };
+}
+std_op!(Add, add, add);
+std_op!(Sub, sub, sub);
+std_op!(Mul, mul, mul);
+std_op!(Div, div, div);
+
+impl std::ops::Neg for &Tensor {
+    type Output = Result<Tensor>;
+    fn neg(self) -> Result<Tensor> {
+        Tensor::neg(self)
+    }
+}

@@ -152,7 +152,7 @@ pub(crate) fn record(out: Tensor, op: &Arc<dyn Primitive>, inputs: &[&Tensor]) -
 
 /// A tracked copy of `x` (same data, same tangents): the input of a transform. Its parent
 /// is x's node, so an enclosing transform still sees through it.
-pub fn track(x: &Tensor) -> Tensor {
+pub(crate) fn track(x: &Tensor) -> Tensor {
     let node = Node {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         op: Arc::new(crate::primitive::Leaf),

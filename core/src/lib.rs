@@ -34,11 +34,14 @@ pub use wgrad_kernels::{AdamParams, ConvGeometry};
 /// Graph and transform internals for `wgrad-autograd`; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::graph::track;
     pub use crate::primitive::register_backward;
     pub use crate::transform::{enter_transform, with_grad, TransformGuard, TransformKind};
     use crate::Tensor;
 
+    /// A tracked copy of `x`: the input of a reverse-mode transform.
+    pub fn track(x: &Tensor) -> Tensor {
+        crate::graph::track(x)
+    }
     /// The tensor without its node, tangents kept (a transform's nested result).
     pub fn untrack(t: &Tensor) -> Tensor {
         t.with_node(None)

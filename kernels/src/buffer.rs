@@ -83,7 +83,7 @@ impl Context {
                 max: self.limits().max_buffer_size,
             });
         }
-        let reused = self.state.lock().unwrap().take_free(class, for_queue_write);
+        let reused = crate::lock(&self.state).take_free(class, for_queue_write);
         let buffer = match reused {
             Some(b) => b,
             None => {
@@ -126,7 +126,7 @@ impl Context {
 
     /// Queue a host-to-device write; it lands before the batch's commands at the next submit.
     pub(crate) fn write(&self, buf: &GpuBuffer, offset: u64, bytes: &[u8]) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = crate::lock(&self.state);
         self.queue.write_buffer(buf.raw(), offset, bytes);
         st.mark_dirty();
     }
@@ -143,7 +143,7 @@ impl Context {
     /// Submit the open batch without waiting for it.
     pub fn flush(&self) -> KResult<()> {
         self.check_health()?;
-        let mut st = self.state.lock().unwrap();
+        let mut st = crate::lock(&self.state);
         st.submit(self);
         Ok(())
     }
@@ -151,7 +151,7 @@ impl Context {
     /// Submit and wait until the GPU has finished all submitted work.
     pub fn synchronize(&self) -> KResult<()> {
         self.check_health()?;
-        self.state.lock().unwrap().submit(self);
+        crate::lock(&self.state).submit(self);
         self.wait_idle()?;
         self.check_health()
     }
@@ -181,7 +181,7 @@ impl Context {
             mapped_at_creation: false,
         });
         {
-            let mut st = self.state.lock().unwrap();
+            let mut st = crate::lock(&self.state);
             st.encoder(&self.device).copy_buffer_to_buffer(buf.raw(), offset, &staging, 0, len);
             st.submit(self);
         }

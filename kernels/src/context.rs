@@ -272,7 +272,7 @@ impl Context {
     }
 
     pub(crate) fn layout(&self, n_in: u32, n_out: u32) -> wgpu::BindGroupLayout {
-        let mut layouts = self.layouts.lock().unwrap();
+        let mut layouts = crate::lock(&self.layouts);
         layouts
             .entry((n_in, n_out))
             .or_insert_with(|| {
@@ -312,12 +312,12 @@ impl Context {
     /// totals are slower than normal runs; it is for finding where the time goes. `on`
     /// clears the table; `WGRAD_PROFILE=1` turns it on for new contexts.
     pub fn set_profiling(&self, on: bool) {
-        *self.profile.lock().unwrap() = if on { Some(HashMap::new()) } else { None };
+        *crate::lock(&self.profile) = if on { Some(HashMap::new()) } else { None };
     }
 
     /// The profile since `set_profiling(true)`, slowest kernel first.
     pub fn kernel_profile(&self) -> Vec<KernelTime> {
-        let p = self.profile.lock().unwrap();
+        let p = crate::lock(&self.profile);
         let mut v: Vec<KernelTime> = p
             .iter()
             .flatten()
@@ -328,11 +328,11 @@ impl Context {
     }
 
     pub(crate) fn profiling(&self) -> bool {
-        self.profile.lock().unwrap().is_some()
+        crate::lock(&self.profile).is_some()
     }
 
     pub(crate) fn record_profile(&self, kernel: String, seconds: f64) {
-        if let Some(map) = self.profile.lock().unwrap().as_mut() {
+        if let Some(map) = crate::lock(&self.profile).as_mut() {
             let e = map.entry(kernel).or_insert((0, 0.0));
             e.0 += 1;
             e.1 += seconds;
@@ -341,11 +341,11 @@ impl Context {
 
     /// The kernels compiled on this device so far (what ran, for tests and diagnostics).
     pub fn compiled_kernels(&self) -> Vec<KernelKey> {
-        self.pipelines.lock().unwrap().keys().copied().collect()
+        crate::lock(&self.pipelines).keys().copied().collect()
     }
 
     pub(crate) fn pipeline(&self, key: KernelKey) -> KResult<wgpu::ComputePipeline> {
-        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+        if let Some(p) = crate::lock(&self.pipelines).get(&key) {
             return Ok(p.clone());
         }
         let (n_in, n_out) = key.bindings();
@@ -374,7 +374,7 @@ impl Context {
             return Err(KernelError::Compile { kernel: name, msg: e.to_string() });
         }
         AtomicCounters::add(&self.counters.pipeline_compilations, 1);
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        crate::lock(&self.pipelines).insert(key, pipeline.clone());
         Ok(pipeline)
     }
 

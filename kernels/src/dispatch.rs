@@ -83,7 +83,7 @@ impl Context {
         // every slot is bound as a whole PARAMS_BYTES block (the shader's declared size);
         // the bytes past this dispatch's own params are never read
         let bytes = PARAMS_BYTES;
-        let mut st = self.state.lock().unwrap();
+        let mut st = crate::lock(&self.state);
         let mut offset = ((st.params_mut().len() * 4) as u64).div_ceil(align) * align;
         if offset + bytes > self.arena_bytes() {
             st.submit(self);

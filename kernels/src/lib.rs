@@ -30,3 +30,10 @@ pub use source::{
     UnaryOp, Vec4Operand, WG,
 };
 pub use wgpu;
+
+/// Lock a mutex; a panic on another thread while it held the lock does not poison it
+/// here (every guarded state stays valid between statements), so library code never
+/// panics on a poisoned lock.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -11,6 +11,7 @@ mod elementwise;
 mod embed_threads;
 mod errors;
 mod f16;
+mod forward_mode;
 mod linalg;
 mod matmul;
 mod movement_index;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
 use wgrad::optim::{Optimizer, Sgd};
-use wgrad::{grad, hvp, value_and_grad_many, DType, Device, ElementwiseKernel, Result, Tensor};
+use wgrad::{grad, hessian, hvp, jacrev, jvp, value_and_grad_many, DType, Device, ElementwiseKernel, Result, Tensor};
 
 struct Rec {
     workload: String,
@@ -326,7 +326,8 @@ fn main() -> Result<()> {
                 });
             }
         }
-        // W5 loss / grad / hvp of the W4 loss with respect to the first weight
+        // W5 loss / grad / jvp / hvp of the W4 loss with respect to the first weight; medians
+        // of at least 10 runs after a warm-up (the ratios compare medians of one window)
         let p = params.tensors().to_vec();
         let loss_of = |w: &Tensor| -> Result<Tensor> {
             let mut q = p.clone();
@@ -334,16 +335,36 @@ fn main() -> Result<()> {
             nn::cross_entropy(&model.forward(&Ctx::eval(&q), &xb)?, &yb)
         };
         let v = Tensor::randn(p[0].shape(), 9, DType::F32, dev)?;
-        let (tl, _, _) = time(dev, reps, || loss_of(&p[0]).map(drop))?;
-        let (tg, _, _) = time(dev, reps, || grad(loss_of, &p[0]).map(drop))?;
-        let (th, _, _) = time(dev, reps, || hvp(loss_of, &p[0], &v).map(drop))?;
+        // the reverse-over-reverse HVP, grad(w -> <grad loss(w), v>), for comparison
+        let hvp_rev = |w: &Tensor| grad(|w| grad(loss_of, w)?.mul(&v)?.sum_all(), w);
+        let reps5 = if quick { 10 } else { 15 };
+        let (tl, _, _) = time(dev, reps5, || loss_of(&p[0]).map(drop))?;
+        let (tg, _, _) = time(dev, reps5, || grad(loss_of, &p[0]).map(drop))?;
+        let (tj, _, _) = time(dev, reps5, || jvp(loss_of, &p[0], &v).map(drop))?;
+        let (th, _, _) = time(dev, reps5, || hvp(loss_of, &p[0], &v).map(drop))?;
+        let (thr, _, _) = time(dev, reps5, || hvp_rev(&p[0]).map(drop))?;
+        // peak live GPU bytes above what was live before, one call each
+        let peak = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+            dev.synchronize()?;
+            let base = dev.counters().live_bytes;
+            dev.reset_peak_live_bytes();
+            f()?;
+            dev.synchronize()?;
+            Ok((dev.counters().peak_live_bytes.saturating_sub(base)) as f64 / (1 << 20) as f64)
+        };
+        let peaks = if *tag == "gpu" {
+            Some((peak(&|| hvp(loss_of, &p[0], &v).map(drop))?, peak(&|| hvp_rev(&p[0]).map(drop))?))
+        } else {
+            None
+        };
         if profile && *tag == "gpu" {
             let ctx = dev.context().expect("a gpu device has a context");
-            for (name, which) in [("loss", 0), ("grad", 1), ("hvp", 2)] {
+            for (name, which) in [("loss", 0), ("grad", 1), ("jvp", 2), ("hvp", 3)] {
                 ctx.set_profiling(true);
                 match which {
                     0 => loss_of(&p[0]).map(drop)?,
                     1 => grad(loss_of, &p[0]).map(drop)?,
+                    2 => jvp(loss_of, &p[0], &v).map(drop)?,
                     _ => hvp(loss_of, &p[0], &v).map(drop)?,
                 }
                 dev.synchronize()?;
@@ -357,13 +378,21 @@ fn main() -> Result<()> {
                 }
             }
         }
-        for (name, val, unit) in [
+        let mut w5 = vec![
             ("W5 t(loss)", tl * 1e3, "ms"),
             ("W5 t(grad)", tg * 1e3, "ms"),
-            ("W5 t(hvp)", th * 1e3, "ms"),
+            ("W5 t(jvp)", tj * 1e3, "ms"),
+            ("W5 t(hvp) fwd-over-rev", th * 1e3, "ms"),
+            ("W5 t(hvp) rev-over-rev", thr * 1e3, "ms"),
             ("W5 t(grad)/t(loss)", tg / tl, "ratio"),
+            ("W5 t(jvp)/t(loss)", tj / tl, "ratio"),
             ("W5 t(hvp)/t(grad)", th / tg, "ratio"),
-        ] {
+        ];
+        if let Some((fwd, rev)) = peaks {
+            w5.push(("W5 peak live hvp fwd-over-rev", fwd, "MiB"));
+            w5.push(("W5 peak live hvp rev-over-rev", rev, "MiB"));
+        }
+        for (name, val, unit) in w5 {
             recs.push(Rec {
                 workload: name.into(),
                 param: String::new(),
@@ -373,6 +402,29 @@ fn main() -> Result<()> {
                 max: val,
                 unit,
             });
+        }
+        // W6 Hessian of f(x) = sum(tanh(W x)) + 0.5 <x, x>, W [n, n] / sqrt(n), x [n, 1]:
+        // hessian (jacfwd of jacrev) against jacrev of jacrev
+        for &n in if quick { &[16usize][..] } else { &[16, 64][..] } {
+            let w = Tensor::randn(&[n, n], 3, DType::F32, dev)?.mul_scalar(1.0 / (n as f64).sqrt())?;
+            let x = Tensor::randn(&[n, 1], 4, DType::F32, dev)?;
+            let f = |x: &Tensor| w.matmul(x)?.tanh()?.sum_all()?.add(&x.square()?.sum_all()?.mul_scalar(0.5)?);
+            let r6 = if quick { 3 } else { 5 };
+            let (tf, mnf, mxf) = time(dev, r6, || hessian(f, &x).map(drop))?;
+            let (tr, mnr, mxr) = time(dev, r6, || jacrev(|x| jacrev(f, x), &x).map(drop))?;
+            for (name, (md, mn, mx)) in
+                [("W6 hessian jacfwd(jacrev)", (tf, mnf, mxf)), ("W6 hessian jacrev(jacrev)", (tr, mnr, mxr))]
+            {
+                recs.push(Rec {
+                    workload: name.into(),
+                    param: format!("n={n}"),
+                    device: tag,
+                    median: md * 1e3,
+                    min: mn * 1e3,
+                    max: mx * 1e3,
+                    unit: "ms",
+                });
+            }
         }
     }
     println!("GPU: {}", gpu_name.unwrap_or_else(|| "none".into()));

@@ -77,6 +77,13 @@ impl Device {
         self.context().map(|c| c.counters()).unwrap_or_default()
     }
 
+    /// Start a new peak of live GPU bytes (see [`Counters::peak_live_bytes`]).
+    pub fn reset_peak_live_bytes(&self) {
+        if let Some(c) = self.context() {
+            c.reset_peak_live_bytes();
+        }
+    }
+
     /// Submit queued GPU work without waiting.
     pub fn flush(&self) -> Result<()> {
         if let Some(c) = self.context() {

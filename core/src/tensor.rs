@@ -7,6 +7,7 @@ use crate::{DType, Device, Element, Error, Layout, Result};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
+#[derive(Clone)]
 pub(crate) struct Inner {
     pub(crate) storage: Storage,
     pub(crate) layout: Layout,
@@ -55,26 +56,9 @@ impl Tensor {
     }
 
     pub(crate) fn with_index_bound(self, bound: Option<u32>) -> Tensor {
-        match Arc::try_unwrap(self.0) {
-            Ok(mut inner) => {
-                inner.index_bound = bound;
-                Tensor(Arc::new(inner))
-            }
-            Err(shared) => {
-                let t = Tensor(shared);
-                let mut n = Tensor::from_parts(
-                    t.0.storage.clone(),
-                    t.0.layout.clone(),
-                    t.0.dtype,
-                    t.0.device.clone(),
-                    t.0.node.clone(),
-                );
-                let inner = Arc::get_mut(&mut n.0).expect("fresh");
-                inner.index_bound = bound;
-                inner.duals = t.0.duals.clone();
-                n
-            }
-        }
+        let mut inner = Arc::unwrap_or_clone(self.0);
+        inner.index_bound = bound;
+        Tensor(Arc::new(inner))
     }
 
     /// A fresh contiguous tensor of `shape` around `storage`.
@@ -146,17 +130,9 @@ impl Tensor {
         if duals.is_empty() && self.0.duals.is_empty() {
             return self;
         }
-        let mut t = Tensor::from_parts(
-            self.0.storage.clone(),
-            self.0.layout.clone(),
-            self.0.dtype,
-            self.0.device.clone(),
-            self.0.node.clone(),
-        );
-        let inner = Arc::get_mut(&mut t.0).expect("fresh");
-        inner.index_bound = self.0.index_bound;
+        let mut inner = Arc::unwrap_or_clone(self.0);
         inner.duals = duals;
-        t
+        Tensor(Arc::new(inner))
     }
 
     /// This tensor with `tangent` at forward level `level` (replacing one already there).

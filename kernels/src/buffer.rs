@@ -102,7 +102,7 @@ impl Context {
             }
         };
         AtomicCounters::add(&self.counters.live_buffers, 1);
-        AtomicCounters::add(&self.counters.live_bytes, class);
+        self.counters.add_live_bytes(class);
         Ok(GpuBuffer { buffer: Some(buffer), class, ctx: self.clone(), external: false })
     }
 

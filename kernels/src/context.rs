@@ -245,6 +245,11 @@ impl Context {
     pub fn counters(&self) -> Counters {
         self.counters.snapshot()
     }
+    /// Start a new peak: `peak_live_bytes` becomes the bytes live now.
+    pub fn reset_peak_live_bytes(&self) {
+        let now = self.counters.live_bytes.load(Ordering::Relaxed);
+        self.counters.peak_live_bytes.store(now, Ordering::Relaxed);
+    }
     /// Test aid: fill every new output buffer with NaN so unwritten elements show.
     pub fn set_poison_outputs(&self, on: bool) {
         self.poison.store(on, Ordering::SeqCst);

@@ -10,6 +10,7 @@ pub(crate) struct AtomicCounters {
     pub buffer_allocations: AtomicU64,
     pub live_buffers: AtomicU64,
     pub live_bytes: AtomicU64,
+    pub peak_live_bytes: AtomicU64,
 }
 
 /// A snapshot of the runtime counters. Subtract two snapshots to count the work in between.
@@ -29,6 +30,9 @@ pub struct Counters {
     pub live_buffers: u64,
     /// Bytes of the buffers held by tensors right now.
     pub live_bytes: u64,
+    /// The most `live_bytes` ever reached since the device was made or
+    /// [`crate::Context::reset_peak_live_bytes`] was called.
+    pub peak_live_bytes: u64,
 }
 
 impl AtomicCounters {
@@ -41,10 +45,16 @@ impl AtomicCounters {
             buffer_allocations: self.buffer_allocations.load(Relaxed),
             live_buffers: self.live_buffers.load(Relaxed),
             live_bytes: self.live_bytes.load(Relaxed),
+            peak_live_bytes: self.peak_live_bytes.load(Relaxed),
         }
     }
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
+    }
+    /// A buffer of `n` bytes became live: count it and raise the peak.
+    pub fn add_live_bytes(&self, n: u64) {
+        let now = self.live_bytes.fetch_add(n, Relaxed) + n;
+        self.peak_live_bytes.fetch_max(now, Relaxed);
     }
     pub fn sub(c: &AtomicU64, n: u64) {
         c.fetch_sub(n, Relaxed);
@@ -63,6 +73,7 @@ impl std::ops::Sub for Counters {
             buffer_allocations: self.buffer_allocations - o.buffer_allocations,
             live_buffers: self.live_buffers.wrapping_sub(o.live_buffers),
             live_bytes: self.live_bytes.wrapping_sub(o.live_bytes),
+            peak_live_bytes: self.peak_live_bytes,
         }
     }
 }

@@ -97,9 +97,9 @@ fn every_binary_vjp_unbroadcasts_and_passes_check_grads_to_order_2() {
     }
 }
 
-type Case = (&'static str, Box<dyn Fn(&Tensor) -> Result<Tensor>>, Vec<usize>);
+pub(crate) type Case = (&'static str, Box<dyn Fn(&Tensor) -> Result<Tensor>>, Vec<usize>);
 
-fn structural_cases(dev: &Device) -> Vec<Case> {
+pub(crate) fn structural_cases(dev: &Device) -> Vec<Case> {
     let dev = dev.clone();
     let d2 = dev.clone();
     let d3 = dev.clone();

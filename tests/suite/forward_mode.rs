@@ -342,11 +342,10 @@ fn jacfwd_equals_jacrev_and_hessians_are_3d_for_vector_functions() {
     let (jf, jr) = (jacfwd(g, &x).unwrap(), jacrev(g, &x).unwrap());
     assert_eq!(jf.shape(), &[3, 4]);
     assert_close(&jf, &jr, 1e-12, 1e-12, "jacfwd vs jacrev");
-    // the 3-D Hessian of a vector-valued f: hessian = jacfwd(jacrev) against jacrev(jacrev)
-    let h = hessian(g, &x).unwrap();
+    // the 3-D Hessian of a vector-valued f: jacfwd(jacrev) against jacrev(jacrev) (= hessian)
+    let h = jacfwd(|x| jacrev(g, x), &x).unwrap();
     assert_eq!(h.shape(), &[3, 4, 4]);
-    let hrr = jacrev(|x| jacrev(g, x), &x).unwrap();
-    assert_close(&h, &hrr, 1e-12, 1e-12, "jacfwd(jacrev) vs jacrev(jacrev)");
+    assert_close(&h, &hessian(g, &x).unwrap(), 1e-12, 1e-12, "jacfwd(jacrev) vs jacrev(jacrev)");
     // shapes: f(x).shape ++ x.shape for matrices
     let m = random(&[2, 3], -1.0, 1.0);
     assert_eq!(jacfwd(|m| m.exp()?.sum(&[0], false), &m).unwrap().shape(), &[3, 2, 3]);
@@ -398,5 +397,83 @@ fn erf_matches_known_values_on_both_devices() {
     let got = Tensor::from_slice(&x32, &[6], &gd).unwrap().erf().unwrap().to_vec::<f32>().unwrap();
     for (g, w) in got.iter().zip(want) {
         assert!((*g as f64 - w).abs() <= 1e-6 + 2e-5 * w.abs(), "GPU erf: {g} vs {w}");
+    }
+}
+
+#[test]
+fn a_node_carries_everything_needed_to_run_its_primitive_again() {
+    // record y = op(x) inside a transform, then bind the node's primitive on x again
+    let x = random(&[2, 3, 4], -1.0, 1.0);
+    let ops: Vec<F> = vec![
+        Box::new(|x: &Tensor| x.reshape(&[6, 4])),
+        Box::new(|x: &Tensor| x.permute(&[2, 0, 1])),
+        Box::new(|x: &Tensor| x.narrow(2, 1, 2)),
+        Box::new(|x: &Tensor| x.broadcast_to(&[5, 2, 3, 4])),
+        Box::new(|x: &Tensor| x.sum(&[0, 2], true)),
+        Box::new(|x: &Tensor| x.max(&[1], false)),
+        Box::new(|x: &Tensor| x.powf(3.0)),
+        Box::new(|x: &Tensor| x.softmax(1)),
+        Box::new(|x: &Tensor| x.log_softmax(2)),
+        Box::new(|x: &Tensor| x.argmax(1, false)?.to_dtype(DType::F64)),
+    ];
+    let replayed = std::cell::Cell::new(0);
+    for (i, op) in ops.iter().enumerate() {
+        vjp(
+            |xv| {
+                let y = op(xv)?;
+                if let Some(node) = y.node() {
+                    assert_eq!(node.output_shape, y.shape(), "op {i}: output shape on the node");
+                    let again = wgrad::bind(node.op.clone(), &[&x])?;
+                    assert_close(&again, &y.detach(), 0.0, 0.0, &format!("op {i} ({}) replayed", node.name()));
+                    replayed.set(replayed.get() + 1);
+                }
+                Ok(y)
+            },
+            &x,
+            &op(&x).unwrap().ones_like().unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("op {i}: {e}"));
+    }
+    // every op but argmax (a u32 result carries no derivative, so no node)
+    assert_eq!(replayed.get(), ops.len() - 1);
+}
+
+/// The JVP of `f` at x along t on `dev` in `dtype`, read back as f64.
+fn jvp_on(f: &dyn Fn(&Tensor) -> Result<Tensor>, x64: &Tensor, t64: &Tensor, dev: &Device, dtype: DType) -> Tensor {
+    let put = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
+    let (_, jt) = jvp(f, &put(x64), &put(t64)).unwrap();
+    jt.to_device(&cpu()).unwrap().to_dtype(DType::F64).unwrap()
+}
+
+#[test]
+fn gpu_jvps_of_every_primitive_match_the_cpu() {
+    with_gpu!(g);
+    let check =
+        |name: &str, fg: &dyn Fn(&Tensor) -> Result<Tensor>, fc: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor| {
+            let (x, t) = (rounded(x), rounded(&random(x.shape(), -1.0, 1.0)));
+            let want = jvp_on(fc, &x, &t, &cpu(), DType::F64);
+            let got = jvp_on(fg, &x, &t, &g, DType::F32);
+            assert_close(&got, &want, 2e-4, 2e-5, &format!("GPU jvp of {name}"));
+        };
+    for &op in UnaryOp::ALL {
+        let s = if op == UnaryOp::RPowScalar { 1.7 } else { 2.5 };
+        let x = match op {
+            UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::PowScalar | UnaryOp::Recip => random(&[2, 3], 0.5, 2.0),
+            UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign => signed_away_from_zero(&[2, 3]),
+            _ => random(&[2, 3], -1.5, 1.5),
+        };
+        let f = move |x: &Tensor| x.unary(op, s);
+        check(&format!("{op:?}"), &f, &f, &x);
+    }
+    for &op in BinaryOp::ALL {
+        // [2, 1] against [1, 3]: both operands broadcast
+        let f =
+            move |x: &Tensor| x.narrow(0, 0, 2)?.reshape(&[2, 1])?.binary(op, &x.narrow(0, 2, 3)?.reshape(&[1, 3])?);
+        let x = if op == BinaryOp::Pow { random(&[5], 0.5, 2.0) } else { random(&[5], -2.0, 2.0) };
+        check(&format!("{op:?}"), &f, &f, &x);
+    }
+    let gpu_cases = crate::autograd_ops::structural_cases(&g);
+    for ((name, fg, shape), (_, fc, _)) in gpu_cases.into_iter().zip(crate::autograd_ops::structural_cases(&cpu())) {
+        check(name, &fg, &fc, &random(&shape, -1.5, 1.5));
     }
 }

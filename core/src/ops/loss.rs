@@ -28,6 +28,22 @@ fn check_xent(op: &'static str, z: &Tensor, labels: &Tensor) -> Result<(usize, u
     Ok((b, c))
 }
 
+/// Errs unless `g` (a scale or cotangent) is one value on z's device.
+fn check_one_value(op: &'static str, what: &str, z: &Tensor, g: &Tensor) -> Result<()> {
+    if g.numel() != 1 || g.device() != z.device() {
+        return Err(Error::Invalid {
+            op,
+            msg: format!(
+                "{what} must be one value on {}, got {:?} on {}",
+                z.device().name(),
+                g.shape(),
+                g.device().name()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Rows of logits with their log-sum-exp (max subtracted first) and labels, in f64.
 fn cpu_rows(z: &Tensor, labels: &Tensor, b: usize, c: usize) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
     let zv = z.cpu_values();
@@ -70,17 +86,7 @@ impl Primitive for SoftmaxVjp {
             });
         }
         if let Some(g) = x.get(2) {
-            if g.numel() != 1 || g.device() != z.device() {
-                return Err(Error::Invalid {
-                    op: "softmax_vjp",
-                    msg: format!(
-                        "the scale must be one value on {}, got {:?} on {}",
-                        z.device().name(),
-                        g.shape(),
-                        g.device().name()
-                    ),
-                });
-            }
+            check_one_value("softmax_vjp", "the scale", z, g)?;
         }
         Ok(OutSpec::new(z.shape(), z.dtype()))
     }
@@ -226,17 +232,7 @@ impl Primitive for SoftmaxCrossEntropyGrad {
     fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
         let (z, g) = (x[0], x[1]);
         check_xent("softmax_cross_entropy_grad", z, &self.labels)?;
-        if g.numel() != 1 || g.device() != z.device() {
-            return Err(Error::Invalid {
-                op: "softmax_cross_entropy_grad",
-                msg: format!(
-                    "the cotangent must be one value on {}, got {:?} on {}",
-                    z.device().name(),
-                    g.shape(),
-                    g.device().name()
-                ),
-            });
-        }
+        check_one_value("softmax_cross_entropy_grad", "the cotangent", z, g)?;
         Ok(OutSpec::new(z.shape(), z.dtype()))
     }
     fn saves_input(&self, _i: usize) -> bool {

@@ -3,8 +3,8 @@
 //! Tensors with automatic differentiation whose data lives on the GPU through wgpu,
 //! with a CPU reference backend. See the README for a tour.
 pub use wgrad_autograd::{
-    backward, check_grads, check_grads_with, grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, unbroadcast,
-    value_and_grad, value_and_grad_many, vjp, CheckOptions,
+    backward, check_grads, check_grads_with, grad, hessian, hvp, jacfwd, jacfwd_chunked, jacobian, jacrev,
+    jacrev_chunked, jvp, unbroadcast, value_and_grad, value_and_grad_many, vjp, vmap, vmap_many, CheckOptions,
 };
 pub use wgrad_core::*;
 

@@ -64,7 +64,12 @@ impl Tensor {
 
     /// The wgpu buffer behind a GPU tensor, the byte offset of its first element and its
     /// layout (strides in elements). Call `Device::flush()` before a host pass reads it.
+    /// None for a CPU tensor, and for a batched tensor inside vmap (its buffer holds every
+    /// example).
     pub fn wgpu_buffer(&self) -> Option<(wgpu::Buffer, u64, Layout)> {
+        if self.batch().is_some() {
+            return None;
+        }
         let buf = self.storage().gpu()?;
         let off = (self.layout().offset * self.dtype().size_in_bytes()) as u64;
         Some((buf.raw().clone(), off, self.layout().clone()))

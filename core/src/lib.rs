@@ -34,7 +34,7 @@ pub use wgrad_kernels::{AdamParams, ConvGeometry};
 /// Graph and transform internals for `wgrad-autograd`; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::primitive::register_backward;
+    pub use crate::primitive::{lift, register_backward, rewrap};
     pub use crate::transform::{enter_transform, with_grad, TransformGuard, TransformKind};
     use crate::Tensor;
 
@@ -49,6 +49,18 @@ pub mod __private {
     /// (primal, tangent) of `t` at forward level `level`.
     pub fn split_dual(t: &Tensor, level: u64) -> (Tensor, Option<Tensor>) {
         (t.keep_levels_below(level), t.tangent(level))
+    }
+    /// The logical view of one example of `physical` (examples on axis 0) at vmap `level`.
+    pub fn batched(level: u64, physical: Tensor) -> Tensor {
+        Tensor::batched(level, physical)
+    }
+    /// The active vmap levels below `level` (lowest first) with their sizes.
+    pub fn vmap_levels_below(level: u64) -> Vec<(u64, usize)> {
+        crate::transform::vmap_levels_below(level)
+    }
+    /// The physical tensor of `t` if it is batched at vmap `level`.
+    pub fn physical_at(t: &Tensor, level: u64) -> Option<Tensor> {
+        t.batch().filter(|(l, _)| *l == level).map(|(_, p)| p.clone())
     }
     /// `t` with `tangent` at forward level `level`.
     pub fn make_dual(t: &Tensor, level: u64, tangent: &Tensor) -> Tensor {

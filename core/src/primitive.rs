@@ -79,80 +79,160 @@ pub trait Primitive: Send + Sync + 'static {
     /// The output tangent (None: zero) from the input tangents (None: zero), given the
     /// primal inputs and output.
     fn jvp(&self, primals: &[Tensor], out: &Tensor, tangents: &[Option<Tensor>]) -> Result<Option<Tensor>>;
+    /// The batching rule for vmap: the physical output (examples on axis 0) from the
+    /// physical inputs, where `batched[i]` says whether input i carries the batch on its
+    /// axis 0 (the others are shared by every example). Written with ops.
+    fn batch(&self, inputs: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let _ = (inputs, batched, b);
+        Err(Error::Invalid { op: "vmap", msg: format!("{} has no batching rule", self.name()) })
+    }
+}
+
+/// The vmap level a batching rule runs at.
+pub struct Batch {
+    pub level: u64,
+    /// Examples along every batched input's axis 0.
+    pub size: usize,
+}
+
+impl Batch {
+    /// The logical (per-example) view of a physical result whose axis 0 holds the examples.
+    pub fn wrap(&self, physical: Tensor) -> Tensor {
+        Tensor::batched(self.level, physical)
+    }
+    /// `x` with the batch on axis 0: batched inputs as they are, unbatched ones broadcast
+    /// (a stride-0 view, no copy).
+    pub fn expand(&self, x: &Tensor, batched: bool) -> Result<Tensor> {
+        if batched {
+            return Ok(x.clone());
+        }
+        let mut shape = vec![self.size];
+        shape.extend_from_slice(x.shape());
+        x.broadcast_to(&shape)
+    }
 }
 
 /// Run `prim` on `inputs` through every active transform.
 pub fn bind(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
     let spec = prim.shape_rule(inputs)?;
-    bind_with(prim, inputs, spec, |p, plain, spec| p.forward(plain, spec))
+    let mut forward = |p: &dyn Primitive, plain: &[&Tensor], spec: &OutSpec| p.forward(plain, spec);
+    bind_levels(&prim, inputs, inputs, &spec, &mut forward)
 }
 
-/// [`bind`] with a given forward (user primitives run their own closure).
-pub(crate) fn bind_with(
-    prim: Arc<dyn Primitive>,
-    inputs: &[&Tensor],
-    spec: OutSpec,
-    forward: impl FnOnce(&dyn Primitive, &[&Tensor], &OutSpec) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let plain: Vec<Tensor> = inputs.iter().map(|t| t.plain()).collect();
-    let plain_refs: Vec<&Tensor> = plain.iter().collect();
-    let out = forward(prim.as_ref(), &plain_refs, &spec)?.plain();
-    if out.shape() != spec.shape {
-        return Err(Error::Invalid {
-            op: "bind",
-            msg: format!("{} produced shape {:?}, its shape rule says {:?}", prim.name(), out.shape(), spec.shape),
-        });
-    }
-    let out = graph::record(out, &prim, inputs);
-    push_tangents(&prim, inputs, out)
-}
+type Forward<'a> = dyn FnMut(&dyn Primitive, &[&Tensor], &OutSpec) -> Result<Tensor> + 'a;
 
-/// Step 4 of [`bind`]: for each active forward level of the inputs, lowest first, the
-/// output tangent from the primitive's JVP rule. Rule ops are taped only when a reverse
-/// transform encloses that level (grad of jvp); otherwise nothing records them.
-fn push_tangents(prim: &Arc<dyn Primitive>, inputs: &[&Tensor], out: Tensor) -> Result<Tensor> {
-    if transform::is_suspended() || !prim.differentiable() {
-        return Ok(out);
-    }
-    let mut levels: Vec<u64> = inputs
-        .iter()
-        .flat_map(|t| t.duals().iter().map(|(l, _)| *l))
-        .filter(|&l| transform::is_forward_alive(l))
-        .collect();
-    if levels.is_empty() {
-        return Ok(out);
-    }
-    levels.sort_unstable();
-    levels.dedup();
-    let mut cur = out;
-    for level in levels {
-        let primals: Vec<Tensor> = inputs.iter().map(|t| t.keep_levels_below(level)).collect();
-        let tangents: Vec<Option<Tensor>> = inputs.iter().map(|t| t.tangent(level)).collect();
-        if tangents.iter().all(|t| t.is_none()) {
-            continue;
-        }
-        let rule = || prim.jvp(&primals, &cur, &tangents);
-        let t = if transform::reverse_below(level) { rule()? } else { transform::no_grad(rule)? };
-        let Some(t) = t else { continue };
-        if t.shape() != cur.shape() {
+/// The highest active level an input carries: (level, whether it is a vmap level).
+fn top_level(t: &Tensor) -> Result<Option<(u64, bool)>> {
+    let mut top = None;
+    if let Some((level, _)) = t.batch() {
+        if !transform::is_vmap_alive(level) {
             return Err(Error::Invalid {
-                op: "jvp",
-                msg: format!(
-                    "the JVP of {} gave shape {:?} for an output of shape {:?}",
-                    prim.name(),
-                    t.shape(),
-                    cur.shape()
-                ),
+                op: "vmap",
+                msg: "a batched tensor escaped its vmap (return it from f instead of keeping it)".into(),
             });
         }
-        if let Some(node) = cur.node() {
-            if transform::innermost_reverse().is_some_and(|r| level < r) {
-                node.save_output_tangent(level, &t);
+        top = Some((level, true));
+    }
+    for (level, _) in t.duals() {
+        if transform::is_forward_alive(*level) && top.is_none_or(|(l, _)| *level > l) {
+            top = Some((*level, false));
+        }
+    }
+    Ok(top)
+}
+
+/// Steps 2-4 of [`bind`], one level at a time from the highest: a vmap level maps the op
+/// to its batching rule on the physical tensors (the rule's ops bind afresh, so the tape
+/// only ever holds unbatched primitives); a forward level binds the primals one level
+/// down, then pushes the tangent through the JVP rule (its ops are taped only when a
+/// reverse transform encloses that level); with no level left the forward runs on plain
+/// inputs and a node is recorded. `originals` are what the node saves: the inputs as they
+/// came, tangents of enclosing forward levels included (forward-over-reverse reads them).
+fn bind_levels(
+    prim: &Arc<dyn Primitive>,
+    inputs: &[&Tensor],
+    originals: &[&Tensor],
+    spec: &OutSpec,
+    forward: &mut Forward,
+) -> Result<Tensor> {
+    let mut top: Option<(u64, bool)> = None;
+    if !transform::is_suspended() {
+        for t in inputs {
+            if let Some(l) = top_level(t)? {
+                if top.is_none_or(|(best, _)| l.0 > best) {
+                    top = Some(l);
+                }
             }
         }
-        cur = cur.with_dual(level, t);
     }
-    Ok(cur)
+    match top {
+        Some((level, true)) => {
+            let batched: Vec<bool> = inputs.iter().map(|t| t.batch().is_some_and(|(l, _)| l == level)).collect();
+            let physical: Vec<Tensor> = inputs
+                .iter()
+                .zip(&batched)
+                .map(|(t, &b)| if b { t.batch().expect("batched").1.clone() } else { (*t).clone() })
+                .collect();
+            let size = physical.iter().zip(&batched).find(|(_, &b)| b).map(|(p, _)| p.shape()[0]).unwrap_or(0);
+            let ctx = Batch { level, size };
+            let out = prim.batch(&physical, &batched, &ctx)?;
+            let mut want = vec![size];
+            want.extend_from_slice(&spec.shape);
+            if out.shape() != want {
+                return Err(Error::Invalid {
+                    op: "vmap",
+                    msg: format!("the batching rule of {} gave {:?}, not {:?}", prim.name(), out.shape(), want),
+                });
+            }
+            Ok(ctx.wrap(out))
+        }
+        Some((level, false)) => {
+            let primals: Vec<Tensor> = inputs.iter().map(|t| t.keep_levels_below(level)).collect();
+            let tangents: Vec<Option<Tensor>> = inputs.iter().map(|t| t.tangent(level)).collect();
+            let refs: Vec<&Tensor> = primals.iter().collect();
+            let out = bind_levels(prim, &refs, originals, spec, forward)?;
+            if !prim.differentiable() || tangents.iter().all(|t| t.is_none()) {
+                return Ok(out);
+            }
+            let rule = || prim.jvp(&primals, &out, &tangents);
+            let t = if transform::reverse_below(level) { rule()? } else { transform::no_grad(rule)? };
+            let Some(t) = t else { return Ok(out) };
+            if t.shape() != out.shape() {
+                return Err(Error::Invalid {
+                    op: "jvp",
+                    msg: format!(
+                        "the JVP of {} gave shape {:?} for an output of shape {:?}",
+                        prim.name(),
+                        t.shape(),
+                        out.shape()
+                    ),
+                });
+            }
+            if let Some(node) = out.node() {
+                if transform::innermost_reverse().is_some_and(|r| level < r) {
+                    node.save_output_tangent(level, &t);
+                }
+            }
+            Ok(out.with_dual(level, t))
+        }
+        None => {
+            let plain: Vec<Tensor> = inputs.iter().map(|t| t.plain()).collect();
+            let plain_refs: Vec<&Tensor> = plain.iter().collect();
+            let out = forward(prim.as_ref(), &plain_refs, spec)?.plain();
+            if out.shape() != spec.shape {
+                return Err(Error::Invalid {
+                    op: "bind",
+                    msg: format!(
+                        "{} produced shape {:?}, its shape rule says {:?}",
+                        prim.name(),
+                        out.shape(),
+                        spec.shape
+                    ),
+                });
+            }
+            Ok(graph::record(out, prim, originals))
+        }
+    }
 }
 
 /// The tracked input of a transform: the identity.
@@ -175,6 +255,10 @@ impl Primitive for Leaf {
     /// jvp x = t
     fn jvp(&self, _p: &[Tensor], _out: &Tensor, tangents: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         Ok(tangents[0].clone())
+    }
+    /// batch: the identity on the physical tensor
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        b.expand(&x[0], batched[0])
     }
 }
 
@@ -266,13 +350,79 @@ impl Primitive for Custom {
 }
 
 /// Record a user primitive: `forward` runs with every transform off, then one node of
-/// `op` is recorded and tangents are pushed through its rules.
+/// `op` is recorded and tangents are pushed through its rules. Under vmap a custom op is
+/// an error for now (it has no batching rule, and its forward cannot be re-run per example).
 pub fn custom_op(
     op: Arc<dyn CustomOp>,
     inputs: &[&Tensor],
     forward: impl FnOnce() -> Result<Tensor>,
 ) -> Result<Tensor> {
+    if inputs.iter().any(|t| t.batch().is_some()) {
+        return Err(Error::Invalid {
+            op: "vmap",
+            msg: format!("custom op {} has no batching rule (vmap over a custom op is not supported yet)", op.name()),
+        });
+    }
     let out = transform::suspended(forward)?;
     let spec = OutSpec::new(out.shape(), out.dtype());
-    bind_with(Arc::new(Custom(op)), inputs, spec, move |_, _, _| Ok(out))
+    let prim: Arc<dyn Primitive> = Arc::new(Custom(op));
+    let mut out = Some(out);
+    let mut forward = |_: &dyn Primitive, _: &[&Tensor], _: &OutSpec| {
+        out.take().ok_or_else(|| Error::Invalid { op: "custom_op", msg: "the forward ran twice".into() })
+    };
+    bind_levels(&prim, inputs, inputs, &spec, &mut forward)
+}
+
+/// Whether `t` is batched at vmap level `level` anywhere in its chain of batched views.
+fn has_batch_level(t: &Tensor, level: u64) -> bool {
+    let mut cur = t.batch();
+    while let Some((l, p)) = cur {
+        if l == level {
+            return true;
+        }
+        cur = p.batch();
+    }
+    false
+}
+
+/// The physical tensor of `t` with respect to the vmap `levels` (lowest first, with their
+/// sizes): one leading axis per level, in that order, then t's own axes. A level `t` is
+/// not batched at is broadcast (every example sees the same value); forward-mode tangents
+/// are lifted alongside, so row b of the tangent stays the tangent of row b. This is what
+/// a reverse-mode tape inside vmap records: values with every example's axis explicit, so
+/// the tape holds unbatched primitives only.
+pub fn lift(t: &Tensor, levels: &[(u64, usize)]) -> Result<Tensor> {
+    if levels.is_empty() {
+        return Ok(t.clone());
+    }
+    if !t.duals().is_empty() {
+        let mut out = lift(&t.keep_levels_below(0), levels)?;
+        for (level, tangent) in t.duals() {
+            out = out.with_dual(*level, lift(tangent, levels)?);
+        }
+        return Ok(out);
+    }
+    let (&(level, size), rest) = levels.split_last().expect("not empty");
+    if let Some((l, physical)) = t.batch() {
+        if l == level {
+            return lift(physical, rest);
+        }
+    }
+    if has_batch_level(t, level) {
+        return Err(Error::Invalid {
+            op: "vmap",
+            msg: "a tensor batched by an outer vmap under an inner one reached a transform (unsupported)".into(),
+        });
+    }
+    let q = lift(t, rest)?;
+    let mut shape = q.shape().to_vec();
+    shape.insert(rest.len(), size);
+    q.unsqueeze(rest.len() as isize)?.broadcast_to(&shape)
+}
+
+/// The inverse of [`lift`]: the logical tensor whose examples at `levels` are the leading
+/// axes of `physical`. Tangents stay with the physical tensor, row by row (see
+/// `Tensor::tangent`, which looks through batched views).
+pub fn rewrap(physical: &Tensor, levels: &[(u64, usize)]) -> Tensor {
+    levels.iter().fold(physical.clone(), |t, &(level, _)| Tensor::batched(level, t))
 }

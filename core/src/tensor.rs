@@ -20,6 +20,11 @@ pub(crate) struct Inner {
     /// Forward-mode tangents by level, lowest first: (level, tangent). The tensor is the
     /// primal of its highest level; each tangent may carry tangents of lower levels.
     pub(crate) duals: Vec<(u64, Tensor)>,
+    /// For a tensor batched by vmap: (level, physical). The physical tensor holds every
+    /// example, the batch on its axis 0; this tensor is the logical view of one example
+    /// (its layout is example 0's, and no kernel ever reads it: the entry point maps every
+    /// op on it to an op on the physical tensor).
+    pub(crate) batch: Option<(u64, Tensor)>,
 }
 
 /// An n-dimensional array on a [`Device`], cheap to clone (views share storage).
@@ -47,7 +52,16 @@ impl Tensor {
         device: Device,
         node: Option<Arc<Node>>,
     ) -> Tensor {
-        Tensor(Arc::new(Inner { storage, layout, dtype, device, node, index_bound: None, duals: Vec::new() }))
+        Tensor(Arc::new(Inner {
+            storage,
+            layout,
+            dtype,
+            device,
+            node,
+            index_bound: None,
+            duals: Vec::new(),
+            batch: None,
+        }))
     }
 
     /// Known exclusive upper bound of a u32 tensor's values.
@@ -111,13 +125,62 @@ impl Tensor {
         self.plain()
     }
 
-    /// The data alone: no node, no tangents.
+    /// The data alone: no node, no tangents (a batched tensor stays batched, its
+    /// examples detached).
     pub(crate) fn plain(&self) -> Tensor {
+        if let Some((level, physical)) = &self.0.batch {
+            return Tensor::batched(*level, physical.plain());
+        }
         if self.0.node.is_none() && self.0.duals.is_empty() {
             return self.clone();
         }
         Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype, self.0.device.clone(), None)
             .with_index_bound(self.0.index_bound)
+    }
+
+    /// The logical view of one example of `physical` (whose axis 0 holds the examples)
+    /// at vmap level `level`.
+    pub(crate) fn batched(level: u64, physical: Tensor) -> Tensor {
+        let l = physical.layout();
+        let layout = Layout { shape: l.shape[1..].to_vec(), strides: l.strides[1..].to_vec(), offset: l.offset };
+        let p = &physical.0;
+        let mut inner = Inner {
+            storage: p.storage.clone(),
+            layout,
+            dtype: p.dtype,
+            device: p.device.clone(),
+            node: None,
+            index_bound: p.index_bound,
+            duals: Vec::new(),
+            batch: None,
+        };
+        inner.batch = Some((level, physical));
+        Tensor(Arc::new(inner))
+    }
+
+    /// The tensor under every batched view (all examples of every vmap level).
+    pub(crate) fn physical_all(&self) -> Tensor {
+        match self.batch() {
+            Some((_, p)) => p.physical_all(),
+            None => self.clone(),
+        }
+    }
+
+    /// (vmap level, physical tensor) of a batched tensor.
+    pub(crate) fn batch(&self) -> Option<(u64, &Tensor)> {
+        self.0.batch.as_ref().map(|(l, p)| (*l, p))
+    }
+
+    /// Errs for a batched tensor: reading one example back would let the host's control
+    /// flow depend on it.
+    pub(crate) fn check_not_batched(&self, op: &'static str) -> Result<()> {
+        if self.0.batch.is_some() {
+            return Err(Error::Invalid {
+                op: "vmap",
+                msg: format!("{op} reads a batched tensor back to the host inside vmap; return it from f instead"),
+            });
+        }
+        Ok(())
     }
 
     /// Forward-mode tangents by level, lowest first.
@@ -143,18 +206,36 @@ impl Tensor {
         self.clone().with_duals(duals)
     }
 
-    /// The tangent at forward level `level` (None: zero).
+    /// The tangent at forward level `level` (None: zero). A batched tensor's tangent may
+    /// ride on its physical tensor (a reverse tape inside vmap keeps it there, row by row):
+    /// it is read through the batched view.
     pub(crate) fn tangent(&self, level: u64) -> Option<Tensor> {
-        self.0.duals.iter().find(|(l, _)| *l == level).map(|(_, t)| t.clone())
+        if let Some((_, t)) = self.0.duals.iter().find(|(l, _)| *l == level) {
+            return Some(t.clone());
+        }
+        let (batch_level, physical) = self.batch()?;
+        Some(Tensor::batched(batch_level, physical.tangent(level)?))
     }
 
-    /// The primal of forward level `level`: the tangents of that level and above removed.
+    /// The primal of forward level `level`: the tangents of that level and above removed
+    /// (through batched views too).
     pub(crate) fn keep_levels_below(&self, level: u64) -> Tensor {
-        if self.0.duals.iter().all(|(l, _)| *l < level) {
+        let own = self.0.duals.iter().all(|(l, _)| *l < level);
+        let inside = self.batch().is_none_or(|(_, p)| !p.has_levels_from(level));
+        if own && inside {
             return self.clone();
         }
         let duals = self.0.duals.iter().filter(|(l, _)| *l < level).cloned().collect();
-        self.clone().with_duals(duals)
+        let base = match self.batch() {
+            Some((batch_level, physical)) if !inside => Tensor::batched(batch_level, physical.keep_levels_below(level)),
+            _ => self.clone(),
+        };
+        base.with_duals(duals)
+    }
+
+    /// Whether a tangent of level `level` or above rides anywhere on this tensor.
+    fn has_levels_from(&self, level: u64) -> bool {
+        self.0.duals.iter().any(|(l, _)| *l >= level) || self.batch().is_some_and(|(_, p)| p.has_levels_from(level))
     }
 
     /// Alias of [`Tensor::detach`], named as in JAX.
@@ -295,6 +376,7 @@ impl Tensor {
 
     /// The elements in row-major order. `T` must be the tensor's dtype.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        self.check_not_batched("to_vec")?;
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
         }

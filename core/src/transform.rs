@@ -5,11 +5,13 @@
 //! which tangents an op must feed.
 use std::cell::{Cell, RefCell};
 
-/// Reverse mode (a tape walked backwards) or forward mode (tangents pushed forward).
+/// Reverse mode (a tape walked backwards), forward mode (tangents pushed forward) or
+/// vmap over `size` examples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransformKind {
     Reverse,
     Forward,
+    Vmap { size: usize },
 }
 
 thread_local! {
@@ -55,6 +57,25 @@ pub fn enter_transform(kind: TransformKind) -> TransformGuard {
 /// Whether forward-mode level `level` is still active (tangents of retired levels are ignored).
 pub(crate) fn is_forward_alive(level: u64) -> bool {
     STACK.with(|s| s.borrow().iter().any(|&(l, k)| l == level && k == TransformKind::Forward))
+}
+
+/// Whether vmap level `level` is still active (a batched tensor of a retired level has
+/// escaped its vmap).
+pub(crate) fn is_vmap_alive(level: u64) -> bool {
+    STACK.with(|s| s.borrow().iter().any(|&(l, k)| l == level && matches!(k, TransformKind::Vmap { .. })))
+}
+
+/// The active vmap levels below `level`, lowest first, with their sizes.
+pub(crate) fn vmap_levels_below(level: u64) -> Vec<(u64, usize)> {
+    STACK.with(|s| {
+        s.borrow()
+            .iter()
+            .filter_map(|&(l, k)| match k {
+                TransformKind::Vmap { size } if l < level => Some((l, size)),
+                _ => None,
+            })
+            .collect()
+    })
 }
 
 /// Whether a reverse-mode transform below (outside) `level` is active.

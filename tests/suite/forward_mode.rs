@@ -117,7 +117,7 @@ fn every_binary_jvp_over_all_broadcast_pairs() {
 }
 
 /// Every other primitive (and the composites the notes use), each with an input shape.
-fn structural_cases() -> Vec<(&'static str, F, Vec<usize>)> {
+pub(crate) fn structural_cases() -> Vec<(&'static str, F, Vec<usize>)> {
     let idx = Tensor::from_slice(&[2u32, 0, 2, 1], &[4], &cpu()).unwrap();
     let gidx = Tensor::from_slice(&[2u32, 2, 0, 1], &[2, 2], &cpu()).unwrap();
     let labels = Tensor::from_slice(&[2u32, 0], &[2], &cpu()).unwrap();

@@ -18,3 +18,4 @@ mod movement_index;
 mod nn_train;
 mod reduce;
 mod runtime;
+mod vmap;

@@ -1,6 +1,6 @@
 //! im2col and its adjoint col2im: a 2-D convolution is im2col followed by a matmul. Both
 //! are linear and each is the other's VJP, so convolutions differentiate to any order.
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::storage::CpuStorage;
 use crate::tensor::check_float;
 use crate::{Error, Node, Result, Tensor};
@@ -92,6 +92,14 @@ impl Primitive for Im2Col {
         let g = &self.geom;
         t[0].as_ref().map(|t| t.im2col((g.kernel_h, g.kernel_w), g.stride, g.padding)).transpose()
     }
+    /// batch: fold the examples into the image batch N, then split the columns' N again
+    fn batch(&self, x: &[Tensor], _batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (g, s) = (&self.geom, x[0].shape());
+        let folded = x[0].reshape(&[b.size * s[1], s[2], s[3], s[4]])?;
+        let cols = folded.im2col((g.kernel_h, g.kernel_w), g.stride, g.padding)?;
+        let r = g.channels * g.kernel_h * g.kernel_w;
+        cols.reshape(&[r, b.size, g.batch, g.out_h() * g.out_w()])?.permute(&[1, 0, 2, 3])
+    }
 }
 
 /// The adjoint of im2col: columns [C*KH*KW, B, OH*OW] summed back into images.
@@ -129,6 +137,14 @@ impl Primitive for Col2Im {
     /// jvp = col2im(t)
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.col2im(self.geom)).transpose()
+    }
+    /// batch: fold the examples into the columns' N, then split the images' N again
+    fn batch(&self, x: &[Tensor], _batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let g = self.geom;
+        let s = x[0].shape();
+        let cols = x[0].permute(&[1, 0, 2, 3])?.reshape(&[s[1], b.size * s[2], s[3]])?;
+        let images = cols.col2im(ConvGeometry { batch: b.size * g.batch, ..g })?;
+        images.reshape(&[b.size, g.batch, g.channels, g.height, g.width])
     }
 }
 

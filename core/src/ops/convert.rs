@@ -1,6 +1,6 @@
 //! Conversions: dtype casts and moves between devices. Both are linear maps whose
 //! derivative converts back.
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::storage::CpuStorage;
 use crate::tensor::check_gpu_dtype;
 use crate::{DType, Device, Node, Result, Tensor};
@@ -55,6 +55,10 @@ impl Primitive for ToDtype {
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.to_dtype(self.dtype)).transpose()
     }
+    /// batch: elementwise, the cast of the physical tensor
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].to_dtype(self.dtype)
+    }
 }
 
 /// A copy on another device.
@@ -89,6 +93,10 @@ impl Primitive for ToDevice {
     /// jvp = t moved like x
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.to_device(&self.device)).transpose()
+    }
+    /// batch: the move of the physical tensor
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].to_device(&self.device)
     }
 }
 

@@ -7,7 +7,7 @@
 //! Elementwise Jacobians are diagonal, so a unary op's VJP and JVP are the same product
 //! with f'(x) (PyTorch's `auto_element_wise`), one applied to g, the other to t.
 use super::Saved;
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
 use crate::storage::CpuStorage;
 use crate::tensor::{check_float, check_same};
@@ -209,6 +209,10 @@ impl Primitive for Unary {
         let Some(t) = &t[0] else { return Ok(None) };
         let saved = Saved::from_primals(&x[0], y, self.scalar);
         Ok(Some((unary_rule(self.op).jvp)(&saved, t)?))
+    }
+    /// batch: elementwise, the op on the physical tensor
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].unary(self.op, self.scalar)
     }
 }
 
@@ -436,6 +440,19 @@ fn split_jvp(w: &Tensor, ta: Option<&Tensor>, tb: Option<&Tensor>) -> Result<Opt
     add_opt(ja, jb)
 }
 
+/// A physical operand of a broadcasting op under vmap: a batched one [B, s..] becomes
+/// [B, 1.., s..] of rank `rank + 1` (so the batch axis lines up in front of the broadcast
+/// shape); an unbatched one broadcasts as it is.
+pub(crate) fn align_batched(x: &Tensor, batched: bool, rank: usize) -> Result<Tensor> {
+    if !batched || x.rank() == rank + 1 {
+        return Ok(x.clone());
+    }
+    let mut shape = vec![x.shape()[0]];
+    shape.resize(rank + 1 - (x.rank() - 1), 1);
+    shape.extend_from_slice(&x.shape()[1..]);
+    x.reshape(&shape)
+}
+
 /// a + b where None is zero.
 pub(crate) fn add_opt(a: Option<Tensor>, b: Option<Tensor>) -> Result<Option<Tensor>> {
     match (a, b) {
@@ -496,6 +513,12 @@ impl Primitive for Binary {
         let out = (binary_rule(self.op).jvp)(&s, t[0].as_ref(), t[1].as_ref())?;
         // a tangent of a broadcast operand alone still has the operand's shape
         out.map(|o| o.broadcast_to(y.shape())).transpose()
+    }
+    /// batch: align the batch axis in front of the broadcast shape, then broadcast
+    fn batch(&self, x: &[Tensor], batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        let rank = x.iter().zip(batched).map(|(t, &b)| t.rank() - b as usize).max().unwrap_or(0);
+        let a = align_batched(&x[0], batched[0], rank)?;
+        a.binary(self.op, &align_batched(&x[1], batched[1], rank)?)
     }
 }
 
@@ -603,6 +626,12 @@ impl Primitive for Where {
         let ta = t[1].clone().unwrap_or_else(|| zero.clone());
         let tb = t[2].clone().unwrap_or(zero);
         Ok(Some(x[0].detach().where_(&ta, &tb)?))
+    }
+    /// batch: align the batch axis in front of the broadcast shape, then broadcast
+    fn batch(&self, x: &[Tensor], batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        let rank = x.iter().zip(batched).map(|(t, &b)| t.rank() - b as usize).max().unwrap_or(0);
+        let [c, a, f] = [0, 1, 2].map(|i| align_batched(&x[i], batched[i], rank));
+        c?.where_(&a?, &f?)
     }
 }
 

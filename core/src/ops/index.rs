@@ -3,7 +3,7 @@
 //! or by argmax carries a known bound, so the check needs no readback. Kernels never
 //! dereference an index past the axis either way.
 use super::cpu_of;
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::normalize_axis;
 use crate::storage::CpuStorage;
 use crate::tensor::check_float;
@@ -85,6 +85,19 @@ impl Primitive for IndexSelect {
     fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.index_select(self.axis as isize, &x[1])).transpose()
     }
+    /// batch: with shared indices the axis shifts by one; batched indices become a gather
+    /// whose index, spread over the other axes, picks each example's own entries
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (ax, xs) = (self.axis + 1, b.expand(&x[0], batched[0])?);
+        if !batched[1] {
+            return xs.index_select(ax as isize, &x[1]);
+        }
+        let mut shape = xs.shape().to_vec();
+        shape[ax] = x[1].shape()[1];
+        let mut lined = vec![1; shape.len()];
+        (lined[0], lined[ax]) = (b.size, shape[ax]);
+        xs.gather(ax as isize, &x[1].reshape(&lined)?.broadcast_to(&shape)?.contiguous()?)
+    }
 }
 
 /// torch.gather along `axis`.
@@ -149,6 +162,11 @@ impl Primitive for Gather {
     fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.gather(self.axis as isize, &x[1])).transpose()
     }
+    /// batch: both with the batch in front, the axis shifted by one
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let idx = b.expand(&x[1], batched[1])?.contiguous()?;
+        b.expand(&x[0], batched[0])?.gather(self.axis as isize + 1, &idx)
+    }
 }
 
 /// [idx.shape.., classes] of 0 / 1 from u32 indices (no derivative).
@@ -197,6 +215,10 @@ impl Primitive for OneHot {
     /// indices carry no derivative
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, _t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+    /// batch: elementwise in the indices
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].one_hot(self.classes, self.dtype)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Batched over leading dims. The checked forms read the factorization's info back
 //! (one small readback) to return typed errors; the `_ex` forms never sync.
 use super::cpu_of;
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::storage::{CpuStorage, Storage};
 use crate::tensor::{check_float, check_same};
 use crate::{cpu, cpu_linalg, DType, Device, Error, Layout, Node, Result, Tensor};
@@ -98,6 +98,13 @@ impl Primitive for Solve {
         let Some(rhs) = super::elementwise::add_opt(t[1].clone(), ta_x)? else { return Ok(None) };
         Ok(Some(p[0].solve_ex(&rhs)?.0))
     }
+    /// batch: solve takes leading batch dims (a shared operand is broadcast)
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (a, rhs) = (b.expand(&x[0], batched[0])?.contiguous()?, b.expand(&x[1], batched[1])?.contiguous()?);
+        let (sol, info) = a.solve_ex(&rhs)?;
+        self.info.set(b.wrap(info));
+        Ok(sol)
+    }
 }
 
 /// log |det A| (the second output of slogdet; the sign is a side output).
@@ -150,6 +157,12 @@ impl Primitive for LogAbsDet {
     /// jvp = tr(A^-1 tA)
     fn jvp(&self, p: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| p[0].solve_ex(t)?.0.trace()).transpose()
+    }
+    /// batch: slogdet takes leading batch dims
+    fn batch(&self, x: &[Tensor], _batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (sign, logabs) = x[0].slogdet()?;
+        self.sign.set(b.wrap(sign));
+        Ok(logabs)
     }
 }
 
@@ -223,6 +236,12 @@ impl Primitive for Cholesky {
         let z = l.solve_ex(&y.t()?)?.0.t()?; // L^-1 tA L^-T (tA symmetric)
         Ok(Some(l.matmul(&phi(&z)?)?))
     }
+    /// batch: cholesky takes leading batch dims
+    fn batch(&self, x: &[Tensor], _batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (l, info) = x[0].cholesky_ex()?;
+        self.info.set(b.wrap(info));
+        Ok(l)
+    }
 }
 
 fn square(op: &'static str, a: &Tensor) -> Result<(usize, Vec<usize>)> {
@@ -256,8 +275,11 @@ fn info_tensor(info: Vec<f64>, batch: &[usize], dev: &Device) -> Tensor {
 }
 
 /// Err for the first failed matrix in `info` (u32 [batch]; 0 means fine).
+/// Under vmap the check reads every example's info (the physical tensor): the error is a
+/// property of the whole call, not host control flow inside f. The index counts matrices
+/// across the examples too.
 fn check_info(info: &Tensor, f: impl Fn(usize, usize) -> Error) -> Result<()> {
-    for (b, &v) in info.to_vec::<u32>()?.iter().enumerate() {
+    for (b, &v) in info.physical_all().to_vec::<u32>()?.iter().enumerate() {
         if v != 0 {
             return Err(f(b, v as usize));
         }
@@ -333,7 +355,7 @@ impl Tensor {
     pub fn logdet_checked(&self) -> Result<Tensor> {
         let (sign, la) = self.slogdet()?;
         let positive = sign.gt(&sign.zeros_like()?)?.to_dtype(DType::U32)?;
-        for (b, &p) in positive.to_vec::<u32>()?.iter().enumerate() {
+        for (b, &p) in positive.physical_all().to_vec::<u32>()?.iter().enumerate() {
             if p == 0 {
                 return Err(Error::NotPositiveDefinite {
                     op: "logdet",

@@ -3,7 +3,7 @@
 //! is one kernel on the GPU where it has one, and each rule is written with ops and with
 //! these primitives again, so derivatives of any order stay fused.
 use super::index::check_indices;
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::storage::CpuStorage;
 use crate::tensor::check_float;
 use crate::{DType, Error, Node, Result, Tensor};
@@ -160,6 +160,19 @@ impl Primitive for SoftmaxVjp {
         }
         Ok(out)
     }
+    /// batch: the kernel takes leading axes; a per-example scale multiplies afterwards
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (z, v) = (b.expand(&x[0], batched[0])?, b.expand(&x[1], batched[1])?);
+        if self.scaled && batched[2] {
+            let mut shape = vec![1; z.rank()];
+            shape[0] = b.size;
+            let unscaled = bind(Arc::new(SoftmaxVjp { k: self.k, scaled: false }), &[&z, &v])?;
+            return unscaled.mul(&x[2].reshape(&shape)?);
+        }
+        let mut inputs = vec![&z, &v];
+        inputs.extend(x.get(2));
+        bind(Arc::new(SoftmaxVjp { k: self.k, scaled: self.scaled }), &inputs)
+    }
 }
 
 impl Tensor {
@@ -175,32 +188,30 @@ impl Tensor {
 
 // ------------------------------------------------------------------ cross-entropy
 
-/// mean_r (logsumexp(z_r) - z_r[y_r]) for logits z [B, C] and labels y [B] (an attribute:
+/// mean_r (logsumexp(z_r) - z_r[y_r]) for logits z [B, C] and u32 labels y [B] (inputs;
 /// labels carry no derivative).
-pub struct SoftmaxCrossEntropy {
-    pub labels: Tensor,
-}
+pub struct SoftmaxCrossEntropy;
 
 impl Primitive for SoftmaxCrossEntropy {
     fn name(&self) -> String {
         "cross_entropy".into()
     }
     fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
-        check_xent("softmax_cross_entropy", x[0], &self.labels)?;
+        check_xent("softmax_cross_entropy", x[0], x[1])?;
         Ok(OutSpec::new(&[], x[0].dtype()))
     }
     fn saves_input(&self, _i: usize) -> bool {
         true
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let (z, y) = (x[0], &self.labels);
+        let (z, y) = (x[0], x[1]);
         let (b, c) = (z.shape()[0], z.shape()[1]);
         let (zv, lse, ys) = cpu_rows(z, y, b, c);
         let loss = (0..b).map(|r| lse[r] - zv[r * c + ys[r]]).sum::<f64>() / b as f64;
         Ok(out.cpu(CpuStorage::from_f64(vec![loss], out.dtype)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let (z, y) = (x[0].contiguous()?, self.labels.contiguous()?);
+        let (z, y) = (x[0].contiguous()?, x[1].contiguous()?);
         let (b, c) = (z.shape()[0], z.shape()[1]);
         if let Some(buf) = ctx.softmax_xent_mean(z.view(), y.view(), b, c)? {
             return Ok(out.gpu(buf, z.device()));
@@ -210,28 +221,33 @@ impl Primitive for SoftmaxCrossEntropy {
     }
     /// z-bar = g (softmax(z) - onehot(y)) / B: the fused gradient primitive
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(node.input(0)?.softmax_cross_entropy_grad(&self.labels, g)?)])
+        Ok(vec![Some(node.input(0)?.softmax_cross_entropy_grad(node.input(1)?, g)?), None])
     }
     /// jvp = sum((softmax(z) - onehot(y)) * t) / B = <G(z, 1), t>
     fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         let Some(t) = &t[0] else { return Ok(None) };
         let one = y.detach().ones_like()?;
-        Ok(Some(x[0].softmax_cross_entropy_grad(&self.labels, &one)?.mul(t)?.sum_all()?))
+        Ok(Some(x[0].softmax_cross_entropy_grad(&x[1], &one)?.mul(t)?.sum_all()?))
+    }
+    /// batch: each example's mean over its own rows, -mean(log_softmax(z)[y]), with ops
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (z, y) = (b.expand(&x[0], batched[0])?, b.expand(&x[1], batched[1])?);
+        let (n, picked) = (z.shape()[1], z.log_softmax(-1)?.gather(2, &y.unsqueeze(-1)?.contiguous()?)?);
+        picked.reshape(&[b.size, n])?.mean(&[1], false)?.neg()
     }
 }
 
-/// G(z, g) = g (softmax(z) - onehot(y)) / B, the cross-entropy gradient.
-pub struct SoftmaxCrossEntropyGrad {
-    pub labels: Tensor,
-}
+/// G(z, y, g) = g (softmax(z) - onehot(y)) / B, the cross-entropy gradient (inputs: logits,
+/// u32 labels, the one-element cotangent).
+pub struct SoftmaxCrossEntropyGrad;
 
 impl Primitive for SoftmaxCrossEntropyGrad {
     fn name(&self) -> String {
         "cross_entropy_grad".into()
     }
     fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
-        let (z, g) = (x[0], x[1]);
-        check_xent("softmax_cross_entropy_grad", z, &self.labels)?;
+        let (z, g) = (x[0], x[2]);
+        check_xent("softmax_cross_entropy_grad", z, x[1])?;
         check_one_value("softmax_cross_entropy_grad", "the cotangent", z, g)?;
         Ok(OutSpec::new(z.shape(), z.dtype()))
     }
@@ -239,9 +255,9 @@ impl Primitive for SoftmaxCrossEntropyGrad {
         true
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let (z, g) = (x[0], x[1]);
+        let (z, g) = (x[0], x[2]);
         let (b, c) = (z.shape()[0], z.shape()[1]);
-        let (zv, lse, ys) = cpu_rows(z, &self.labels, b, c);
+        let (zv, lse, ys) = cpu_rows(z, x[1], b, c);
         let scale = g.cpu_values()[0] / b as f64;
         let mut v = vec![0.0; b * c];
         for r in 0..b {
@@ -253,8 +269,8 @@ impl Primitive for SoftmaxCrossEntropyGrad {
         Ok(out.cpu(CpuStorage::from_f64(v, out.dtype)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let (z, y) = (x[0].contiguous()?, self.labels.contiguous()?);
-        let gc = x[1].to_dtype(z.dtype())?.contiguous()?;
+        let (z, y) = (x[0].contiguous()?, x[1].contiguous()?);
+        let gc = x[2].to_dtype(z.dtype())?.contiguous()?;
         let (b, c) = (z.shape()[0], z.shape()[1]);
         if let Some(buf) = ctx.softmax_xent_grad(z.view(), y.view(), gc.view(), b, c)? {
             return Ok(out.gpu(buf, z.device()));
@@ -265,26 +281,34 @@ impl Primitive for SoftmaxCrossEntropyGrad {
     /// For the cotangent h: z-bar = (g / B) J_s h (the fused softmax_vjp),
     /// g-bar = sum(h * (s - onehot(y))) / B
     fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (z, g) = (node.input(0)?, node.input(1)?);
+        let (z, y, g) = (node.input(0)?, node.input(1)?, node.input(2)?);
         let b = z.shape()[0];
         let zbar = z.softmax_vjp(h, Some(g), 1.0 / b as f64)?;
         // g is usually the constant seed of a gradient: its cotangent only when tracked
         let gbar = node
-            .needs_grad(1)
+            .needs_grad(2)
             .then(|| {
                 let one = g.detach().ones_like()?;
-                h.mul(&z.softmax_cross_entropy_grad(&self.labels, &one)?)?.sum_all()?.reshape(g.shape())
+                h.mul(&z.softmax_cross_entropy_grad(y, &one)?)?.sum_all()?.reshape(g.shape())
             })
             .transpose()?;
-        Ok(vec![Some(zbar), gbar])
+        Ok(vec![Some(zbar), None, gbar])
     }
     /// jvp = (g / B) J_s tz + G(z, tg) (G is linear in g)
     fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
-        let (z, g) = (&x[0], &x[1]);
+        let (z, g) = (&x[0], &x[2]);
         let b = z.shape()[0];
         let dz = t[0].as_ref().map(|tz| z.softmax_vjp(tz, Some(g), 1.0 / b as f64)).transpose()?;
-        let dg = t[1].as_ref().map(|tg| z.softmax_cross_entropy_grad(&self.labels, tg)).transpose()?;
+        let dg = t[2].as_ref().map(|tg| z.softmax_cross_entropy_grad(&x[1], tg)).transpose()?;
         super::elementwise::add_opt(dz, dg)
+    }
+    /// batch: (softmax(z) - onehot(y)) g / rows per example, with ops
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let (z, y) = (b.expand(&x[0], batched[0])?, b.expand(&x[1], batched[1])?);
+        let (n, c) = (z.shape()[1], z.shape()[2]);
+        let diff = z.softmax(-1)?.sub(&y.contiguous()?.one_hot(c, z.dtype())?)?;
+        let g = x[2].reshape(&[if batched[2] { b.size } else { 1 }, 1, 1])?;
+        diff.mul(&g)?.mul_scalar(1.0 / n as f64)
     }
 }
 
@@ -295,7 +319,7 @@ impl Tensor {
         if self.dtype() == DType::F16 {
             return self.via_f32(|x| x.softmax_cross_entropy_mean(labels));
         }
-        bind(Arc::new(SoftmaxCrossEntropy { labels: labels.detach() }), &[self])
+        bind(Arc::new(SoftmaxCrossEntropy), &[self, &labels.detach()])
     }
 
     /// (softmax(z) - onehot(labels)) * g / B: the gradient of
@@ -306,7 +330,7 @@ impl Tensor {
             let g = g.to_dtype(DType::F32)?;
             return self.via_f32(|x| x.softmax_cross_entropy_grad(labels, &g));
         }
-        bind(Arc::new(SoftmaxCrossEntropyGrad { labels: labels.detach() }), &[self, g])
+        bind(Arc::new(SoftmaxCrossEntropyGrad), &[self, &labels.detach(), g])
     }
 }
 
@@ -340,6 +364,10 @@ impl Primitive for Softplus {
     /// jvp softplus(x) = sigmoid(x) t
     fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.mul(&x[0].sigmoid()?)).transpose()
+    }
+    /// batch: elementwise
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].softplus()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Batched matrix product with numpy batch broadcasting; transposed views need no copy.
 use super::cpu_of;
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
 use crate::tensor::{check_float, check_same};
 use crate::{cpu, Error, Layout, Node, Result, Tensor};
@@ -100,6 +100,23 @@ impl Primitive for Matmul {
         let jb = t[1].as_ref().map(|t| x[0].matmul(t)).transpose()?;
         let out = super::elementwise::add_opt(ja, jb)?;
         out.map(|o| o.broadcast_to(y.shape())).transpose()
+    }
+    /// batch: matmul takes leading batch dims, so the batch axis lines up in front of
+    /// them; a batched left operand times a shared matrix folds the batch into the rows
+    /// (one bigger GEMM, as JAX's dot_general)
+    fn batch(&self, x: &[Tensor], batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        let (a, b) = (&x[0], &x[1]);
+        if batched[0] && !batched[1] && b.rank() == 2 {
+            let k = a.shape()[a.rank() - 1];
+            let rows: usize = a.shape()[..a.rank() - 1].iter().product();
+            let mut out = a.shape()[..a.rank() - 1].to_vec();
+            out.push(b.shape()[1]);
+            return a.reshape(&[rows, k])?.matmul(b)?.reshape(&out);
+        }
+        let rank = x.iter().zip(batched).map(|(t, &bt)| t.rank() - bt as usize).max().unwrap_or(0);
+        let a = super::elementwise::align_batched(a, batched[0], rank)?;
+        let b = super::elementwise::align_batched(b, batched[1], rank)?;
+        a.matmul(&b)
     }
 }
 

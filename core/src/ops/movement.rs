@@ -2,13 +2,18 @@
 //! and copies (contiguous, cat). All are linear: each JVP is the op applied to the
 //! tangent, each VJP moves the cotangent back to the input's layout.
 use super::cpu_of;
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::{broadcast_shapes, normalize_axis, numel};
 use crate::storage::{CpuStorage, Storage};
 use crate::tensor::check_same;
-use crate::{cpu, Device, Error, Layout, Node, Result, Tensor};
+use crate::{cpu, Error, Layout, Node, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::Context;
+
+/// [size] ++ shape.
+pub(crate) fn with_batch(size: usize, shape: &[usize]) -> Vec<usize> {
+    std::iter::once(size).chain(shape.iter().copied()).collect()
+}
 
 /// The same elements in row-major order under another shape (a view when possible).
 pub struct Reshape {
@@ -39,6 +44,10 @@ impl Primitive for Reshape {
     /// jvp = reshape(t)
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.reshape(&self.shape)).transpose()
+    }
+    /// batch: prepend the batch axis to the target shape
+    fn batch(&self, x: &[Tensor], _batched: &[bool], b: &Batch) -> Result<Tensor> {
+        x[0].reshape(&with_batch(b.size, &self.shape))
     }
 }
 
@@ -78,6 +87,11 @@ impl Primitive for Permute {
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.permute(&self.perm)).transpose()
     }
+    /// batch: the batch axis stays first, the others shift by one
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        let perm: Vec<usize> = std::iter::once(0).chain(self.perm.iter().map(|&p| p + 1)).collect();
+        x[0].permute(&perm)
+    }
 }
 
 /// numpy broadcasting to `shape` (a view with stride 0 on new axes).
@@ -106,6 +120,11 @@ impl Primitive for BroadcastTo {
     /// jvp = broadcast_to(t)
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.broadcast_to(&self.shape)).transpose()
+    }
+    /// batch: align the batch axis in front of the target shape, then broadcast
+    fn batch(&self, x: &[Tensor], _batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let aligned = super::elementwise::align_batched(&x[0], true, self.shape.len())?;
+        aligned.broadcast_to(&with_batch(b.size, &self.shape))
     }
 }
 
@@ -161,6 +180,10 @@ impl Primitive for Narrow {
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| t.narrow(self.axis as isize, self.start, self.len)).transpose()
     }
+    /// batch: the axis shifts by one
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].narrow(self.axis as isize + 1, self.start, self.len)
+    }
 }
 
 /// A contiguous copy.
@@ -186,6 +209,10 @@ impl Primitive for Contiguous {
     /// jvp = t
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         Ok(t[0].clone())
+    }
+    /// batch: the copy of the physical tensor
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].contiguous()
     }
 }
 
@@ -266,6 +293,12 @@ impl Primitive for Cat {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(Tensor::cat(&parts, self.axis as isize)?))
+    }
+    /// batch: every input with the batch in front (shared ones broadcast), the axis
+    /// shifted by one
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        let parts = x.iter().zip(batched).map(|(t, &bt)| b.expand(t, bt)).collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&parts, self.axis as isize + 1)
     }
 }
 
@@ -374,7 +407,6 @@ impl Tensor {
             let up = tensors.iter().map(|t| t.to_dtype(crate::DType::F32)).collect::<Result<Vec<_>>>()?;
             return Tensor::cat(&up, axis)?.to_dtype(crate::DType::F16);
         }
-        let _ = Device::Cpu;
         bind(Arc::new(Cat { axis: ax }), &refs)
     }
 

@@ -3,7 +3,7 @@
 //! built on them (mean, logsumexp).
 use super::cpu_of;
 use crate::graph::ReduceKind;
-use crate::primitive::{bind, OutSpec, Primitive};
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::{normalize_axes, normalize_axis, numel};
 use crate::storage::CpuStorage;
 use crate::tensor::check_float;
@@ -115,6 +115,11 @@ impl Primitive for Reduce {
             _ => t.mul(&self.extremum_weights(&x[0], y)?)?.sum(&ax, self.keepdim)?,
         }))
     }
+    /// batch: the reduced axes shift by one
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        let axes = self.axes.iter().map(|&a| a + 1).collect();
+        bind(Arc::new(Reduce { kind: self.kind, axes, keepdim: self.keepdim }), &[&x[0]])
+    }
 }
 
 /// argmax / argmin along one axis, as u32 (piecewise constant: no derivative).
@@ -169,6 +174,10 @@ impl Primitive for ArgReduce {
     /// piecewise constant: zero tangent
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, _t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+    /// batch: the axis shifts by one
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        bind(Arc::new(ArgReduce { op: self.op, axis: self.axis + 1, keepdim: self.keepdim }), &[&x[0]])
     }
 }
 
@@ -333,6 +342,10 @@ impl Primitive for Softmax {
     fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         t[0].as_ref().map(|t| self.jacobian_times(&x[0], y, t)).transpose()
     }
+    /// batch: the axis shifts by one
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].softmax(self.axis as isize + 1)
+    }
 }
 
 /// log_softmax along `axis` as one primitive.
@@ -365,6 +378,10 @@ impl Primitive for LogSoftmax {
         let Some(t) = &t[0] else { return Ok(None) };
         let s = y.exp()?;
         Ok(Some(t.sub(&s.mul(t)?.sum(&[self.axis as isize], true)?)?))
+    }
+    /// batch: the axis shifts by one
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].log_softmax(self.axis as isize + 1)
     }
 }
 

@@ -38,6 +38,10 @@ impl Tensor {
         if self.is_tracked() && crate::transform::is_recording() {
             return Err(Error::NotDifferentiable { op: k.name.clone(), order: 1 });
         }
+        if let Some((level, physical)) = self.batch() {
+            // elementwise: every example at once
+            return Ok(Tensor::batched(level, physical.map_kernel(k, s)?));
+        }
         run(
             self,
             self.shape(),

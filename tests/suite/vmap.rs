@@ -161,3 +161,113 @@ fn vmap_errors_name_vmap() {
     let r = vmap(|x| Tensor::randn(x.shape(), 7, DType::F64, x.device())?.add(&x.mul_scalar(0.0)?), &x, 0, 0).unwrap();
     assert_close(&r.narrow(0, 0, 1).unwrap(), &r.narrow(0, 1, 1).unwrap(), 0.0, 0.0, "shared random stream");
 }
+
+/// The loop Jacobian the transforms used to be: one VJP per output element (the oracle).
+fn loop_jacobian(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor) -> Tensor {
+    let y = f(x).unwrap();
+    let m = y.numel();
+    let eye = Tensor::eye(m, DType::F64, &cpu()).unwrap();
+    let rows: Vec<Tensor> = (0..m)
+        .map(|i| wgrad::vjp(f, x, &eye.narrow(0, i, 1).unwrap().reshape(y.shape()).unwrap()).unwrap().1)
+        .collect();
+    let mut shape = y.shape().to_vec();
+    shape.extend_from_slice(x.shape());
+    Tensor::stack(&rows, 0).unwrap().reshape(&shape).unwrap()
+}
+
+#[test]
+fn batched_jacobians_equal_the_loop_and_chunking_changes_nothing() {
+    use wgrad::{hessian, jacfwd, jacfwd_chunked, jacrev, jacrev_chunked};
+    let w = random(&[3, 4], -1.0, 1.0);
+    let g = |x: &Tensor| w.matmul(x)?.tanh()?.softmax(0); // R^(4x2) -> R^(3x2)
+    let x = random(&[4, 2], -1.0, 1.0);
+    let oracle = loop_jacobian(&g, &x);
+    assert_eq!(oracle.shape(), &[3, 2, 4, 2]);
+    assert_close(&jacrev(g, &x).unwrap(), &oracle, 1e-12, 1e-12, "jacrev vs the loop");
+    assert_close(&jacfwd(g, &x).unwrap(), &oracle, 1e-12, 1e-12, "jacfwd vs the loop");
+    for chunk in [1, 2, 5, 100] {
+        assert_close(&jacrev_chunked(g, &x, Some(chunk)).unwrap(), &oracle, 1e-12, 1e-12, "jacrev chunked");
+        assert_close(&jacfwd_chunked(g, &x, Some(chunk)).unwrap(), &oracle, 1e-12, 1e-12, "jacfwd chunked");
+    }
+    // the 3-D Hessian of a vector function, slice by slice against the Hessian of each output
+    let v = |x: &Tensor| w.matmul(x)?.tanh()?.sum(&[1], false); // R^(4x2) -> R^3
+    let h = hessian(v, &x).unwrap();
+    assert_eq!(h.shape(), &[3, 4, 2, 4, 2]);
+    for i in 0..3 {
+        let hi = loop_jacobian(&|x: &Tensor| wgrad::grad(|x| v(x)?.narrow(0, i, 1)?.sum_all(), x), &x);
+        assert_close(&h.narrow(0, i, 1).unwrap().squeeze(0).unwrap(), &hi, 1e-12, 1e-12, "Hessian slice");
+    }
+}
+
+#[test]
+fn per_example_gradients_of_the_mlp_equal_separate_grads() {
+    use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
+    let dev = cpu();
+    let mut p = Params::new();
+    let model = Sequential::new()
+        .push(Linear::new(&mut p, "l1", 784, 256, 0, &dev).unwrap())
+        .push(Activation::Relu)
+        .push(Linear::new(&mut p, "l2", 256, 256, 1, &dev).unwrap())
+        .push(Activation::Relu)
+        .push(Linear::new(&mut p, "l3", 256, 10, 2, &dev).unwrap());
+    let params: Vec<Tensor> = p.tensors().to_vec();
+    let xb = Tensor::rand(&[32, 784], 0.0, 1.0, 5, DType::F32, &dev).unwrap();
+    let yb = Tensor::from_slice(&(0..32u32).map(|i| i % 10).collect::<Vec<_>>(), &[32], &dev).unwrap();
+    // loss of one example (a batch of one) as a function of the first weight
+    let loss = |w: &Tensor, x: &Tensor, y: &Tensor| -> Result<Tensor> {
+        let mut q = params.clone();
+        q[0] = w.clone();
+        nn::cross_entropy(&model.forward(&Ctx::eval(&q), &x.unsqueeze(0)?)?, &y.unsqueeze(0)?)
+    };
+    let per_example = vmap_many(
+        |a| wgrad::grad(|w| loss(w, &a[1], &a[2]), &a[0]),
+        &[params[0].clone(), xb.clone(), yb.clone()],
+        &[None, Some(0), Some(0)],
+        0,
+    )
+    .unwrap();
+    assert_eq!(per_example.shape(), &[32, 256, 784]);
+    for i in [0, 7, 31] {
+        let (xi, yi) = (example(&xb, 0, i), example(&yb, 0, i));
+        let want = wgrad::grad(|w| loss(w, &xi, &yi), &params[0]).unwrap();
+        assert_close(&example(&per_example, 0, i), &want, 1e-5, 1e-7, &format!("example {i}"));
+    }
+}
+
+#[test]
+fn grad_and_jvp_of_vmap_match_finite_differences_to_second_order() {
+    let w = random(&[3, 3], -1.0, 1.0);
+    // F(X) = sum over examples of softplus(w x_i) . sin(x_i), examples on axis 1
+    let batched = |x: &Tensor| vmap(|xi| w.matmul(xi)?.softplus()?.mul(&xi.sin()?)?.sum_all(), x, 1, 0)?.sum_all();
+    let x = random(&[3, 4], -1.0, 1.0);
+    wgrad::check_grads(batched, &x, 2).unwrap();
+    // jvp of vmap against finite differences, and jvp of grad of vmap (second order)
+    let t = random(&[3, 4], -1.0, 1.0);
+    let eps = 1e-6;
+    let fd = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+        let fp = f(&x.add(&t.mul_scalar(eps).unwrap()).unwrap()).unwrap();
+        let fm = f(&x.sub(&t.mul_scalar(eps).unwrap()).unwrap()).unwrap();
+        fp.sub(&fm).unwrap().mul_scalar(0.5 / eps).unwrap()
+    };
+    let (_, jt) = jvp(batched, &x, &t).unwrap();
+    assert_close(&jt, &fd(&batched), 1e-3, 1e-5, "jvp(vmap)");
+    let g = |x: &Tensor| wgrad::grad(batched, x);
+    let (_, hv) = jvp(g, &x, &t).unwrap();
+    assert_close(&hv, &fd(&g), 1e-3, 1e-5, "jvp(grad(vmap))");
+}
+
+#[test]
+fn a_gpu_hessian_reads_nothing_back() {
+    let Some(g) = fresh_gpu() else { return };
+    let w = Tensor::randn(&[8, 8], 1, DType::F32, &g).unwrap();
+    let x = Tensor::randn(&[8, 1], 2, DType::F32, &g).unwrap();
+    let f = |x: &Tensor| w.matmul(x)?.tanh()?.sum_all()?.add(&x.square()?.sum_all()?.mul_scalar(0.5)?);
+    g.synchronize().unwrap();
+    let before = g.counters();
+    let h = wgrad::hessian(f, &x).unwrap();
+    let j = wgrad::jacrev(|x| w.matmul(x)?.tanh(), &x).unwrap();
+    g.synchronize().unwrap();
+    assert_eq!(g.counters().readbacks - before.readbacks, 0, "readbacks during hessian and jacrev");
+    assert_eq!(h.shape(), &[8, 1, 8, 1]);
+    assert_eq!(j.shape(), &[8, 1, 8, 1]);
+}

@@ -5,7 +5,9 @@
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
 use wgrad::optim::{Optimizer, Sgd};
-use wgrad::{grad, hessian, hvp, jacrev, jvp, value_and_grad_many, DType, Device, ElementwiseKernel, Result, Tensor};
+use wgrad::{
+    grad, hessian, hvp, jacobian, jvp, value_and_grad_many, vmap_many, DType, Device, ElementwiseKernel, Result, Tensor,
+};
 
 struct Rec {
     workload: String,
@@ -57,6 +59,8 @@ fn main() -> Result<()> {
     let opt = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
     let which = opt("--device").unwrap_or_else(|| "both".into());
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only transforms`: W6 and W7 alone
+    let only_transforms = opt("--only").as_deref() == Some("transforms");
     let profile = args.iter().any(|a| a == "--profile");
     let mut devices: Vec<(&'static str, Device)> = Vec::new();
     let mut recs: Vec<Rec> = Vec::new();
@@ -111,6 +115,10 @@ fn main() -> Result<()> {
     let gpu_name = devices.iter().find(|d| d.0 == "gpu").map(|d| d.1.name());
     for (tag, dev) in &devices {
         eprintln!("running on {}", dev.name());
+        if only_transforms {
+            transform_workloads(dev, tag, quick, &mut recs)?;
+            continue;
+        }
         // W1 matmul
         for &n in sizes {
             // first call: on a fresh device (no pipeline compiled yet, as in a new process;
@@ -403,29 +411,7 @@ fn main() -> Result<()> {
                 unit,
             });
         }
-        // W6 Hessian of f(x) = sum(tanh(W x)) + 0.5 <x, x>, W [n, n] / sqrt(n), x [n, 1]:
-        // hessian (jacfwd of jacrev) against jacrev of jacrev
-        for &n in if quick { &[16usize][..] } else { &[16, 64][..] } {
-            let w = Tensor::randn(&[n, n], 3, DType::F32, dev)?.mul_scalar(1.0 / (n as f64).sqrt())?;
-            let x = Tensor::randn(&[n, 1], 4, DType::F32, dev)?;
-            let f = |x: &Tensor| w.matmul(x)?.tanh()?.sum_all()?.add(&x.square()?.sum_all()?.mul_scalar(0.5)?);
-            let r6 = if quick { 3 } else { 5 };
-            let (tf, mnf, mxf) = time(dev, r6, || hessian(f, &x).map(drop))?;
-            let (tr, mnr, mxr) = time(dev, r6, || jacrev(|x| jacrev(f, x), &x).map(drop))?;
-            for (name, (md, mn, mx)) in
-                [("W6 hessian jacfwd(jacrev)", (tf, mnf, mxf)), ("W6 hessian jacrev(jacrev)", (tr, mnr, mxr))]
-            {
-                recs.push(Rec {
-                    workload: name.into(),
-                    param: format!("n={n}"),
-                    device: tag,
-                    median: md * 1e3,
-                    min: mn * 1e3,
-                    max: mx * 1e3,
-                    unit: "ms",
-                });
-            }
-        }
+        transform_workloads(dev, tag, quick, &mut recs)?;
     }
     println!("GPU: {}", gpu_name.unwrap_or_else(|| "none".into()));
     println!(
@@ -459,5 +445,76 @@ fn main() -> Result<()> {
             msg: e.to_string(),
         })?;
     }
+    Ok(())
+}
+
+/// Dispatches (GPU) and median time of `f`.
+fn timed_count(dev: &Device, reps: usize, f: &dyn Fn() -> Result<()>) -> Result<((f64, f64, f64), f64)> {
+    let t = time(dev, reps, f)?;
+    dev.synchronize()?;
+    let c0 = dev.counters().dispatches;
+    f()?;
+    dev.synchronize()?;
+    Ok((t, (dev.counters().dispatches - c0) as f64))
+}
+
+/// W6: Jacobians and Hessians of f(x) = sum(tanh(W x)) + 0.5 <x, x> and g(x) = tanh(W x),
+/// W [n, n] / sqrt(n), x [n, 1]; W7: per-example gradients of the W4 MLP.
+fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<Rec>) -> Result<()> {
+    let mut push = |workload: &str, param: String, (md, mn, mx): (f64, f64, f64), unit: &'static str| {
+        recs.push(Rec { workload: workload.into(), param, device: tag, median: md, min: mn, max: mx, unit });
+    };
+    let ms = |(a, b, c): (f64, f64, f64)| (a * 1e3, b * 1e3, c * 1e3);
+    for &n in if quick { &[16usize, 64][..] } else { &[16, 64, 256, 1024][..] } {
+        let w = Tensor::randn(&[n, n], 3, DType::F32, dev)?.mul_scalar(1.0 / (n as f64).sqrt())?;
+        let x = Tensor::randn(&[n, 1], 4, DType::F32, dev)?;
+        let v = Tensor::randn(&[n, 1], 5, DType::F32, dev)?;
+        let f = |x: &Tensor| w.matmul(x)?.tanh()?.sum_all()?.add(&x.square()?.sum_all()?.mul_scalar(0.5)?);
+        let g = |x: &Tensor| w.matmul(x)?.tanh();
+        let r = if n >= 1024 { 3 } else { 5 };
+        let p = format!("n={n}");
+        push("W6 grad f", p.clone(), ms(time(dev, r, || grad(f, &x).map(drop))?), "ms");
+        push("W6 jvp g", p.clone(), ms(time(dev, r, || jvp(g, &x, &v).map(drop))?), "ms");
+        push("W6 hvp f", p.clone(), ms(time(dev, r, || hvp(f, &x, &v).map(drop))?), "ms");
+        let (tj, dj) = timed_count(dev, r, &|| jacobian(g, &x).map(drop))?;
+        push("W6 jacobian g", p.clone(), ms(tj), "ms");
+        let (th, dh) = timed_count(dev, r, &|| hessian(f, &x).map(drop))?;
+        push("W6 hessian f", p.clone(), ms(th), "ms");
+        if tag == "gpu" {
+            push("W6 dispatches per jacobian", p.clone(), (dj, dj, dj), "count");
+            push("W6 dispatches per hessian", p, (dh, dh, dh), "count");
+        }
+    }
+    // W7: per-example gradients (every parameter, flattened) of the W4 MLP at batch 128
+    let mut params = Params::new();
+    let model = mlp(&mut params, dev)?;
+    let ps = params.tensors().to_vec();
+    let b = if quick { 32 } else { 128 };
+    let xb = Tensor::rand(&[b, 784], 0.0, 1.0, 5, DType::F32, dev)?;
+    let yb = Tensor::from_slice(&(0..b as u32).map(|i| i % 10).collect::<Vec<_>>(), &[b], dev)?;
+    let batched =
+        || value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::eval(p), &xb)?, &yb), &ps).map(drop);
+    let per_example = || {
+        vmap_many(
+            |a| {
+                let loss = |p: &[Tensor]| {
+                    nn::cross_entropy(&model.forward(&Ctx::eval(p), &a[0].unsqueeze(0)?)?, &a[1].unsqueeze(0)?)
+                };
+                let (_, gs) = value_and_grad_many(loss, &ps)?;
+                Tensor::cat(&gs.iter().map(|g| g.flatten()).collect::<Result<Vec<_>>>()?, 0)
+            },
+            &[xb.clone(), yb.clone()],
+            &[Some(0), Some(0)],
+            0,
+        )
+        .map(drop)
+    };
+    let r = if quick { 3 } else { 5 };
+    let tb = time(dev, r, batched)?;
+    let tp = time(dev, r, per_example)?;
+    let p = format!("b={b}");
+    push("W7 batched grad", p.clone(), ms(tb), "ms");
+    push("W7 vmap(grad) per example", p.clone(), ms(tp), "ms");
+    push("W7 vmap(grad) / grad", p, (tp.0 / tb.0, tp.0 / tb.0, tp.0 / tb.0), "ratio");
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! transform tapes its own backward pass, so the outer one differentiates through it;
 //! forward-mode tangents flow through everything, backward passes included.
 use crate::engine::backward;
-use wgrad_core::__private::{batched, lift, physical_at, register_backward, rewrap, vmap_levels_below};
+use wgrad_core::__private::{batch_levels, batched, lift, physical_at, register_backward, rewrap, vmap_levels_below};
 use wgrad_core::__private::{enter_transform, make_dual, split_dual, track, with_grad};
 use wgrad_core::__private::{TransformGuard, TransformKind};
 use wgrad_core::{Error, Result, Tensor};
@@ -52,6 +52,35 @@ fn track_input(x: &Tensor, levels: &Levels) -> Result<(Tensor, Tensor)> {
     Ok((tracked, logical))
 }
 
+/// Run `f` on tracked copies of `xs` for a reverse transform under the vmap levels
+/// `outer`: (the tracked physical inputs, f's output, the levels the tape made explicit).
+/// A level is made explicit (lifted) where an input or the output is batched at it:
+/// first where the inputs are; if the output turns out batched at more (f read batched
+/// values of its own, as in per-example gradients of shared weights), once more with
+/// those lifted too. Levels that only tangents carry stay implicit: the tape then holds
+/// the unbatched primal once (jacfwd of jacrev batches only its tangents).
+fn run_taped(
+    xs: &[Tensor],
+    outer: &Levels,
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<(Vec<Tensor>, Tensor, Levels)> {
+    let wanted = |ts: &[&Tensor], have: &Levels| -> Levels {
+        let hit: Vec<u64> = ts.iter().flat_map(|t| batch_levels(t)).collect();
+        outer.iter().filter(|(l, _)| hit.contains(l) || have.iter().any(|(h, _)| h == l)).cloned().collect()
+    };
+    let mut used = wanted(&xs.iter().collect::<Vec<_>>(), &Vec::new());
+    loop {
+        let (tracked, inputs): (Vec<Tensor>, Vec<Tensor>) =
+            xs.iter().map(|x| track_input(x, &used)).collect::<Result<Vec<_>>>()?.into_iter().unzip();
+        let y = with_grad(|| f(&inputs))?;
+        let need = wanted(&[&y], &used);
+        if need.len() == used.len() {
+            return Ok((tracked, y, used));
+        }
+        used = need;
+    }
+}
+
 fn zeros_or(g: Option<Tensor>, like: &Tensor) -> Result<Tensor> {
     match g {
         Some(g) => Ok(g),
@@ -64,9 +93,9 @@ pub fn vjp<F>(f: F, x: &Tensor, u: &Tensor) -> Result<(Tensor, Tensor)>
 where
     F: Fn(&Tensor) -> Result<Tensor>,
 {
-    let (guard, levels) = enter_reverse();
-    let (xv, x_in) = track_input(x, &levels)?;
-    let y = with_grad(|| f(&x_in))?;
+    let (guard, outer) = enter_reverse();
+    let (mut xv, y, levels) = run_taped(std::slice::from_ref(x), &outer, &|xs| f(&xs[0]))?;
+    let xv = xv.remove(0);
     if u.shape() != y.shape() {
         return Err(Error::ShapeMismatch {
             op: "vjp",
@@ -89,9 +118,9 @@ pub fn value_and_grad<F>(f: F, x: &Tensor) -> Result<(Tensor, Tensor)>
 where
     F: Fn(&Tensor) -> Result<Tensor>,
 {
-    let (guard, levels) = enter_reverse();
-    let (xv, x_in) = track_input(x, &levels)?;
-    let y = with_grad(|| f(&x_in))?;
+    let (guard, outer) = enter_reverse();
+    let (mut xv, y, levels) = run_taped(std::slice::from_ref(x), &outer, &|xs| f(&xs[0]))?;
+    let xv = xv.remove(0);
     if y.numel() != 1 {
         return Err(Error::Invalid {
             op: "grad",
@@ -119,20 +148,22 @@ pub fn value_and_grad_many<F>(f: F, params: &[Tensor]) -> Result<(Tensor, Vec<Te
 where
     F: Fn(&[Tensor]) -> Result<Tensor>,
 {
-    let (guard, levels) = enter_reverse();
-    let (tracked, inputs): (Vec<Tensor>, Vec<Tensor>) =
-        params.iter().map(|p| track_input(p, &levels)).collect::<Result<Vec<_>>>()?.into_iter().unzip();
-    let y = with_grad(|| f(&inputs))?;
+    let (guard, outer) = enter_reverse();
+    let (tracked, y, levels) = run_taped(params, &outer, &|ps| f(ps))?;
     if y.numel() != 1 {
         return Err(Error::Invalid {
             op: "value_and_grad_many",
             msg: format!("f must return a single element, got shape {:?}", y.shape()),
         });
     }
-    let seed = y.detach().ones_like()?;
-    let gs = backward(&[(y.clone(), seed)], &tracked, guard.reverse_outside())?;
-    let gs =
-        gs.into_iter().zip(params).map(|(g, p)| Ok(finish(zeros_or(g, p)?, &guard))).collect::<Result<Vec<_>>>()?;
+    let yp = lift(&y, &levels)?;
+    let seed = yp.detach().ones_like()?;
+    let gs = backward(&[(yp, seed)], &tracked, guard.reverse_outside())?;
+    let gs = gs
+        .into_iter()
+        .zip(&tracked)
+        .map(|(g, p)| Ok(finish(rewrap(&zeros_or(g, p)?, &levels), &guard)))
+        .collect::<Result<Vec<_>>>()?;
     Ok((finish(y, &guard), gs))
 }
 
@@ -229,9 +260,9 @@ pub fn jacrev_chunked<F>(f: F, x: &Tensor, chunk: Option<usize>) -> Result<Tenso
 where
     F: Fn(&Tensor) -> Result<Tensor>,
 {
-    let (guard, levels) = enter_reverse();
-    let (xv, x_in) = track_input(x, &levels)?;
-    let y = with_grad(|| f(&x_in))?;
+    let (guard, outer) = enter_reverse();
+    let (mut xv, y, levels) = run_taped(std::slice::from_ref(x), &outer, &|xs| f(&xs[0]))?;
+    let xv = xv.remove(0);
     let yp = lift(&y, &levels)?;
     let m = y.numel();
     let mut out_shape = y.shape().to_vec();

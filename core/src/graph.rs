@@ -28,11 +28,13 @@ pub(crate) struct SavedOutput {
 }
 
 /// A forward-mode tangent of a saved output. Its node is held weakly: the tangent was
-/// computed from the output itself, so a strong handle would be a cycle.
+/// computed from the output itself, so a strong handle would be a cycle. A batched
+/// tangent (a view over a physical tensor, with no node of its own) is kept whole.
 struct SavedTangent {
     data: SavedOutput,
     node: Weak<Node>,
     duals: Vec<(u64, Tensor)>,
+    batched: Option<Tensor>,
 }
 
 /// One recorded application of a primitive.
@@ -85,6 +87,10 @@ impl Node {
             Tensor::from_parts(s.storage.clone(), s.layout.clone(), s.dtype, s.device.clone(), Some(this.clone()));
         let tangents = this.output_tangents.lock().unwrap_or_else(|p| p.into_inner());
         for (level, t) in tangents.iter() {
+            if let Some(b) = &t.batched {
+                out = out.with_dual(*level, b.clone());
+                continue;
+            }
             let d = &t.data;
             let tangent =
                 Tensor::from_parts(d.storage.clone(), d.layout.clone(), d.dtype, d.device.clone(), t.node.upgrade())
@@ -103,6 +109,7 @@ impl Node {
             data: t.saved_output(),
             node: t.node().map(Arc::downgrade).unwrap_or_default(),
             duals: t.duals().to_vec(),
+            batched: t.batch().is_some().then(|| t.clone()),
         };
         self.output_tangents.lock().unwrap_or_else(|p| p.into_inner()).push((level, saved));
     }

@@ -58,6 +58,17 @@ pub mod __private {
     pub fn vmap_levels_below(level: u64) -> Vec<(u64, usize)> {
         crate::transform::vmap_levels_below(level)
     }
+    /// The vmap levels `t` itself is batched at (its chain of batched views, tangents not
+    /// counted).
+    pub fn batch_levels(t: &Tensor) -> Vec<u64> {
+        let mut levels = Vec::new();
+        let mut cur = t.batch();
+        while let Some((l, p)) = cur {
+            levels.push(l);
+            cur = p.batch();
+        }
+        levels
+    }
     /// The physical tensor of `t` if it is batched at vmap `level`.
     pub fn physical_at(t: &Tensor, level: u64) -> Option<Tensor> {
         t.batch().filter(|(l, _)| *l == level).map(|(_, p)| p.clone())

@@ -227,6 +227,22 @@ fn per_example_gradients_of_the_mlp_equal_separate_grads() {
     )
     .unwrap();
     assert_eq!(per_example.shape(), &[32, 256, 784]);
+    // the same through value_and_grad_many (every parameter), first parameter's slice
+    let all = vmap_many(
+        |a| {
+            let f = |q: &[Tensor]| -> Result<Tensor> {
+                nn::cross_entropy(&model.forward(&Ctx::eval(q), &a[0].unsqueeze(0)?)?, &a[1].unsqueeze(0)?)
+            };
+            let (_, gs) = wgrad::value_and_grad_many(f, &params)?;
+            Tensor::cat(&gs.iter().map(|g| g.flatten()).collect::<Result<Vec<_>>>()?, 0)
+        },
+        &[xb.clone(), yb.clone()],
+        &[Some(0), Some(0)],
+        0,
+    )
+    .unwrap();
+    let first = all.narrow(1, 0, 256 * 784).unwrap().reshape(&[32, 256, 784]).unwrap();
+    assert_close(&first, &per_example, 1e-5, 1e-7, "value_and_grad_many under vmap");
     for i in [0, 7, 31] {
         let (xi, yi) = (example(&xb, 0, i), example(&yb, 0, i));
         let want = wgrad::grad(|w| loss(w, &xi, &yi), &params[0]).unwrap();

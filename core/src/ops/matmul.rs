@@ -102,8 +102,9 @@ impl Primitive for Matmul {
         out.map(|o| o.broadcast_to(y.shape())).transpose()
     }
     /// batch: matmul takes leading batch dims, so the batch axis lines up in front of
-    /// them; a batched left operand times a shared matrix folds the batch into the rows
-    /// (one bigger GEMM, as JAX's dot_general)
+    /// them; a batched left operand times a shared matrix folds the batch into the rows,
+    /// a shared matrix times batched matrices into the columns (one bigger GEMM either
+    /// way, as JAX's dot_general)
     fn batch(&self, x: &[Tensor], batched: &[bool], _b: &Batch) -> Result<Tensor> {
         let (a, b) = (&x[0], &x[1]);
         if batched[0] && !batched[1] && b.rank() == 2 {
@@ -112,6 +113,13 @@ impl Primitive for Matmul {
             let mut out = a.shape()[..a.rank() - 1].to_vec();
             out.push(b.shape()[1]);
             return a.reshape(&[rows, k])?.matmul(b)?.reshape(&out);
+        }
+        if !batched[0] && batched[1] && a.rank() == 2 && b.rank() == 3 {
+            // a shared matrix times batched matrices: the batch joins the columns
+            let (size, k, n) = (b.shape()[0], b.shape()[1], b.shape()[2]);
+            let columns = b.permute(&[1, 0, 2])?.reshape(&[k, size * n])?;
+            let m = a.shape()[0];
+            return a.matmul(&columns)?.reshape(&[m, size, n])?.permute(&[1, 0, 2]);
         }
         let rank = x.iter().zip(batched).map(|(t, &bt)| t.rank() - bt as usize).max().unwrap_or(0);
         let a = super::elementwise::align_batched(a, batched[0], rank)?;

@@ -1,7 +1,6 @@
 //! Layout primitives: views that share storage (reshape, permute, broadcast_to, narrow)
 //! and copies (contiguous, cat). All are linear: each JVP is the op applied to the
 //! tangent, each VJP moves the cotangent back to the input's layout.
-use super::cpu_of;
 use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::{broadcast_shapes, normalize_axis, numel};
 use crate::storage::{CpuStorage, Storage};
@@ -196,8 +195,9 @@ impl Primitive for Contiguous {
     fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
         Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
     }
+    /// A strided walk row by row (f32 is copied without widening).
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        Ok(out.cpu(CpuStorage::from_f64(x[0].cpu_values(), out.dtype)))
+        Ok(out.cpu(cpu::map(x[0].cpu_storage(), x[0].layout(), out.dtype, |v| v)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         Ok(out.gpu(ctx.contiguous(x[0].view(), x[0].shape())?, x[0].device()))
@@ -243,18 +243,47 @@ impl Primitive for Cat {
         shape[ax] = x.iter().map(|t| t.shape()[ax]).sum();
         Ok(OutSpec::new(&shape, first.dtype()))
     }
+    /// Each input as a contiguous block, then copied block row by block row into its
+    /// window of the output (no index lists, no widening).
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let dst = Layout::contiguous(&out.shape);
-        let mut v = vec![0.0f64; numel(&out.shape)];
-        let mut start = 0;
-        for t in x {
-            let vals = cpu::read(cpu_of(t), t.layout());
-            for (o, val) in dst.narrow(self.axis, start, t.shape()[self.axis]).offsets().into_iter().zip(vals) {
-                v[o] = val;
+        fn join<T: Copy + Default>(parts: &[&[T]], lens: &[usize], outer: usize, inner: usize) -> Vec<T> {
+            let total: usize = lens.iter().sum();
+            let mut v = vec![T::default(); outer * total * inner];
+            let mut start = 0;
+            for (src, &len) in parts.iter().zip(lens) {
+                for o in 0..outer {
+                    let d = (o * total + start) * inner;
+                    v[d..d + len * inner].copy_from_slice(&src[o * len * inner..(o + 1) * len * inner]);
+                }
+                start += len;
             }
-            start += t.shape()[self.axis];
+            v
         }
-        Ok(out.cpu(CpuStorage::from_f64(v, out.dtype)))
+        let ax = self.axis;
+        let outer: usize = out.shape[..ax].iter().product();
+        let inner: usize = out.shape[ax + 1..].iter().product();
+        let lens: Vec<usize> = x.iter().map(|t| t.shape()[ax]).collect();
+        let blocks: Vec<CpuStorage> =
+            x.iter().map(|t| cpu::map(t.cpu_storage(), t.layout(), out.dtype, |v| v)).collect();
+        macro_rules! joined {
+            ($variant:ident) => {{
+                let parts: Vec<&[_]> = blocks
+                    .iter()
+                    .map(|b| match b {
+                        CpuStorage::$variant(v) => &v[..],
+                        _ => unreachable!("cat inputs share one dtype"),
+                    })
+                    .collect();
+                CpuStorage::$variant(join(&parts, &lens, outer, inner))
+            }};
+        }
+        let storage = match blocks.first() {
+            Some(CpuStorage::F32(_)) => joined!(F32),
+            Some(CpuStorage::F64(_)) => joined!(F64),
+            Some(CpuStorage::U32(_)) => joined!(U32),
+            _ => joined!(F16),
+        };
+        Ok(out.cpu(storage))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let dst = Layout::contiguous(&out.shape);

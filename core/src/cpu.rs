@@ -50,13 +50,38 @@ pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64) -> 
             return CpuStorage::F32(v[l.offset..l.offset + l.numel()].iter().map(|&x| f(x as f64) as f32).collect());
         }
         let mut out = Vec::with_capacity(l.numel());
-        let (n, st) = (*l.shape.last().unwrap_or(&1), *l.strides.last().unwrap_or(&1));
-        for_each_row2(&l.shape, (l.offset, &l.strides), (0, &l.strides), |o, _| {
+        let (shape, strides, _) = coalesce2(&l.shape, &l.strides, &l.strides);
+        let (n, st) = (*shape.last().unwrap_or(&1), *strides.last().unwrap_or(&1));
+        for_each_row2(&shape, (l.offset, &strides), (0, &strides), |o, _| {
             out.extend((0..n).map(|j| f(v[o + j * st] as f64) as f32))
         });
         return CpuStorage::F32(out);
     }
     CpuStorage::from_f64(read(s, l).into_iter().map(f).collect(), dtype)
+}
+
+/// (shape, strides of a, strides of b) of two views of one shape with size-1 axes dropped
+/// and neighbouring axes merged where both views step through them as one: the same
+/// elements in the same order, walked in fewer, longer rows ([256, 256, 1] is one axis
+/// of 65536, not 65536 rows of one).
+pub fn coalesce2(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (mut s, mut a, mut b): (Vec<usize>, Vec<usize>, Vec<usize>) = (vec![], vec![], vec![]);
+    for i in 0..shape.len() {
+        if shape[i] == 1 {
+            continue;
+        }
+        if let (Some(&ls), Some(&la), Some(&lb)) = (s.last(), a.last(), b.last()) {
+            if la == sa[i] * shape[i] && lb == sb[i] * shape[i] {
+                let k = s.len() - 1;
+                (s[k], a[k], b[k]) = (ls * shape[i], sa[i], sb[i]);
+                continue;
+            }
+        }
+        s.push(shape[i]);
+        a.push(sa[i]);
+        b.push(sb[i]);
+    }
+    (s, a, b)
 }
 
 /// Calls `f(start_a, start_b)` for every last-axis row of two views of one shape, in
@@ -138,9 +163,10 @@ pub fn zip(
         }
         // broadcast / strided: walk both views in place
         let mut out = Vec::with_capacity(a.1.numel());
-        let n = *a.1.shape.last().unwrap_or(&1);
-        let (la, lb) = (*a.1.strides.last().unwrap_or(&1), *b.1.strides.last().unwrap_or(&1));
-        for_each_row2(&a.1.shape, (a.1.offset, &a.1.strides), (b.1.offset, &b.1.strides), |p, q| {
+        let (shape, sa, sb) = coalesce2(&a.1.shape, &a.1.strides, &b.1.strides);
+        let n = *shape.last().unwrap_or(&1);
+        let (la, lb) = (*sa.last().unwrap_or(&1), *sb.last().unwrap_or(&1));
+        for_each_row2(&shape, (a.1.offset, &sa), (b.1.offset, &sb), |p, q| {
             zip_row(&mut out, x, y, (p, la), (q, lb), n, &f)
         });
         return CpuStorage::F32(out);

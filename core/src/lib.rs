@@ -25,7 +25,7 @@ pub use error::{Error, KernelError, Result};
 pub use graph::Node;
 pub use layout::Layout;
 pub use ops::ElementwiseKernel;
-pub use primitive::{bind, custom_op, jvp_from_vjp, CustomOp, OutSpec, Primitive};
+pub use primitive::{bind, custom_op, jvp_from_vjp, vmap_fallback_loops, Batch, CustomOp, OutSpec, Primitive};
 pub use tensor::Tensor;
 pub use transform::{is_recording, no_grad};
 pub use wgrad_kernels as kernels;

@@ -86,6 +86,11 @@ pub trait Primitive: Send + Sync + 'static {
         let _ = (inputs, batched, b);
         Err(Error::Invalid { op: "vmap", msg: format!("{} has no batching rule", self.name()) })
     }
+    /// Whether the entry point checks a batching rule's output against the shape rule
+    /// (user primitives have no shape rule of their own).
+    fn checks_batched_shape(&self) -> bool {
+        true
+    }
 }
 
 /// The vmap level a batching rule runs at.
@@ -178,7 +183,7 @@ fn bind_levels(
             let out = prim.batch(&physical, &batched, &ctx)?;
             let mut want = vec![size];
             want.extend_from_slice(&spec.shape);
-            if out.shape() != want {
+            if prim.checks_batched_shape() && out.shape() != want {
                 return Err(Error::Invalid {
                     op: "vmap",
                     msg: format!("the batching rule of {} gave {:?}, not {:?}", prim.name(), out.shape(), want),
@@ -287,6 +292,27 @@ pub trait CustomOp: Send + Sync {
     fn jvp(&self, inputs: &[Tensor], output: &Tensor, tangents: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         jvp_from_vjp(self, inputs, output, tangents)
     }
+    /// The batching rule for vmap (optional): the output for every example (on axis 0)
+    /// from the inputs, where `batched[i]` says whether input i carries `size` examples on
+    /// its axis 0. Without one, vmap loops over the examples with [`CustomOp::forward`].
+    fn batch(&self, inputs: &[Tensor], batched: &[bool], size: usize) -> Option<Result<Tensor>> {
+        let _ = (inputs, batched, size);
+        None
+    }
+    /// The forward as a function of the inputs (optional): what vmap's loop fallback runs
+    /// for each example when there is no batching rule.
+    fn forward(&self, inputs: &[Tensor]) -> Option<Result<Tensor>> {
+        let _ = inputs;
+        None
+    }
+}
+
+static VMAP_LOOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times vmap has fallen back to a loop over the examples (a custom op with no
+/// batching rule), in this process.
+pub fn vmap_fallback_loops() -> u64 {
+    VMAP_LOOPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// J t for a primitive that only has a VJP: the gradient in u of s(u) = sum_i <vjp_i(u), t_i>,
@@ -347,25 +373,62 @@ impl Primitive for Custom {
     fn jvp(&self, primals: &[Tensor], out: &Tensor, tangents: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         self.0.jvp(primals, out, tangents)
     }
+    /// The user's batching rule; without one, a loop over the examples running the user's
+    /// forward on each (counted by [`vmap_fallback_loops`]); without a forward either, an
+    /// error naming vmap.
+    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
+        if let Some(out) = self.0.batch(x, batched, b.size) {
+            return out;
+        }
+        VMAP_LOOPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outs = (0..b.size)
+            .map(|i| {
+                let example = x
+                    .iter()
+                    .zip(batched)
+                    .map(|(t, &bt)| if bt { t.narrow(0, i, 1)?.squeeze(0) } else { Ok(t.clone()) })
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&Tensor> = example.iter().collect();
+                let forward = || {
+                    self.0.forward(&example).unwrap_or_else(|| {
+                        Err(Error::Invalid {
+                            op: "vmap",
+                            msg: format!(
+                                "custom op {} has neither a batching rule nor a forward to loop over",
+                                self.0.name()
+                            ),
+                        })
+                    })
+                };
+                custom_op(self.0.clone(), &refs, forward)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&outs, 0)
+    }
+    fn checks_batched_shape(&self) -> bool {
+        false
+    }
 }
 
 /// Record a user primitive: `forward` runs with every transform off, then one node of
-/// `op` is recorded and tangents are pushed through its rules. Under vmap a custom op is
-/// an error for now (it has no batching rule, and its forward cannot be re-run per example).
+/// `op` is recorded and tangents are pushed through its rules. Under vmap, `forward` is not
+/// run: the op's batching rule is, or a loop over the examples (see [`CustomOp::batch`]).
 pub fn custom_op(
     op: Arc<dyn CustomOp>,
     inputs: &[&Tensor],
     forward: impl FnOnce() -> Result<Tensor>,
 ) -> Result<Tensor> {
-    if inputs.iter().any(|t| t.batch().is_some()) {
-        return Err(Error::Invalid {
-            op: "vmap",
-            msg: format!("custom op {} has no batching rule (vmap over a custom op is not supported yet)", op.name()),
-        });
+    let prim: Arc<dyn Primitive> = Arc::new(Custom(op));
+    if inputs.iter().any(|t| t.batch().is_some() || t.duals().iter().any(|(_, d)| d.batch().is_some())) {
+        // the shape comes from the batching rule; the base (and this forward) is not reached
+        let spec = OutSpec::new(&[], inputs[0].dtype());
+        let mut unreachable = |_: &dyn Primitive, _: &[&Tensor], _: &OutSpec| {
+            Err(Error::Invalid { op: "vmap", msg: "a custom op's forward ran on a batched input".into() })
+        };
+        return bind_levels(&prim, inputs, inputs, &spec, &mut unreachable);
     }
     let out = transform::suspended(forward)?;
     let spec = OutSpec::new(out.shape(), out.dtype());
-    let prim: Arc<dyn Primitive> = Arc::new(Custom(op));
     let mut out = Some(out);
     let mut forward = |_: &dyn Primitive, _: &[&Tensor], _: &OutSpec| {
         out.take().ok_or_else(|| Error::Invalid { op: "custom_op", msg: "the forward ran twice".into() })

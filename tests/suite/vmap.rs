@@ -287,3 +287,48 @@ fn a_gpu_hessian_reads_nothing_back() {
     assert_eq!(h.shape(), &[8, 1, 8, 1]);
     assert_eq!(j.shape(), &[8, 1, 8, 1]);
 }
+
+/// x^3 as a user primitive, with a forward to loop over and optionally a batching rule.
+struct Cube {
+    rule: bool,
+    forward: bool,
+}
+impl wgrad::CustomOp for Cube {
+    fn name(&self) -> &str {
+        "cube"
+    }
+    /// d x^3 = 3 x^2 dx
+    fn vjp(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.mul(&inputs[0].square()?.mul_scalar(3.0)?)?)])
+    }
+    /// batch: elementwise, the cube of every example at once
+    fn batch(&self, inputs: &[Tensor], _batched: &[bool], _size: usize) -> Option<Result<Tensor>> {
+        self.rule.then(|| inputs[0].powf(3.0))
+    }
+    fn forward(&self, inputs: &[Tensor]) -> Option<Result<Tensor>> {
+        self.forward.then(|| inputs[0].powf(3.0))
+    }
+}
+
+#[test]
+fn custom_ops_batch_by_their_rule_or_a_counted_loop() {
+    use std::sync::Arc;
+    let x = random(&[4, 3], -1.0, 1.0);
+    let want = x.powf(3.0).unwrap();
+    let run = |rule: bool, forward: bool| {
+        let op = Arc::new(Cube { rule, forward });
+        vmap(move |x| wgrad::custom_op(op.clone(), &[x], || x.powf(3.0)), &x, 0, 0)
+    };
+    let loops = wgrad::vmap_fallback_loops();
+    assert_close(&run(true, false).unwrap(), &want, 1e-12, 1e-12, "custom op batching rule");
+    assert_eq!(wgrad::vmap_fallback_loops(), loops, "a batching rule needs no loop");
+    assert_close(&run(false, true).unwrap(), &want, 1e-12, 1e-12, "custom op loop fallback");
+    assert!(wgrad::vmap_fallback_loops() > loops, "the loop fallback is counted");
+    let e = run(false, false).unwrap_err();
+    assert!(matches!(e, Error::Invalid { op: "vmap", .. }), "{e}");
+    // and the gradient through the loop: d/dx sum(x^3) = 3 x^2
+    let op = Arc::new(Cube { rule: false, forward: true });
+    let f = move |x: &Tensor| vmap(|xi| wgrad::custom_op(op.clone(), &[xi], || xi.powf(3.0)), x, 0, 0)?.sum_all();
+    let g = wgrad::grad(f, &x).unwrap();
+    assert_close(&g, &x.square().unwrap().mul_scalar(3.0).unwrap(), 1e-12, 1e-12, "grad through the loop");
+}

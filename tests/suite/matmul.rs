@@ -141,3 +141,30 @@ fn vec4_register_tiles_match_the_reference_in_every_layout() {
         assert!(used.contains(&v), "{v:?} was never dispatched (dispatched: {used:?})");
     }
 }
+
+#[test]
+fn outer_products_and_shared_right_operands_take_their_own_paths() {
+    with_gpu!(g);
+    // k = 1: a batch of outer products (one elementwise kernel), against the sums by hand
+    let (ra, da) = pair(&[5, 7, 1], -1.0, 1.0, &g);
+    let (rb, db) = pair(&[5, 1, 9], -1.0, 1.0, &g);
+    let (av, bv) = (rounded(&ra).to_vec::<f64>().unwrap(), rounded(&rb).to_vec::<f64>().unwrap());
+    let by_hand: Vec<f64> = (0..5 * 7 * 9).map(|i| av[(i / 63) * 7 + (i / 9) % 7] * bv[(i / 63) * 9 + i % 9]).collect();
+    let want = Tensor::from_slice(&by_hand, &[5, 7, 9], &cpu()).unwrap();
+    assert_close(
+        &da.matmul(&db).unwrap().to_device(&cpu()).unwrap().to_dtype(DType::F64).unwrap(),
+        &want,
+        1e-6,
+        1e-7,
+        "outer products (GPU)",
+    );
+    assert_close(&rounded(&ra).matmul(&rounded(&rb)).unwrap(), &want, 1e-15, 1e-15, "outer products (CPU)");
+    // B shared by every batch entry (stride 0) folds the batch into A's rows (one GEMM),
+    // with a transposed B; the reference multiplies a materialized copy of B
+    let (ra, da) = pair(&[3, 4, 6, 5], -1.0, 1.0, &g);
+    let (rb, db) = pair(&[8, 5], -1.0, 1.0, &g);
+    let shared = |b: &Tensor| b.t().unwrap().broadcast_to(&[3, 4, 5, 8]).unwrap();
+    let copied = shared(&rounded(&rb)).contiguous().unwrap();
+    assert_matmul_close(&da.matmul(&shared(&db)).unwrap(), &rounded(&ra), &copied, "shared B (GPU)");
+    assert_matmul_close(&ra.matmul(&shared(&rb)).unwrap(), &ra, &shared(&rb).contiguous().unwrap(), "shared B (CPU)");
+}

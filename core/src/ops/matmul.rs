@@ -32,6 +32,30 @@ fn with2(mut b: Vec<usize>, x: usize, y: usize) -> Vec<usize> {
     b
 }
 
+/// When B is the same matrix for every batch entry (stride 0 on every batch axis) and A's
+/// batch and row axes step as one: (A as [rows, k], B as [k, n], rows), one GEMM for the
+/// whole batch.
+fn fold_rows(la: &Layout, lb: &Layout, nb: usize, m: usize) -> Option<(Layout, Layout, usize)> {
+    if nb == 0 || lb.strides[..nb].iter().any(|&s| s != 0) {
+        return None;
+    }
+    let row_stride = la.strides[nb];
+    let mut rows = m;
+    for d in (0..nb).rev() {
+        if la.shape[d] != 1 && la.strides[d] != rows * row_stride {
+            return None;
+        }
+        rows *= la.shape[d];
+    }
+    let a = Layout {
+        shape: vec![rows, la.shape[nb + 1]],
+        strides: vec![row_stride, la.strides[nb + 1]],
+        offset: la.offset,
+    };
+    let b = Layout { shape: lb.shape[nb..].to_vec(), strides: lb.strides[nb..].to_vec(), offset: lb.offset };
+    Some((a, b, rows))
+}
+
 /// A matrix stored column-major (its transpose is contiguous, itself is not).
 fn is_transposed(x: &Tensor) -> Result<bool> {
     Ok(!x.layout().is_contiguous() && x.t()?.layout().is_contiguous())
@@ -54,6 +78,15 @@ impl Primitive for Matmul {
         let (batch, m, k, n) = dims(x[0], x[1])?;
         let la = x[0].layout().broadcast_to(&with2(batch.clone(), m, k));
         let lb = x[1].layout().broadcast_to(&with2(batch.clone(), k, n));
+        if k == 1 {
+            let (a, b) =
+                (x[0].with_layout(la).broadcast_view(&out.shape), x[1].with_layout(lb).broadcast_view(&out.shape));
+            return Ok(out.cpu(cpu::zip((cpu_of(&a), a.layout()), (cpu_of(&b), b.layout()), out.dtype, |p, q| p * q)));
+        }
+        let (la, lb, batch, rows) = match fold_rows(&la, &lb, batch.len(), m) {
+            Some((la, lb, rows)) => (la, lb, Vec::new(), rows),
+            None => (la, lb, batch, m),
+        };
         let nb = batch.len();
         let base =
             |l: &Layout| Layout { shape: batch.clone(), strides: l.strides[..nb].to_vec(), offset: l.offset }.offsets();
@@ -64,16 +97,30 @@ impl Primitive for Matmul {
             &base(&lb),
             (la.strides[nb], la.strides[nb + 1]),
             (lb.strides[nb], lb.strides[nb + 1]),
-            m,
+            rows,
             k,
             n,
         );
         Ok(out.cpu(c))
     }
+    /// The tiled or register-blocked kernels; degenerate shapes take better ones: k = 1 is
+    /// an outer product (one elementwise kernel), and a right operand shared by the whole
+    /// batch (stride 0, as vmap's per-example tapes make) folds the batch into the rows.
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (batch, m, k, n) = dims(x[0], x[1])?;
-        let a = x[0].with_layout(x[0].layout().broadcast_to(&with2(batch.clone(), m, k)));
-        let b = x[1].with_layout(x[1].layout().broadcast_to(&with2(batch.clone(), k, n)));
+        let la = x[0].layout().broadcast_to(&with2(batch.clone(), m, k));
+        let lb = x[1].layout().broadcast_to(&with2(batch.clone(), k, n));
+        if k == 1 {
+            let (a, b) =
+                (x[0].with_layout(la).broadcast_view(&out.shape), x[1].with_layout(lb).broadcast_view(&out.shape));
+            let buf = ctx.binary(wgrad_kernels::BinaryOp::Mul, a.kdtype(), a.view(), b.view(), &out.shape)?;
+            return Ok(out.gpu(buf, x[0].device()));
+        }
+        if let Some((la, lb, rows)) = fold_rows(&la, &lb, batch.len(), m) {
+            let (a, b) = (x[0].with_layout(la), x[1].with_layout(lb));
+            return Ok(out.gpu(ctx.matmul(a.view(), b.view(), &[], rows, k, n)?, x[0].device()));
+        }
+        let (a, b) = (x[0].with_layout(la), x[1].with_layout(lb));
         Ok(out.gpu(ctx.matmul(a.view(), b.view(), &batch, m, k, n)?, x[0].device()))
     }
     /// d(A B) = dA B + A dB, so A-bar = G B^T and B-bar = A^T G (batch dims unbroadcast by

@@ -145,7 +145,7 @@ fn vec4_register_tiles_match_the_reference_in_every_layout() {
 #[test]
 fn outer_products_and_shared_right_operands_take_their_own_paths() {
     with_gpu!(g);
-    // k = 1: a batch of outer products (one elementwise kernel), against the sums by hand
+    // k = 1: a batch of outer products, against the products by hand
     let (ra, da) = pair(&[5, 7, 1], -1.0, 1.0, &g);
     let (rb, db) = pair(&[5, 1, 9], -1.0, 1.0, &g);
     let (av, bv) = (rounded(&ra).to_vec::<f64>().unwrap(), rounded(&rb).to_vec::<f64>().unwrap());

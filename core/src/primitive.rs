@@ -381,6 +381,7 @@ impl Primitive for Custom {
             return out;
         }
         VMAP_LOOPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let outs = (0..b.size)
             .map(|i| {
                 let example = x
@@ -403,6 +404,9 @@ impl Primitive for Custom {
                 custom_op(self.0.clone(), &refs, forward)
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(ctx) = x.first().and_then(|t| t.device().context()) {
+            ctx.note_vmap_fallback(self.0.name(), started.elapsed().as_secs_f64());
+        }
         Tensor::stack(&outs, 0)
     }
     fn checks_batched_shape(&self) -> bool {

@@ -344,6 +344,13 @@ impl Context {
         }
     }
 
+    /// Count a vmap loop fallback over `op` on this device, and show it in the profile as
+    /// a row of its own (its wall time; the kernels it ran appear under their own names).
+    pub fn note_vmap_fallback(&self, op: &str, seconds: f64) {
+        AtomicCounters::add(&self.counters.vmap_fallback_loops, 1);
+        self.record_profile(format!("vmap loop fallback: {op}"), seconds);
+    }
+
     /// The kernels compiled on this device so far (what ran, for tests and diagnostics).
     pub fn compiled_kernels(&self) -> Vec<KernelKey> {
         crate::lock(&self.pipelines).keys().copied().collect()

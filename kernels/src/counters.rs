@@ -11,6 +11,7 @@ pub(crate) struct AtomicCounters {
     pub live_buffers: AtomicU64,
     pub live_bytes: AtomicU64,
     pub peak_live_bytes: AtomicU64,
+    pub vmap_fallback_loops: AtomicU64,
 }
 
 /// A snapshot of the runtime counters. Subtract two snapshots to count the work in between.
@@ -33,6 +34,8 @@ pub struct Counters {
     /// The most `live_bytes` ever reached since the device was made or
     /// [`crate::Context::reset_peak_live_bytes`] was called.
     pub peak_live_bytes: u64,
+    /// Times vmap ran a loop over the examples (a user op without a batching rule).
+    pub vmap_fallback_loops: u64,
 }
 
 impl AtomicCounters {
@@ -46,6 +49,7 @@ impl AtomicCounters {
             live_buffers: self.live_buffers.load(Relaxed),
             live_bytes: self.live_bytes.load(Relaxed),
             peak_live_bytes: self.peak_live_bytes.load(Relaxed),
+            vmap_fallback_loops: self.vmap_fallback_loops.load(Relaxed),
         }
     }
     pub fn add(c: &AtomicU64, n: u64) {
@@ -74,6 +78,7 @@ impl std::ops::Sub for Counters {
             live_buffers: self.live_buffers.wrapping_sub(o.live_buffers),
             live_bytes: self.live_bytes.wrapping_sub(o.live_bytes),
             peak_live_bytes: self.peak_live_bytes,
+            vmap_fallback_loops: self.vmap_fallback_loops - o.vmap_fallback_loops,
         }
     }
 }

@@ -332,3 +332,19 @@ fn custom_ops_batch_by_their_rule_or_a_counted_loop() {
     let g = wgrad::grad(f, &x).unwrap();
     assert_close(&g, &x.square().unwrap().mul_scalar(3.0).unwrap(), 1e-12, 1e-12, "grad through the loop");
 }
+
+#[test]
+fn a_gpu_loop_fallback_shows_in_counters_and_the_profile() {
+    use std::sync::Arc;
+    let Some(g) = fresh_gpu() else { return };
+    let x = Tensor::randn(&[3, 4], 1, DType::F32, &g).unwrap();
+    let op = Arc::new(Cube { rule: false, forward: true });
+    let ctx = g.context().unwrap();
+    ctx.set_profiling(true);
+    let before = g.counters();
+    let y = vmap(|x| wgrad::custom_op(op.clone(), &[x], || x.powf(3.0)), &x, 0, 0).unwrap();
+    assert_eq!(g.counters().vmap_fallback_loops - before.vmap_fallback_loops, 1);
+    assert!(ctx.kernel_profile().iter().any(|r| r.kernel == "vmap loop fallback: cube"));
+    ctx.set_profiling(false);
+    assert_close(&y, &x.powf(3.0).unwrap(), 1e-6, 1e-6, "the loop's result");
+}

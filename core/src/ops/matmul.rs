@@ -108,17 +108,11 @@ impl Primitive for Matmul {
     /// The tiled or register-blocked kernels; a right operand shared by the whole batch
     /// (stride 0, as vmap's per-example tapes make) folds the batch into the rows: one GEMM.
     /// (Outer products, k = 1, stay matmuls here: lavapipe's strided elementwise kernel
-    /// measured slower for them, 124 against 118 ms in W7 at b = 32.)
+    /// measured slower for them, 128 against 81 ms in W7 at b = 32.)
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (batch, m, k, n) = dims(x[0], x[1])?;
         let la = x[0].layout().broadcast_to(&with2(batch.clone(), m, k));
         let lb = x[1].layout().broadcast_to(&with2(batch.clone(), k, n));
-        if k == 1 {
-            let (a, b) =
-                (x[0].with_layout(la).broadcast_view(&out.shape), x[1].with_layout(lb).broadcast_view(&out.shape));
-            let buf = ctx.binary(wgrad_kernels::BinaryOp::Mul, a.kdtype(), a.view(), b.view(), &out.shape)?;
-            return Ok(out.gpu(buf, x[0].device()));
-        }
         if let Some((la, lb, rows)) = fold_rows(&la, &lb, batch.len(), m) {
             let (a, b) = (x[0].with_layout(la), x[1].with_layout(lb));
             return Ok(out.gpu(ctx.matmul(a.view(), b.view(), &[], rows, k, n)?, x[0].device()));

@@ -42,10 +42,6 @@ pub mod __private {
     pub fn track(x: &Tensor) -> Tensor {
         crate::graph::track(x)
     }
-    /// The tensor without its node, tangents kept (a transform's nested result).
-    pub fn untrack(t: &Tensor) -> Tensor {
-        t.with_node(None)
-    }
     /// (primal, tangent) of `t` at forward level `level`.
     pub fn split_dual(t: &Tensor, level: u64) -> (Tensor, Option<Tensor>) {
         (t.keep_levels_below(level), t.tangent(level))
@@ -61,13 +57,7 @@ pub mod __private {
     /// The vmap levels `t` itself is batched at (its chain of batched views, tangents not
     /// counted).
     pub fn batch_levels(t: &Tensor) -> Vec<u64> {
-        let mut levels = Vec::new();
-        let mut cur = t.batch();
-        while let Some((l, p)) = cur {
-            levels.push(l);
-            cur = p.batch();
-        }
-        levels
+        t.batch_levels()
     }
     /// The physical tensor of `t` if it is batched at vmap `level`.
     pub fn physical_at(t: &Tensor, level: u64) -> Option<Tensor> {

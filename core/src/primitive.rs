@@ -440,18 +440,6 @@ pub fn custom_op(
     bind_levels(&prim, inputs, inputs, &spec, &mut forward)
 }
 
-/// Whether `t` is batched at vmap level `level` anywhere in its chain of batched views.
-fn has_batch_level(t: &Tensor, level: u64) -> bool {
-    let mut cur = t.batch();
-    while let Some((l, p)) = cur {
-        if l == level {
-            return true;
-        }
-        cur = p.batch();
-    }
-    false
-}
-
 /// The physical tensor of `t` with respect to the vmap `levels` (lowest first, with their
 /// sizes): one leading axis per level, in that order, then t's own axes. A level `t` is
 /// not batched at is broadcast (every example sees the same value); forward-mode tangents
@@ -475,7 +463,7 @@ pub fn lift(t: &Tensor, levels: &[(u64, usize)]) -> Result<Tensor> {
             return lift(physical, rest);
         }
     }
-    if has_batch_level(t, level) {
+    if t.batch_levels().contains(&level) {
         return Err(Error::Invalid {
             op: "vmap",
             msg: "a tensor batched by an outer vmap under an inner one reached a transform (unsupported)".into(),

@@ -166,6 +166,18 @@ impl Tensor {
         }
     }
 
+    /// The vmap levels this tensor is batched at, outermost view first (tangents not
+    /// counted).
+    pub(crate) fn batch_levels(&self) -> Vec<u64> {
+        let mut levels = Vec::new();
+        let mut cur = self.batch();
+        while let Some((l, p)) = cur {
+            levels.push(l);
+            cur = p.batch();
+        }
+        levels
+    }
+
     /// (vmap level, physical tensor) of a batched tensor.
     pub(crate) fn batch(&self) -> Option<(u64, &Tensor)> {
         self.0.batch.as_ref().map(|(l, p)| (*l, p))

@@ -50,6 +50,11 @@ pub fn rand_vec(n: usize, lo: f64, hi: f64) -> Vec<f64> {
         .collect()
 }
 
+/// Fresh uniform values in [lo, hi) as an f64 CPU tensor of `shape`.
+pub fn random(shape: &[usize], lo: f64, hi: f64) -> Tensor {
+    Tensor::from_slice(&rand_vec(shape.iter().product(), lo, hi), shape, &cpu()).unwrap()
+}
+
 /// An f64 CPU reference tensor and the same values as f32 on `dev`.
 pub fn pair(shape: &[usize], lo: f64, hi: f64, dev: &Device) -> (Tensor, Tensor) {
     let v = rand_vec(shape.iter().product(), lo, hi);

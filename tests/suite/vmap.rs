@@ -5,10 +5,6 @@ use crate::common::*;
 use wgrad::kernels::{BinaryOp, UnaryOp};
 use wgrad::{jvp, vmap, vmap_many, DType, Device, Error, Result, Tensor};
 
-fn random(shape: &[usize], lo: f64, hi: f64) -> Tensor {
-    Tensor::from_slice(&rand_vec(shape.iter().product(), lo, hi), shape, &cpu()).unwrap()
-}
-
 /// Example i of `x` along `axis`.
 fn example(x: &Tensor, axis: usize, i: usize) -> Tensor {
     x.narrow(axis as isize, i, 1).unwrap().squeeze(axis as isize).unwrap()

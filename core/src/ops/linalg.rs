@@ -95,7 +95,7 @@ impl Primitive for Solve {
     /// jvp: dX = solve(A, tB - tA X)
     fn jvp(&self, p: &[Tensor], x: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         let ta_x = t[0].as_ref().map(|ta| ta.matmul(x)?.neg()).transpose()?;
-        let Some(rhs) = super::elementwise::add_opt(t[1].clone(), ta_x)? else { return Ok(None) };
+        let Some(rhs) = super::binary::add_opt(t[1].clone(), ta_x)? else { return Ok(None) };
         Ok(Some(p[0].solve_ex(&rhs)?.0))
     }
     /// batch: solve takes leading batch dims (a shared operand is broadcast)

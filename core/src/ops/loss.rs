@@ -152,11 +152,11 @@ impl Primitive for SoftmaxVjp {
             if let Some(g) = g {
                 dz = dz.mul(&g.reshape(&[])?)?;
             }
-            out = super::elementwise::add_opt(out, Some(dz))?;
+            out = super::binary::add_opt(out, Some(dz))?;
         }
         if let (Some(tg), true) = (t.get(2).and_then(|t| t.as_ref()), self.scaled) {
             let dg = z.softmax_vjp(v, None, self.k)?.mul(&tg.reshape(&[])?)?;
-            out = super::elementwise::add_opt(out, Some(dg))?;
+            out = super::binary::add_opt(out, Some(dg))?;
         }
         Ok(out)
     }
@@ -300,7 +300,7 @@ impl Primitive for SoftmaxCrossEntropyGrad {
         let b = z.shape()[0];
         let dz = t[0].as_ref().map(|tz| z.softmax_vjp(tz, Some(g), 1.0 / b as f64)).transpose()?;
         let dg = t[2].as_ref().map(|tg| z.softmax_cross_entropy_grad(&x[1], tg)).transpose()?;
-        super::elementwise::add_opt(dz, dg)
+        super::binary::add_opt(dz, dg)
     }
     /// batch: (softmax(z) - onehot(y)) g / rows per example, with ops
     fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {

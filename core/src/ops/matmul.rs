@@ -142,7 +142,7 @@ impl Primitive for Matmul {
     fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
         let ja = t[0].as_ref().map(|t| t.matmul(&x[1])).transpose()?;
         let jb = t[1].as_ref().map(|t| x[0].matmul(t)).transpose()?;
-        let out = super::elementwise::add_opt(ja, jb)?;
+        let out = super::binary::add_opt(ja, jb)?;
         out.map(|o| o.broadcast_to(y.shape())).transpose()
     }
     /// batch: matmul takes leading batch dims, so the batch axis lines up in front of
@@ -166,8 +166,8 @@ impl Primitive for Matmul {
             return a.matmul(&columns)?.reshape(&[m, size, n])?.permute(&[1, 0, 2]);
         }
         let rank = x.iter().zip(batched).map(|(t, &bt)| t.rank() - bt as usize).max().unwrap_or(0);
-        let a = super::elementwise::align_batched(a, batched[0], rank)?;
-        let b = super::elementwise::align_batched(b, batched[1], rank)?;
+        let a = super::binary::align_batched(a, batched[0], rank)?;
+        let b = super::binary::align_batched(b, batched[1], rank)?;
         a.matmul(&b)
     }
 }

@@ -4,9 +4,9 @@
 //! launch, VJP and JVP next to each other; the `Tensor` methods are thin calls into
 //! [`crate::primitive::bind`]. Composites (mean, logsumexp, conv2d...) are plain
 //! functions of primitives.
+mod binary;
 mod conv;
 mod convert;
-mod elementwise;
 mod index;
 mod linalg;
 mod loss;
@@ -15,12 +15,13 @@ mod movement;
 mod optim;
 mod pool;
 mod reduce;
+mod unary;
 mod user;
 
 pub use user::ElementwiseKernel;
 
 use crate::storage::{CpuStorage, Storage};
-use crate::{DType, Device, Error, Node, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::{Context, GpuBuffer};
 
@@ -43,31 +44,9 @@ pub(crate) fn cpu_of(t: &Tensor) -> &CpuStorage {
     t.storage().cpu().expect("CPU tensor")
 }
 
-/// What a unary rule reads: the input x, the output y, the scalar operand s. For a VJP
-/// they come from the node (as saved), for a JVP from the primals.
-pub(crate) struct Saved {
-    x: Option<Tensor>,
-    y: Option<Tensor>,
-    pub(crate) s: f64,
-}
-
-impl Saved {
-    pub(crate) fn from_node(node: &Arc<Node>, x: bool, y: bool, s: f64) -> Result<Saved> {
-        Ok(Saved {
-            x: x.then(|| node.input(0).cloned()).transpose()?,
-            y: y.then(|| Node::output(node)).transpose()?,
-            s,
-        })
-    }
-    pub(crate) fn from_primals(x: &Tensor, y: &Tensor, s: f64) -> Saved {
-        Saved { x: Some(x.clone()), y: Some(y.clone()), s }
-    }
-    pub(crate) fn x(&self) -> Result<&Tensor> {
-        self.x.as_ref().ok_or_else(|| Error::Invalid { op: "vjp", msg: "a rule read x, which it does not save".into() })
-    }
-    pub(crate) fn y(&self) -> Result<&Tensor> {
-        self.y.as_ref().ok_or_else(|| Error::Invalid { op: "vjp", msg: "a rule read y, which it does not save".into() })
-    }
+/// The error of a rule that reads a value its saves rule does not keep.
+pub(crate) fn unsaved(what: &str) -> Error {
+    Error::Invalid { op: "vjp", msg: format!("a rule read {what}, which its saves rule does not keep") }
 }
 
 impl Tensor {

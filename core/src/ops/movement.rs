@@ -122,7 +122,7 @@ impl Primitive for BroadcastTo {
     }
     /// batch: align the batch axis in front of the target shape, then broadcast
     fn batch(&self, x: &[Tensor], _batched: &[bool], b: &Batch) -> Result<Tensor> {
-        let aligned = super::elementwise::align_batched(&x[0], true, self.shape.len())?;
+        let aligned = super::binary::align_batched(&x[0], true, self.shape.len())?;
         aligned.broadcast_to(&with_batch(b.size, &self.shape))
     }
 }

@@ -1,0 +1,318 @@
+//! Unary elementwise primitives (and their scalar forms). One block per primitive: the
+//! table below lists, for each op, what its VJP saves, its CPU reference, its VJP and its
+//! JVP; the GPU launch is the unary skeleton with the op's WGSL body
+//! (`wgrad_kernels::UnaryOp`).
+//!
+//! Elementwise Jacobians are diagonal, so a unary op's VJP and JVP are the same product
+//! with f'(x) (PyTorch's `auto_element_wise`), one applied to g, the other to t.
+use super::unsaved;
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
+use crate::storage::CpuStorage;
+use crate::tensor::check_float;
+use crate::{cpu, DType, Node, Result, Tensor};
+use std::sync::Arc;
+use wgrad_kernels::{BinaryOp, Context, UnaryOp};
+
+/// What a unary rule reads: the input x, the output y, the scalar operand s. For a VJP
+/// they come from the node (as saved), for a JVP from the primals.
+struct Saved {
+    x: Option<Tensor>,
+    y: Option<Tensor>,
+    s: f64,
+}
+
+impl Saved {
+    fn from_node(node: &Arc<Node>, x: bool, y: bool, s: f64) -> Result<Saved> {
+        Ok(Saved {
+            x: x.then(|| node.input(0).cloned()).transpose()?,
+            y: y.then(|| Node::output(node)).transpose()?,
+            s,
+        })
+    }
+    fn from_primals(x: &Tensor, y: &Tensor, s: f64) -> Saved {
+        Saved { x: Some(x.clone()), y: Some(y.clone()), s }
+    }
+    fn x(&self) -> Result<&Tensor> {
+        self.x.as_ref().ok_or_else(|| unsaved("x"))
+    }
+    fn y(&self) -> Result<&Tensor> {
+        self.y.as_ref().ok_or_else(|| unsaved("the output"))
+    }
+}
+
+/// The rules of one unary primitive. `x` / `y` are the input / output (as saved for the
+/// VJP, as primals for the JVP), `s` the scalar operand of the scalar forms.
+struct UnaryRule {
+    saves_x: bool,
+    saves_y: bool,
+    cpu: fn(&CpuStorage, &crate::Layout, DType, f64) -> CpuStorage,
+    vjp: fn(&Saved, &Tensor) -> Result<Tensor>,
+    jvp: fn(&Saved, &Tensor) -> Result<Tensor>,
+}
+
+macro_rules! unary_rules {
+    ($($(#[$doc:meta])* $op:ident { saves: [$sx:expr, $sy:expr], cpu: |$x:ident, $s:ident| $cpu:expr,
+        vjp: |$va:ident, $g:ident| $vjp:expr, jvp: |$ja:ident, $t:ident| $jvp:expr $(,)? })*) => {
+        fn unary_rule(op: UnaryOp) -> UnaryRule {
+            match op {
+                $($(#[$doc])* UnaryOp::$op => UnaryRule {
+                    saves_x: $sx,
+                    saves_y: $sy,
+                    cpu: |st, l, dt, sc| cpu::map(st, l, dt, |$x| { let $s = sc; $cpu }),
+                    vjp: |$va, $g| $vjp,
+                    jvp: |$ja, $t| $jvp,
+                },)*
+            }
+        }
+    };
+}
+
+unary_rules! {
+    // -x: linear
+    Neg { saves: [false, false], cpu: |x, _s| -x,
+        // d(-x) = -dx
+        vjp: |_a, g| g.neg(),
+        // jvp(-x) = -t
+        jvp: |_a, t| t.neg() }
+    Exp { saves: [false, true], cpu: |x, _s| x.exp(),
+        // d exp(x) = exp(x) dx
+        vjp: |a, g| g.mul(a.y()?),
+        // jvp exp(x) = exp(x) t
+        jvp: |a, t| t.mul(a.y()?) }
+    Log { saves: [true, false], cpu: |x, _s| x.ln(),
+        // d log(x) = dx / x
+        vjp: |a, g| g.div(a.x()?),
+        // jvp log(x) = t / x
+        jvp: |a, t| t.div(a.x()?) }
+    Sqrt { saves: [false, true], cpu: |x, _s| x.sqrt(),
+        // d sqrt(x) = dx / (2 sqrt(x))
+        vjp: |a, g| g.div(&a.y()?.mul_scalar(2.0)?),
+        // jvp sqrt(x) = t / (2 sqrt(x))
+        jvp: |a, t| t.div(&a.y()?.mul_scalar(2.0)?) }
+    Abs { saves: [true, false], cpu: |x, _s| x.abs(),
+        // d |x| = sign(x) dx
+        vjp: |a, g| g.mul(&a.x()?.sign()?),
+        // jvp |x| = sign(x) t
+        jvp: |a, t| t.mul(&a.x()?.sign()?) }
+    Tanh { saves: [false, true], cpu: |x, _s| x.tanh(),
+        // d tanh(x) = (1 - tanh(x)^2) dx
+        vjp: |a, g| g.mul(&one_minus_square(a.y()?)?),
+        // jvp tanh(x) = (1 - tanh(x)^2) t
+        jvp: |a, t| t.mul(&one_minus_square(a.y()?)?) }
+    Sigmoid { saves: [false, true], cpu: |x, _s| 1.0 / (1.0 + (-x).exp()),
+        // d sigmoid(x) = s (1 - s) dx
+        vjp: |a, g| g.mul(&sigmoid_slope(a.y()?)?),
+        // jvp sigmoid(x) = s (1 - s) t
+        jvp: |a, t| t.mul(&sigmoid_slope(a.y()?)?) }
+    Relu { saves: [true, false], cpu: |x, _s| if x <= 0.0 { 0.0 } else { x },
+        // d relu(x) = [x > 0] dx (one kernel: where_positive)
+        vjp: |a, g| g.binary(BinaryOp::WherePositive, a.x()?),
+        // jvp relu(x) = [x > 0] t
+        jvp: |a, t| t.binary(BinaryOp::WherePositive, a.x()?) }
+    Sin { saves: [true, false], cpu: |x, _s| x.sin(),
+        // d sin(x) = cos(x) dx
+        vjp: |a, g| g.mul(&a.x()?.cos()?),
+        // jvp sin(x) = cos(x) t
+        jvp: |a, t| t.mul(&a.x()?.cos()?) }
+    Cos { saves: [true, false], cpu: |x, _s| x.cos(),
+        // d cos(x) = -sin(x) dx
+        vjp: |a, g| g.mul(&a.x()?.sin()?.neg()?),
+        // jvp cos(x) = -sin(x) t
+        jvp: |a, t| t.mul(&a.x()?.sin()?.neg()?) }
+    Recip { saves: [false, true], cpu: |x, _s| 1.0 / x,
+        // d (1/x) = -(1/x)^2 dx
+        vjp: |a, g| g.mul(&a.y()?.square()?)?.neg(),
+        // jvp (1/x) = -(1/x)^2 t
+        jvp: |a, t| t.mul(&a.y()?.square()?)?.neg() }
+    Sign { saves: [false, false], cpu: |x, _s| if x.is_nan() { x } else if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 },
+        // sign is piecewise constant: d sign(x) = 0
+        vjp: |_a, g| g.zeros_like(),
+        // jvp sign(x) = 0
+        jvp: |_a, t| t.zeros_like() }
+    AddScalar { saves: [false, false], cpu: |x, s| x + s,
+        // d (x + s) = dx
+        vjp: |_a, g| Ok(g.clone()),
+        // jvp (x + s) = t
+        jvp: |_a, t| Ok(t.clone()) }
+    MulScalar { saves: [false, false], cpu: |x, s| x * s,
+        // d (s x) = s dx
+        vjp: |a, g| g.mul_scalar(a.s),
+        // jvp (s x) = s t
+        jvp: |a, t| t.mul_scalar(a.s) }
+    PowScalar { saves: [true, false], cpu: |x, s| cpu::pow_num(x, s),
+        // d x^p = p x^(p-1) dx
+        vjp: |a, g| g.mul(&a.x()?.powf(a.s - 1.0)?.mul_scalar(a.s)?),
+        // jvp x^p = p x^(p-1) t
+        jvp: |a, t| t.mul(&a.x()?.powf(a.s - 1.0)?.mul_scalar(a.s)?) }
+    RPowScalar { saves: [false, true], cpu: |x, s| cpu::pow_num(s, x),
+        // d b^x = b^x ln(b) dx
+        vjp: |a, g| g.mul(&a.y()?.mul_scalar(a.s.ln())?),
+        // jvp b^x = b^x ln(b) t
+        jvp: |a, t| t.mul(&a.y()?.mul_scalar(a.s.ln())?) }
+    Erf { saves: [true, false], cpu: |x, _s| erf(x),
+        // d erf(x) = 2/sqrt(pi) exp(-x^2) dx
+        vjp: |a, g| g.mul(&erf_slope(a.x()?)?),
+        // jvp erf(x) = 2/sqrt(pi) exp(-x^2) t
+        jvp: |a, t| t.mul(&erf_slope(a.x()?)?) }
+}
+
+fn one_minus_square(y: &Tensor) -> Result<Tensor> {
+    y.square()?.neg()?.add_scalar(1.0)
+}
+
+fn sigmoid_slope(s: &Tensor) -> Result<Tensor> {
+    s.mul(&s.neg()?.add_scalar(1.0)?)
+}
+
+fn erf_slope(x: &Tensor) -> Result<Tensor> {
+    x.square()?.neg()?.exp()?.mul_scalar(std::f64::consts::FRAC_2_SQRT_PI)
+}
+
+/// erf in f64 (the CPU reference): its Taylor series below 2.5, where the terms stay small
+/// enough to sum in f64 to ~1e-15, and the continued fraction of erfc beyond.
+fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    if a.is_nan() {
+        return x;
+    }
+    if a < 2.5 {
+        let (q, mut term, mut sum) = (x * x, x, x);
+        for n in 1..200 {
+            term *= -q / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        return sum * std::f64::consts::FRAC_2_SQRT_PI;
+    }
+    // erfc(a) = exp(-a^2) / sqrt(pi) / (a + (1/2) / (a + 1 / (a + (3/2) / (a + ...))))
+    let mut f = a;
+    for k in (1..80).rev() {
+        f = a + (k as f64 / 2.0) / f;
+    }
+    let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / f;
+    (1.0 - erfc).copysign(x)
+}
+
+/// A unary primitive: the op and its scalar operand.
+pub struct Unary {
+    pub op: UnaryOp,
+    pub scalar: f64,
+}
+
+impl Primitive for Unary {
+    fn name(&self) -> String {
+        format!("{:?}", self.op).to_lowercase()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_float("unary", x[0])?;
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn saves_input(&self, _i: usize) -> bool {
+        unary_rule(self.op).saves_x
+    }
+    fn saves_output(&self) -> bool {
+        unary_rule(self.op).saves_y
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        Ok(out.cpu((unary_rule(self.op).cpu)(x[0].cpu_storage(), x[0].layout(), out.dtype, self.scalar)))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let buf = ctx.unary(self.op, x[0].kdtype(), self.scalar as f32, x[0].view(), x[0].shape())?;
+        Ok(out.gpu(buf, x[0].device()))
+    }
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let rule = unary_rule(self.op);
+        let saved = Saved::from_node(node, rule.saves_x, rule.saves_y, self.scalar)?;
+        Ok(vec![Some((rule.vjp)(&saved, g)?)])
+    }
+    fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        let Some(t) = &t[0] else { return Ok(None) };
+        let saved = Saved::from_primals(&x[0], y, self.scalar);
+        Ok(Some((unary_rule(self.op).jvp)(&saved, t)?))
+    }
+    /// batch: elementwise, the op on the physical tensor
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].unary(self.op, self.scalar)
+    }
+}
+
+impl Tensor {
+    /// Apply a unary primitive; `s` is the scalar operand of the scalar forms.
+    pub fn unary(&self, op: UnaryOp, s: f64) -> Result<Tensor> {
+        check_float("unary", self)?;
+        if self.dtype() == DType::F16 && !self.native_f16() {
+            return self.via_f32(|x| x.unary(op, s));
+        }
+        bind(Arc::new(Unary { op, scalar: s }), &[self])
+    }
+
+    pub fn neg(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Neg, 0.0)
+    }
+    pub fn exp(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Exp, 0.0)
+    }
+    /// Natural logarithm.
+    pub fn log(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Log, 0.0)
+    }
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sqrt, 0.0)
+    }
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Abs, 0.0)
+    }
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Tanh, 0.0)
+    }
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sigmoid, 0.0)
+    }
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Relu, 0.0)
+    }
+    pub fn sin(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sin, 0.0)
+    }
+    pub fn cos(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Cos, 0.0)
+    }
+    /// The error function 2/sqrt(pi) * integral_0^x exp(-u^2) du.
+    pub fn erf(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Erf, 0.0)
+    }
+    /// 1 / x.
+    pub fn recip(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Recip, 0.0)
+    }
+    /// -1, 0 or 1 (NaN stays NaN).
+    pub fn sign(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sign, 0.0)
+    }
+    pub fn square(&self) -> Result<Tensor> {
+        self.mul(self)
+    }
+    pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::AddScalar, s)
+    }
+    pub fn sub_scalar(&self, s: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::AddScalar, -s)
+    }
+    pub fn mul_scalar(&self, s: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::MulScalar, s)
+    }
+    pub fn div_scalar(&self, s: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::MulScalar, 1.0 / s)
+    }
+    /// x ** p for a scalar exponent.
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::PowScalar, p)
+    }
+    /// base ** x for a scalar base.
+    pub fn rpowf(&self, base: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::RPowScalar, base)
+    }
+}

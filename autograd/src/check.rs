@@ -28,7 +28,7 @@ impl CheckOptions {
 
 fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
     let s = a.mul(b)?.sum_all()?;
-    s.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.to_scalar::<f64>()
+    s.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
 /// Check derivatives of `f` at `x` up to `order` (each level against central differences of

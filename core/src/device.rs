@@ -87,6 +87,7 @@ impl Device {
     /// Submit queued GPU work without waiting.
     pub fn flush(&self) -> Result<()> {
         if let Some(c) = self.context() {
+            crate::fusion::flush(c)?;
             c.flush()?;
         }
         Ok(())
@@ -95,6 +96,7 @@ impl Device {
     /// Wait until all queued GPU work has finished.
     pub fn synchronize(&self) -> Result<()> {
         if let Some(c) = self.context() {
+            crate::fusion::flush(c)?;
             c.synchronize()?;
         }
         Ok(())

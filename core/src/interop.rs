@@ -70,6 +70,11 @@ impl Tensor {
         if self.batch().is_some() {
             return None;
         }
+        // the host may read or write it: every pending fused value is computed first
+        if let Some(ctx) = self.device().context() {
+            crate::fusion::flush(ctx).ok()?;
+        }
+        self.materialized().ok()?;
         let buf = self.storage().gpu()?;
         let off = (self.layout().offset * self.dtype().size_in_bytes()) as u64;
         Some((buf.raw().clone(), off, self.layout().clone()))

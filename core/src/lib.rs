@@ -9,6 +9,7 @@ pub mod cpu_linalg;
 mod device;
 mod dtype;
 mod error;
+pub mod fusion;
 pub mod graph;
 mod interop;
 mod layout;
@@ -22,6 +23,7 @@ mod transform;
 pub use device::{AdapterSummary, Context, Counters, Device};
 pub use dtype::{DType, Element};
 pub use error::{Error, KernelError, Result};
+pub use fusion::{fusion_enabled, with_fusion};
 pub use graph::Node;
 pub use layout::Layout;
 pub use ops::ElementwiseKernel;
@@ -30,6 +32,11 @@ pub use tensor::Tensor;
 pub use transform::{is_recording, no_grad};
 pub use wgrad_kernels as kernels;
 pub use wgrad_kernels::{AdamParams, ConvGeometry};
+
+/// Lock a mutex; a panic on another thread while it held the lock does not poison it here.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Graph and transform internals for `wgrad-autograd`; not part of the public API.
 #[doc(hidden)]

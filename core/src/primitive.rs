@@ -86,6 +86,11 @@ pub trait Primitive: Send + Sync + 'static {
         let _ = (inputs, batched, b);
         Err(Error::Invalid { op: "vmap", msg: format!("{} has no batching rule", self.name()) })
     }
+    /// The elementwise form fusion may defer (see `fusion.rs`); None for everything that
+    /// is not a pure elementwise map.
+    fn fusible(&self) -> Option<crate::fusion::Fusible> {
+        None
+    }
     /// Whether the entry point checks a batching rule's output against the shape rule
     /// (user primitives have no shape rule of their own).
     fn checks_batched_shape(&self) -> bool {
@@ -222,8 +227,16 @@ fn bind_levels(
         }
         None => {
             let plain: Vec<Tensor> = inputs.iter().map(|t| t.plain()).collect();
+            if let Some(op) = prim.fusible() {
+                if let Some(out) = crate::fusion::defer(op, &plain, spec)? {
+                    return Ok(graph::record(out, prim, originals));
+                }
+            }
+            // anything else reads data: pending fused inputs are computed first, and ops
+            // inside the forward run unfused (its kernels read their buffers directly)
+            let plain = plain.iter().map(|t| t.materialized()).collect::<Result<Vec<_>>>()?;
             let plain_refs: Vec<&Tensor> = plain.iter().collect();
-            let out = forward(prim.as_ref(), &plain_refs, spec)?.plain();
+            let out = crate::fusion::with_fusion(false, || forward(prim.as_ref(), &plain_refs, spec))?.plain();
             if out.shape() != spec.shape {
                 return Err(Error::Invalid {
                     op: "bind",
@@ -431,7 +444,10 @@ pub fn custom_op(
         };
         return bind_levels(&prim, inputs, inputs, &spec, &mut unreachable);
     }
-    let out = transform::suspended(forward)?;
+    for t in inputs {
+        t.materialized()?;
+    }
+    let out = crate::fusion::with_fusion(false, || transform::suspended(forward))?;
     let spec = OutSpec::new(out.shape(), out.dtype());
     let mut out = Some(out);
     let mut forward = |_: &dyn Primitive, _: &[&Tensor], _: &OutSpec| {

@@ -45,19 +45,23 @@ impl CpuStorage {
 pub enum Storage {
     Cpu(Arc<CpuStorage>),
     Gpu(Arc<GpuBuffer>),
+    /// A deferred elementwise value on the GPU (see `fusion.rs`); its buffer exists once
+    /// it is materialized.
+    Lazy(Arc<crate::fusion::Lazy>),
 }
 
 impl Storage {
     pub fn gpu(&self) -> Option<&GpuBuffer> {
         match self {
             Storage::Gpu(b) => Some(b),
+            Storage::Lazy(l) => l.buffer(),
             Storage::Cpu(_) => None,
         }
     }
     pub fn cpu(&self) -> Option<&CpuStorage> {
         match self {
             Storage::Cpu(c) => Some(c),
-            Storage::Gpu(_) => None,
+            Storage::Gpu(_) | Storage::Lazy(_) => None,
         }
     }
 }

@@ -392,7 +392,8 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
         }
-        match self.storage() {
+        let this = self.materialized()?;
+        match this.storage() {
             Storage::Cpu(s) => {
                 let offs = self.layout().offsets();
                 Ok(match &**s {
@@ -402,6 +403,7 @@ impl Tensor {
                     CpuStorage::F16(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
                 })
             }
+            Storage::Lazy(_) => unreachable!("materialized above"),
             Storage::Gpu(buf) => {
                 let n = self.numel();
                 if n == 0 {

@@ -8,6 +8,7 @@ mod context;
 mod counters;
 mod dispatch;
 mod error;
+mod fused;
 mod launch;
 mod linalg;
 mod matmul;
@@ -20,6 +21,9 @@ pub use buffer::GpuBuffer;
 pub use context::{AdapterSummary, Context, KernelTime, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
+pub use fused::{
+    fused_kernels_generated, fused_param_words, fused_sources, FusedStep, FUSED_MAX_BUFFERS, FUSED_PARAM_WORDS,
+};
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
 pub use linalg::LuFactors;
 pub use matmul_vec4::{Block as MatmulBlock, MatmulVec4, Vec4Layout};

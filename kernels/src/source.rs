@@ -244,6 +244,9 @@ pub enum Kernel {
     MaxPool,
     /// Its gradient, one thread per input element.
     MaxPoolGrad,
+    /// A generated elementwise kernel over an expression DAG (see `fused.rs`; the id
+    /// indexes the process-wide registry of fused structures).
+    Fused(u32),
     /// Image patches as columns (convolution as matmul).
     Im2Col,
     /// The adjoint of Im2Col.
@@ -279,12 +282,19 @@ impl KernelKey {
 
     /// Name in the candle style `{op}_{dtype}`, used as the pipeline label.
     pub fn name(&self) -> String {
+        if let Kernel::Fused(id) = self.kernel {
+            return crate::fused::entry(id).0;
+        }
         format!("{:?}_{}", self.kernel, self.dtype.wgsl()).to_lowercase()
     }
 
     /// (read-only inputs, read-write outputs); a params buffer is always bound last.
     pub fn bindings(&self) -> (u32, u32) {
         match self.kernel {
+            Kernel::Fused(id) => {
+                let (_, _, inputs, outputs) = crate::fused::entry(id);
+                (inputs, outputs)
+            }
             Kernel::Unary(_)
             | Kernel::UserUnary(_)
             | Kernel::Copy
@@ -320,6 +330,9 @@ impl KernelKey {
 
     /// The complete WGSL module for this key.
     pub fn source(&self) -> String {
+        if let Kernel::Fused(id) = self.kernel {
+            return crate::fused::entry(id).1;
+        }
         // T is the compute type, ST the storage type of the elementwise skeletons
         let (t, st) = match self.dtype {
             KDType::F16 => ("f32", "f16"),
@@ -403,6 +416,7 @@ impl KernelKey {
             Kernel::MaxPoolGrad => (MAX_POOL_GRAD, POOL_COMMON.to_string()),
             Kernel::Im2Col => (IM2COL, String::new()),
             Kernel::Col2Im => (COL2IM, String::new()),
+            Kernel::Fused(_) => unreachable!("returned above"),
         };
         s += "\n";
         s += &op_fn;

@@ -180,8 +180,14 @@ fn hand_computed_values() {
 #[test]
 fn vec4_paths_cover_full_repeated_and_splat_operands() {
     // whole-quad tensors go through the vec4 skeletons: each input contiguous (full), a
-    // contiguous block repeated along leading dims (bias rows), or one element (splat)
+    // contiguous block repeated along leading dims (bias rows), or one element (splat);
+    // these are the unfused kernels
     let Some(g) = fresh_gpu() else { return };
+    wgrad::with_fusion(false, || vec4_paths(&g));
+}
+
+fn vec4_paths(g: &wgrad::Device) {
+    let g = g.clone();
     check_binary_ops(
         &[
             (&[6, 8], &[6, 8]),

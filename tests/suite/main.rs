@@ -12,6 +12,7 @@ mod embed_threads;
 mod errors;
 mod f16;
 mod forward_mode;
+mod fusion;
 mod linalg;
 mod matmul;
 mod movement_index;

@@ -44,9 +44,12 @@ fn batches_are_submitted_without_readbacks() {
     let Some(g) = fresh_gpu() else { return };
     let mut x = Tensor::ones(&[1000], DType::F32, &g).unwrap();
     let before = g.counters();
-    for _ in 0..1200 {
-        x = x.add_scalar(1.0).unwrap();
-    }
+    // unfused: one dispatch per op (fused, the chain would be a few kernels)
+    wgrad::with_fusion(false, || {
+        for _ in 0..1200 {
+            x = x.add_scalar(1.0).unwrap();
+        }
+    });
     let mid = g.counters();
     assert_eq!(mid.readbacks, before.readbacks);
     assert!(mid.submits - before.submits >= 2, "long chains are submitted in batches");

@@ -200,6 +200,9 @@ impl Primitive for Binary {
     fn differentiable(&self) -> bool {
         !is_comparison(self.op)
     }
+    fn fusible(&self) -> Option<crate::fusion::Fusible> {
+        Some(crate::fusion::Fusible::Binary(self.op))
+    }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (a, b) = (x[0].broadcast_view(&out.shape), x[1].broadcast_view(&out.shape));
         let s = (binary_rule(self.op).cpu)((a.cpu_storage(), a.layout()), (b.cpu_storage(), b.layout()), out.dtype);
@@ -312,6 +315,9 @@ impl Primitive for Where {
     }
     fn saves_input(&self, i: usize) -> bool {
         i == 0
+    }
+    fn fusible(&self) -> Option<crate::fusion::Fusible> {
+        Some(crate::fusion::Fusible::Where)
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let [c, a, b] = [0, 1, 2].map(|i| x[i].broadcast_view(&out.shape).cpu_values());

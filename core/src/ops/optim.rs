@@ -118,7 +118,9 @@ impl Tensor {
         check_state("sgd", self, &[grad, velocity])?;
         match self.device().clone() {
             Device::Gpu(ctx) => {
-                let g = grad.contiguous()?;
+                // an in-place write: pending fused values that read these buffers run first
+                crate::fusion::flush(&ctx)?;
+                let g = grad.contiguous()?.materialized()?;
                 let gb = g.storage().gpu().unwrap();
                 ctx.sgd_step(
                     self.storage().gpu().unwrap(),
@@ -149,7 +151,9 @@ impl Tensor {
         check_state("adam", self, &[grad, m, v])?;
         match self.device().clone() {
             Device::Gpu(ctx) => {
-                let g = grad.contiguous()?;
+                // an in-place write: pending fused values that read these buffers run first
+                crate::fusion::flush(&ctx)?;
+                let g = grad.contiguous()?.materialized()?;
                 ctx.adam_step(
                     self.storage().gpu().unwrap(),
                     g.storage().gpu().unwrap(),

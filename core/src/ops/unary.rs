@@ -216,6 +216,9 @@ impl Primitive for Unary {
     fn saves_output(&self) -> bool {
         unary_rule(self.op).saves_y
     }
+    fn fusible(&self) -> Option<crate::fusion::Fusible> {
+        Some(crate::fusion::Fusible::Unary(self.op, self.scalar))
+    }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         Ok(out.cpu((unary_rule(self.op).cpu)(x[0].cpu_storage(), x[0].layout(), out.dtype, self.scalar)))
     }

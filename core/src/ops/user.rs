@@ -42,12 +42,13 @@ impl Tensor {
             // elementwise: every example at once
             return Ok(Tensor::batched(level, physical.map_kernel(k, s)?));
         }
+        let x = self.materialized()?;
         run(
-            self,
-            self.shape(),
-            self.dtype(),
-            || Ok(cpu::map(cpu_of(self), self.layout(), self.dtype(), |x| (k.cpu)(x, s))),
-            |ctx| Ok(ctx.user_unary(k.id, s as f32, self.view(), self.shape())?),
+            &x,
+            x.shape(),
+            x.dtype(),
+            || Ok(cpu::map(cpu_of(&x), x.layout(), x.dtype(), |v| (k.cpu)(v, s))),
+            |ctx| Ok(ctx.user_unary(k.id, s as f32, x.view(), x.shape())?),
         )
     }
 }

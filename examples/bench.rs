@@ -20,15 +20,20 @@ struct Rec {
 }
 
 /// (median, min, max) seconds of `reps` timed runs after one warm-up.
-fn time(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64, f64)> {
-    f()?;
+/// Median, min and max seconds of `f` over `reps` runs, each waited for. The result is
+/// held until the device is synchronized: a value nobody holds is never computed (fusion
+/// defers elementwise work until something reads it).
+fn time<T>(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, f64, f64)> {
+    let warm = f()?;
     dev.synchronize()?;
+    drop(warm);
     let mut t = Vec::with_capacity(reps);
     for _ in 0..reps {
         let s = Instant::now();
-        f()?;
+        let out = f()?;
         dev.synchronize()?;
         t.push(s.elapsed().as_secs_f64());
+        drop(out);
     }
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok((t[t.len() / 2], t[0], t[t.len() - 1]))
@@ -143,7 +148,7 @@ fn main() -> Result<()> {
                 check("matmul", &a.matmul(&b)?, &want, 1e-4)?;
             }
             let r = if n >= 2048 { reps.min(3) } else { reps };
-            let (md, mn, mx) = time(dev, r, || a.matmul(&b).map(drop))?;
+            let (md, mn, mx) = time(dev, r, || a.matmul(&b))?;
             let fl = 2.0 * (n as f64).powi(3) / 1e9;
             recs.push(Rec {
                 workload: "W1 matmul f32".into(),
@@ -167,7 +172,7 @@ fn main() -> Result<()> {
         // W2 elementwise
         let x = Tensor::rand(&[big], -1.0, 1.0, 3, DType::F32, dev)?;
         let y = Tensor::rand(&[big], -1.0, 1.0, 4, DType::F32, dev)?;
-        let (md, mn, mx) = time(dev, reps, || x.add(&y).map(drop))?;
+        let (md, mn, mx) = time(dev, reps, || x.add(&y))?;
         let gb = 12.0 * big as f64 / 1e9;
         recs.push(Rec {
             workload: "W2 add".into(),
@@ -183,7 +188,7 @@ fn main() -> Result<()> {
             let xc = x.to_device(&cpu)?;
             check("exp(x)*x+1", &chain()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
         }
-        let (md, mn, mx) = time(dev, reps, || chain().map(drop))?;
+        let (md, mn, mx) = time(dev, reps, || chain())?;
         recs.push(Rec {
             workload: "W2 exp(x)*x+1".into(),
             param: "16M".into(),
@@ -200,7 +205,7 @@ fn main() -> Result<()> {
             let xc = x.to_device(&cpu)?;
             check("exp(x)*x+1 fused", &fused()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
         }
-        let (md, mn, mx) = time(dev, reps, || fused().map(drop))?;
+        let (md, mn, mx) = time(dev, reps, || fused())?;
         recs.push(Rec {
             workload: "W2 exp(x)*x+1 fused (map_kernel)".into(),
             param: "16M".into(),
@@ -214,7 +219,7 @@ fn main() -> Result<()> {
         if *tag == "gpu" {
             check("sum", &x.sum_all()?, &x.to_device(&cpu)?.sum_all()?, 1e-4)?;
         }
-        let (md, mn, mx) = time(dev, reps, || x.sum_all().map(drop))?;
+        let (md, mn, mx) = time(dev, reps, || x.sum_all())?;
         let gb = 4.0 * big as f64 / 1e9;
         recs.push(Rec {
             workload: "W3 sum".into(),
@@ -226,7 +231,7 @@ fn main() -> Result<()> {
             unit: "GB/s",
         });
         let m = x.reshape(&[4096, 4096])?;
-        let (md, mn, mx) = time(dev, reps, || m.sum(&[1], false).map(drop))?;
+        let (md, mn, mx) = time(dev, reps, || m.sum(&[1], false))?;
         recs.push(Rec {
             workload: "W3 row-sum".into(),
             param: "4096x4096".into(),
@@ -346,22 +351,22 @@ fn main() -> Result<()> {
         // the reverse-over-reverse HVP, grad(w -> <grad loss(w), v>), for comparison
         let hvp_rev = |w: &Tensor| grad(|w| grad(loss_of, w)?.mul(&v)?.sum_all(), w);
         let reps5 = if quick { 10 } else { 15 };
-        let (tl, _, _) = time(dev, reps5, || loss_of(&p[0]).map(drop))?;
-        let (tg, _, _) = time(dev, reps5, || grad(loss_of, &p[0]).map(drop))?;
-        let (tj, _, _) = time(dev, reps5, || jvp(loss_of, &p[0], &v).map(drop))?;
-        let (th, _, _) = time(dev, reps5, || hvp(loss_of, &p[0], &v).map(drop))?;
-        let (thr, _, _) = time(dev, reps5, || hvp_rev(&p[0]).map(drop))?;
+        let (tl, _, _) = time(dev, reps5, || loss_of(&p[0]))?;
+        let (tg, _, _) = time(dev, reps5, || grad(loss_of, &p[0]))?;
+        let (tj, _, _) = time(dev, reps5, || jvp(loss_of, &p[0], &v))?;
+        let (th, _, _) = time(dev, reps5, || hvp(loss_of, &p[0], &v))?;
+        let (thr, _, _) = time(dev, reps5, || hvp_rev(&p[0]))?;
         // peak live GPU bytes above what was live before, one call each
-        let peak = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        let peak = |f: &dyn Fn() -> Result<Tensor>| -> Result<f64> {
             dev.synchronize()?;
             let base = dev.counters().live_bytes;
             dev.reset_peak_live_bytes();
-            f()?;
+            let _out = f()?;
             dev.synchronize()?;
             Ok((dev.counters().peak_live_bytes.saturating_sub(base)) as f64 / (1 << 20) as f64)
         };
         let peaks = if *tag == "gpu" {
-            Some((peak(&|| hvp(loss_of, &p[0], &v).map(drop))?, peak(&|| hvp_rev(&p[0]).map(drop))?))
+            Some((peak(&|| hvp(loss_of, &p[0], &v))?, peak(&|| hvp_rev(&p[0]))?))
         } else {
             None
         };
@@ -369,12 +374,12 @@ fn main() -> Result<()> {
             let ctx = dev.context().expect("a gpu device has a context");
             for (name, which) in [("loss", 0), ("grad", 1), ("jvp", 2), ("hvp", 3)] {
                 ctx.set_profiling(true);
-                match which {
-                    0 => loss_of(&p[0]).map(drop)?,
-                    1 => grad(loss_of, &p[0]).map(drop)?,
-                    2 => jvp(loss_of, &p[0], &v).map(drop)?,
-                    _ => hvp(loss_of, &p[0], &v).map(drop)?,
-                }
+                let _out = match which {
+                    0 => loss_of(&p[0])?,
+                    1 => grad(loss_of, &p[0])?,
+                    2 => jvp(loss_of, &p[0], &v)?.1,
+                    _ => hvp(loss_of, &p[0], &v)?,
+                };
                 dev.synchronize()?;
                 let rows = ctx.kernel_profile();
                 ctx.set_profiling(false);
@@ -449,11 +454,11 @@ fn main() -> Result<()> {
 }
 
 /// Dispatches (GPU) and median time of `f`.
-fn timed_count(dev: &Device, reps: usize, f: &dyn Fn() -> Result<()>) -> Result<((f64, f64, f64), f64)> {
+fn timed_count<T>(dev: &Device, reps: usize, f: &dyn Fn() -> Result<T>) -> Result<((f64, f64, f64), f64)> {
     let t = time(dev, reps, f)?;
     dev.synchronize()?;
     let c0 = dev.counters().dispatches;
-    f()?;
+    let _out = f()?;
     dev.synchronize()?;
     Ok((t, (dev.counters().dispatches - c0) as f64))
 }
@@ -473,12 +478,12 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
         let g = |x: &Tensor| w.matmul(x)?.tanh();
         let r = if n >= 1024 { 3 } else { 5 };
         let p = format!("n={n}");
-        push("W6 grad f", p.clone(), ms(time(dev, r, || grad(f, &x).map(drop))?), "ms");
-        push("W6 jvp g", p.clone(), ms(time(dev, r, || jvp(g, &x, &v).map(drop))?), "ms");
-        push("W6 hvp f", p.clone(), ms(time(dev, r, || hvp(f, &x, &v).map(drop))?), "ms");
-        let (tj, dj) = timed_count(dev, r, &|| jacobian(g, &x).map(drop))?;
+        push("W6 grad f", p.clone(), ms(time(dev, r, || grad(f, &x))?), "ms");
+        push("W6 jvp g", p.clone(), ms(time(dev, r, || jvp(g, &x, &v))?), "ms");
+        push("W6 hvp f", p.clone(), ms(time(dev, r, || hvp(f, &x, &v))?), "ms");
+        let (tj, dj) = timed_count(dev, r, &|| jacobian(g, &x))?;
         push("W6 jacobian g", p.clone(), ms(tj), "ms");
-        let (th, dh) = timed_count(dev, r, &|| hessian(f, &x).map(drop))?;
+        let (th, dh) = timed_count(dev, r, &|| hessian(f, &x))?;
         push("W6 hessian f", p.clone(), ms(th), "ms");
         if tag == "gpu" {
             push("W6 dispatches per jacobian", p.clone(), (dj, dj, dj), "count");
@@ -493,7 +498,7 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
     let xb = Tensor::rand(&[b, 784], 0.0, 1.0, 5, DType::F32, dev)?;
     let yb = Tensor::from_slice(&(0..b as u32).map(|i| i % 10).collect::<Vec<_>>(), &[b], dev)?;
     let batched =
-        || value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::eval(p), &xb)?, &yb), &ps).map(drop);
+        || value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::eval(p), &xb)?, &yb), &ps);
     let per_example = || {
         vmap_many(
             |a| {
@@ -509,7 +514,7 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
             &[Some(0), Some(0)],
             0,
         )
-        .map(drop)
+        
     };
     let r = if quick { 3 } else { 5 };
     let tb = time(dev, r, batched)?;

@@ -188,7 +188,7 @@ fn main() -> Result<()> {
             let xc = x.to_device(&cpu)?;
             check("exp(x)*x+1", &chain()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
         }
-        let (md, mn, mx) = time(dev, reps, || chain())?;
+        let (md, mn, mx) = time(dev, reps, chain)?;
         recs.push(Rec {
             workload: "W2 exp(x)*x+1".into(),
             param: "16M".into(),
@@ -205,7 +205,7 @@ fn main() -> Result<()> {
             let xc = x.to_device(&cpu)?;
             check("exp(x)*x+1 fused", &fused()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
         }
-        let (md, mn, mx) = time(dev, reps, || fused())?;
+        let (md, mn, mx) = time(dev, reps, fused)?;
         recs.push(Rec {
             workload: "W2 exp(x)*x+1 fused (map_kernel)".into(),
             param: "16M".into(),
@@ -365,11 +365,8 @@ fn main() -> Result<()> {
             dev.synchronize()?;
             Ok((dev.counters().peak_live_bytes.saturating_sub(base)) as f64 / (1 << 20) as f64)
         };
-        let peaks = if *tag == "gpu" {
-            Some((peak(&|| hvp(loss_of, &p[0], &v))?, peak(&|| hvp_rev(&p[0]))?))
-        } else {
-            None
-        };
+        let peaks =
+            if *tag == "gpu" { Some((peak(&|| hvp(loss_of, &p[0], &v))?, peak(&|| hvp_rev(&p[0]))?)) } else { None };
         if profile && *tag == "gpu" {
             let ctx = dev.context().expect("a gpu device has a context");
             for (name, which) in [("loss", 0), ("grad", 1), ("jvp", 2), ("hvp", 3)] {
@@ -497,8 +494,7 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
     let b = if quick { 32 } else { 128 };
     let xb = Tensor::rand(&[b, 784], 0.0, 1.0, 5, DType::F32, dev)?;
     let yb = Tensor::from_slice(&(0..b as u32).map(|i| i % 10).collect::<Vec<_>>(), &[b], dev)?;
-    let batched =
-        || value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::eval(p), &xb)?, &yb), &ps);
+    let batched = || value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::eval(p), &xb)?, &yb), &ps);
     let per_example = || {
         vmap_many(
             |a| {
@@ -514,7 +510,6 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
             &[Some(0), Some(0)],
             0,
         )
-        
     };
     let r = if quick { 3 } else { 5 };
     let tb = time(dev, r, batched)?;

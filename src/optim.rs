@@ -1,5 +1,6 @@
-//! Optimizers. Each step is one in-place GPU kernel per parameter (no host round-trip,
-//! no new buffers after the first step, which creates the state).
+//! Optimizers. Each step is one in-place GPU kernel for all parameters (as many per
+//! dispatch as the adapter's binding limit allows; no host round-trip, no new buffers
+//! after the first step, which creates the state).
 use crate::nn::Params;
 use crate::{AdamParams, Error, Result, Tensor};
 
@@ -52,10 +53,14 @@ impl Optimizer for Sgd {
         if self.velocity.is_empty() {
             self.velocity = zeros_like_all(params)?;
         }
-        for ((p, g), v) in params.tensors_mut().iter_mut().zip(grads).zip(&mut self.velocity) {
-            p.sgd_update_(g, v, self.lr, self.momentum, self.weight_decay)?;
-        }
-        Ok(())
+        Tensor::sgd_update_many_(
+            params.tensors_mut(),
+            grads,
+            &mut self.velocity,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+        )
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
@@ -119,10 +124,7 @@ impl Optimizer for Adam {
             bias_correction2: (1.0 - self.betas.1.powi(self.t as i32)) as f32,
             decoupled: self.decoupled,
         };
-        for (((p, g), m), v) in params.tensors_mut().iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            p.adam_update_(g, m, v, h)?;
-        }
-        Ok(())
+        Tensor::adam_update_many_(params.tensors_mut(), grads, &mut self.m, &mut self.v, h)
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;

@@ -254,3 +254,129 @@ fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> Vec<u32> 
     p.extend(x.strides.iter().map(|&s| s as u32));
     p
 }
+
+/// The in-place update a [`Kernel::MultiStep`] applies to each of its tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MultiStepKind {
+    /// SGD with momentum and weight decay: buffers (grad | weights, velocity).
+    Sgd,
+    /// Adam / AdamW: buffers (grad | weights, m, v).
+    Adam,
+}
+
+/// One optimizer step over several tensors in one dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MultiStep {
+    pub kind: MultiStepKind,
+    /// Tensors updated by one dispatch.
+    pub tensors: u32,
+    /// Every tensor's element count is a multiple of 4 (read and written as vec4).
+    pub vec4: bool,
+}
+
+impl MultiStep {
+    /// Read-write buffers per tensor besides its gradient.
+    pub(crate) fn states(self) -> u32 {
+        match self.kind {
+            MultiStepKind::Sgd => 2,
+            MultiStepKind::Adam => 3,
+        }
+    }
+
+    /// The WGSL: tensor k's gradient is `g{k}`, its weights and state `w{k}`, `s{k}_{j}`;
+    /// thread i updates element i of the concatenation (tensor k starts at param(10 + k)).
+    pub(crate) fn wgsl(self) -> String {
+        let elem = if self.vec4 { "vec4<f32>" } else { "f32" };
+        let k = self.tensors;
+        let mut s = String::new();
+        for t in 0..k {
+            s += &format!("@group(0) @binding({t}) var<storage, read> g{t}: array<{elem}>;\n");
+        }
+        for t in 0..k {
+            let b = k + t * self.states();
+            s += &format!("@group(0) @binding({b}) var<storage, read_write> w{t}: array<{elem}>;\n");
+            for j in 1..self.states() {
+                s += &format!("@group(0) @binding({}) var<storage, read_write> s{t}_{j}: array<{elem}>;\n", b + j);
+            }
+        }
+        s += &format!(
+            "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n",
+            k * (1 + self.states())
+        );
+        // hyperparameters at 1..9, tensor starts at 10.., the total at 0
+        s += "fn hp(i: u32) -> f32 { return bitcast<f32>(param(i)); }\n";
+        let body = |t: u32| match self.kind {
+            MultiStepKind::Sgd => format!(
+                "var g = g{t}[j] + hp(3u) * w{t}[j];\n\
+                 if (hp(2u) != 0.0) {{ g = hp(2u) * s{t}_1[j] + g; s{t}_1[j] = g; }}\n\
+                 w{t}[j] = w{t}[j] - hp(1u) * g;"
+            ),
+            MultiStepKind::Adam => format!(
+                "var p = w{t}[j];\nvar g = g{t}[j];\n\
+                 if (param(9) == 1u) {{ p = p - hp(1u) * hp(5u) * p; }} else {{ g = g + hp(5u) * p; }}\n\
+                 let mi = hp(2u) * s{t}_1[j] + (1.0 - hp(2u)) * g;\n\
+                 let vi = hp(3u) * s{t}_2[j] + (1.0 - hp(3u)) * g * g;\n\
+                 s{t}_1[j] = mi;\ns{t}_2[j] = vi;\n\
+                 w{t}[j] = p - hp(1u) * (mi / hp(6u)) / (sqrt(vi / hp(7u)) + hp(4u));"
+            ),
+        };
+        s += "@compute @workgroup_size(WG)\n\
+              fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
+                      @builtin(local_invocation_index) lid: u32) {\n\
+                  let total = nwg.x * nwg.y * WG;\n\
+                  for (var i = flat_id(wid, nwg, lid); i < param(0); i = i + total) {\n\
+                      var t = 0u;\n";
+        s += &format!("        for (var k = 1u; k < {k}u; k = k + 1u) {{ if (i >= param(10u + k)) {{ t = k; }} }}\n");
+        s += "        let j = i - param(10u + t);\n        switch t {\n";
+        for t in 0..k {
+            s += &format!("            case {t}u: {{\n{}\n            }}\n", body(t));
+        }
+        s += "            default: {}\n        }\n    }\n}\n";
+        s
+    }
+}
+
+impl Context {
+    /// Tensors one [`MultiStep`] dispatch of `kind` may update: as many as the adapter's
+    /// storage-buffer limit allows (at most 16).
+    fn multi_step_group(&self, kind: MultiStepKind) -> usize {
+        let per = 1 + MultiStep { kind, tensors: 1, vec4: false }.states();
+        (self.limits().max_storage_buffers_per_shader_stage / per).clamp(1, 16) as usize
+    }
+
+    /// Update many tensors in place, as few dispatches as the binding limit allows (one
+    /// for all of them on most adapters). `tensors[i]` is (grad, [weights, state..], n);
+    /// `hyper` are the kind's hyperparameters (see [`MultiStep::wgsl`]): SGD [lr, momentum,
+    /// wd], Adam [lr, b1, b2, eps, wd, bc1, bc2, decoupled as 0 / 1].
+    pub fn multi_step(
+        self: &Arc<Self>,
+        kind: MultiStepKind,
+        tensors: &[(&GpuBuffer, Vec<&GpuBuffer>, usize)],
+        hyper: &[f32],
+        decoupled: bool,
+    ) -> KResult<()> {
+        let group = self.multi_step_group(kind);
+        for chunk in tensors.chunks(group) {
+            let vec4 = chunk.iter().all(|(_, _, n)| n.is_multiple_of(4));
+            let step = MultiStep { kind, tensors: chunk.len() as u32, vec4 };
+            let key = KernelKey::new(Kernel::MultiStep(step), KDType::F32);
+            let unit = if vec4 { 4 } else { 1 };
+            let mut p = vec![0u32; 10];
+            for (i, h) in hyper.iter().enumerate() {
+                p[1 + i] = h.to_bits();
+            }
+            p[9] = decoupled as u32;
+            let mut start = 0usize;
+            for (_, _, n) in chunk {
+                p.push(crate::launch::u32_of(start, "elements")?);
+                start += n / unit;
+            }
+            p[0] = crate::launch::u32_of(start, "elements")?;
+            let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(g, _, _)| *g).collect();
+            let outputs: Vec<&GpuBuffer> = chunk.iter().flat_map(|(_, s, _)| s.iter().copied()).collect();
+            let grid = self.grid_stride(key, (start * unit) as u64)?;
+            self.dispatch(key, &inputs, &outputs, &p, grid)?;
+        }
+        Ok(())
+    }
+}

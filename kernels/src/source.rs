@@ -247,6 +247,8 @@ pub enum Kernel {
     /// A generated elementwise kernel over an expression DAG (see `fused.rs`; the id
     /// indexes the process-wide registry of fused structures).
     Fused(u32),
+    /// One optimizer step over several tensors (see `nn.rs`).
+    MultiStep(crate::nn::MultiStep),
     /// Image patches as columns (convolution as matmul).
     Im2Col,
     /// The adjoint of Im2Col.
@@ -295,6 +297,7 @@ impl KernelKey {
                 let (_, _, inputs, outputs) = crate::fused::entry(id);
                 (inputs, outputs)
             }
+            Kernel::MultiStep(m) => (m.tensors, m.tensors * m.states()),
             Kernel::Unary(_)
             | Kernel::UserUnary(_)
             | Kernel::Copy
@@ -417,6 +420,10 @@ impl KernelKey {
             Kernel::Im2Col => (IM2COL, String::new()),
             Kernel::Col2Im => (COL2IM, String::new()),
             Kernel::Fused(_) => unreachable!("returned above"),
+            Kernel::MultiStep(m) => {
+                generated = m.wgsl();
+                (generated.as_str(), String::new())
+            }
         };
         s += "\n";
         s += &op_fn;
@@ -472,6 +479,13 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::MaxPoolGrad,
     ] {
         v.push(KernelKey::new(k, f));
+    }
+    for kind in [crate::nn::MultiStepKind::Sgd, crate::nn::MultiStepKind::Adam] {
+        for tensors in [1, 3, 16] {
+            for vec4 in [false, true] {
+                v.push(KernelKey::new(Kernel::MultiStep(crate::nn::MultiStep { kind, tensors, vec4 }), f));
+            }
+        }
     }
     v.extend(crate::matmul_vec4::MatmulVec4::ALL.iter().map(|&m| KernelKey::new(Kernel::MatmulVec4(m), f)));
     let users = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;

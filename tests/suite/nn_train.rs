@@ -145,7 +145,7 @@ fn gpu_optimizer_steps_update_in_place() {
         adam.step(&mut p, &grad).unwrap();
     }
     let after = g.counters();
-    assert_eq!(after.dispatches - before.dispatches, 10, "one kernel per parameter per step");
+    assert_eq!(after.dispatches - before.dispatches, 10, "one kernel per step");
     assert_eq!(after.readbacks, before.readbacks);
     assert_eq!(after.buffer_allocations, before.buffer_allocations, "no new buffers");
     assert_eq!(after.live_buffers, before.live_buffers);
@@ -441,4 +441,75 @@ fn fused_max_pool_matches_the_max_reduction_with_ties_and_nan() {
     assert!(p.iter().zip(&pc).all(|(a, b)| a == b || (a.is_nan() && b.is_nan())), "{p:?} vs {pc:?}");
     let xt = xg.permute(&[0, 1, 3, 2]).unwrap().contiguous().unwrap().permute(&[0, 1, 3, 2]).unwrap();
     assert_close(&xt.max_pool2d(2).unwrap(), &want, 0.0, 0.0, "gpu max_pool2d of a strided view");
+}
+
+#[test]
+fn multi_tensor_steps_equal_per_tensor_steps_in_one_dispatch() {
+    let Some(g) = fresh_gpu() else { return };
+    // 20 parameters (more than one dispatch binds on adapters with few storage buffers),
+    // ragged and whole-quad sizes mixed
+    let sizes: Vec<usize> = (0..20).map(|i| [1, 7, 64, 257, 1000][i % 5] + i).collect();
+    let values = |seed: f64| -> Vec<Vec<f32>> {
+        sizes.iter().enumerate().map(|(k, &n)| (0..n).map(|i| ((i + k) as f64 * seed).sin() as f32).collect()).collect()
+    };
+    let (p0, g0) = (values(0.37), values(0.91));
+    let make = |dev: &Device, v: &[Vec<f32>]| -> Vec<Tensor> {
+        v.iter().map(|x| Tensor::from_slice(x, &[x.len()], dev).unwrap()).collect()
+    };
+    for adam in [false, true] {
+        let run_many = |dev: &Device| {
+            let (mut p, grads) = (make(dev, &p0), make(dev, &g0));
+            // (each state its own buffer: a clone would share storage)
+            let zeros = |p: &[Tensor]| -> Vec<Tensor> { p.iter().map(|t| t.zeros_like().unwrap()).collect() };
+            let (mut s1, mut s2) = (zeros(&p), zeros(&p));
+            let h = wgrad::AdamParams {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                bias_correction1: 0.1,
+                bias_correction2: 0.01,
+                decoupled: true,
+            };
+            for _ in 0..3 {
+                if adam {
+                    Tensor::adam_update_many_(&mut p, &grads, &mut s1, &mut s2, h).unwrap();
+                } else {
+                    Tensor::sgd_update_many_(&mut p, &grads, &mut s1, 0.1, 0.9, 0.01).unwrap();
+                }
+            }
+            let mut p_one = make(dev, &p0);
+            let (mut t1, mut t2) = (zeros(&p_one), zeros(&p_one));
+            for _ in 0..3 {
+                for k in 0..p_one.len() {
+                    if adam {
+                        p_one[k].adam_update_(&grads[k], &mut t1[k], &mut t2[k], h).unwrap();
+                    } else {
+                        p_one[k].sgd_update_(&grads[k], &mut t1[k], 0.1, 0.9, 0.01).unwrap();
+                    }
+                }
+            }
+            (p, p_one)
+        };
+        g.synchronize().unwrap();
+        let (gpu_many, gpu_one) = run_many(&g);
+        let (cpu_many, _) = run_many(&cpu());
+        for k in 0..sizes.len() {
+            let what = format!("{} tensor {k} ({} elements)", if adam { "adam" } else { "sgd" }, sizes[k]);
+            assert_close(&gpu_many[k], &gpu_one[k], 1e-6, 1e-7, &what);
+            assert_close(&gpu_many[k], &cpu_many[k], 1e-5, 1e-6, &what);
+        }
+    }
+    // one dispatch per step for a model's parameters where the adapter binds enough buffers
+    let limit = g.context().unwrap().limits().max_storage_buffers_per_shader_stage;
+    let (mut p, grads) = (make(&g, &p0[..4]), make(&g, &g0[..4]));
+    let mut v: Vec<Tensor> = p.iter().map(|t| t.zeros_like().unwrap()).collect();
+    g.synchronize().unwrap();
+    let before = g.counters().dispatches;
+    Tensor::sgd_update_many_(&mut p, &grads, &mut v, 0.1, 0.9, 0.0).unwrap();
+    let n = g.counters().dispatches - before;
+    assert_eq!(n, (4u64 * 3).div_ceil((limit / 3 * 3) as u64), "4 parameters in {n} dispatches (limit {limit})");
+    // bad input: counts and shapes
+    assert!(Tensor::sgd_update_many_(&mut p, &grads[..3], &mut v, 0.1, 0.0, 0.0).is_err());
 }

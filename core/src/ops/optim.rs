@@ -182,3 +182,93 @@ impl Tensor {
         Ok(())
     }
 }
+
+/// The GPU context when every tensor lives on that one GPU.
+fn one_gpu(ts: &[Tensor]) -> Option<Arc<wgrad_kernels::Context>> {
+    let ctx = ts.first()?.device().context()?.clone();
+    ts.iter().all(|t| t.device().context().is_some_and(|c| Arc::ptr_eq(c, &ctx))).then_some(ctx)
+}
+
+/// The buffer of a GPU tensor the flush before an in-place step has materialized.
+fn buf(t: &Tensor) -> &wgrad_kernels::GpuBuffer {
+    t.storage().gpu().expect("materialized by the flush")
+}
+
+fn check_many(op: &'static str, params: &[Tensor], grads: &[Tensor], states: &[&[Tensor]]) -> Result<()> {
+    if grads.len() != params.len() || states.iter().any(|s| s.len() != params.len()) {
+        return Err(Error::Invalid {
+            op,
+            msg: format!("{} parameters, {} gradients and state for {:?}", params.len(), grads.len(), {
+                states.iter().map(|s| s.len()).collect::<Vec<_>>()
+            }),
+        });
+    }
+    for (i, p) in params.iter().enumerate() {
+        let mut others = vec![&grads[i]];
+        others.extend(states.iter().map(|s| &s[i]));
+        check_state(op, p, &others)?;
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// [`Tensor::sgd_update_`] on every parameter at once: on one GPU a single dispatch
+    /// updates them all (as many as the adapter's binding limit allows per dispatch).
+    pub fn sgd_update_many_(
+        params: &mut [Tensor],
+        grads: &[Tensor],
+        velocity: &mut [Tensor],
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    ) -> Result<()> {
+        check_many("sgd", params, grads, &[velocity])?;
+        let Some(ctx) = one_gpu(params) else {
+            for ((p, g), v) in params.iter_mut().zip(grads).zip(velocity.iter_mut()) {
+                p.sgd_update_(g, v, lr, momentum, weight_decay)?;
+            }
+            return Ok(());
+        };
+        // in-place writes: pending fused values that read these buffers run first
+        crate::fusion::flush(&ctx)?;
+        let gs = grads.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
+        let items: Vec<_> = params
+            .iter()
+            .zip(&gs)
+            .zip(velocity.iter())
+            .map(|((p, g), v)| (buf(g), vec![buf(p), buf(v)], p.numel()))
+            .collect();
+        let hyper = [lr as f32, momentum as f32, weight_decay as f32];
+        ctx.multi_step(wgrad_kernels::MultiStepKind::Sgd, &items, &hyper, false)?;
+        Ok(())
+    }
+
+    /// [`Tensor::adam_update_`] on every parameter at once (one dispatch on one GPU, as
+    /// [`Tensor::sgd_update_many_`]).
+    pub fn adam_update_many_(
+        params: &mut [Tensor],
+        grads: &[Tensor],
+        m: &mut [Tensor],
+        v: &mut [Tensor],
+        h: AdamParams,
+    ) -> Result<()> {
+        check_many("adam", params, grads, &[m, v])?;
+        let Some(ctx) = one_gpu(params) else {
+            for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+                p.adam_update_(g, m, v, h)?;
+            }
+            return Ok(());
+        };
+        crate::fusion::flush(&ctx)?;
+        let gs = grads.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
+        let items: Vec<_> = params
+            .iter()
+            .zip(&gs)
+            .zip(m.iter().zip(v.iter()))
+            .map(|((p, g), (m, v))| (buf(g), vec![buf(p), buf(m), buf(v)], p.numel()))
+            .collect();
+        let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
+        ctx.multi_step(wgrad_kernels::MultiStepKind::Adam, &items, &hyper, h.decoupled)?;
+        Ok(())
+    }
+}

@@ -25,6 +25,7 @@
 //! tolerances (the same f32 formulas, without intermediate rounding to memory, which f32
 //! registers do not add), and the same program gives bitwise the same output. Turn it off
 //! with `WGRAD_FUSION=0`, or for one thread's scope with [`with_fusion`].
+use crate::ops::matmul::{gpu_operands, GpuOperands};
 use crate::primitive::OutSpec;
 use crate::storage::Storage;
 use crate::{DType, Device, Result, Tensor};
@@ -44,6 +45,9 @@ pub enum Fusible {
     Binary(BinaryOp),
     /// cond != 0 ? a : b
     Where,
+    /// A matrix product: deferred like the others, so that the elementwise ops that read
+    /// its result run in its store (epilogue fusion: bias, activation, residual, masks).
+    Matmul,
 }
 
 /// Ops one generated kernel holds at most (longer chains are split).
@@ -60,6 +64,8 @@ pub(crate) struct Lazy {
 struct Pending {
     op: Fusible,
     args: Vec<Arg>,
+    /// The operands of a matmul node (its `args` are empty).
+    matmul: Option<GpuOperands>,
     /// What the DAG under this node binds (an upper bound once parts of it materialize).
     cost: Cost,
 }
@@ -169,6 +175,9 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
     if inputs.iter().any(|t| t.dtype() != DType::F32 || t.device() != inputs[0].device()) {
         return Ok(None);
     }
+    if let Fusible::Matmul = op {
+        return defer_matmul(ctx, inputs, spec);
+    }
     let mut st = state();
     let mut args: Vec<Arg> = Vec::with_capacity(inputs.len());
     for t in inputs {
@@ -189,15 +198,55 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
         ctx,
         shape: spec.shape.clone(),
         result: OnceLock::new(),
-        pending: Mutex::new(Some(Pending { op, args, cost })),
+        pending: Mutex::new(Some(Pending { op, args, matmul: None, cost })),
     });
-    st.pending.push(Arc::downgrade(&node));
+    note_pending(&mut st, &node);
+    drop(st);
+    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, inputs[0].device().clone())))
+}
+
+fn note_pending(st: &mut State, node: &Arc<Lazy>) {
+    st.pending.push(Arc::downgrade(node));
     if st.pending.len() > 2 * st.pruned_len + 64 {
         st.pending.retain(|w| w.upgrade().is_some_and(|n| n.is_pending()));
         st.pruned_len = st.pending.len();
     }
+}
+
+/// A deferred matmul: its operands are materialized now (its kernel reads them as they
+/// are), the product waits for its consumers.
+fn defer_matmul(ctx: Arc<Context>, inputs: &[Tensor], spec: &OutSpec) -> Result<Option<Tensor>> {
+    let ins = inputs.iter().map(|t| t.materialized()).collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = ins.iter().collect();
+    let operands = gpu_operands(&refs)?;
+    if operands.k == 0 {
+        return Ok(None);
+    }
+    let mut st = state();
+    let mut cost = Cost::default();
+    for t in [&operands.a, &operands.b] {
+        let id = leaf_id(t);
+        union(&mut cost.buffers, &[id.0]);
+    }
+    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
+    cost.nodes.push(node.address());
+    *crate::lock(&node.pending) = Some(Pending { op: Fusible::Matmul, args: Vec::new(), matmul: Some(operands), cost });
+    note_pending(&mut st, &node);
     drop(st);
     Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, inputs[0].device().clone())))
+}
+
+/// The operands of a pending matmul node.
+fn matmul_of(n: &Lazy) -> Option<GpuOperands> {
+    crate::lock(&n.pending).as_ref().and_then(|p| p.matmul.clone())
+}
+
+/// Run a pending matmul node alone (no epilogue).
+fn run_matmul(n: &Arc<Lazy>, op: &GpuOperands) -> Result<Arc<GpuBuffer>> {
+    let buf = Arc::new(n.ctx.matmul(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n)?);
+    let _ = n.result.set(buf.clone());
+    crate::lock(&n.pending).take();
+    Ok(buf)
 }
 
 /// How a deferred op reads input `t`: a pending value of the output's shape joins the DAG;
@@ -291,6 +340,10 @@ struct Plan {
     /// Pending nodes in the DAG with their step and how many DAG edges point at them.
     nodes: Vec<(Arc<Lazy>, u32, usize)>,
     node_index: HashMap<usize, usize>,
+    /// The pending matmul whose store runs this DAG (its index in `nodes`).
+    acc: Option<usize>,
+    /// A second pending matmul in the DAG: computed on its own first.
+    must_force: Option<Arc<Lazy>>,
 }
 
 impl Plan {
@@ -310,6 +363,18 @@ impl Plan {
             })?;
             (p.op, p.args.clone())
         };
+        if let Fusible::Matmul = op {
+            if self.acc.is_some() {
+                self.must_force = Some(n.clone());
+                return Ok(0);
+            }
+            self.steps.push(FusedStep::Acc);
+            let id = self.steps.len() as u32 - 1;
+            self.acc = Some(self.nodes.len());
+            self.node_index.insert(n.address(), self.nodes.len());
+            self.nodes.push((n.clone(), id, 1));
+            return Ok(id);
+        }
         let mut operands = Vec::with_capacity(args.len());
         for a in &args {
             operands.push(match a {
@@ -324,6 +389,7 @@ impl Plan {
             }
             Fusible::Binary(op) => FusedStep::Binary { op, a: operands[0], b: operands[1] },
             Fusible::Where => FusedStep::Where { c: operands[0], a: operands[1], b: operands[2] },
+            Fusible::Matmul => unreachable!("handled above"),
         };
         self.steps.push(step);
         let id = self.steps.len() as u32 - 1;
@@ -363,6 +429,9 @@ fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
         if let Some(b) = root.result.get() {
             return Ok(b.clone());
         }
+        if let Some(op) = matmul_of(root) {
+            return run_matmul(root, &op);
+        }
         let device = Device::Gpu(root.ctx.clone());
         let mut plan = Plan {
             steps: Vec::new(),
@@ -371,21 +440,41 @@ fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
             leaf_step: HashMap::new(),
             nodes: Vec::new(),
             node_index: HashMap::new(),
+            acc: None,
+            must_force: None,
         };
         plan.visit(root, &device)?;
+        if let Some(m) = plan.must_force.take() {
+            drop(plan);
+            force_locked(&m)?;
+            continue;
+        }
         let outputs = plan.outputs();
+        // the matmul runs the DAG in its store only if nothing else reads its own result
+        let acc = plan.acc.map(|i| plan.nodes[i].0.clone());
+        if let (Some(i), Some(m)) = (plan.acc, &acc) {
+            if outputs.contains(&i) {
+                drop(plan);
+                force_locked(m)?;
+                continue;
+            }
+        }
         let buffers = {
             let mut b: Vec<usize> = plan.leaves.iter().map(|t| leaf_id(t).0).collect();
             b.sort();
             b.dedup();
-            b.len()
+            b.len() + if acc.is_some() { 2 } else { 0 }
         };
-        let words = fused_param_words(root.shape.len(), plan.leaves.len(), plan.scalars.len());
+        let (rank, inputs, scalars) = (root.shape.len(), plan.leaves.len(), plan.scalars.len());
+        let words = match acc {
+            Some(_) => wgrad_kernels::epilogue_param_words(rank, inputs, scalars),
+            None => fused_param_words(rank, inputs, scalars),
+        };
         if (buffers + outputs.len()) as u32 > FUSED_MAX_BUFFERS || words > FUSED_PARAM_WORDS {
-            // split: an interior value that must be written anyway goes first, else the
-            // root's largest pending argument
+            // split: the matmul runs alone first, else an interior value that must be
+            // written anyway goes first, else the root's largest pending argument
             let interior = outputs.iter().find(|&&i| i + 1 != plan.nodes.len()).map(|&i| plan.nodes[i].0.clone());
-            let next = interior.or_else(|| largest_pending_arg(root));
+            let next = acc.clone().or(interior).or_else(|| largest_pending_arg(root));
             drop(plan);
             match next {
                 Some(n) => {
@@ -402,7 +491,30 @@ fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
         }
         let views: Vec<View> = plan.leaves.iter().map(|t| t.view()).collect();
         let out_steps: Vec<u32> = outputs.iter().map(|&i| plan.nodes[i].1).collect();
-        let bufs = root.ctx.fused(&plan.steps, &views, &plan.scalars, &out_steps, &root.shape)?;
+        let bufs = match &acc {
+            None => root.ctx.fused(&plan.steps, &views, &plan.scalars, &out_steps, &root.shape)?,
+            Some(m) => {
+                let op = matmul_of(m).expect("a pending matmul");
+                let epi = wgrad_kernels::Epilogue {
+                    steps: plan.steps.clone(),
+                    inputs: views.clone(),
+                    scalars: plan.scalars.clone(),
+                    outputs: out_steps.clone(),
+                    shape: root.shape.clone(),
+                };
+                match root.ctx.matmul_fused(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n, &epi)? {
+                    Some(bufs) => bufs,
+                    None => {
+                        // this product cannot take an epilogue (split-K): alone, then the DAG
+                        drop(epi);
+                        drop(views);
+                        drop(plan);
+                        run_matmul(m, &op)?;
+                        continue;
+                    }
+                }
+            }
+        };
         drop(views);
         for (&i, buf) in outputs.iter().zip(bufs) {
             let _ = plan.nodes[i].0.result.set(Arc::new(buf));

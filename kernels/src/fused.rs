@@ -24,6 +24,8 @@ pub const FUSED_PARAM_WORDS: usize = PARAMS_QUADS as usize * 4;
 pub enum FusedStep {
     /// The value of input `i` at this element.
     Load(u32),
+    /// The matmul's result at this element (epilogue programs only).
+    Acc,
     /// `op(x, scalars[scalar])`.
     Unary {
         op: UnaryOp,
@@ -46,7 +48,7 @@ pub enum FusedStep {
 impl FusedStep {
     fn name(&self) -> Option<String> {
         match self {
-            FusedStep::Load(_) => None,
+            FusedStep::Load(_) | FusedStep::Acc => None,
             FusedStep::Unary { op, .. } => Some(format!("{op:?}").to_lowercase()),
             FusedStep::Binary { op, .. } => Some(format!("{op:?}").to_lowercase()),
             FusedStep::Where { .. } => Some("where".into()),
@@ -60,6 +62,9 @@ impl FusedStep {
 enum Mode {
     Contiguous,
     Splat,
+    /// A contiguous block repeated along the leading dims (a bias row): element
+    /// `offset + i % period`.
+    Repeat,
     Strided,
 }
 
@@ -73,12 +78,19 @@ struct Program {
     outputs: Vec<u32>,
     scalars: u32,
     vec4: bool,
+    /// The matmul kernel whose stores run this program as an epilogue (`Acc` is its
+    /// result), or None for a plain elementwise kernel.
+    matmul: Option<Kernel>,
 }
+
+/// Where an epilogue's params start (the matmul's own take the words before).
+const EPILOGUE_PARAMS: usize = 32;
 
 struct Entry {
     name: String,
     source: String,
-    buffers: u32,
+    /// Storage buffers read (the matmul's two operands included).
+    inputs: u32,
     outputs: u32,
 }
 
@@ -97,11 +109,18 @@ fn register(p: Program) -> KResult<u32> {
         return Ok(id);
     }
     let ops: Vec<String> = p.steps.iter().filter_map(FusedStep::name).collect();
-    let name = format!("fused[{}]", ops.join(","));
-    let source = generate(&p, &name);
+    let name = match p.matmul {
+        Some(_) => format!("matmul+fused[{}]", ops.join(",")),
+        None => format!("fused[{}]", ops.join(",")),
+    };
+    let source = match p.matmul {
+        Some(m) => generate_epilogue(&p, m, &name),
+        None => generate(&p, &name),
+    };
     crate::source::validate_wgsl(&source).map_err(|msg| KernelError::Compile { kernel: name.clone(), msg })?;
     let id = reg.entries.len() as u32;
-    reg.entries.push(Entry { name, source, buffers: p.buffers, outputs: p.outputs.len() as u32 });
+    let inputs = p.buffers + if p.matmul.is_some() { 2 } else { 0 };
+    reg.entries.push(Entry { name, source, inputs, outputs: p.outputs.len() as u32 });
     reg.ids.get_or_insert_with(HashMap::new).insert(p, id);
     Ok(id)
 }
@@ -110,7 +129,7 @@ fn register(p: Program) -> KResult<u32> {
 pub(crate) fn entry(id: u32) -> (String, String, u32, u32) {
     let reg = crate::lock(&REGISTRY);
     let e = &reg.entries[id as usize];
-    (e.name.clone(), e.source.clone(), e.buffers, e.outputs)
+    (e.name.clone(), e.source.clone(), e.inputs, e.outputs)
 }
 
 /// How many fused kernel structures this process has generated (each validated by naga).
@@ -125,30 +144,35 @@ pub fn fused_sources() -> Vec<String> {
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
-fn generate(p: &Program, name: &str) -> String {
-    let elem = if p.vec4 { "vec4<f32>" } else { "f32" };
-    let mut s = format!(
+fn header(name: &str) -> String {
+    format!(
         "// generated: {name}\nalias T = f32;\nalias ST = f32;\nconst WG: u32 = {WG}u;\n\
-         const PARAMS_QUADS: u32 = {PARAMS_QUADS}u;\n"
-    );
-    s += COMMON;
-    s += "\n";
-    for b in 0..p.buffers {
-        let _ = writeln!(s, "@group(0) @binding({b}) var<storage, read> in{b}: array<{elem}>;");
+         const PARAMS_QUADS: u32 = {PARAMS_QUADS}u;\n{COMMON}\n"
+    )
+}
+
+/// Binding declarations: inputs `in{b}` from `first`, then outputs `out{o}`, then params.
+fn declarations(p: &Program, first: usize, elem: &str) -> String {
+    let mut s = String::new();
+    for b in 0..p.buffers as usize {
+        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> in{b}: array<{elem}>;", first + b);
     }
+    let outs = first + p.buffers as usize;
     for o in 0..p.outputs.len() {
-        let _ = writeln!(
-            s,
-            "@group(0) @binding({}) var<storage, read_write> out{o}: array<{elem}>;",
-            p.buffers as usize + o
-        );
+        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> out{o}: array<{elem}>;", outs + o);
     }
     let _ = writeln!(
         s,
         "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;",
-        p.buffers as usize + p.outputs.len()
+        outs + p.outputs.len()
     );
-    // one function per distinct op
+    s
+}
+
+/// One function per distinct op, the `Outs` struct and `fn expr(acc, l0, l1..) -> Outs`
+/// (scalar k is param(scalar_at + k)).
+fn expression(p: &Program, scalar_at: usize) -> String {
+    let mut s = String::new();
     let mut seen = Vec::new();
     for st in &p.steps {
         let (fname, def) = match st {
@@ -166,18 +190,21 @@ fn generate(p: &Program, name: &str) -> String {
             seen.push(fname);
         }
     }
-    // the expression: inputs in, outputs out
     s += "struct Outs {\n";
     for o in 0..p.outputs.len() {
         let _ = writeln!(s, "    o{o}: T,");
     }
     s += "}\n";
-    let args: Vec<String> = (0..p.inputs.len()).map(|i| format!("l{i}: T")).collect();
+    let mut args = vec!["acc: T".to_string()];
+    args.extend((0..p.inputs.len()).map(|i| format!("l{i}: T")));
     let _ = writeln!(s, "fn expr({}) -> Outs {{", args.join(", "));
     for (k, st) in p.steps.iter().enumerate() {
         let e = match *st {
             FusedStep::Load(i) => format!("l{i}"),
-            FusedStep::Unary { op, x, scalar } => format!("u_{op:?}(v{x}, bitcast<f32>(param({}u)))", 4 + scalar),
+            FusedStep::Acc => "acc".to_string(),
+            FusedStep::Unary { op, x, scalar } => {
+                format!("u_{op:?}(v{x}, bitcast<f32>(param({}u)))", scalar_at + scalar as usize)
+            }
             FusedStep::Binary { op, a, b } => format!("b_{op:?}(v{a}, v{b})"),
             FusedStep::Where { c, a, b } => format!("select(v{b}, v{a}, v{c} != T(0))"),
         };
@@ -185,7 +212,45 @@ fn generate(p: &Program, name: &str) -> String {
     }
     let outs: Vec<String> = p.outputs.iter().map(|o| format!("v{o}")).collect();
     let _ = writeln!(s, "    return Outs({});\n}}", outs.join(", "));
-    // main: the grid-stride loop
+    s
+}
+
+/// Statements computing `p{i}`, where input i's params start, from `at` (a var).
+fn input_params(p: &Program) -> String {
+    let mut s = String::new();
+    for (i, &(_, mode)) in p.inputs.iter().enumerate() {
+        let step = match mode {
+            Mode::Strided => "1u + rank",
+            Mode::Repeat => "2u",
+            _ => "1u",
+        };
+        let _ = writeln!(s, "    let p{i} = at;\n    at = at + {step};");
+    }
+    s
+}
+
+/// `let l{i} = ...;` loads of every input at linear index `idx`.
+fn loads(p: &Program, idx: &str, indent: &str) -> String {
+    let mut s = String::new();
+    for (i, &(b, mode)) in p.inputs.iter().enumerate() {
+        let load = match (mode, p.vec4) {
+            (Mode::Contiguous, _) => format!("in{b}[param(p{i}) + {idx}]"),
+            (Mode::Splat, false) => format!("in{b}[param(p{i})]"),
+            (Mode::Splat, true) => format!("vec4<f32>(in{b}[param(p{i}) / 4u][param(p{i}) % 4u])"),
+            (Mode::Repeat, _) => format!("in{b}[param(p{i}) + {idx} % param(p{i} + 1u)]"),
+            (Mode::Strided, _) => format!("in{b}[strided_offset({idx}, rank, shape_at, p{i} + 1u, param(p{i}))]"),
+        };
+        let _ = writeln!(s, "{indent}let l{i} = {load};");
+    }
+    s
+}
+
+/// params: [n, rank, 0, 0, scalars.., shape[rank], per input: offset (+ strides if strided)]
+fn generate(p: &Program, name: &str) -> String {
+    let elem = if p.vec4 { "vec4<f32>" } else { "f32" };
+    let mut s = header(name);
+    s += &declarations(p, 0, elem);
+    s += &expression(p, 4);
     s += "@compute @workgroup_size(WG)\n\
           fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                   @builtin(local_invocation_index) lid: u32) {\n\
@@ -194,30 +259,21 @@ fn generate(p: &Program, name: &str) -> String {
               let rank = param(1);\n";
     let _ = writeln!(s, "    let shape_at = {}u;", 4 + p.scalars);
     s += "    var at = shape_at + rank;\n";
-    for (i, &(_, mode)) in p.inputs.iter().enumerate() {
-        let step = if mode == Mode::Strided { "1u + rank" } else { "1u" };
-        let _ = writeln!(s, "    let p{i} = at;\n    at = at + {step};");
-    }
+    s += &input_params(p);
     s += "    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {\n";
-    for (i, &(b, mode)) in p.inputs.iter().enumerate() {
-        let load = match (mode, p.vec4) {
-            (Mode::Contiguous, _) => format!("in{b}[param(p{i}) + i]"),
-            (Mode::Splat, false) => format!("in{b}[param(p{i})]"),
-            (Mode::Splat, true) => format!("vec4<f32>(in{b}[param(p{i}) / 4u][param(p{i}) % 4u])"),
-            (Mode::Strided, _) => format!("in{b}[strided_offset(i, rank, shape_at, p{i} + 1u, param(p{i}))]"),
-        };
-        let _ = writeln!(s, "        let l{i} = {load};");
-    }
+    s += &loads(p, "i", "        ");
     if p.vec4 {
         for lane in ["x", "y", "z", "w"] {
-            let a: Vec<String> = (0..p.inputs.len()).map(|i| format!("l{i}.{lane}")).collect();
+            let mut a = vec!["0.0".to_string()];
+            a.extend((0..p.inputs.len()).map(|i| format!("l{i}.{lane}")));
             let _ = writeln!(s, "        let r{lane} = expr({});", a.join(", "));
         }
         for o in 0..p.outputs.len() {
             let _ = writeln!(s, "        out{o}[i] = vec4<f32>(rx.o{o}, ry.o{o}, rz.o{o}, rw.o{o});");
         }
     } else {
-        let a: Vec<String> = (0..p.inputs.len()).map(|i| format!("l{i}")).collect();
+        let mut a = vec!["0.0".to_string()];
+        a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
         let _ = writeln!(s, "        let r = expr({});", a.join(", "));
         for o in 0..p.outputs.len() {
             let _ = writeln!(s, "        out{o}[i] = r.o{o};");
@@ -227,10 +283,128 @@ fn generate(p: &Program, name: &str) -> String {
     s
 }
 
+/// A matmul kernel whose `store_row` runs the program on each result before it is
+/// written. params: the matmul's, then from EPILOGUE_PARAMS [rank, 0, 0, 0, scalars..,
+/// shape[rank], per input: offset (+ strides)], over the output's row-major index.
+fn generate_epilogue(p: &Program, matmul: Kernel, name: &str) -> String {
+    let e = EPILOGUE_PARAMS;
+    let mut s = header(name);
+    // the skeleton declares the operands (bindings 0 and 1)
+    s += &declarations(p, 2, "f32");
+    s += crate::source::MATMUL_HELPERS;
+    s += "\n";
+    s += &expression(p, e + 4);
+    s += "fn store_one(o: u32, acc: T) {\n";
+    let _ = writeln!(s, "    let rank = param({e}u);\n    let shape_at = {}u;", e + 4 + p.scalars as usize);
+    s += "    var at = shape_at + rank;\n";
+    s += &input_params(p);
+    s += &loads(p, "o", "    ");
+    let mut a = vec!["acc".to_string()];
+    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
+    let _ = writeln!(s, "    let r = expr({});", a.join(", "));
+    for o in 0..p.outputs.len() {
+        let _ = writeln!(s, "    out{o}[o] = r.o{o};");
+    }
+    s += "}\n";
+    s += "fn store_row(c_base: u32, r: u32, col: u32, M: u32, N: u32, v: vec4<T>) {\n\
+              if (r >= M) { return; }\n\
+              let o = c_base + r * N + col;\n\
+              if (col < N) { store_one(o, v.x); }\n\
+              if (col + 1u < N) { store_one(o + 1u, v.y); }\n\
+              if (col + 2u < N) { store_one(o + 2u, v.z); }\n\
+              if (col + 3u < N) { store_one(o + 3u, v.w); }\n\
+          }\n";
+    s += &crate::source::matmul_skeleton(matmul);
+    s
+}
+
 /// Launch-param words a fused kernel over `rank` dims with `inputs` inputs (each counted
 /// as strided, the worst case) and `scalars` scalars needs at most.
 pub fn fused_param_words(rank: usize, inputs: usize, scalars: usize) -> usize {
     4 + scalars + rank + inputs * (1 + rank)
+}
+
+/// The inputs of a fused program over `shape`: one binding per distinct buffer, each
+/// input's mode, and the params that place them (after `words` of earlier params).
+struct Inputs<'a> {
+    shape: Vec<usize>,
+    buffers: Vec<&'a GpuBuffer>,
+    modes: Vec<(u32, Mode)>,
+    strides: Vec<Vec<usize>>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(inputs: &[View<'a>], shape: &[usize]) -> KResult<Inputs<'a>> {
+        let strides: Vec<&[usize]> = inputs.iter().map(|v| v.strides).collect();
+        let (shape, st) = coalesce(shape, &strides);
+        check_rank(&shape, "fused")?;
+        let mut buffers: Vec<&GpuBuffer> = Vec::new();
+        let mut modes = Vec::with_capacity(inputs.len());
+        for (v, s) in inputs.iter().zip(&st) {
+            let b = match buffers.iter().position(|b| std::ptr::eq(*b, v.buffer)) {
+                Some(b) => b,
+                None => {
+                    buffers.push(v.buffer);
+                    buffers.len() - 1
+                }
+            };
+            let lead = s.iter().take_while(|&&x| x == 0).count();
+            let mode = if lead == s.len() {
+                Mode::Splat
+            } else if is_contiguous(&shape, s) {
+                Mode::Contiguous
+            } else if is_contiguous(&shape[lead..], &s[lead..]) {
+                Mode::Repeat
+            } else {
+                Mode::Strided
+            };
+            modes.push((b as u32, mode));
+        }
+        Ok(Inputs { shape, buffers, modes, strides: st })
+    }
+
+    /// The repeated block's length of an input in `Mode::Repeat`.
+    fn period(&self, strides: &[usize]) -> usize {
+        let lead = strides.iter().take_while(|&&x| x == 0).count();
+        numel(&self.shape[lead..])
+    }
+
+    fn check_bindings(&self, ctx: &Context, extra: usize, outputs: usize) -> KResult<()> {
+        let limit = FUSED_MAX_BUFFERS.min(ctx.limits().max_storage_buffers_per_shader_stage);
+        if (extra + self.buffers.len() + outputs) as u32 > limit {
+            return Err(KernelError::Unsupported(format!(
+                "fused kernel of {} buffers and {outputs} outputs (at most {limit} storage buffers)",
+                extra + self.buffers.len(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// [rank, 0, 0, 0 | n, rank, 0, 0], scalars, shape, then each input's offset (in
+    /// quads for vec4 contiguous reads) and strides where strided.
+    fn params(&self, p: &mut Vec<u32>, inputs: &[View], scalars: &[f32], vec4: bool) -> KResult<()> {
+        p.extend(scalars.iter().map(|s| s.to_bits()));
+        for &d in &self.shape {
+            p.push(u32_of(d, "dim")?);
+        }
+        for ((v, s), &(_, mode)) in inputs.iter().zip(&self.strides).zip(&self.modes) {
+            let quads = vec4 && matches!(mode, Mode::Contiguous | Mode::Repeat);
+            p.push(u32_of(if quads { v.offset / 4 } else { v.offset }, "offset")?);
+            match mode {
+                Mode::Strided => {
+                    for &x in s {
+                        p.push(u32_of(x, "stride")?);
+                    }
+                }
+                Mode::Repeat => {
+                    let period = self.period(s);
+                    p.push(u32_of(if quads { period / 4 } else { period }, "period")?);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Context {
@@ -247,76 +421,95 @@ impl Context {
         outputs: &[u32],
         shape: &[usize],
     ) -> KResult<Vec<GpuBuffer>> {
-        let strides: Vec<&[usize]> = inputs.iter().map(|v| v.strides).collect();
-        let (shape, st) = coalesce(shape, &strides);
-        check_rank(&shape, "fused")?;
-        let n = numel(&shape);
-        // one binding per distinct buffer
-        let mut buffers: Vec<&GpuBuffer> = Vec::new();
-        let mut program_inputs = Vec::with_capacity(inputs.len());
-        for (v, s) in inputs.iter().zip(&st) {
-            let b = match buffers.iter().position(|b| std::ptr::eq(*b, v.buffer)) {
-                Some(b) => b,
-                None => {
-                    buffers.push(v.buffer);
-                    buffers.len() - 1
-                }
-            };
-            let mode = if s.iter().all(|&x| x == 0) {
-                Mode::Splat
-            } else if is_contiguous(&shape, s) {
-                Mode::Contiguous
-            } else {
-                Mode::Strided
-            };
-            program_inputs.push((b as u32, mode));
-        }
-        let limit = FUSED_MAX_BUFFERS.min(self.limits().max_storage_buffers_per_shader_stage);
-        if (buffers.len() + outputs.len()) as u32 > limit {
-            return Err(KernelError::Unsupported(format!(
-                "fused kernel of {} buffers and {} outputs (at most {limit} storage buffers)",
-                buffers.len(),
-                outputs.len()
-            )));
-        }
+        let ins = Inputs::new(inputs, shape)?;
+        ins.check_bindings(self, 0, outputs.len())?;
+        let n = numel(&ins.shape);
         // whole quads when every input is a splat or quad-aligned and contiguous
         let vec4 = n.is_multiple_of(4)
-            && inputs.iter().zip(&program_inputs).all(|(v, &(_, m))| {
+            && inputs.iter().zip(&ins.modes).zip(&ins.strides).all(|((v, &(_, m)), s)| {
                 v.buffer.capacity() >= 16
                     && match m {
                         Mode::Splat => true,
                         Mode::Contiguous => v.offset.is_multiple_of(4),
+                        Mode::Repeat => v.offset.is_multiple_of(4) && ins.period(s).is_multiple_of(4),
                         Mode::Strided => false,
                     }
             });
         let program = Program {
             steps: steps.to_vec(),
-            inputs: program_inputs.clone(),
-            buffers: buffers.len() as u32,
+            inputs: ins.modes.clone(),
+            buffers: ins.buffers.len() as u32,
             outputs: outputs.to_vec(),
             scalars: scalars.len() as u32,
             vec4,
+            matmul: None,
         };
         let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
         let items = if vec4 { n / 4 } else { n };
-        let mut p = vec![u32_of(items, "element count")?, shape.len() as u32, 0, 0];
-        p.extend(scalars.iter().map(|s| s.to_bits()));
-        for &d in &shape {
-            p.push(u32_of(d, "dim")?);
-        }
-        for ((v, s), &(_, mode)) in inputs.iter().zip(&st).zip(&program_inputs) {
-            let offset = if vec4 && mode == Mode::Contiguous { v.offset / 4 } else { v.offset };
-            p.push(u32_of(offset, "offset")?);
-            if mode == Mode::Strided {
-                for &x in s {
-                    p.push(u32_of(x, "stride")?);
-                }
-            }
-        }
+        let mut p = vec![u32_of(items, "element count")?, ins.shape.len() as u32, 0, 0];
+        ins.params(&mut p, inputs, scalars, vec4)?;
         let outs = (0..outputs.len()).map(|_| self.out_f32(n)).collect::<KResult<Vec<_>>>()?;
         let grid = self.grid_stride(key, n as u64)?;
         let out_refs: Vec<&GpuBuffer> = outs.iter().collect();
-        self.dispatch(key, &buffers, &out_refs, &p, grid)?;
+        self.dispatch(key, &ins.buffers, &out_refs, &p, grid)?;
         Ok(outs)
     }
+
+    /// The matmul `kernel` with `params` and its two operands, storing through a fused
+    /// epilogue: `steps` (with `Acc` for the product) over the output's `shape`, reading
+    /// `inputs` (views broadcast to it), writing a buffer per step in `outputs`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn matmul_epilogue(
+        self: &Arc<Self>,
+        kernel: Kernel,
+        operands: [&GpuBuffer; 2],
+        mut params: Vec<u32>,
+        grid: (u32, u32, u32),
+        epi: &Epilogue,
+    ) -> KResult<Option<Vec<GpuBuffer>>> {
+        let ins = Inputs::new(&epi.inputs, &epi.shape)?;
+        ins.check_bindings(self, 2, epi.outputs.len())?;
+        if ins.modes.iter().any(|&(_, m)| m == Mode::Strided) {
+            // each store would decompose an index: compile times explode on CPU adapters
+            return Ok(None);
+        }
+        let program = Program {
+            steps: epi.steps.to_vec(),
+            inputs: ins.modes.clone(),
+            buffers: ins.buffers.len() as u32,
+            outputs: epi.outputs.to_vec(),
+            scalars: epi.scalars.len() as u32,
+            vec4: false,
+            matmul: Some(kernel),
+        };
+        let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
+        params.resize(EPILOGUE_PARAMS, 0);
+        params.extend_from_slice(&[ins.shape.len() as u32, 0, 0, 0]);
+        ins.params(&mut params, &epi.inputs, &epi.scalars, false)?;
+        let n = numel(&epi.shape);
+        let outs = (0..epi.outputs.len()).map(|_| self.out_f32(n)).collect::<KResult<Vec<_>>>()?;
+        let mut bufs = vec![operands[0], operands[1]];
+        bufs.extend(ins.buffers.iter().copied());
+        let out_refs: Vec<&GpuBuffer> = outs.iter().collect();
+        self.dispatch(key, &bufs, &out_refs, &params, grid)?;
+        Ok(Some(outs))
+    }
+}
+
+/// An elementwise program a matmul applies to its results as it stores them.
+pub struct Epilogue<'a> {
+    pub steps: Vec<FusedStep>,
+    /// Views over `shape` (broadcast), read by `Load(i)`.
+    pub inputs: Vec<View<'a>>,
+    pub scalars: Vec<f32>,
+    /// Steps whose values are written, one buffer each.
+    pub outputs: Vec<u32>,
+    /// The matmul's output shape, row-major.
+    pub shape: Vec<usize>,
+}
+
+/// Param words an epilogue over `rank` dims with `inputs` inputs and `scalars` scalars
+/// needs at most (after the matmul's own).
+pub fn epilogue_param_words(rank: usize, inputs: usize, scalars: usize) -> usize {
+    EPILOGUE_PARAMS + fused_param_words(rank, inputs, scalars)
 }

@@ -22,7 +22,8 @@ pub use context::{AdapterSummary, Context, KernelTime, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
 pub use fused::{
-    fused_kernels_generated, fused_param_words, fused_sources, FusedStep, FUSED_MAX_BUFFERS, FUSED_PARAM_WORDS,
+    epilogue_param_words, fused_kernels_generated, fused_param_words, fused_sources, Epilogue, FusedStep,
+    FUSED_MAX_BUFFERS, FUSED_PARAM_WORDS,
 };
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
 pub use linalg::LuFactors;

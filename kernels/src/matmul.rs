@@ -4,6 +4,7 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
+use crate::fused::Epilogue;
 use crate::launch::{numel, u32_of, View, MAX_BATCH_RANK};
 use crate::matmul_vec4::{vec4_layout, Block, MatmulVec4};
 use crate::source::{KDType, Kernel, KernelKey, ReduceOp};
@@ -12,7 +13,6 @@ use std::sync::Arc;
 impl Context {
     /// Batched matmul: a [batch.., m, k] and b [batch.., k, n] strided (batch strides already
     /// broadcast, 0 on broadcast dims); returns contiguous [batch.., m, n].
-    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         self: &Arc<Self>,
         a: View,
@@ -22,6 +22,38 @@ impl Context {
         k: usize,
         n: usize,
     ) -> KResult<GpuBuffer> {
+        let out = self.matmul_with(a, b, batch_shape, m, k, n, None)?;
+        Ok(out.expect("a plain matmul always runs").pop().expect("one output"))
+    }
+
+    /// The same matmul with an elementwise epilogue applied as it stores (see
+    /// [`Epilogue`]): the epilogue's outputs, or None where this matmul cannot take one
+    /// (split-K runs it as partial products and a reduction).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_fused(
+        self: &Arc<Self>,
+        a: View,
+        b: View,
+        batch_shape: &[usize],
+        m: usize,
+        k: usize,
+        n: usize,
+        epilogue: &Epilogue,
+    ) -> KResult<Option<Vec<GpuBuffer>>> {
+        self.matmul_with(a, b, batch_shape, m, k, n, Some(epilogue))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_with(
+        self: &Arc<Self>,
+        a: View,
+        b: View,
+        batch_shape: &[usize],
+        m: usize,
+        k: usize,
+        n: usize,
+        epilogue: Option<&Epilogue>,
+    ) -> KResult<Option<Vec<GpuBuffer>>> {
         if batch_shape.len() > MAX_BATCH_RANK {
             return Err(KernelError::Unsupported(format!(
                 "matmul with {} batch dims (at most {MAX_BATCH_RANK})",
@@ -34,7 +66,7 @@ impl Context {
         // of the GPU idle; K is cut into `s` slices computed as a batch and summed in a
         // fixed order (deterministic).
         let tiles = n.div_ceil(64) * m.div_ceil(64);
-        if batch == 1 && tiles < 32 && k >= 2048 {
+        if batch == 1 && tiles < 32 && k >= 2048 && epilogue.is_none() {
             let s =
                 [64usize, 32, 16, 8, 4].into_iter().find(|&s| k.is_multiple_of(s) && k / s >= 256 && tiles * s <= 256);
             if let Some(s) = s {
@@ -51,10 +83,9 @@ impl Context {
                 let partial = self.matmul(av, bv, &[s], m, kc, n)?;
                 let ps = [1, m * n];
                 let pv = View { buffer: &partial, offset: 0, strides: &ps };
-                return self.reduce(ReduceOp::Sum, pv, &[m * n, s], 1);
+                return Ok(Some(vec![self.reduce(ReduceOp::Sum, pv, &[m * n, s], 1)?]));
             }
         }
-        let out = self.out_f32(batch * m * n)?;
         let br = batch_shape.len();
         let mut p = vec![0u32; 30];
         p[0] = u32_of(m, "m")?;
@@ -92,6 +123,14 @@ impl Context {
         if gx > max || gy > max {
             return Err(KernelError::GridTooLarge { kernel: key.name(), groups: gx.max(gy), max: max as u32 });
         }
+        if let Some(epi) = epilogue {
+            if batch > max as usize {
+                return Ok(None);
+            }
+            let grid = (gx as u32, gy as u32, batch as u32);
+            return self.matmul_epilogue(key.kernel, [a.buffer, b.buffer], p, grid, epi);
+        }
+        let out = self.out_f32(batch * m * n)?;
         let mut base = 0usize;
         while base < batch {
             let z = (batch - base).min(max as usize);
@@ -99,7 +138,7 @@ impl Context {
             self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, (gx as u32, gy as u32, z as u32))?;
             base += z;
         }
-        Ok(out)
+        Ok(Some(vec![out]))
     }
 }
 

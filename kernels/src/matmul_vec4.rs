@@ -91,6 +91,12 @@ impl MatmulVec4 {
     /// The kernel body (after the header, common.wgsl, matmul_common.wgsl and, unless
     /// [`MatmulVec4::quad_store`], matmul_store.wgsl).
     pub fn wgsl(&self) -> String {
+        self.wgsl_with(self.quad_store())
+    }
+
+    /// The kernel body, storing whole vec4s (`quad_store`, row-layout B only) or through
+    /// `store_row` (which a fused epilogue replaces).
+    pub(crate) fn wgsl_with(&self, quad_store: bool) -> String {
         let (tr, tc) = self.block();
         let nb = 4 * tc; // output columns per invocation
         let comp = ["x", "y", "z", "w"];
@@ -102,7 +108,6 @@ impl MatmulVec4 {
         );
         s += "@group(0) @binding(0) var<storage, read> a_quads: array<vec4<f32>>;\n";
         s += "@group(0) @binding(1) var<storage, read> b_quads: array<vec4<f32>>;\n";
-        let quad_store = self.quad_store();
         if quad_store {
             s += "@group(0) @binding(2) var<storage, read_write> c_quads: array<vec4<f32>>;\n";
         } else {

@@ -433,6 +433,23 @@ impl KernelKey {
     }
 }
 
+/// The body of a matmul kernel that stores through `store_row` (for a fused epilogue,
+/// which declares the output bindings and `store_row` itself), with its bindings of C and
+/// the params removed.
+pub(crate) fn matmul_skeleton(kernel: Kernel) -> String {
+    let body = match kernel {
+        Kernel::Matmul => MATMUL.to_string(),
+        Kernel::MatmulReg => MATMUL_REG.to_string(),
+        Kernel::MatmulVec4(v) => v.wgsl_with(false),
+        k => unreachable!("{k:?} is not a matmul"),
+    };
+    body.replace("@group(0) @binding(2) var<storage, read_write> c: array<T>;\n", "")
+        .replace("@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", "")
+}
+
+/// matmul_common.wgsl (the batch offsets every matmul kernel reads).
+pub(crate) const MATMUL_HELPERS: &str = MATMUL_COMMON;
+
 /// Every (kernel, dtype) pair the runtime may build: the naga test validates each.
 pub fn all_kernels() -> Vec<KernelKey> {
     let f = KDType::F32;

@@ -351,3 +351,75 @@ fn errors_inside_a_deferred_chain_name_the_op() {
     assert!((a.to_vec::<f32>().unwrap()[0] - 1f32.exp()).abs() < 1e-6);
     let _ = random(&[1], 0.0, 1.0);
 }
+
+#[test]
+fn elementwise_consumers_of_a_matmul_run_in_its_store() {
+    let Some(g) = fresh_gpu() else { return };
+    let (rx, x) = pair(&[33, 40], -1.0, 1.0, &g);
+    let (rw, w) = pair(&[24, 40], -1.0, 1.0, &g);
+    let (rb, b) = pair(&[24], -1.0, 1.0, &g);
+    let (rx, rw, rb) = (rounded(&rx), rounded(&rw), rounded(&rb));
+    let want = rx.matmul(&rw.t().unwrap()).unwrap().add(&rb).unwrap().relu().unwrap();
+    // a linear layer with relu: the bias add and relu run in the matmul's store
+    g.synchronize().unwrap();
+    let before = g.counters().dispatches;
+    let y = x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap().relu().unwrap();
+    assert_close(&y, &want, 1e-5, 1e-5, "relu(x w^T + b)");
+    let names: Vec<String> = g.context().unwrap().compiled_kernels().iter().map(|k| k.name()).collect();
+    assert_eq!(g.counters().dispatches - before, 1, "one kernel: {names:?}");
+    assert!(names.iter().any(|n| n == "matmul+fused[add,relu]"), "{names:?}");
+    let unfused = with_fusion(false, || x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap().relu().unwrap());
+    assert_close(&y, &unfused, 1e-6, 1e-6, "fused vs unfused");
+    // the product is also held by the user: it is written, the consumer still right
+    let p = x.matmul(&w.t().unwrap()).unwrap();
+    let q = p.mul_scalar(2.0).unwrap().tanh().unwrap();
+    let rp = rx.matmul(&rw.t().unwrap()).unwrap();
+    assert_close(&q, &rp.mul_scalar(2.0).unwrap().tanh().unwrap(), 1e-5, 1e-5, "held product's consumer");
+    assert_close(&p, &rp, 1e-5, 1e-5, "held product");
+    // batched with a residual of the output's shape; a column broadcast (strided: the
+    // product runs alone, then the elementwise kernel); two products in one DAG
+    let (ra, a) = pair(&[2, 3, 4, 5], -1.0, 1.0, &g);
+    let (rm, m) = pair(&[5, 6], -1.0, 1.0, &g);
+    let (rr, r) = pair(&[2, 3, 4, 6], -1.0, 1.0, &g);
+    let (rc, c) = pair(&[4, 1], -1.0, 1.0, &g);
+    let (ra, rm, rr, rc) = (rounded(&ra), rounded(&rm), rounded(&rr), rounded(&rc));
+    let out = a.matmul(&m).unwrap().add(&r).unwrap().mul(&c).unwrap();
+    assert_close(&out, &ra.matmul(&rm).unwrap().add(&rr).unwrap().mul(&rc).unwrap(), 1e-5, 1e-5, "batched");
+    let two = a.matmul(&m).unwrap().sub(&a.matmul(&m.mul_scalar(0.5).unwrap()).unwrap()).unwrap().exp().unwrap();
+    let rtwo = ra.matmul(&rm).unwrap().sub(&ra.matmul(&rm.mul_scalar(0.5).unwrap()).unwrap()).unwrap().exp().unwrap();
+    assert_close(&two, &rtwo, 1e-5, 1e-5, "two products");
+    // a long K over few tiles (split-K: no epilogue, the same values)
+    let (rl, l) = pair(&[3, 4096], -1.0, 1.0, &g);
+    let (rk, k) = pair(&[4096, 2], -1.0, 1.0, &g);
+    let long = l.matmul(&k).unwrap().add_scalar(1.0).unwrap().sigmoid().unwrap();
+    let rlong = rounded(&rl).matmul(&rounded(&rk)).unwrap().add_scalar(1.0).unwrap().sigmoid().unwrap();
+    assert_close(&long, &rlong, 1e-4, 1e-5, "split-K");
+}
+
+#[test]
+fn an_mlp_step_fused_equals_unfused_and_takes_fewer_dispatches() {
+    let Some(g) = fresh_gpu() else { return };
+    let (_, x) = pair(&[16, 12], -1.0, 1.0, &g);
+    let labels = Tensor::from_slice(&(0..16u32).map(|i| i % 5).collect::<Vec<_>>(), &[16], &g).unwrap();
+    let ps: Vec<Tensor> = [&[8usize, 12][..], &[8], &[5, 8], &[5]].iter().map(|s| pair(s, -0.5, 0.5, &g).1).collect();
+    let loss = |p: &[Tensor]| -> wgrad::Result<Tensor> {
+        let h = x.matmul(&p[0].t()?)?.add(&p[1])?.relu()?;
+        wgrad::nn::cross_entropy(&h.matmul(&p[2].t()?)?.add(&p[3])?, &labels)
+    };
+    let count = |on: bool| {
+        with_fusion(on, || {
+            g.synchronize().unwrap();
+            let before = g.counters().dispatches;
+            let (l, grads) = wgrad::value_and_grad_many(loss, &ps).unwrap();
+            let vals: Vec<Vec<f64>> = grads.iter().map(|t| t.to_f64_vec().unwrap()).collect();
+            (l.to_f64_vec().unwrap()[0], vals, g.counters().dispatches - before)
+        })
+    };
+    let (l1, g1, d1) = count(true);
+    let (l0, g0, d0) = count(false);
+    assert!((l1 - l0).abs() < 1e-6, "loss {l1} vs {l0}");
+    for (a, b) in g1.iter().flatten().zip(g0.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5 + 1e-5 * b.abs(), "gradient {a} vs {b}");
+    }
+    assert!(d1 < d0, "fused {d1} dispatches, unfused {d0}");
+}

@@ -56,6 +56,30 @@ fn fold_rows(la: &Layout, lb: &Layout, nb: usize, m: usize) -> Option<(Layout, L
     Some((a, b, rows))
 }
 
+/// What the GPU kernels multiply: A and B as views with their batch dims broadcast (or
+/// folded into the rows), and the dims.
+#[derive(Clone)]
+pub(crate) struct GpuOperands {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub batch: Vec<usize>,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// The GPU kernels' operands of a product; a right operand shared by the whole batch
+/// (stride 0, as vmap's per-example tapes make) folds the batch into the rows: one GEMM.
+pub(crate) fn gpu_operands(x: &[&Tensor]) -> Result<GpuOperands> {
+    let (batch, m, k, n) = dims(x[0], x[1])?;
+    let la = x[0].layout().broadcast_to(&with2(batch.clone(), m, k));
+    let lb = x[1].layout().broadcast_to(&with2(batch.clone(), k, n));
+    if let Some((la, lb, rows)) = fold_rows(&la, &lb, batch.len(), m) {
+        return Ok(GpuOperands { a: x[0].with_layout(la), b: x[1].with_layout(lb), batch: Vec::new(), m: rows, k, n });
+    }
+    Ok(GpuOperands { a: x[0].with_layout(la), b: x[1].with_layout(lb), batch, m, k, n })
+}
+
 /// A matrix stored column-major (its transpose is contiguous, itself is not).
 fn is_transposed(x: &Tensor) -> Result<bool> {
     Ok(!x.layout().is_contiguous() && x.t()?.layout().is_contiguous())
@@ -110,15 +134,13 @@ impl Primitive for Matmul {
     /// (Outer products, k = 1, stay matmuls here: lavapipe's strided elementwise kernel
     /// measured slower for them, 128 against 81 ms in W7 at b = 32.)
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let (batch, m, k, n) = dims(x[0], x[1])?;
-        let la = x[0].layout().broadcast_to(&with2(batch.clone(), m, k));
-        let lb = x[1].layout().broadcast_to(&with2(batch.clone(), k, n));
-        if let Some((la, lb, rows)) = fold_rows(&la, &lb, batch.len(), m) {
-            let (a, b) = (x[0].with_layout(la), x[1].with_layout(lb));
-            return Ok(out.gpu(ctx.matmul(a.view(), b.view(), &[], rows, k, n)?, x[0].device()));
-        }
-        let (a, b) = (x[0].with_layout(la), x[1].with_layout(lb));
-        Ok(out.gpu(ctx.matmul(a.view(), b.view(), &batch, m, k, n)?, x[0].device()))
+        let op = gpu_operands(x)?;
+        Ok(out.gpu(ctx.matmul(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n)?, x[0].device()))
+    }
+    /// Deferred on the GPU, so that the elementwise ops reading its result run in its store
+    /// (epilogue fusion, see `fusion.rs`).
+    fn fusible(&self) -> Option<crate::fusion::Fusible> {
+        Some(crate::fusion::Fusible::Matmul)
     }
     /// d(A B) = dA B + A dB, so A-bar = G B^T and B-bar = A^T G (batch dims unbroadcast by
     /// the engine). Each cotangent takes its primal's memory layout: for a transposed

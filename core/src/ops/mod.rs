@@ -10,7 +10,7 @@ mod convert;
 mod index;
 mod linalg;
 mod loss;
-mod matmul;
+pub(crate) mod matmul;
 mod movement;
 mod optim;
 mod pool;

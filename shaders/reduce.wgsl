@@ -6,6 +6,8 @@
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// the load of x[i]; a fused prologue computes it instead (kernels/src/fused.rs)
+fn load_x(i: u32) -> T { return x[i]; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -28,26 +30,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let base = off + row * inner;
         var r = start + 4u * lid;
         for (; r + 3u < end; r = r + 4u * WG) {
-            a = reduce_combine(a, x[base + r]);
-            a = reduce_combine(a, x[base + r + 1u]);
-            a = reduce_combine(a, x[base + r + 2u]);
-            a = reduce_combine(a, x[base + r + 3u]);
+            a = reduce_combine(a, load_x(base + r));
+            a = reduce_combine(a, load_x(base + r + 1u));
+            a = reduce_combine(a, load_x(base + r + 2u));
+            a = reduce_combine(a, load_x(base + r + 3u));
         }
         // the last, partial quad (if this thread owns it)
         let q_end = min(end, r + 4u);
         for (; r < q_end; r = r + 1u) {
-            a = reduce_combine(a, x[base + r]);
+            a = reduce_combine(a, load_x(base + r));
         }
     } else if (mode == 2u) {
         let si = param(8u + 2u * rank);
         let base = off + row * param(7u + 2u * rank);
         for (var r = start + lid; r < end; r = r + WG) {
-            a = reduce_combine(a, x[base + r * si]);
+            a = reduce_combine(a, load_x(base + r * si));
         }
     } else {
         for (var r = start + lid; r < end; r = r + WG) {
             let lin = row * inner + r;
-            a = reduce_combine(a, x[strided_offset(lin, rank, 5u, 6u + rank, off)]);
+            a = reduce_combine(a, load_x(strided_offset(lin, rank, 5u, 6u + rank, off)));
         }
     }
     let total = workgroup_combine(lid, a);

@@ -5,6 +5,8 @@
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// the load of x[i]; a fused prologue computes it instead (kernels/src/fused.rs)
+fn load_x(i: u32) -> T { return x[i]; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -21,7 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let si = param(8u + 2u * rank);
         var xi = off + row * param(7u + 2u * rank);
         for (var r = 0u; r < inner; r = r + 1u) {
-            a = reduce_combine(a, x[xi]);
+            a = reduce_combine(a, load_x(xi));
             xi = xi + si;
         }
         out[row] = a;
@@ -29,7 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (mode == 1u) {
         for (var r = 0u; r < inner; r = r + 1u) {
-            a = reduce_combine(a, x[off + row * inner + r]);
+            a = reduce_combine(a, load_x(off + row * inner + r));
         }
         out[row] = a;
         return;
@@ -46,7 +48,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var w = walk_start(lin, rank, 5u);
         let stop = min(end, lin + walk_left(w));
         for (; lin < stop; lin = lin + 1u) {
-            a = reduce_combine(a, x[xi]);
+            a = reduce_combine(a, load_x(xi));
             xi = walk_offset(xi, walk_next(&w), w, s1, s2);
         }
     }

@@ -5,6 +5,8 @@
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// the load of x[q]; a fused prologue computes it instead (kernels/src/fused.rs)
+fn load_x4(q: u32) -> vec4<f32> { return x[q]; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -15,7 +17,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = param(4) / 4u + row * quads;
     var v = vec4<T>(reduce_identity());
     for (var q = 0u; q < quads; q = q + 1u) {
-        let y = x[base + q];
+        let y = load_x4(base + q);
         v = vec4<T>(reduce_combine(v.x, y.x), reduce_combine(v.y, y.y), reduce_combine(v.z, y.z), reduce_combine(v.w, y.w));
     }
     out[row] = reduce_combine(reduce_combine(v.x, v.y), reduce_combine(v.z, v.w));

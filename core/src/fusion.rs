@@ -37,8 +37,8 @@ use wgrad_kernels::{
     MAX_RANK,
 };
 
-/// The elementwise form of a primitive that fusion can defer.
-#[derive(Clone, Copy, Debug)]
+/// The form of a primitive that fusion can defer.
+#[derive(Clone, Debug)]
 pub enum Fusible {
     /// op(x, scalar)
     Unary(UnaryOp, f64),
@@ -48,6 +48,12 @@ pub enum Fusible {
     /// A matrix product: deferred like the others, so that the elementwise ops that read
     /// its result run in its store (epilogue fusion: bias, activation, residual, masks).
     Matmul,
+    /// A reduction over `axes`: deferred, so that a pending elementwise input is computed
+    /// as the reduction loads it (prologue fusion: sum(x * y), mean((a - b)^2)).
+    Reduce {
+        op: wgrad_kernels::ReduceOp,
+        axes: Vec<usize>,
+    },
 }
 
 /// Ops one generated kernel holds at most (longer chains are split).
@@ -175,8 +181,10 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
     if inputs.iter().any(|t| t.dtype() != DType::F32 || t.device() != inputs[0].device()) {
         return Ok(None);
     }
-    if let Fusible::Matmul = op {
-        return defer_matmul(ctx, inputs, spec);
+    match op {
+        Fusible::Matmul => return defer_matmul(ctx, inputs, spec),
+        Fusible::Reduce { .. } => return defer_reduce(ctx, op, &inputs[0], spec),
+        _ => {}
     }
     let mut st = state();
     let mut args: Vec<Arg> = Vec::with_capacity(inputs.len());
@@ -234,6 +242,118 @@ fn defer_matmul(ctx: Arc<Context>, inputs: &[Tensor], spec: &OutSpec) -> Result<
     note_pending(&mut st, &node);
     drop(st);
     Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, inputs[0].device().clone())))
+}
+
+/// A deferred reduction: a pending input stays pending (the reduction will compute it as
+/// it loads it), anything else is read as it is.
+fn defer_reduce(ctx: Arc<Context>, op: Fusible, x: &Tensor, spec: &OutSpec) -> Result<Option<Tensor>> {
+    if x.shape().contains(&0) || x.rank() > MAX_RANK {
+        return Ok(None);
+    }
+    let mut st = state();
+    let arg = match x.storage() {
+        Storage::Lazy(n) if n.is_pending() && matmul_of(n).is_none() && reduce_of(n).is_none() => Arg::Node(n.clone()),
+        Storage::Lazy(n) => Arg::Leaf(leaf_of(force_locked(n)?, &n.shape, x.device()).with_layout(x.layout().clone())),
+        _ => Arg::Leaf(x.clone()),
+    };
+    let mut cost = cost_of(std::slice::from_ref(&arg));
+    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
+    union(&mut cost.nodes, &[node.address()]);
+    *crate::lock(&node.pending) = Some(Pending { op, args: vec![arg], matmul: None, cost });
+    note_pending(&mut st, &node);
+    drop(st);
+    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, x.device().clone())))
+}
+
+/// (op, axes, argument) of a pending reduction node.
+fn reduce_of(n: &Lazy) -> Option<(wgrad_kernels::ReduceOp, Vec<usize>, Arg)> {
+    let p = crate::lock(&n.pending);
+    let p = p.as_ref()?;
+    match &p.op {
+        Fusible::Reduce { op, axes } => Some((*op, axes.clone(), p.args[0].clone())),
+        _ => None,
+    }
+}
+
+/// Run a pending reduction: over its materialized input, or with its pending input's DAG
+/// as the prologue of the reduction kernel (its values that something else holds are
+/// written as they are loaded).
+fn run_reduce(n: &Arc<Lazy>, op: wgrad_kernels::ReduceOp, axes: &[usize], arg: Arg) -> Result<Arc<GpuBuffer>> {
+    let device = Device::Gpu(n.ctx.clone());
+    let finish = |buf: GpuBuffer| {
+        let buf = Arc::new(buf);
+        let _ = n.result.set(buf.clone());
+        crate::lock(&n.pending).take();
+        buf
+    };
+    let input = match arg {
+        Arg::Leaf(t) => t,
+        Arg::Node(x) => match try_prologue(n, &x, op, axes, &device)? {
+            Some(buf) => return Ok(finish(buf)),
+            None => leaf_of(force_locked(&x)?, &x.shape, &device),
+        },
+    };
+    let pt = input.with_layout(crate::ops::reduce::reduced_last(input.layout(), axes));
+    Ok(finish(n.ctx.reduce(op, pt.view(), pt.shape(), axes.len())?))
+}
+
+/// The reduction `n` of the pending value `x` in one kernel that computes x's DAG as it
+/// loads it; None where it does not fit (a matmul or reduction inside, too many bindings
+/// or params): then x is materialized first.
+fn try_prologue(
+    n: &Arc<Lazy>,
+    x: &Arc<Lazy>,
+    op: wgrad_kernels::ReduceOp,
+    axes: &[usize],
+    device: &Device,
+) -> Result<Option<GpuBuffer>> {
+    if x.result.get().is_some() || x.shape.len() > 6 {
+        return Ok(None);
+    }
+    let mut plan = Plan::new();
+    plan.visit(x, device)?;
+    if plan.acc.is_some() || plan.must_force.is_some() {
+        return Ok(None);
+    }
+    // output 0 is the value reduced; x is written too when something besides this
+    // reduction holds it (n's argument, the caller's copy of it and the plan hold one
+    // reference each)
+    let root = plan.nodes.len() - 1;
+    let mut outputs: Vec<usize> = plan.outputs().into_iter().filter(|&i| i != root).collect();
+    if Arc::strong_count(x) > 3 {
+        outputs.push(root);
+    }
+    let buffers = {
+        let mut b: Vec<usize> = plan.leaves.iter().map(|t| leaf_id(t).0).collect();
+        b.sort();
+        b.dedup();
+        b.len()
+    };
+    let words = wgrad_kernels::epilogue_param_words(x.shape.len(), plan.leaves.len(), plan.scalars.len());
+    if (buffers + 1 + outputs.len()) as u32 > FUSED_MAX_BUFFERS || words > FUSED_PARAM_WORDS {
+        return Ok(None);
+    }
+    let views: Vec<View> = plan.leaves.iter().map(|t| t.view()).collect();
+    let mut out_steps = vec![plan.nodes[root].1];
+    out_steps.extend(outputs.iter().map(|&i| plan.nodes[i].1));
+    let pro = wgrad_kernels::Epilogue {
+        steps: plan.steps.clone(),
+        inputs: views.clone(),
+        scalars: plan.scalars.clone(),
+        outputs: out_steps,
+        shape: x.shape.clone(),
+    };
+    let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
+    let (out, extras) = n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), &pro)?;
+    drop(pro);
+    drop(views);
+    for (&i, buf) in outputs.iter().zip(extras) {
+        let _ = plan.nodes[i].0.result.set(Arc::new(buf));
+    }
+    for (node, _, _) in &plan.nodes {
+        crate::lock(&node.pending).take();
+    }
+    Ok(Some(out))
 }
 
 /// The operands of a pending matmul node.
@@ -347,6 +467,19 @@ struct Plan {
 }
 
 impl Plan {
+    fn new() -> Plan {
+        Plan {
+            steps: Vec::new(),
+            scalars: Vec::new(),
+            leaves: Vec::new(),
+            leaf_step: HashMap::new(),
+            nodes: Vec::new(),
+            node_index: HashMap::new(),
+            acc: None,
+            must_force: None,
+        }
+    }
+
     fn visit(&mut self, n: &Arc<Lazy>, device: &Device) -> Result<u32> {
         if let Some(&i) = self.node_index.get(&n.address()) {
             self.nodes[i].2 += 1;
@@ -361,8 +494,13 @@ impl Plan {
                 op: "fusion",
                 msg: "a fused value was released before it was computed (internal error)".into(),
             })?;
-            (p.op, p.args.clone())
+            (p.op.clone(), p.args.clone())
         };
+        if let Fusible::Reduce { .. } = op {
+            // a reduction read by an elementwise op of its own shape: computed first
+            self.must_force = Some(n.clone());
+            return Ok(0);
+        }
         if let Fusible::Matmul = op {
             if self.acc.is_some() {
                 self.must_force = Some(n.clone());
@@ -389,7 +527,7 @@ impl Plan {
             }
             Fusible::Binary(op) => FusedStep::Binary { op, a: operands[0], b: operands[1] },
             Fusible::Where => FusedStep::Where { c: operands[0], a: operands[1], b: operands[2] },
-            Fusible::Matmul => unreachable!("handled above"),
+            Fusible::Matmul | Fusible::Reduce { .. } => unreachable!("handled above"),
         };
         self.steps.push(step);
         let id = self.steps.len() as u32 - 1;
@@ -432,17 +570,11 @@ fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
         if let Some(op) = matmul_of(root) {
             return run_matmul(root, &op);
         }
+        if let Some((op, axes, arg)) = reduce_of(root) {
+            return run_reduce(root, op, &axes, arg);
+        }
         let device = Device::Gpu(root.ctx.clone());
-        let mut plan = Plan {
-            steps: Vec::new(),
-            scalars: Vec::new(),
-            leaves: Vec::new(),
-            leaf_step: HashMap::new(),
-            nodes: Vec::new(),
-            node_index: HashMap::new(),
-            acc: None,
-            must_force: None,
-        };
+        let mut plan = Plan::new();
         plan.visit(root, &device)?;
         if let Some(m) = plan.must_force.take() {
             drop(plan);

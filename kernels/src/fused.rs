@@ -78,9 +78,11 @@ struct Program {
     outputs: Vec<u32>,
     scalars: u32,
     vec4: bool,
-    /// The matmul kernel whose stores run this program as an epilogue (`Acc` is its
-    /// result), or None for a plain elementwise kernel.
-    matmul: Option<Kernel>,
+    /// The kernel this program runs inside: a matmul whose stores run it as an epilogue
+    /// (`Acc` is the product), a reduction whose loads run it as a prologue (output 0 is
+    /// the value reduced, the others are written where it is loaded), or None for a plain
+    /// elementwise kernel.
+    host: Option<Kernel>,
 }
 
 /// Where an epilogue's params start (the matmul's own take the words before).
@@ -109,17 +111,25 @@ fn register(p: Program) -> KResult<u32> {
         return Ok(id);
     }
     let ops: Vec<String> = p.steps.iter().filter_map(FusedStep::name).collect();
-    let name = match p.matmul {
-        Some(_) => format!("matmul+fused[{}]", ops.join(",")),
-        None => format!("fused[{}]", ops.join(",")),
-    };
-    let source = match p.matmul {
-        Some(m) => generate_epilogue(&p, m, &name),
-        None => generate(&p, &name),
-    };
+    let (name, source);
+    match p.host {
+        Some(k @ (Kernel::Matmul | Kernel::MatmulReg | Kernel::MatmulVec4(_))) => {
+            name = format!("matmul+fused[{}]", ops.join(","));
+            source = generate_epilogue(&p, k, &name);
+        }
+        Some(k) => {
+            name = format!("fused[{}]+{}", ops.join(","), KernelKey::new(k, KDType::F32).name());
+            source = generate_prologue(&p, k, &name);
+        }
+        None => {
+            name = format!("fused[{}]", ops.join(","));
+            source = generate(&p, &name);
+        }
+    }
     crate::source::validate_wgsl(&source).map_err(|msg| KernelError::Compile { kernel: name.clone(), msg })?;
     let id = reg.entries.len() as u32;
-    let inputs = p.buffers + if p.matmul.is_some() { 2 } else { 0 };
+    let inputs = p.buffers
+        + if matches!(p.host, Some(Kernel::Matmul | Kernel::MatmulReg | Kernel::MatmulVec4(_))) { 2 } else { 0 };
     reg.entries.push(Entry { name, source, inputs, outputs: p.outputs.len() as u32 });
     reg.ids.get_or_insert_with(HashMap::new).insert(p, id);
     Ok(id)
@@ -442,7 +452,7 @@ impl Context {
             outputs: outputs.to_vec(),
             scalars: scalars.len() as u32,
             vec4,
-            matmul: None,
+            host: None,
         };
         let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
         let items = if vec4 { n / 4 } else { n };
@@ -480,7 +490,7 @@ impl Context {
             outputs: epi.outputs.to_vec(),
             scalars: epi.scalars.len() as u32,
             vec4: false,
-            matmul: Some(kernel),
+            host: Some(kernel),
         };
         let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
         params.resize(EPILOGUE_PARAMS, 0);
@@ -496,6 +506,40 @@ impl Context {
     }
 }
 
+impl Context {
+    /// The fused reduction kernel running `pro` in place of `kernel`'s loads: its key,
+    /// input buffers and the extra outputs (`pro.outputs[1..]`), with its params appended
+    /// to the reduction's `p`.
+    pub(crate) fn prologue_kernel<'b>(
+        self: &Arc<Self>,
+        kernel: Kernel,
+        pro: &'b Epilogue<'b>,
+        p: &mut Vec<u32>,
+    ) -> KResult<(KernelKey, Vec<&'b GpuBuffer>, Vec<GpuBuffer>)> {
+        let ins = Inputs::new(&pro.inputs, &pro.shape)?;
+        ins.check_bindings(self, 0, pro.outputs.len())?;
+        let program = Program {
+            steps: pro.steps.to_vec(),
+            inputs: ins.modes.clone(),
+            buffers: ins.buffers.len() as u32,
+            outputs: pro.outputs.to_vec(),
+            scalars: pro.scalars.len() as u32,
+            vec4: false,
+            host: Some(kernel),
+        };
+        let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
+        if p.len() > EPILOGUE_PARAMS {
+            return Err(KernelError::Unsupported(format!("a reduction of {} params takes no prologue", p.len())));
+        }
+        p.resize(EPILOGUE_PARAMS, 0);
+        p.extend_from_slice(&[ins.shape.len() as u32, 0, 0, 0]);
+        ins.params(p, &pro.inputs, &pro.scalars, false)?;
+        let n = numel(&pro.shape);
+        let extras = (1..pro.outputs.len()).map(|_| self.out_f32(n)).collect::<KResult<Vec<_>>>()?;
+        Ok((key, ins.buffers, extras))
+    }
+}
+
 /// An elementwise program a matmul applies to its results as it stores them.
 pub struct Epilogue<'a> {
     pub steps: Vec<FusedStep>,
@@ -506,6 +550,48 @@ pub struct Epilogue<'a> {
     pub outputs: Vec<u32>,
     /// The matmul's output shape, row-major.
     pub shape: Vec<usize>,
+}
+
+/// A reduction kernel whose loads of x compute the program (see [`Program::host`]):
+/// bindings [inputs.., out (the reduction's), extra outputs..], params the reduction's,
+/// then from EPILOGUE_PARAMS the program's as in an epilogue.
+fn generate_prologue(p: &Program, reduce: Kernel, name: &str) -> String {
+    let e = EPILOGUE_PARAMS;
+    let (body, helpers) = crate::source::reduce_skeleton(reduce);
+    let mut s = header(name);
+    for b in 0..p.buffers as usize {
+        let _ = writeln!(s, "@group(0) @binding({b}) var<storage, read> in{b}: array<f32>;");
+    }
+    let first_out = p.buffers as usize;
+    let _ = writeln!(s, "@group(0) @binding({first_out}) var<storage, read_write> out: array<T>;");
+    for o in 1..p.outputs.len() {
+        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> xo{o}: array<f32>;", first_out + o);
+    }
+    let _ = writeln!(
+        s,
+        "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;",
+        first_out + p.outputs.len()
+    );
+    s += &expression(p, e + 4);
+    s += "fn load_x(i: u32) -> T {\n";
+    let _ = writeln!(s, "    let rank = param({e}u);\n    let shape_at = {}u;", e + 4 + p.scalars as usize);
+    s += "    var at = shape_at + rank;\n";
+    s += &input_params(p);
+    s += &loads(p, "i", "    ");
+    let mut a = vec!["0.0".to_string()];
+    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
+    let _ = writeln!(s, "    let r = expr({});", a.join(", "));
+    for o in 1..p.outputs.len() {
+        let _ = writeln!(s, "    xo{o}[i] = r.o{o};");
+    }
+    s += "    return r.o0;\n}\n";
+    s += "fn load_x4(q: u32) -> vec4<f32> {\n\
+          \x20   return vec4<f32>(load_x(4u * q), load_x(4u * q + 1u), load_x(4u * q + 2u), load_x(4u * q + 3u));\n}\n";
+    s += &helpers;
+    s += "\n";
+    s += &body;
+    s += "\n";
+    s
 }
 
 /// Param words an epilogue over `rank` dims with `inputs` inputs and `scalars` scalars

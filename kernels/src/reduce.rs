@@ -4,13 +4,14 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
-use crate::launch::{check_rank, coalesce, is_contiguous, numel, push_view, u32_of, View};
+use crate::fused::Epilogue;
+use crate::launch::{check_rank, coalesce, is_contiguous, numel, u32_of, View};
 use crate::source::{ArgReduceOp, KDType, Kernel, KernelKey, ReduceOp};
 use std::sync::Arc;
 
 impl Context {
     fn reduce_params(
-        x: &View,
+        x: &XSrc,
         shape: &[usize],
         split: usize,
         outer: usize,
@@ -26,7 +27,10 @@ impl Context {
             shape.len() as u32,
         ];
         p.extend(shape.iter().map(|&d| d as u32));
-        push_view(&mut p, x)?;
+        p.push(u32_of(x.offset, "offset")?);
+        for &s in x.strides {
+            p.push(u32_of(s, "stride")?);
+        }
         // mode: 1 contiguous; 2 two-level (element (row, r) at off + row * so + r * si,
         // no per-element index arithmetic over the dims); 0 general strided
         match (is_contiguous(shape, x.strides), two_level_strides(shape, x.strides, split)) {
@@ -40,13 +44,61 @@ impl Context {
     /// Reduce the last `n_reduced` dims of the strided view: returns `outer` values.
     /// Long rows are split into chunks reduced in a second pass (fixed order: deterministic).
     pub fn reduce(self: &Arc<Self>, op: ReduceOp, x: View, shape: &[usize], n_reduced: usize) -> KResult<GpuBuffer> {
+        let src = XSrc { buffer: Some(x.buffer), offset: x.offset, strides: x.strides, prologue: None };
+        Ok(self.reduce_with(op, src, shape, n_reduced)?.0)
+    }
+
+    /// A reduction whose input is computed as it is loaded: `prologue` is an elementwise
+    /// program over its own (contiguous, row-major) shape; `strides` and `shape` say how
+    /// the reduction walks that value (the reduced dims last). Returns the reduction and
+    /// a buffer for each of the prologue's outputs after the first (values something else
+    /// reads, written where they are loaded).
+    pub fn reduce_fused(
+        self: &Arc<Self>,
+        op: ReduceOp,
+        strides: &[usize],
+        shape: &[usize],
+        n_reduced: usize,
+        prologue: &Epilogue,
+    ) -> KResult<(GpuBuffer, Vec<GpuBuffer>)> {
+        let src = XSrc { buffer: None, offset: 0, strides, prologue: Some(prologue) };
+        self.reduce_with(op, src, shape, n_reduced)
+    }
+
+    /// One reduction pass's dispatch, loading x from its buffer or through the prologue.
+    fn reduce_dispatch(
+        self: &Arc<Self>,
+        key: KernelKey,
+        x: &XSrc,
+        out: &GpuBuffer,
+        mut p: Vec<u32>,
+        grid: (u32, u32, u32),
+    ) -> KResult<Vec<GpuBuffer>> {
+        let Some(pro) = x.prologue else {
+            self.dispatch(key, &[x.buffer.expect("a plain reduction reads a buffer")], &[out], &p, grid)?;
+            return Ok(Vec::new());
+        };
+        let (fused, bufs, extras) = self.prologue_kernel(key.kernel, pro, &mut p)?;
+        let mut outs: Vec<&GpuBuffer> = vec![out];
+        outs.extend(extras.iter());
+        self.dispatch(fused, &bufs, &outs, &p, grid)?;
+        Ok(extras)
+    }
+
+    fn reduce_with(
+        self: &Arc<Self>,
+        op: ReduceOp,
+        x: XSrc,
+        shape: &[usize],
+        n_reduced: usize,
+    ) -> KResult<(GpuBuffer, Vec<GpuBuffer>)> {
         // merge dims within the kept part and within the reduced part (never across)
         let cut = shape.len() - n_reduced;
         let (kept, ks) = coalesce(&shape[..cut], &[&x.strides[..cut]]);
         let (red, rs) = coalesce(&shape[cut..], &[&x.strides[cut..]]);
         let merged_shape: Vec<usize> = kept.iter().chain(&red).copied().collect();
         let merged_strides: Vec<usize> = ks[0].iter().chain(&rs[0]).copied().collect();
-        let (shape, n_reduced, x) = (&merged_shape[..], red.len(), View { strides: &merged_strides, ..x });
+        let (shape, n_reduced, x) = (&merged_shape[..], red.len(), XSrc { strides: &merged_strides, ..x });
         check_rank(shape, "reduce")?;
         let split = shape.len() - n_reduced;
         let outer = numel(&shape[..split]);
@@ -65,8 +117,8 @@ impl Context {
                 u32_of(x.offset, "offset")?,
             ];
             let grid = self.grid_1d(key, outer as u64)?;
-            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
-            return Ok(out);
+            let extras = self.reduce_dispatch(key, &x, &out, p.to_vec(), grid)?;
+            return Ok((out, extras));
         }
         // Many short rows: a thread per row beats a mostly idle workgroup per row; so do
         // columns (reduced elements apart in memory, outputs adjacent: e.g. a bias
@@ -77,8 +129,8 @@ impl Context {
             let out = self.out_f32(outer)?;
             let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner.max(1))?;
             let grid = self.grid_1d(key, outer as u64)?;
-            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
-            return Ok(out);
+            let extras = self.reduce_dispatch(key, &x, &out, p, grid)?;
+            return Ok((out, extras));
         }
         let key = KernelKey::new(if vec4 { Kernel::ReduceVec4(op) } else { Kernel::Reduce(op) }, KDType::F32);
         // elements per workgroup: on CPU adapters each workgroup's closing tree (barriers
@@ -99,13 +151,13 @@ impl Context {
             Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?
         };
         let grid = self.grid_groups(key, (outer * nchunks) as u64)?;
-        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        let extras = self.reduce_dispatch(key, &x, &out, p, grid)?;
         if nchunks == 1 {
-            return Ok(out);
+            return Ok((out, extras));
         }
         let strides = [nchunks, 1];
         let partial = View { buffer: &out, offset: 0, strides: &strides };
-        self.reduce(op, partial, &[outer, nchunks], 1)
+        Ok((self.reduce(op, partial, &[outer, nchunks], 1)?, extras))
     }
 
     /// argmax / argmin over the last dim of the strided view: `outer` u32 indices.
@@ -116,11 +168,22 @@ impl Context {
         let outer = numel(shape) / inner.max(1);
         let out = self.out_f32(outer)?;
         let split = shape.len().saturating_sub(1);
-        let p = Self::reduce_params(&x, shape, split, outer, inner, 1, inner)?;
+        let src = XSrc { buffer: Some(x.buffer), offset: x.offset, strides: x.strides, prologue: None };
+        let p = Self::reduce_params(&src, shape, split, outer, inner, 1, inner)?;
         let grid = self.grid_groups(key, outer as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         Ok(out)
     }
+}
+
+/// Where a reduction reads x: a strided view of a buffer, or (offset 0, these strides)
+/// of a value a fused prologue computes.
+#[derive(Clone, Copy)]
+struct XSrc<'a> {
+    buffer: Option<&'a GpuBuffer>,
+    offset: usize,
+    strides: &'a [usize],
+    prologue: Option<&'a Epilogue<'a>>,
 }
 
 /// (row stride, element stride) when the kept dims `shape[..split]` and the reduced dims

@@ -447,6 +447,24 @@ pub(crate) fn matmul_skeleton(kernel: Kernel) -> String {
         .replace("@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", "")
 }
 
+/// A reduction kernel's helpers (its combine op) and body with its bindings and its
+/// default `load_x` / `load_x4` removed, for a fused prologue that computes the loads.
+pub(crate) fn reduce_skeleton(kernel: Kernel) -> (String, String) {
+    let (body, helpers) = match kernel {
+        Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
+        Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, op.wgsl_body().to_string()),
+        Kernel::Reduce(op) => (REDUCE, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
+        Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
+        k => unreachable!("{k:?} is not a reduction"),
+    };
+    let body = body
+        .lines()
+        .filter(|l| !l.starts_with("@group(0)") && !l.starts_with("fn load_x"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (body, helpers)
+}
+
 /// matmul_common.wgsl (the batch offsets every matmul kernel reads).
 pub(crate) const MATMUL_HELPERS: &str = MATMUL_COMMON;
 

@@ -423,3 +423,52 @@ fn an_mlp_step_fused_equals_unfused_and_takes_fewer_dispatches() {
     }
     assert!(d1 < d0, "fused {d1} dispatches, unfused {d0}");
 }
+
+#[test]
+fn reductions_compute_their_elementwise_input_as_they_load_it() {
+    let Some(g) = fresh_gpu() else { return };
+    let (ra, a) = pair(&[64, 48], -1.0, 1.0, &g);
+    let (rb, b) = pair(&[64, 48], -1.0, 1.0, &g);
+    let (ra, rb) = (rounded(&ra), rounded(&rb));
+    // sum(a * b) and mean((a - b)^2): one kernel each, the product never written
+    g.synchronize().unwrap();
+    let before = g.counters().dispatches;
+    let dot = a.mul(&b).unwrap().sum_all().unwrap();
+    let mse = a.sub(&b).unwrap().square().unwrap().mean_all().unwrap();
+    assert_close(&dot, &ra.mul(&rb).unwrap().sum_all().unwrap(), 1e-5, 1e-5, "sum(a * b)");
+    assert_close(&mse, &ra.sub(&rb).unwrap().square().unwrap().mean_all().unwrap(), 1e-5, 1e-6, "mse");
+    let n = g.counters().dispatches - before;
+    let names: Vec<String> = g.context().unwrap().compiled_kernels().iter().map(|k| k.name()).collect();
+    assert!(n <= 4, "{n} dispatches for two fused reductions and a scale: {names:?}");
+    assert!(names.iter().any(|k| k.starts_with("fused[mul]+reduce")), "{names:?}");
+    // bitwise repeatable
+    let again = a.mul(&b).unwrap().sum_all().unwrap();
+    assert_eq!(again.to_vec::<f32>().unwrap(), dot.to_vec::<f32>().unwrap());
+    // rows, columns, max, min, and a value the user also holds (written as it is loaded)
+    let e = a.mul_scalar(2.0).unwrap().exp().unwrap();
+    let held = e.add(&b).unwrap();
+    let rows = held.sum(&[1], false).unwrap();
+    let cols = a.mul(&b).unwrap().tanh().unwrap().sum(&[0], true).unwrap();
+    let mx = a.sub(&b).unwrap().abs().unwrap().max(&[1], false).unwrap();
+    let mn = a.add(&b).unwrap().min(&[0, 1], false).unwrap();
+    let re = ra.mul_scalar(2.0).unwrap().exp().unwrap();
+    let rheld = re.add(&rb).unwrap();
+    assert_close(&rows, &rheld.sum(&[1], false).unwrap(), 1e-5, 1e-4, "row sums");
+    assert_close(&cols, &ra.mul(&rb).unwrap().tanh().unwrap().sum(&[0], true).unwrap(), 1e-5, 1e-4, "columns");
+    assert_close(&mx, &ra.sub(&rb).unwrap().abs().unwrap().max(&[1], false).unwrap(), 1e-6, 1e-6, "max");
+    assert_close(&mn, &ra.add(&rb).unwrap().min(&[0, 1], false).unwrap(), 1e-6, 1e-6, "min");
+    assert_close(&held, &rheld, 1e-5, 1e-5, "the held input");
+    assert_close(&e, &re, 1e-5, 1e-5, "a held interior value");
+    // NaN propagates through a fused max; odd sizes and a reduction of a product
+    let nan = Tensor::from_slice(&[1.0f32, f32::NAN, 3.0, 4.0, 5.0, 6.0, 7.0], &[7], &g).unwrap();
+    assert!(nan.mul_scalar(2.0).unwrap().max(&[0], false).unwrap().to_vec::<f32>().unwrap()[0].is_nan());
+    let (rp, p) = pair(&[257, 3], -1.0, 1.0, &g);
+    let rp = rounded(&rp);
+    let s = p.matmul(&p.t().unwrap()).unwrap().sigmoid().unwrap().sum_all().unwrap();
+    assert_close(&s, &rp.matmul(&rp.t().unwrap()).unwrap().sigmoid().unwrap().sum_all().unwrap(), 1e-5, 1e-3, "mm");
+    // autograd through fused reductions equals the unfused path
+    let f = |x: &Tensor| x.mul(&b)?.tanh()?.sum(&[1], false)?.square()?.sum_all();
+    let g1 = wgrad::grad(f, &a).unwrap();
+    let g0 = with_fusion(false, || wgrad::grad(f, &a).unwrap());
+    assert_close(&g1, &g0, 1e-5, 1e-6, "grad through fused reductions");
+}

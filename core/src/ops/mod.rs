@@ -14,7 +14,7 @@ pub(crate) mod matmul;
 mod movement;
 mod optim;
 mod pool;
-mod reduce;
+pub(crate) mod reduce;
 mod unary;
 mod user;
 

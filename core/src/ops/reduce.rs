@@ -12,6 +12,11 @@ use std::sync::Arc;
 use wgrad_kernels::{ArgReduceOp, Context, ReduceOp};
 
 /// Kept axes first, reduced axes last.
+/// The layout a GPU reduction walks: `layout` with the reduced `axes` moved last.
+pub(crate) fn reduced_last(layout: &crate::Layout, axes: &[usize]) -> crate::Layout {
+    layout.permute(&split_axes(layout.shape.len(), axes).1)
+}
+
 fn split_axes(rank: usize, axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let kept: Vec<usize> = (0..rank).filter(|d| !axes.contains(d)).collect();
     let mut perm = kept.clone();
@@ -39,6 +44,13 @@ pub struct Reduce {
 }
 
 impl Reduce {
+    fn reduce_op(&self) -> ReduceOp {
+        match self.kind {
+            ReduceKind::Sum => ReduceOp::Sum,
+            ReduceKind::Max => ReduceOp::Max,
+            ReduceKind::Min => ReduceOp::Min,
+        }
+    }
     /// [x == extremum] / ties: where the max / min reduction's derivative goes.
     fn extremum_weights(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         let ax: Vec<isize> = self.axes.iter().map(|&a| a as isize).collect();
@@ -71,6 +83,11 @@ impl Primitive for Reduce {
     fn saves_output(&self) -> bool {
         self.kind != ReduceKind::Sum
     }
+    /// Deferred on the GPU, so that a pending elementwise input is computed inside the
+    /// reduction as it is loaded (prologue fusion, see `fusion.rs`).
+    fn fusible(&self) -> Option<crate::fusion::Fusible> {
+        Some(crate::fusion::Fusible::Reduce { op: self.reduce_op(), axes: self.axes.clone() })
+    }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let x = x[0];
         let (kept, perm) = split_axes(x.rank(), &self.axes);
@@ -86,14 +103,8 @@ impl Primitive for Reduce {
         Ok(out.cpu(CpuStorage::from_f64(r, out.dtype)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let (_, perm) = split_axes(x[0].rank(), &self.axes);
-        let pt = x[0].with_layout(x[0].layout().permute(&perm));
-        let op = match self.kind {
-            ReduceKind::Sum => ReduceOp::Sum,
-            ReduceKind::Max => ReduceOp::Max,
-            ReduceKind::Min => ReduceOp::Min,
-        };
-        Ok(out.gpu(ctx.reduce(op, pt.view(), pt.shape(), self.axes.len())?, x[0].device()))
+        let pt = x[0].with_layout(reduced_last(x[0].layout(), &self.axes));
+        Ok(out.gpu(ctx.reduce(self.reduce_op(), pt.view(), pt.shape(), self.axes.len())?, x[0].device()))
     }
     /// sum: x-bar = g broadcast back over the reduced axes;
     /// max / min: x-bar = g at the extrema, ties split evenly

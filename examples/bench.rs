@@ -6,7 +6,8 @@ use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
 use wgrad::optim::{Optimizer, Sgd};
 use wgrad::{
-    grad, hessian, hvp, jacobian, jvp, value_and_grad_many, vmap_many, DType, Device, ElementwiseKernel, Result, Tensor,
+    grad, hessian, hvp, jacobian, jvp, value_and_grad_many, vmap_many, with_fusion, DType, Device, ElementwiseKernel,
+    Result, Tensor,
 };
 
 struct Rec {
@@ -198,6 +199,19 @@ fn main() -> Result<()> {
             max: mx * 1e3,
             unit: "ms",
         });
+        if *tag == "gpu" {
+            // the same three ops with automatic fusion off, in the same run
+            let (md, mn, mx) = with_fusion(false, || time(dev, reps, chain))?;
+            recs.push(Rec {
+                workload: "W2 exp(x)*x+1 unfused (WGRAD_FUSION=0)".into(),
+                param: "16M".into(),
+                device: tag,
+                median: md * 1e3,
+                min: mn * 1e3,
+                max: mx * 1e3,
+                unit: "ms",
+            });
+        }
         // the same chain fused by hand into one kernel (the documented fusing API)
         let fused_k = ElementwiseKernel::new("exp_x_mul_x_plus_s", "return exp(x) * x + s;", |x, s| x.exp() * x + s)?;
         let fused = || x.map_kernel(&fused_k, 1.0);
@@ -321,6 +335,59 @@ fn main() -> Result<()> {
             unit: "ms",
         });
         if *tag == "gpu" {
+            // the same step with automatic fusion off, in the same run
+            let (md0, mn0, mx0, d0) = with_fusion(false, || -> Result<_> {
+                step(&mut params)?;
+                dev.synchronize()?;
+                let c0 = dev.counters().dispatches;
+                for _ in 0..steps {
+                    step(&mut params)?;
+                }
+                dev.synchronize()?;
+                let d0 = (dev.counters().dispatches - c0) as f64 / steps as f64;
+                let (md, mn, mx) = time(dev, reps, || step(&mut params))?;
+                Ok((md, mn, mx, d0))
+            })?;
+            recs.push(Rec {
+                workload: "W4 MLP step unfused (WGRAD_FUSION=0)".into(),
+                param: "SGD".into(),
+                device: tag,
+                median: md0 * 1e3,
+                min: mn0 * 1e3,
+                max: mx0 * 1e3,
+                unit: "ms",
+            });
+            recs.push(Rec {
+                workload: "W4 dispatches per step unfused".into(),
+                param: String::new(),
+                device: tag,
+                median: d0,
+                min: d0,
+                max: d0,
+                unit: "count",
+            });
+            // per-dispatch cost: 512 dependent tiny ops as 512 kernels, and fused
+            let t = Tensor::ones(&[16], DType::F32, dev)?;
+            let chain = || -> Result<Tensor> {
+                let mut y = t.clone();
+                for _ in 0..512 {
+                    y = y.add_scalar(1.0)?;
+                }
+                Ok(y)
+            };
+            for (name, on) in [("W8 per-op cost, 512 tiny ops unfused", false), ("W8 per-op cost, fused", true)] {
+                let (md, mn, mx) = with_fusion(on, || time(dev, reps, chain))?;
+                let us = |s: f64| s * 1e6 / 512.0;
+                recs.push(Rec {
+                    workload: name.into(),
+                    param: "16 elements".into(),
+                    device: tag,
+                    median: us(md),
+                    min: us(mn),
+                    max: us(mx),
+                    unit: "us",
+                });
+            }
             let per = |a: u64, b: u64| (a - b) as f64 / steps as f64;
             for (name, v) in [
                 ("dispatches", per(c1.dispatches, c0.dispatches)),

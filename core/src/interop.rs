@@ -9,6 +9,10 @@
 //!   `Device::flush()` (submits wgrad's pending work; queue order then makes your later
 //!   submissions see the results). Before wgrad reads a buffer you wrote, submit your
 //!   command buffer first (wgrad's next submission is ordered after it).
+//! - Fusion defers elementwise work until something reads it (see `fusion.rs`): a
+//!   pending op reads its inputs when it runs, not when it was called. Call
+//!   `Device::flush()` before you overwrite a buffer that wgrad tensors were computed from
+//!   (flush runs every pending op first). `wgpu_buffer()` does this itself.
 //! - A wrapped buffer stays yours: wgrad never returns it to its pool, and writes into it
 //!   only through in-place optimizer updates. Keep it alive while tensors use it (the tensor
 //!   holds a clone of the `wgpu::Buffer` handle, which keeps it alive).

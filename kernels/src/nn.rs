@@ -270,7 +270,7 @@ pub struct MultiStep {
     pub kind: MultiStepKind,
     /// Tensors updated by one dispatch.
     pub tensors: u32,
-    /// Every tensor's element count is a multiple of 4 (read and written as vec4).
+    /// Read and written as vec4 (every buffer holds whole quads).
     pub vec4: bool,
 }
 
@@ -357,7 +357,14 @@ impl Context {
     ) -> KResult<()> {
         let group = self.multi_step_group(kind);
         for chunk in tensors.chunks(group) {
-            let vec4 = chunk.iter().all(|(_, _, n)| n.is_multiple_of(4));
+            // whole quads, a ragged tensor's last one included where every buffer has room
+            // for it (pooled buffers do: their sizes are multiples of 256 bytes); the lanes
+            // past the end update slack that no tensor reads
+            let quads_fit = |(g, s, n): &&(&GpuBuffer, Vec<&GpuBuffer>, usize)| {
+                let bytes = (n.div_ceil(4) * 16) as u64;
+                g.capacity() >= bytes && s.iter().all(|b| b.capacity() >= bytes)
+            };
+            let vec4 = chunk.iter().all(|t| quads_fit(&t));
             let step = MultiStep { kind, tensors: chunk.len() as u32, vec4 };
             let key = KernelKey::new(Kernel::MultiStep(step), KDType::F32);
             let unit = if vec4 { 4 } else { 1 };
@@ -369,7 +376,7 @@ impl Context {
             let mut start = 0usize;
             for (_, _, n) in chunk {
                 p.push(crate::launch::u32_of(start, "elements")?);
-                start += n / unit;
+                start += n.div_ceil(unit);
             }
             p[0] = crate::launch::u32_of(start, "elements")?;
             let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(g, _, _)| *g).collect();

@@ -10,7 +10,9 @@
 //! 3. a node for reverse mode, when recording and an input is tracked;
 //! 4. tangents for forward mode, one active level at a time, innermost level last.
 //!
-//! The vmap issue adds batching and the fusion issue adds deferral at the same place.
+//! At the base, on the GPU, a primitive with a [`Primitive::fusible`] form (elementwise
+//! ops, matmul, reductions) is deferred instead of launched, and any other primitive's
+//! pending inputs are computed first (automatic fusion, `fusion.rs`).
 use crate::graph::{self, Node};
 use crate::storage::{CpuStorage, Storage};
 use crate::{transform, DType, Device, Error, Result, Tensor};

@@ -293,6 +293,21 @@ fn generate(p: &Program, name: &str) -> String {
     s
 }
 
+/// Statements of a host kernel's hook (epilogue store or prologue load) that evaluate the
+/// program at linear index `idx` into `r` (params from EPILOGUE_PARAMS; `acc` is the
+/// value `Acc` reads).
+fn evaluate_at(p: &Program, idx: &str, acc: &str) -> String {
+    let e = EPILOGUE_PARAMS;
+    let mut s = format!("    let rank = param({e}u);\n    let shape_at = {}u;\n", e + 4 + p.scalars as usize);
+    s += "    var at = shape_at + rank;\n";
+    s += &input_params(p);
+    s += &loads(p, idx, "    ");
+    let mut a = vec![acc.to_string()];
+    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
+    let _ = writeln!(s, "    let r = expr({});", a.join(", "));
+    s
+}
+
 /// A matmul kernel whose `store_row` runs the program on each result before it is
 /// written. params: the matmul's, then from EPILOGUE_PARAMS [rank, 0, 0, 0, scalars..,
 /// shape[rank], per input: offset (+ strides)], over the output's row-major index.
@@ -305,13 +320,7 @@ fn generate_epilogue(p: &Program, matmul: Kernel, name: &str) -> String {
     s += "\n";
     s += &expression(p, e + 4);
     s += "fn store_one(o: u32, acc: T) {\n";
-    let _ = writeln!(s, "    let rank = param({e}u);\n    let shape_at = {}u;", e + 4 + p.scalars as usize);
-    s += "    var at = shape_at + rank;\n";
-    s += &input_params(p);
-    s += &loads(p, "o", "    ");
-    let mut a = vec!["acc".to_string()];
-    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-    let _ = writeln!(s, "    let r = expr({});", a.join(", "));
+    s += &evaluate_at(p, "o", "acc");
     for o in 0..p.outputs.len() {
         let _ = writeln!(s, "    out{o}[o] = r.o{o};");
     }
@@ -483,19 +492,7 @@ impl Context {
             // each store would decompose an index: compile times explode on CPU adapters
             return Ok(None);
         }
-        let program = Program {
-            steps: epi.steps.to_vec(),
-            inputs: ins.modes.clone(),
-            buffers: ins.buffers.len() as u32,
-            outputs: epi.outputs.to_vec(),
-            scalars: epi.scalars.len() as u32,
-            vec4: false,
-            host: Some(kernel),
-        };
-        let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
-        params.resize(EPILOGUE_PARAMS, 0);
-        params.extend_from_slice(&[ins.shape.len() as u32, 0, 0, 0]);
-        ins.params(&mut params, &epi.inputs, &epi.scalars, false)?;
+        let key = hosted(kernel, epi, &ins, &mut params)?;
         let n = numel(&epi.shape);
         let outs = (0..epi.outputs.len()).map(|_| self.out_f32(n)).collect::<KResult<Vec<_>>>()?;
         let mut bufs = vec![operands[0], operands[1]];
@@ -518,26 +515,33 @@ impl Context {
     ) -> KResult<(KernelKey, Vec<&'b GpuBuffer>, Vec<GpuBuffer>)> {
         let ins = Inputs::new(&pro.inputs, &pro.shape)?;
         ins.check_bindings(self, 0, pro.outputs.len())?;
-        let program = Program {
-            steps: pro.steps.to_vec(),
-            inputs: ins.modes.clone(),
-            buffers: ins.buffers.len() as u32,
-            outputs: pro.outputs.to_vec(),
-            scalars: pro.scalars.len() as u32,
-            vec4: false,
-            host: Some(kernel),
-        };
-        let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
-        if p.len() > EPILOGUE_PARAMS {
-            return Err(KernelError::Unsupported(format!("a reduction of {} params takes no prologue", p.len())));
-        }
-        p.resize(EPILOGUE_PARAMS, 0);
-        p.extend_from_slice(&[ins.shape.len() as u32, 0, 0, 0]);
-        ins.params(p, &pro.inputs, &pro.scalars, false)?;
+        let key = hosted(kernel, pro, &ins, p)?;
         let n = numel(&pro.shape);
         let extras = (1..pro.outputs.len()).map(|_| self.out_f32(n)).collect::<KResult<Vec<_>>>()?;
         Ok((key, ins.buffers, extras))
     }
+}
+
+/// The key of `kernel` running `prog` in its stores or loads, with the program's params
+/// appended to the host kernel's `p` (from EPILOGUE_PARAMS).
+fn hosted(kernel: Kernel, prog: &Epilogue, ins: &Inputs, p: &mut Vec<u32>) -> KResult<KernelKey> {
+    if p.len() > EPILOGUE_PARAMS {
+        return Err(KernelError::Unsupported(format!("{kernel:?} with {} params takes no fused program", p.len())));
+    }
+    let program = Program {
+        steps: prog.steps.to_vec(),
+        inputs: ins.modes.clone(),
+        buffers: ins.buffers.len() as u32,
+        outputs: prog.outputs.to_vec(),
+        scalars: prog.scalars.len() as u32,
+        vec4: false,
+        host: Some(kernel),
+    };
+    let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
+    p.resize(EPILOGUE_PARAMS, 0);
+    p.extend_from_slice(&[ins.shape.len() as u32, 0, 0, 0]);
+    ins.params(p, &prog.inputs, &prog.scalars, false)?;
+    Ok(key)
 }
 
 /// An elementwise program a matmul applies to its results as it stores them.
@@ -574,13 +578,7 @@ fn generate_prologue(p: &Program, reduce: Kernel, name: &str) -> String {
     );
     s += &expression(p, e + 4);
     s += "fn load_x(i: u32) -> T {\n";
-    let _ = writeln!(s, "    let rank = param({e}u);\n    let shape_at = {}u;", e + 4 + p.scalars as usize);
-    s += "    var at = shape_at + rank;\n";
-    s += &input_params(p);
-    s += &loads(p, "i", "    ");
-    let mut a = vec!["0.0".to_string()];
-    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-    let _ = writeln!(s, "    let r = expr({});", a.join(", "));
+    s += &evaluate_at(p, "i", "0.0");
     for o in 1..p.outputs.len() {
         let _ = writeln!(s, "    xo{o}[i] = r.o{o};");
     }

@@ -211,6 +211,34 @@ fn check_many(op: &'static str, params: &[Tensor], grads: &[Tensor], states: &[&
     Ok(())
 }
 
+/// One multi-tensor step on the GPU: pending values are computed first (the step writes in
+/// place), then every (param, grad, states) triple is updated by as few dispatches as the
+/// binding limit allows.
+fn gpu_multi_step(
+    ctx: &Arc<wgrad_kernels::Context>,
+    kind: wgrad_kernels::MultiStepKind,
+    params: &[Tensor],
+    grads: &[Tensor],
+    states: &[&[Tensor]],
+    hyper: &[f32],
+    decoupled: bool,
+) -> Result<()> {
+    crate::fusion::flush(ctx)?;
+    let gs = grads.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
+    let items: Vec<_> = params
+        .iter()
+        .zip(&gs)
+        .enumerate()
+        .map(|(i, (p, g))| {
+            let mut bufs = vec![buf(p)];
+            bufs.extend(states.iter().map(|s| buf(&s[i])));
+            (buf(g), bufs, p.numel())
+        })
+        .collect();
+    ctx.multi_step(kind, &items, hyper, decoupled)?;
+    Ok(())
+}
+
 impl Tensor {
     /// [`Tensor::sgd_update_`] on every parameter at once: on one GPU a single dispatch
     /// updates them all (as many as the adapter's binding limit allows per dispatch).
@@ -229,18 +257,8 @@ impl Tensor {
             }
             return Ok(());
         };
-        // in-place writes: pending fused values that read these buffers run first
-        crate::fusion::flush(&ctx)?;
-        let gs = grads.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
-        let items: Vec<_> = params
-            .iter()
-            .zip(&gs)
-            .zip(velocity.iter())
-            .map(|((p, g), v)| (buf(g), vec![buf(p), buf(v)], p.numel()))
-            .collect();
         let hyper = [lr as f32, momentum as f32, weight_decay as f32];
-        ctx.multi_step(wgrad_kernels::MultiStepKind::Sgd, &items, &hyper, false)?;
-        Ok(())
+        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Sgd, params, grads, &[velocity], &hyper, false)
     }
 
     /// [`Tensor::adam_update_`] on every parameter at once (one dispatch on one GPU, as
@@ -259,16 +277,7 @@ impl Tensor {
             }
             return Ok(());
         };
-        crate::fusion::flush(&ctx)?;
-        let gs = grads.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
-        let items: Vec<_> = params
-            .iter()
-            .zip(&gs)
-            .zip(m.iter().zip(v.iter()))
-            .map(|((p, g), (m, v))| (buf(g), vec![buf(p), buf(m), buf(v)], p.numel()))
-            .collect();
         let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
-        ctx.multi_step(wgrad_kernels::MultiStepKind::Adam, &items, &hyper, h.decoupled)?;
-        Ok(())
+        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Adam, params, grads, &[m, v], &hyper, h.decoupled)
     }
 }

@@ -270,6 +270,10 @@ fn generate(p: &Program, name: &str) -> String {
     let _ = writeln!(s, "    let shape_at = {}u;", 4 + p.scalars);
     s += "    var at = shape_at + rank;\n";
     s += &input_params(p);
+    if p.inputs.iter().any(|&(_, m)| m == Mode::Strided) {
+        s += &strided_main(p);
+        return s;
+    }
     s += "    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {\n";
     s += &loads(p, "i", "        ");
     if p.vec4 {
@@ -290,6 +294,53 @@ fn generate(p: &Program, name: &str) -> String {
         }
     }
     s += "    }\n}\n";
+    s
+}
+
+/// The loop of a scalar kernel with strided inputs, as the unfused binary kernel walks:
+/// runs of RUN elements, each strided input's offset decomposed once per block of the last
+/// two dims and then only stepped (integer divisions per element are slow on CPU adapters).
+fn strided_main(p: &Program) -> String {
+    let strided: Vec<usize> = (0..p.inputs.len()).filter(|&i| p.inputs[i].1 == Mode::Strided).collect();
+    let mut s = String::new();
+    for &k in &strided {
+        let _ = writeln!(
+            s,
+            "    let s{k} = stride_back(p{k} + 1u, rank, 1u);\n    let t{k} = stride_back(p{k} + 1u, rank, 2u);"
+        );
+    }
+    s += "    let runs = (n + RUN - 1u) / RUN;\n\
+          \x20   for (var q = flat_id(wid, nwg, lid); q < runs; q = q + total) {\n\
+          \x20       let end = min(q * RUN + RUN, n);\n\
+          \x20       var i = q * RUN;\n\
+          \x20       loop {\n\
+          \x20           if (i >= end) { break; }\n";
+    for &k in &strided {
+        let _ = writeln!(s, "            var o{k} = strided_offset(i, rank, shape_at, p{k} + 1u, param(p{k}));");
+    }
+    s += "            var w = walk_start(i, rank, shape_at);\n\
+          \x20           let stop = min(end, i + walk_left(w));\n\
+          \x20           for (; i < stop; i = i + 1u) {\n";
+    for (k, &(b, mode)) in p.inputs.iter().enumerate() {
+        let load = match mode {
+            Mode::Contiguous => format!("in{b}[param(p{k}) + i]"),
+            Mode::Splat => format!("in{b}[param(p{k})]"),
+            Mode::Repeat => format!("in{b}[param(p{k}) + i % param(p{k} + 1u)]"),
+            Mode::Strided => format!("in{b}[o{k}]"),
+        };
+        let _ = writeln!(s, "                let l{k} = {load};");
+    }
+    let mut a = vec!["0.0".to_string()];
+    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
+    let _ = writeln!(s, "                let r = expr({});", a.join(", "));
+    for o in 0..p.outputs.len() {
+        let _ = writeln!(s, "                out{o}[i] = r.o{o};");
+    }
+    s += "                let moved = walk_next(&w);\n";
+    for &k in &strided {
+        let _ = writeln!(s, "                o{k} = walk_offset(o{k}, moved, w, s{k}, t{k});");
+    }
+    s += "            }\n        }\n    }\n}\n";
     s
 }
 

@@ -4,14 +4,16 @@
 //! so the same structure at other sizes or constants compiles once. Each new structure is
 //! validated with naga when it is registered.
 
+mod wgsl;
+
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
 use crate::launch::{check_rank, coalesce, is_contiguous, numel, u32_of, View};
-use crate::source::{BinaryOp, KDType, Kernel, KernelKey, UnaryOp, PARAMS_QUADS, WG};
+use crate::source::{BinaryOp, KDType, Kernel, KernelKey, UnaryOp, PARAMS_QUADS};
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
+use wgsl::{generate, generate_epilogue, generate_prologue};
 
 /// Storage buffers a fused kernel binds at most (inputs + outputs): the WebGPU default of
 /// `max_storage_buffers_per_shader_stage`, or the adapter's limit where it is lower.
@@ -150,242 +152,6 @@ pub fn fused_kernels_generated() -> usize {
 /// The WGSL sources of every fused kernel generated so far (for validation tests).
 pub fn fused_sources() -> Vec<String> {
     crate::lock(&REGISTRY).entries.iter().map(|e| e.source.clone()).collect()
-}
-
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
-
-fn header(name: &str) -> String {
-    format!(
-        "// generated: {name}\nalias T = f32;\nalias ST = f32;\nconst WG: u32 = {WG}u;\n\
-         const PARAMS_QUADS: u32 = {PARAMS_QUADS}u;\n{COMMON}\n"
-    )
-}
-
-/// Binding declarations: inputs `in{b}` from `first`, then outputs `out{o}`, then params.
-fn declarations(p: &Program, first: usize, elem: &str) -> String {
-    let mut s = String::new();
-    for b in 0..p.buffers as usize {
-        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> in{b}: array<{elem}>;", first + b);
-    }
-    let outs = first + p.buffers as usize;
-    for o in 0..p.outputs.len() {
-        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> out{o}: array<{elem}>;", outs + o);
-    }
-    let _ = writeln!(
-        s,
-        "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;",
-        outs + p.outputs.len()
-    );
-    s
-}
-
-/// One function per distinct op, the `Outs` struct and `fn expr(acc, l0, l1..) -> Outs`
-/// (scalar k is param(scalar_at + k)).
-fn expression(p: &Program, scalar_at: usize) -> String {
-    let mut s = String::new();
-    let mut seen = Vec::new();
-    for st in &p.steps {
-        let (fname, def) = match st {
-            FusedStep::Unary { op, .. } => {
-                (format!("u_{op:?}"), format!("fn u_{op:?}(x: T, s: T) -> T {{ {} }}", op.wgsl_body()))
-            }
-            FusedStep::Binary { op, .. } => {
-                (format!("b_{op:?}"), format!("fn b_{op:?}(a: T, b: T) -> T {{ {} }}", op.wgsl_body()))
-            }
-            _ => continue,
-        };
-        if !seen.contains(&fname) {
-            s += &def;
-            s += "\n";
-            seen.push(fname);
-        }
-    }
-    s += "struct Outs {\n";
-    for o in 0..p.outputs.len() {
-        let _ = writeln!(s, "    o{o}: T,");
-    }
-    s += "}\n";
-    let mut args = vec!["acc: T".to_string()];
-    args.extend((0..p.inputs.len()).map(|i| format!("l{i}: T")));
-    let _ = writeln!(s, "fn expr({}) -> Outs {{", args.join(", "));
-    for (k, st) in p.steps.iter().enumerate() {
-        let e = match *st {
-            FusedStep::Load(i) => format!("l{i}"),
-            FusedStep::Acc => "acc".to_string(),
-            FusedStep::Unary { op, x, scalar } => {
-                format!("u_{op:?}(v{x}, bitcast<f32>(param({}u)))", scalar_at + scalar as usize)
-            }
-            FusedStep::Binary { op, a, b } => format!("b_{op:?}(v{a}, v{b})"),
-            FusedStep::Where { c, a, b } => format!("select(v{b}, v{a}, v{c} != T(0))"),
-        };
-        let _ = writeln!(s, "    let v{k} = {e};");
-    }
-    let outs: Vec<String> = p.outputs.iter().map(|o| format!("v{o}")).collect();
-    let _ = writeln!(s, "    return Outs({});\n}}", outs.join(", "));
-    s
-}
-
-/// Statements computing `p{i}`, where input i's params start, from `at` (a var).
-fn input_params(p: &Program) -> String {
-    let mut s = String::new();
-    for (i, &(_, mode)) in p.inputs.iter().enumerate() {
-        let step = match mode {
-            Mode::Strided => "1u + rank",
-            Mode::Repeat => "2u",
-            _ => "1u",
-        };
-        let _ = writeln!(s, "    let p{i} = at;\n    at = at + {step};");
-    }
-    s
-}
-
-/// `let l{i} = ...;` loads of every input at linear index `idx`.
-fn loads(p: &Program, idx: &str, indent: &str) -> String {
-    let mut s = String::new();
-    for (i, &(b, mode)) in p.inputs.iter().enumerate() {
-        let load = match (mode, p.vec4) {
-            (Mode::Contiguous, _) => format!("in{b}[param(p{i}) + {idx}]"),
-            (Mode::Splat, false) => format!("in{b}[param(p{i})]"),
-            (Mode::Splat, true) => format!("vec4<f32>(in{b}[param(p{i}) / 4u][param(p{i}) % 4u])"),
-            (Mode::Repeat, _) => format!("in{b}[param(p{i}) + {idx} % param(p{i} + 1u)]"),
-            (Mode::Strided, _) => format!("in{b}[strided_offset({idx}, rank, shape_at, p{i} + 1u, param(p{i}))]"),
-        };
-        let _ = writeln!(s, "{indent}let l{i} = {load};");
-    }
-    s
-}
-
-/// params: [n, rank, 0, 0, scalars.., shape[rank], per input: offset (+ strides if strided)]
-fn generate(p: &Program, name: &str) -> String {
-    let elem = if p.vec4 { "vec4<f32>" } else { "f32" };
-    let mut s = header(name);
-    s += &declarations(p, 0, elem);
-    s += &expression(p, 4);
-    s += "@compute @workgroup_size(WG)\n\
-          fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
-                  @builtin(local_invocation_index) lid: u32) {\n\
-              let total = nwg.x * nwg.y * WG;\n\
-              let n = param(0);\n\
-              let rank = param(1);\n";
-    let _ = writeln!(s, "    let shape_at = {}u;", 4 + p.scalars);
-    s += "    var at = shape_at + rank;\n";
-    s += &input_params(p);
-    if p.inputs.iter().any(|&(_, m)| m == Mode::Strided) {
-        s += &strided_main(p);
-        return s;
-    }
-    s += "    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {\n";
-    s += &loads(p, "i", "        ");
-    if p.vec4 {
-        for lane in ["x", "y", "z", "w"] {
-            let mut a = vec!["0.0".to_string()];
-            a.extend((0..p.inputs.len()).map(|i| format!("l{i}.{lane}")));
-            let _ = writeln!(s, "        let r{lane} = expr({});", a.join(", "));
-        }
-        for o in 0..p.outputs.len() {
-            let _ = writeln!(s, "        out{o}[i] = vec4<f32>(rx.o{o}, ry.o{o}, rz.o{o}, rw.o{o});");
-        }
-    } else {
-        let mut a = vec!["0.0".to_string()];
-        a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-        let _ = writeln!(s, "        let r = expr({});", a.join(", "));
-        for o in 0..p.outputs.len() {
-            let _ = writeln!(s, "        out{o}[i] = r.o{o};");
-        }
-    }
-    s += "    }\n}\n";
-    s
-}
-
-/// The loop of a scalar kernel with strided inputs, as the unfused binary kernel walks:
-/// runs of RUN elements, each strided input's offset decomposed once per block of the last
-/// two dims and then only stepped (integer divisions per element are slow on CPU adapters).
-fn strided_main(p: &Program) -> String {
-    let strided: Vec<usize> = (0..p.inputs.len()).filter(|&i| p.inputs[i].1 == Mode::Strided).collect();
-    let mut s = String::new();
-    for &k in &strided {
-        let _ = writeln!(
-            s,
-            "    let s{k} = stride_back(p{k} + 1u, rank, 1u);\n    let t{k} = stride_back(p{k} + 1u, rank, 2u);"
-        );
-    }
-    s += "    let runs = (n + RUN - 1u) / RUN;\n\
-          \x20   for (var q = flat_id(wid, nwg, lid); q < runs; q = q + total) {\n\
-          \x20       let end = min(q * RUN + RUN, n);\n\
-          \x20       var i = q * RUN;\n\
-          \x20       loop {\n\
-          \x20           if (i >= end) { break; }\n";
-    for &k in &strided {
-        let _ = writeln!(s, "            var o{k} = strided_offset(i, rank, shape_at, p{k} + 1u, param(p{k}));");
-    }
-    s += "            var w = walk_start(i, rank, shape_at);\n\
-          \x20           let stop = min(end, i + walk_left(w));\n\
-          \x20           for (; i < stop; i = i + 1u) {\n";
-    for (k, &(b, mode)) in p.inputs.iter().enumerate() {
-        let load = match mode {
-            Mode::Contiguous => format!("in{b}[param(p{k}) + i]"),
-            Mode::Splat => format!("in{b}[param(p{k})]"),
-            Mode::Repeat => format!("in{b}[param(p{k}) + i % param(p{k} + 1u)]"),
-            Mode::Strided => format!("in{b}[o{k}]"),
-        };
-        let _ = writeln!(s, "                let l{k} = {load};");
-    }
-    let mut a = vec!["0.0".to_string()];
-    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-    let _ = writeln!(s, "                let r = expr({});", a.join(", "));
-    for o in 0..p.outputs.len() {
-        let _ = writeln!(s, "                out{o}[i] = r.o{o};");
-    }
-    s += "                let moved = walk_next(&w);\n";
-    for &k in &strided {
-        let _ = writeln!(s, "                o{k} = walk_offset(o{k}, moved, w, s{k}, t{k});");
-    }
-    s += "            }\n        }\n    }\n}\n";
-    s
-}
-
-/// Statements of a host kernel's hook (epilogue store or prologue load) that evaluate the
-/// program at linear index `idx` into `r` (params from EPILOGUE_PARAMS; `acc` is the
-/// value `Acc` reads).
-fn evaluate_at(p: &Program, idx: &str, acc: &str) -> String {
-    let e = EPILOGUE_PARAMS;
-    let mut s = format!("    let rank = param({e}u);\n    let shape_at = {}u;\n", e + 4 + p.scalars as usize);
-    s += "    var at = shape_at + rank;\n";
-    s += &input_params(p);
-    s += &loads(p, idx, "    ");
-    let mut a = vec![acc.to_string()];
-    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-    let _ = writeln!(s, "    let r = expr({});", a.join(", "));
-    s
-}
-
-/// A matmul kernel whose `store_row` runs the program on each result before it is
-/// written. params: the matmul's, then from EPILOGUE_PARAMS [rank, 0, 0, 0, scalars..,
-/// shape[rank], per input: offset (+ strides)], over the output's row-major index.
-fn generate_epilogue(p: &Program, matmul: Kernel, name: &str) -> String {
-    let e = EPILOGUE_PARAMS;
-    let mut s = header(name);
-    // the skeleton declares the operands (bindings 0 and 1)
-    s += &declarations(p, 2, "f32");
-    s += crate::source::MATMUL_HELPERS;
-    s += "\n";
-    s += &expression(p, e + 4);
-    s += "fn store_one(o: u32, acc: T) {\n";
-    s += &evaluate_at(p, "o", "acc");
-    for o in 0..p.outputs.len() {
-        let _ = writeln!(s, "    out{o}[o] = r.o{o};");
-    }
-    s += "}\n";
-    s += "fn store_row(c_base: u32, r: u32, col: u32, M: u32, N: u32, v: vec4<T>) {\n\
-              if (r >= M) { return; }\n\
-              let o = c_base + r * N + col;\n\
-              if (col < N) { store_one(o, v.x); }\n\
-              if (col + 1u < N) { store_one(o + 1u, v.y); }\n\
-              if (col + 2u < N) { store_one(o + 2u, v.z); }\n\
-              if (col + 3u < N) { store_one(o + 3u, v.w); }\n\
-          }\n";
-    s += &crate::source::matmul_skeleton(matmul);
-    s
 }
 
 /// Launch-param words a fused kernel over `rank` dims with `inputs` inputs (each counted
@@ -605,42 +371,6 @@ pub struct Epilogue<'a> {
     pub outputs: Vec<u32>,
     /// The matmul's output shape, row-major.
     pub shape: Vec<usize>,
-}
-
-/// A reduction kernel whose loads of x compute the program (see [`Program::host`]):
-/// bindings [inputs.., out (the reduction's), extra outputs..], params the reduction's,
-/// then from EPILOGUE_PARAMS the program's as in an epilogue.
-fn generate_prologue(p: &Program, reduce: Kernel, name: &str) -> String {
-    let e = EPILOGUE_PARAMS;
-    let (body, helpers) = crate::source::reduce_skeleton(reduce);
-    let mut s = header(name);
-    for b in 0..p.buffers as usize {
-        let _ = writeln!(s, "@group(0) @binding({b}) var<storage, read> in{b}: array<f32>;");
-    }
-    let first_out = p.buffers as usize;
-    let _ = writeln!(s, "@group(0) @binding({first_out}) var<storage, read_write> out: array<T>;");
-    for o in 1..p.outputs.len() {
-        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> xo{o}: array<f32>;", first_out + o);
-    }
-    let _ = writeln!(
-        s,
-        "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;",
-        first_out + p.outputs.len()
-    );
-    s += &expression(p, e + 4);
-    s += "fn load_x(i: u32) -> T {\n";
-    s += &evaluate_at(p, "i", "0.0");
-    for o in 1..p.outputs.len() {
-        let _ = writeln!(s, "    xo{o}[i] = r.o{o};");
-    }
-    s += "    return r.o0;\n}\n";
-    s += "fn load_x4(q: u32) -> vec4<f32> {\n\
-          \x20   return vec4<f32>(load_x(4u * q), load_x(4u * q + 1u), load_x(4u * q + 2u), load_x(4u * q + 3u));\n}\n";
-    s += &helpers;
-    s += "\n";
-    s += &body;
-    s += "\n";
-    s
 }
 
 /// Param words an epilogue over `rank` dims with `inputs` inputs and `scalars` scalars

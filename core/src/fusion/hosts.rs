@@ -1,0 +1,158 @@
+//! The hosts of fused programs: deferred matmuls (whose stores run an elementwise DAG as
+//! an epilogue) and deferred reductions (whose loads compute a pending input as a
+//! prologue).
+use super::plan::Plan;
+use super::*;
+
+/// A deferred matmul: its operands are materialized now (its kernel reads them as they
+/// are), the product waits for its consumers.
+pub(super) fn defer_matmul(ctx: Arc<Context>, inputs: &[Tensor], spec: &OutSpec) -> Result<Option<Tensor>> {
+    let ins = inputs.iter().map(|t| t.materialized()).collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = ins.iter().collect();
+    let operands = gpu_operands(&refs)?;
+    if operands.k == 0 {
+        return Ok(None);
+    }
+    let mut st = state();
+    let mut cost = Cost::default();
+    for t in [&operands.a, &operands.b] {
+        let id = leaf_id(t);
+        union(&mut cost.buffers, &[id.0]);
+    }
+    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
+    cost.nodes.push(node.address());
+    *crate::lock(&node.pending) = Some(Pending { op: Fusible::Matmul, args: Vec::new(), matmul: Some(operands), cost });
+    note_pending(&mut st, &node);
+    drop(st);
+    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, inputs[0].device().clone())))
+}
+
+/// A deferred reduction: a pending input stays pending (the reduction will compute it as
+/// it loads it), anything else is read as it is.
+pub(super) fn defer_reduce(ctx: Arc<Context>, op: Fusible, x: &Tensor, spec: &OutSpec) -> Result<Option<Tensor>> {
+    if x.shape().contains(&0) || x.rank() > MAX_RANK {
+        return Ok(None);
+    }
+    let mut st = state();
+    let arg = match x.storage() {
+        Storage::Lazy(n) if n.is_pending() && matmul_of(n).is_none() && reduce_of(n).is_none() => Arg::Node(n.clone()),
+        Storage::Lazy(n) => Arg::Leaf(leaf_of(force_locked(n)?, &n.shape, x.device()).with_layout(x.layout().clone())),
+        _ => Arg::Leaf(x.clone()),
+    };
+    let mut cost = cost_of(std::slice::from_ref(&arg));
+    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
+    union(&mut cost.nodes, &[node.address()]);
+    *crate::lock(&node.pending) = Some(Pending { op, args: vec![arg], matmul: None, cost });
+    note_pending(&mut st, &node);
+    drop(st);
+    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, x.device().clone())))
+}
+
+/// (op, axes, argument) of a pending reduction node.
+pub(super) fn reduce_of(n: &Lazy) -> Option<(wgrad_kernels::ReduceOp, Vec<usize>, Arg)> {
+    let p = crate::lock(&n.pending);
+    let p = p.as_ref()?;
+    match &p.op {
+        Fusible::Reduce { op, axes } => Some((*op, axes.clone(), p.args[0].clone())),
+        _ => None,
+    }
+}
+
+/// Run a pending reduction: over its materialized input, or with its pending input's DAG
+/// as the prologue of the reduction kernel (its values that something else holds are
+/// written as they are loaded).
+pub(super) fn run_reduce(
+    n: &Arc<Lazy>,
+    op: wgrad_kernels::ReduceOp,
+    axes: &[usize],
+    arg: Arg,
+) -> Result<Arc<GpuBuffer>> {
+    let device = Device::Gpu(n.ctx.clone());
+    let finish = |buf: GpuBuffer| {
+        let buf = Arc::new(buf);
+        let _ = n.result.set(buf.clone());
+        crate::lock(&n.pending).take();
+        buf
+    };
+    let input = match arg {
+        Arg::Leaf(t) => t,
+        Arg::Node(x) => match try_prologue(n, &x, op, axes, &device)? {
+            Some(buf) => return Ok(finish(buf)),
+            None => leaf_of(force_locked(&x)?, &x.shape, &device),
+        },
+    };
+    let pt = input.with_layout(crate::ops::reduce::reduced_last(input.layout(), axes));
+    Ok(finish(n.ctx.reduce(op, pt.view(), pt.shape(), axes.len())?))
+}
+
+/// The reduction `n` of the pending value `x` in one kernel that computes x's DAG as it
+/// loads it; None where it does not fit (a matmul or reduction inside, too many bindings
+/// or params): then x is materialized first.
+fn try_prologue(
+    n: &Arc<Lazy>,
+    x: &Arc<Lazy>,
+    op: wgrad_kernels::ReduceOp,
+    axes: &[usize],
+    device: &Device,
+) -> Result<Option<GpuBuffer>> {
+    if x.result.get().is_some() || x.shape.len() > 6 {
+        return Ok(None);
+    }
+    let mut plan = Plan::new();
+    plan.visit(x, device)?;
+    if plan.acc.is_some() || plan.must_force.is_some() {
+        return Ok(None);
+    }
+    // output 0 is the value reduced; x is written too when something besides this
+    // reduction holds it (n's argument, the caller's copy of it and the plan hold one
+    // reference each)
+    let root = plan.nodes.len() - 1;
+    let mut outputs: Vec<usize> = plan.outputs().into_iter().filter(|&i| i != root).collect();
+    if Arc::strong_count(x) > 3 {
+        outputs.push(root);
+    }
+    let buffers = {
+        let mut b: Vec<usize> = plan.leaves.iter().map(|t| leaf_id(t).0).collect();
+        b.sort();
+        b.dedup();
+        b.len()
+    };
+    let words = wgrad_kernels::epilogue_param_words(x.shape.len(), plan.leaves.len(), plan.scalars.len());
+    if (buffers + 1 + outputs.len()) as u32 > FUSED_MAX_BUFFERS || words > FUSED_PARAM_WORDS {
+        return Ok(None);
+    }
+    let views: Vec<View> = plan.leaves.iter().map(|t| t.view()).collect();
+    let mut out_steps = vec![plan.nodes[root].1];
+    out_steps.extend(outputs.iter().map(|&i| plan.nodes[i].1));
+    let pro = wgrad_kernels::Epilogue {
+        steps: plan.steps.clone(),
+        inputs: views.clone(),
+        scalars: plan.scalars.clone(),
+        outputs: out_steps,
+        shape: x.shape.clone(),
+    };
+    let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
+    let (out, extras) = n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), &pro)?;
+    drop(pro);
+    drop(views);
+    for (&i, buf) in outputs.iter().zip(extras) {
+        let _ = plan.nodes[i].0.result.set(Arc::new(buf));
+    }
+    for (node, _, _) in &plan.nodes {
+        crate::lock(&node.pending).take();
+    }
+    Ok(Some(out))
+}
+
+/// The operands of a pending matmul node.
+pub(super) fn matmul_of(n: &Lazy) -> Option<GpuOperands> {
+    crate::lock(&n.pending).as_ref().and_then(|p| p.matmul.clone())
+}
+
+/// Run a pending matmul node alone (no epilogue).
+pub(super) fn run_matmul(n: &Arc<Lazy>, op: &GpuOperands) -> Result<Arc<GpuBuffer>> {
+    let buf = Arc::new(n.ctx.matmul(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n)?);
+    let _ = n.result.set(buf.clone());
+    crate::lock(&n.pending).take();
+    Ok(buf)
+}

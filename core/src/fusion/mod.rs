@@ -1,0 +1,323 @@
+//! Automatic fusion of elementwise chains on the GPU.
+//!
+//! **Deferral.** At the entry point's base, an elementwise primitive (unary and its scalar
+//! forms, binary with broadcasting, where) on f32 GPU tensors is not launched: its output
+//! is a tensor whose storage is a [`Lazy`] node holding the op and its arguments. An
+//! argument is another pending node of the same shape (the DAG grows) or a leaf: a
+//! materialized tensor, read through its strides (broadcasting included).
+//!
+//! **Materialization.** A pending value is computed when something other than an
+//! elementwise primitive needs its data: a reduction, matmul, view or any other primitive
+//! reading it, a readback, `Device::flush` / `synchronize`, an in-place optimizer step, a
+//! `wgpu_buffer()` hand-off, or a size limit when the DAG is built. Then one WGSL kernel is
+//! generated for the whole DAG (`wgrad_kernels::Context::fused`, cached by structure).
+//! Its outputs are the root and every interior node something else still holds (a user
+//! tensor, a value saved for a VJP, another pending DAG): those are written too, the rest
+//! stay in registers.
+//!
+//! **Limits.** A kernel binds at most `FUSED_MAX_BUFFERS` storage buffers and fits its
+//! launch params in one uniform block; a DAG that would not is split (its pending inputs
+//! are materialized first) when it is built, and again at materialization if the extra
+//! outputs push it over.
+//!
+//! **Semantics.** Shape and dtype rules run eagerly in `bind`, so errors are raised by the
+//! op that causes them. Results are those of the unfused kernels within TESTING.md's
+//! tolerances (the same f32 formulas, without intermediate rounding to memory, which f32
+//! registers do not add), and the same program gives bitwise the same output. Turn it off
+//! with `WGRAD_FUSION=0`, or for one thread's scope with [`with_fusion`].
+mod hosts;
+mod plan;
+
+use crate::ops::matmul::{gpu_operands, GpuOperands};
+use crate::primitive::OutSpec;
+use crate::storage::Storage;
+use crate::{DType, Device, Result, Tensor};
+use hosts::{defer_matmul, defer_reduce, matmul_of, reduce_of};
+use plan::force_locked;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use wgrad_kernels::{
+    fused_param_words, BinaryOp, Context, FusedStep, GpuBuffer, UnaryOp, View, FUSED_MAX_BUFFERS, FUSED_PARAM_WORDS,
+    MAX_RANK,
+};
+
+/// The form of a primitive that fusion can defer.
+#[derive(Clone, Debug)]
+pub enum Fusible {
+    /// op(x, scalar)
+    Unary(UnaryOp, f64),
+    Binary(BinaryOp),
+    /// cond != 0 ? a : b
+    Where,
+    /// A matrix product: deferred like the others, so that the elementwise ops that read
+    /// its result run in its store (epilogue fusion: bias, activation, residual, masks).
+    Matmul,
+    /// A reduction over `axes`: deferred, so that a pending elementwise input is computed
+    /// as the reduction loads it (prologue fusion: sum(x * y), mean((a - b)^2)).
+    Reduce {
+        op: wgrad_kernels::ReduceOp,
+        axes: Vec<usize>,
+    },
+}
+
+/// Ops one generated kernel holds at most (longer chains are split).
+const MAX_OPS: usize = 48;
+
+/// A deferred elementwise value on the GPU.
+pub(crate) struct Lazy {
+    ctx: Arc<Context>,
+    shape: Vec<usize>,
+    result: OnceLock<Arc<GpuBuffer>>,
+    pending: Mutex<Option<Pending>>,
+}
+
+struct Pending {
+    op: Fusible,
+    args: Vec<Arg>,
+    /// The operands of a matmul node (its `args` are empty).
+    matmul: Option<GpuOperands>,
+    /// What the DAG under this node binds (an upper bound once parts of it materialize).
+    cost: Cost,
+}
+
+#[derive(Clone)]
+enum Arg {
+    /// A pending value of the same shape.
+    Node(Arc<Lazy>),
+    /// A materialized value, its layout broadcast to the node's shape.
+    Leaf(Tensor),
+}
+
+/// Identity of a leaf read: (buffer, offset, strides).
+type LeafId = (usize, usize, Vec<usize>);
+
+#[derive(Clone, Default)]
+struct Cost {
+    /// Pending nodes in the DAG (addresses), sorted.
+    nodes: Vec<usize>,
+    /// Distinct leaf buffers, sorted.
+    buffers: Vec<usize>,
+    /// Distinct leaf reads, sorted.
+    leaves: Vec<LeafId>,
+}
+
+fn union<T: Ord + Clone>(a: &mut Vec<T>, b: &[T]) {
+    a.extend_from_slice(b);
+    a.sort();
+    a.dedup();
+}
+
+impl Cost {
+    fn fits(&self, rank: usize) -> bool {
+        // one output and one spare binding for an interior value that must be written
+        self.nodes.len() <= MAX_OPS
+            && self.buffers.len() as u32 + 2 <= FUSED_MAX_BUFFERS
+            && fused_param_words(rank, self.leaves.len(), self.nodes.len()) <= FUSED_PARAM_WORDS
+    }
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lazy({:?}, {})", self.shape, if self.is_pending() { "pending" } else { "materialized" })
+    }
+}
+
+impl Lazy {
+    /// The buffer once materialized.
+    pub(crate) fn buffer(&self) -> Option<&GpuBuffer> {
+        self.result.get().map(|b| &**b)
+    }
+    fn is_pending(&self) -> bool {
+        self.result.get().is_none()
+    }
+    fn address(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+}
+
+/// Materialization and deferral run under one lock: a DAG is read and resolved by one
+/// thread at a time. It also holds the pending values `Device::flush` materializes.
+struct State {
+    pending: Vec<Weak<Lazy>>,
+    pruned_len: usize,
+}
+
+static STATE: Mutex<State> = Mutex::new(State { pending: Vec::new(), pruned_len: 0 });
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+thread_local! {
+    static OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether elementwise ops are deferred and fused on this thread now: on unless
+/// `WGRAD_FUSION=0`, or [`with_fusion`] says otherwise.
+pub fn fusion_enabled() -> bool {
+    static ENV: OnceLock<bool> = OnceLock::new();
+    OVERRIDE
+        .with(|o| o.get())
+        .unwrap_or_else(|| *ENV.get_or_init(|| std::env::var("WGRAD_FUSION").as_deref() != Ok("0")))
+}
+
+/// Run `f` with fusion turned on or off on this thread (for comparisons and debugging).
+pub fn with_fusion<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(on))));
+    f()
+}
+
+/// The output of `op` on plain inputs as a pending value, or None when it is not fused
+/// (fusion off, not f32 on one GPU, empty, too many dims).
+pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Option<Tensor>> {
+    if !fusion_enabled() || spec.dtype != DType::F32 || spec.shape.contains(&0) || spec.shape.len() > MAX_RANK {
+        return Ok(None);
+    }
+    let Some(ctx) = inputs[0].device().context().cloned() else { return Ok(None) };
+    // a lost or faulted device errs at the op, as an unfused launch would
+    ctx.check_health()?;
+    if inputs.iter().any(|t| t.dtype() != DType::F32 || t.device() != inputs[0].device()) {
+        return Ok(None);
+    }
+    match op {
+        Fusible::Matmul => return defer_matmul(ctx, inputs, spec),
+        Fusible::Reduce { .. } => return defer_reduce(ctx, op, &inputs[0], spec),
+        _ => {}
+    }
+    let mut st = state();
+    let mut args: Vec<Arg> = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        args.push(arg_of(t, &spec.shape)?);
+    }
+    let mut cost = cost_of(&args);
+    if !cost.fits(spec.shape.len()) {
+        // too big for one kernel: materialize the pending arguments, which become leaves
+        for a in args.iter_mut() {
+            if let Arg::Node(n) = a {
+                let buf = force_locked(n)?;
+                *a = Arg::Leaf(leaf_of(buf, &n.shape, inputs[0].device()));
+            }
+        }
+        cost = cost_of(&args);
+    }
+    let node = Arc::new(Lazy {
+        ctx,
+        shape: spec.shape.clone(),
+        result: OnceLock::new(),
+        pending: Mutex::new(Some(Pending { op, args, matmul: None, cost })),
+    });
+    note_pending(&mut st, &node);
+    drop(st);
+    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, inputs[0].device().clone())))
+}
+
+fn note_pending(st: &mut State, node: &Arc<Lazy>) {
+    st.pending.push(Arc::downgrade(node));
+    if st.pending.len() > 2 * st.pruned_len + 64 {
+        st.pending.retain(|w| w.upgrade().is_some_and(|n| n.is_pending()));
+        st.pruned_len = st.pending.len();
+    }
+}
+
+/// How a deferred op reads input `t`: a pending value of the output's shape joins the DAG;
+/// anything else is materialized (already, or now) and read through its strides.
+fn arg_of(t: &Tensor, shape: &[usize]) -> Result<Arg> {
+    if let Storage::Lazy(n) = t.storage() {
+        if n.is_pending() && t.shape() == shape && t.layout().is_contiguous() && t.layout().offset == 0 {
+            return Ok(Arg::Node(n.clone()));
+        }
+        let buf = force_locked(n)?;
+        let base = leaf_of(buf, &n.shape, t.device());
+        return Ok(Arg::Leaf(base.with_layout(t.layout().clone()).broadcast_view(shape)));
+    }
+    Ok(Arg::Leaf(t.broadcast_view(shape)))
+}
+
+fn leaf_of(buf: Arc<GpuBuffer>, shape: &[usize], device: &Device) -> Tensor {
+    Tensor::new_contiguous(Storage::Gpu(buf), shape, DType::F32, device.clone())
+}
+
+fn leaf_id(t: &Tensor) -> LeafId {
+    let buf = t.storage().gpu().expect("a leaf is materialized") as *const GpuBuffer as usize;
+    (buf, t.layout().offset, t.layout().strides.clone())
+}
+
+fn cost_of(args: &[Arg]) -> Cost {
+    let mut c = Cost::default();
+    for a in args {
+        match a {
+            Arg::Leaf(t) => {
+                let id = leaf_id(t);
+                union(&mut c.buffers, &[id.0]);
+                union(&mut c.leaves, &[id]);
+            }
+            Arg::Node(n) => {
+                let p = crate::lock(&n.pending);
+                if let Some(p) = p.as_ref() {
+                    union(&mut c.nodes, &p.cost.nodes);
+                    union(&mut c.buffers, &p.cost.buffers);
+                    union(&mut c.leaves, &p.cost.leaves);
+                    union(&mut c.nodes, &[n.address()]);
+                }
+            }
+        }
+    }
+    c
+}
+
+/// The buffer of a pending value, computing it (and the DAG under it) now.
+pub(crate) fn force(node: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
+    if let Some(b) = node.result.get() {
+        return Ok(b.clone());
+    }
+    let _st = state();
+    force_locked(node)
+}
+
+/// Materialize every pending value of `ctx` something still holds, newest first (the
+/// newest are the roots of the DAGs the others belong to).
+pub(crate) fn flush(ctx: &Arc<Context>) -> Result<()> {
+    let mut st = state();
+    let pending = std::mem::take(&mut st.pending);
+    st.pruned_len = 0;
+    let mut keep = Vec::new();
+    let mut result = Ok(());
+    for w in pending.into_iter().rev() {
+        let Some(n) = w.upgrade() else { continue };
+        if !n.is_pending() {
+            continue;
+        }
+        if !Arc::ptr_eq(&n.ctx, ctx) || result.is_err() {
+            keep.push(w);
+            continue;
+        }
+        if let Err(e) = force_locked(&n) {
+            result = Err(e);
+            keep.push(w);
+        }
+    }
+    keep.reverse();
+    st.pending.extend(keep);
+    result
+}
+
+impl Tensor {
+    /// This tensor with its data computed (a pending fused value is materialized; any
+    /// other tensor is returned as it is).
+    pub(crate) fn materialized(&self) -> Result<Tensor> {
+        if let Storage::Lazy(n) = self.storage() {
+            let buf = force(n)?;
+            let mut inner = (*self.0).clone();
+            inner.storage = Storage::Gpu(buf);
+            return Ok(Tensor(Arc::new(inner)));
+        }
+        Ok(self.clone())
+    }
+}

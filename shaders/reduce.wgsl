@@ -6,7 +6,7 @@
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
-// the load of x[i]; a fused prologue computes it instead (kernels/src/fused.rs)
+// the load of x[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
 fn load_x(i: u32) -> T { return x[i]; }
 
 @compute @workgroup_size(WG)

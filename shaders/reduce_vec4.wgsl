@@ -5,7 +5,7 @@
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
-// the load of x[q]; a fused prologue computes it instead (kernels/src/fused.rs)
+// the load of x[q]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
 fn load_x4(q: u32) -> vec4<f32> { return x[q]; }
 
 @compute @workgroup_size(WG)

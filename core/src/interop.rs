@@ -9,7 +9,7 @@
 //!   `Device::flush()` (submits wgrad's pending work; queue order then makes your later
 //!   submissions see the results). Before wgrad reads a buffer you wrote, submit your
 //!   command buffer first (wgrad's next submission is ordered after it).
-//! - Fusion defers elementwise work until something reads it (see `fusion.rs`): a
+//! - Fusion defers elementwise work until something reads it (see `fusion/`): a
 //!   pending op reads its inputs when it runs, not when it was called. Call
 //!   `Device::flush()` before you overwrite a buffer that wgrad tensors were computed from
 //!   (flush runs every pending op first). `wgpu_buffer()` does this itself.

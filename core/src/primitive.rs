@@ -12,7 +12,7 @@
 //!
 //! At the base, on the GPU, a primitive with a [`Primitive::fusible`] form (elementwise
 //! ops, matmul, reductions) is deferred instead of launched, and any other primitive's
-//! pending inputs are computed first (automatic fusion, `fusion.rs`).
+//! pending inputs are computed first (automatic fusion, `fusion/`).
 use crate::graph::{self, Node};
 use crate::storage::{CpuStorage, Storage};
 use crate::{transform, DType, Device, Error, Result, Tensor};
@@ -88,8 +88,8 @@ pub trait Primitive: Send + Sync + 'static {
         let _ = (inputs, batched, b);
         Err(Error::Invalid { op: "vmap", msg: format!("{} has no batching rule", self.name()) })
     }
-    /// The elementwise form fusion may defer (see `fusion.rs`); None for everything that
-    /// is not a pure elementwise map.
+    /// The form fusion may defer (see `fusion/`: elementwise ops, matmul, reductions); None
+    /// for every other primitive, which reads its inputs materialized.
     fn fusible(&self) -> Option<crate::fusion::Fusible> {
         None
     }

@@ -45,7 +45,7 @@ impl CpuStorage {
 pub enum Storage {
     Cpu(Arc<CpuStorage>),
     Gpu(Arc<GpuBuffer>),
-    /// A deferred elementwise value on the GPU (see `fusion.rs`); its buffer exists once
+    /// A deferred elementwise value on the GPU (see `fusion/`); its buffer exists once
     /// it is materialized.
     Lazy(Arc<crate::fusion::Lazy>),
 }

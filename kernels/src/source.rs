@@ -244,7 +244,7 @@ pub enum Kernel {
     MaxPool,
     /// Its gradient, one thread per input element.
     MaxPoolGrad,
-    /// A generated elementwise kernel over an expression DAG (see `fused.rs`; the id
+    /// A generated elementwise kernel over an expression DAG (see `fused/`; the id
     /// indexes the process-wide registry of fused structures).
     Fused(u32),
     /// One optimizer step over several tensors (see `nn.rs`).

@@ -138,7 +138,7 @@ impl Primitive for Matmul {
         Ok(out.gpu(ctx.matmul(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n)?, x[0].device()))
     }
     /// Deferred on the GPU, so that the elementwise ops reading its result run in its store
-    /// (epilogue fusion, see `fusion.rs`).
+    /// (epilogue fusion, see `fusion/`).
     fn fusible(&self) -> Option<crate::fusion::Fusible> {
         Some(crate::fusion::Fusible::Matmul)
     }

@@ -84,7 +84,7 @@ impl Primitive for Reduce {
         self.kind != ReduceKind::Sum
     }
     /// Deferred on the GPU, so that a pending elementwise input is computed inside the
-    /// reduction as it is loaded (prologue fusion, see `fusion.rs`).
+    /// reduction as it is loaded (prologue fusion, see `fusion/`).
     fn fusible(&self) -> Option<crate::fusion::Fusible> {
         Some(crate::fusion::Fusible::Reduce { op: self.reduce_op(), axes: self.axes.clone() })
     }

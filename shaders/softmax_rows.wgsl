@@ -4,6 +4,8 @@
 @group(0) @binding(0) var<storage, read> z: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// the load of z[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
+fn load_z(i: u32) -> T { return z[i]; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -14,6 +16,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = param(2) + r * n;
     let ms = row_max_sum(base, n);
     for (var j = 0u; j < n; j = j + 1u) {
-        out[r * n + j] = row_prob(z[base + j], ms);
+        out[r * n + j] = row_prob(load_z(base + j), ms);
     }
 }

@@ -6,6 +6,8 @@
 @group(0) @binding(2) var<storage, read> g: array<T>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 @group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// the load of z[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
+fn load_z(i: u32) -> T { return z[i]; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -7,6 +7,8 @@
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<T>;
 @group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// the load of z[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
+fn load_z(i: u32) -> T { return z[i]; }
 
 var<workgroup> acc: array<T, WG>;
 

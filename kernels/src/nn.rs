@@ -185,6 +185,28 @@ impl Context {
         Ok(Some(out))
     }
 
+    /// [`Context::softmax_rows`] of a value the fused `prologue` computes as the kernel
+    /// loads it (over `[outer, n]`, row-major): the softmax and the prologue's extra
+    /// outputs; None past lavapipe's loop cap.
+    pub fn softmax_rows_fused(
+        self: &Arc<Self>,
+        outer: usize,
+        n: usize,
+        prologue: &crate::fused::Epilogue,
+    ) -> KResult<Option<(GpuBuffer, Vec<GpuBuffer>)>> {
+        if 3 * n + 1 > 60_000 {
+            return Ok(None);
+        }
+        let out = self.alloc_output((outer * n * 4) as u64)?;
+        let mut p = vec![outer as u32, n as u32, 0];
+        let (key, bufs, extras) = self.prologue_kernel(Kernel::SoftmaxRows, prologue, &mut p)?;
+        let grid = self.grid_1d(key, outer as u64)?;
+        let mut outs: Vec<&GpuBuffer> = vec![&out];
+        outs.extend(extras.iter());
+        self.dispatch(key, &bufs, &outs, &p, grid)?;
+        Ok(Some((out, extras)))
+    }
+
     /// k * g * p * (v - rowsum(p * v)) with p = softmax of the contiguous rows of z
     /// [outer, n] (at their offsets); g a device scalar, or 1 when None. None past
     /// lavapipe's loop cap.

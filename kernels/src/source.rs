@@ -451,6 +451,7 @@ pub(crate) fn matmul_skeleton(kernel: Kernel) -> String {
 /// default `load_x` / `load_x4` removed, for a fused prologue that computes the loads.
 pub(crate) fn reduce_skeleton(kernel: Kernel) -> (String, String) {
     let (body, helpers) = match kernel {
+        Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
         Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
         Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, op.wgsl_body().to_string()),
         Kernel::Reduce(op) => (REDUCE, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
@@ -459,7 +460,7 @@ pub(crate) fn reduce_skeleton(kernel: Kernel) -> (String, String) {
     };
     let body = body
         .lines()
-        .filter(|l| !l.starts_with("@group(0)") && !l.starts_with("fn load_x"))
+        .filter(|l| !l.starts_with("@group(0)") && !l.starts_with("fn load_x") && !l.starts_with("fn load_z"))
         .collect::<Vec<_>>()
         .join("\n");
     (body, helpers)

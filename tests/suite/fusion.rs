@@ -472,3 +472,36 @@ fn reductions_compute_their_elementwise_input_as_they_load_it() {
     let g0 = with_fusion(false, || wgrad::grad(f, &a).unwrap());
     assert_close(&g1, &g0, 1e-5, 1e-6, "grad through fused reductions");
 }
+
+#[test]
+fn softmax_computes_its_elementwise_input_as_it_loads_each_row() {
+    let Some(g) = fresh_gpu() else { return };
+    let (rx, x) = pair(&[6, 37], -3.0, 3.0, &g);
+    let (rm, m) = pair(&[37], -1.0, 1.0, &g);
+    let (rx, rm) = (rounded(&rx), rounded(&rm));
+    // attention-style: softmax(x * scale + mask) is one kernel
+    g.synchronize().unwrap();
+    let before = g.counters().dispatches;
+    let p = x.mul_scalar(0.25).unwrap().add(&m).unwrap().softmax(-1).unwrap();
+    let want = rx.mul_scalar(0.25).unwrap().add(&rm).unwrap().softmax(-1).unwrap();
+    assert_close(&p, &want, 1e-5, 1e-6, "softmax of a fused input");
+    let names: Vec<String> = g.context().unwrap().compiled_kernels().iter().map(|k| k.name()).collect();
+    assert_eq!(g.counters().dispatches - before, 1, "{names:?}");
+    assert!(names.iter().any(|k| k.starts_with("fused[mulscalar,add]+softmaxrows")), "{names:?}");
+    // a held input is written too; a -inf mask row gives zeros where masked
+    let z = x.add(&m).unwrap();
+    let s = z.exp().unwrap().softmax(-1).unwrap();
+    assert_close(&s, &rx.add(&rm).unwrap().exp().unwrap().softmax(-1).unwrap(), 1e-5, 1e-6, "held");
+    assert_close(&z, &rx.add(&rm).unwrap(), 1e-6, 1e-6, "the held input");
+    let mask = Tensor::from_slice(&[0.0f32, f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY], &[4], &g).unwrap();
+    let (_, y) = pair(&[3, 4], -1.0, 1.0, &g);
+    let masked = y.add(&mask).unwrap().softmax(-1).unwrap().to_vec::<f32>().unwrap();
+    assert!(masked.chunks(4).all(|r| r[1] == 0.0 && r[3] == 0.0 && (r[0] + r[2] - 1.0).abs() < 1e-6));
+    // gradients through it equal the unfused path; an inner axis stays unfused
+    let f = |x: &Tensor| x.mul_scalar(0.5)?.add(&m)?.softmax(-1)?.mul(x)?.sum_all();
+    let g1 = wgrad::grad(f, &x).unwrap();
+    let g0 = with_fusion(false, || wgrad::grad(f, &x).unwrap());
+    assert_close(&g1, &g0, 1e-5, 1e-6, "grad through a fused softmax");
+    let inner = x.mul_scalar(2.0).unwrap().softmax(0).unwrap();
+    assert_close(&inner, &rx.mul_scalar(2.0).unwrap().softmax(0).unwrap(), 1e-5, 1e-6, "axis 0");
+}

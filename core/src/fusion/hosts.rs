@@ -76,7 +76,10 @@ pub(super) fn run_reduce(
     };
     let input = match arg {
         Arg::Leaf(t) => t,
-        Arg::Node(x) => match try_prologue(n, &x, op, axes, &device)? {
+        Arg::Node(x) => match try_prologue(&x, &device, |pro| {
+            let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
+            Ok(Some(n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), pro)?))
+        })? {
             Some(buf) => return Ok(finish(buf)),
             None => leaf_of(force_locked(&x)?, &x.shape, &device),
         },
@@ -85,15 +88,14 @@ pub(super) fn run_reduce(
     Ok(finish(n.ctx.reduce(op, pt.view(), pt.shape(), axes.len())?))
 }
 
-/// The reduction `n` of the pending value `x` in one kernel that computes x's DAG as it
-/// loads it; None where it does not fit (a matmul or reduction inside, too many bindings
-/// or params): then x is materialized first.
+/// A host kernel (`launch`: a reduction or a row softmax) over the pending value `x` that
+/// computes x's DAG as it loads it; None where it does not fit (a matmul or reduction
+/// inside, too many bindings or params, or the host declines): then x is materialized
+/// first.
 fn try_prologue(
-    n: &Arc<Lazy>,
     x: &Arc<Lazy>,
-    op: wgrad_kernels::ReduceOp,
-    axes: &[usize],
     device: &Device,
+    launch: impl FnOnce(&wgrad_kernels::Epilogue) -> Result<Option<(GpuBuffer, Vec<GpuBuffer>)>>,
 ) -> Result<Option<GpuBuffer>> {
     if x.result.get().is_some() || x.shape.len() > 6 {
         return Ok(None);
@@ -131,8 +133,7 @@ fn try_prologue(
         outputs: out_steps,
         shape: x.shape.clone(),
     };
-    let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
-    let (out, extras) = n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), &pro)?;
+    let Some((out, extras)) = launch(&pro)? else { return Ok(None) };
     drop(pro);
     drop(views);
     for (&i, buf) in outputs.iter().zip(extras) {
@@ -142,6 +143,61 @@ fn try_prologue(
         crate::lock(&node.pending).take();
     }
     Ok(Some(out))
+}
+
+/// A deferred softmax over the last axis of a pending value (else None: it runs as it is,
+/// on its materialized input): the row kernel will compute the value as it loads it.
+pub(super) fn defer_softmax(ctx: Arc<Context>, axis: usize, x: &Tensor, spec: &OutSpec) -> Result<Option<Tensor>> {
+    let n = x.shape().last().copied().unwrap_or(1);
+    let Storage::Lazy(lazy) = x.storage() else { return Ok(None) };
+    let plain_input = matmul_of(lazy).is_none() && reduce_of(lazy).is_none() && softmax_of(lazy).is_none();
+    if axis + 1 != x.rank() || !lazy.is_pending() || !plain_input || x.numel() == 0 || 3 * n + 1 > 60_000 {
+        return Ok(None);
+    }
+    let mut st = state();
+    let arg = Arg::Node(lazy.clone());
+    let mut cost = cost_of(std::slice::from_ref(&arg));
+    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
+    union(&mut cost.nodes, &[node.address()]);
+    *crate::lock(&node.pending) =
+        Some(Pending { op: Fusible::Softmax { axis: x.rank() - 1 }, args: vec![arg], matmul: None, cost });
+    note_pending(&mut st, &node);
+    drop(st);
+    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, x.device().clone())))
+}
+
+/// The argument of a pending softmax node.
+pub(super) fn softmax_of(n: &Lazy) -> Option<Arg> {
+    let p = crate::lock(&n.pending);
+    let p = p.as_ref()?;
+    matches!(p.op, Fusible::Softmax { .. }).then(|| p.args[0].clone())
+}
+
+/// Run a pending softmax: the row kernel computing its pending input as it loads it, or
+/// over the input materialized.
+pub(super) fn run_softmax(n: &Arc<Lazy>, arg: Arg) -> Result<Arc<GpuBuffer>> {
+    let Arg::Node(x) = arg else {
+        return Err(crate::Error::Invalid { op: "fusion", msg: "a deferred softmax reads a pending value".into() });
+    };
+    let device = Device::Gpu(n.ctx.clone());
+    let len = x.shape.last().copied().unwrap_or(1);
+    let rows = x.shape.iter().product::<usize>() / len;
+    let buf = match try_prologue(&x, &device, |pro| Ok(n.ctx.softmax_rows_fused(rows, len, pro)?))? {
+        Some(buf) => buf,
+        None => {
+            let input = force_locked(&x)?;
+            let strides = [len, 1];
+            let view = View { buffer: &input, offset: 0, strides: &strides };
+            n.ctx.softmax_rows(view, rows, len)?.ok_or_else(|| crate::Error::Invalid {
+                op: "softmax",
+                msg: format!("rows of {len} are past the row kernel's limit"),
+            })?
+        }
+    };
+    let buf = Arc::new(buf);
+    let _ = n.result.set(buf.clone());
+    crate::lock(&n.pending).take();
+    Ok(buf)
 }
 
 /// The operands of a pending matmul node.

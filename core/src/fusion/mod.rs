@@ -32,7 +32,7 @@ use crate::ops::matmul::{gpu_operands, GpuOperands};
 use crate::primitive::OutSpec;
 use crate::storage::Storage;
 use crate::{DType, Device, Result, Tensor};
-use hosts::{defer_matmul, defer_reduce, matmul_of, reduce_of};
+use hosts::{defer_matmul, defer_reduce, defer_softmax, matmul_of, reduce_of, softmax_of};
 use plan::force_locked;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -58,6 +58,11 @@ pub enum Fusible {
     Reduce {
         op: wgrad_kernels::ReduceOp,
         axes: Vec<usize>,
+    },
+    /// softmax over the last axis: deferred, so that a pending input is computed as the
+    /// row kernel loads it (its row max and sum read the producer directly).
+    Softmax {
+        axis: usize,
     },
 }
 
@@ -189,6 +194,7 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
     match op {
         Fusible::Matmul => return defer_matmul(ctx, inputs, spec),
         Fusible::Reduce { .. } => return defer_reduce(ctx, op, &inputs[0], spec),
+        Fusible::Softmax { axis } => return defer_softmax(ctx, axis, &inputs[0], spec),
         _ => {}
     }
     let mut st = state();

@@ -1,7 +1,7 @@
 //! Materialization: the DAG under a pending value as one plan (steps in topological
 //! order, leaves, which values must be written) and its launch, split where one kernel
 //! could not bind it.
-use super::hosts::{run_matmul, run_reduce};
+use super::hosts::{run_matmul, run_reduce, run_softmax};
 use super::*;
 
 /// One DAG ready to launch: the steps in topological order (root last).
@@ -49,7 +49,7 @@ impl Plan {
             })?;
             (p.op.clone(), p.args.clone())
         };
-        if let Fusible::Reduce { .. } = op {
+        if let Fusible::Reduce { .. } | Fusible::Softmax { .. } = op {
             // a reduction read by an elementwise op of its own shape: computed first
             self.must_force = Some(n.clone());
             return Ok(0);
@@ -80,7 +80,7 @@ impl Plan {
             }
             Fusible::Binary(op) => FusedStep::Binary { op, a: operands[0], b: operands[1] },
             Fusible::Where => FusedStep::Where { c: operands[0], a: operands[1], b: operands[2] },
-            Fusible::Matmul | Fusible::Reduce { .. } => unreachable!("handled above"),
+            Fusible::Matmul | Fusible::Reduce { .. } | Fusible::Softmax { .. } => unreachable!("handled above"),
         };
         self.steps.push(step);
         let id = self.steps.len() as u32 - 1;
@@ -125,6 +125,9 @@ pub(super) fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
         }
         if let Some((op, axes, arg)) = reduce_of(root) {
             return run_reduce(root, op, &axes, arg);
+        }
+        if let Some(arg) = softmax_of(root) {
+            return run_softmax(root, arg);
         }
         let device = Device::Gpu(root.ctx.clone());
         let mut plan = Plan::new();

@@ -332,6 +332,11 @@ impl Primitive for Softmax {
     fn cpu(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
         x[0].softmax_composite(self.axis as isize)
     }
+    /// Along the last axis, deferred on the GPU: a pending input is computed inside the row
+    /// kernel as it loads it (its row max and sum read the producer; see `fusion/`).
+    fn fusible(&self) -> Option<crate::fusion::Fusible> {
+        Some(crate::fusion::Fusible::Softmax { axis: self.axis })
+    }
     /// The row kernel along the last axis (f32, rows within its loop limit); elsewhere
     /// the same math as kernels of other ops.
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {

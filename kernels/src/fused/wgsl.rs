@@ -267,6 +267,7 @@ pub(super) fn generate_prologue(p: &Program, reduce: Kernel, name: &str) -> Stri
         let _ = writeln!(s, "    xo{o}[i] = r.o{o};");
     }
     s += "    return r.o0;\n}\n";
+    s += "fn load_z(i: u32) -> T { return load_x(i); }\n";
     s += "fn load_x4(q: u32) -> vec4<f32> {\n\
           \x20   return vec4<f32>(load_x(4u * q), load_x(4u * q + 1u), load_x(4u * q + 2u), load_x(4u * q + 3u));\n}\n";
     s += &helpers;

@@ -28,7 +28,7 @@ pub use fused::{
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
 pub use linalg::LuFactors;
 pub use matmul_vec4::{Block as MatmulBlock, MatmulVec4, Vec4Layout};
-pub use nn::{AdamParams, ConvGeometry, MultiStep, MultiStepKind};
+pub use nn::{softmax_rows_fit, AdamParams, ConvGeometry, MultiStep, MultiStepKind};
 pub use reduce::two_level_strides;
 pub use source::{
     all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp,

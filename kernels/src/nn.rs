@@ -174,7 +174,7 @@ impl Context {
 
     /// softmax of contiguous rows [outer, n] at `z.offset`; None past lavapipe's loop cap.
     pub fn softmax_rows(self: &Arc<Self>, z: View, outer: usize, n: usize) -> KResult<Option<GpuBuffer>> {
-        if 3 * n + 1 > 60_000 {
+        if !softmax_rows_fit(n) {
             return Ok(None);
         }
         let key = KernelKey::new(Kernel::SoftmaxRows, KDType::F32);
@@ -194,16 +194,13 @@ impl Context {
         n: usize,
         prologue: &crate::fused::Epilogue,
     ) -> KResult<Option<(GpuBuffer, Vec<GpuBuffer>)>> {
-        if 3 * n + 1 > 60_000 {
+        if !softmax_rows_fit(n) {
             return Ok(None);
         }
         let out = self.alloc_output((outer * n * 4) as u64)?;
-        let mut p = vec![outer as u32, n as u32, 0];
-        let (key, bufs, extras) = self.prologue_kernel(Kernel::SoftmaxRows, prologue, &mut p)?;
-        let grid = self.grid_1d(key, outer as u64)?;
-        let mut outs: Vec<&GpuBuffer> = vec![&out];
-        outs.extend(extras.iter());
-        self.dispatch(key, &bufs, &outs, &p, grid)?;
+        let p = vec![outer as u32, n as u32, 0];
+        let grid = self.grid_1d(KernelKey::new(Kernel::SoftmaxRows, KDType::F32), outer as u64)?;
+        let extras = self.dispatch_prologue(Kernel::SoftmaxRows, prologue, p, &out, grid)?;
         Ok(Some((out, extras)))
     }
 
@@ -275,6 +272,12 @@ fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> Vec<u32> 
         vec![n_out as u32, shape[1] as u32, (shape[2] / k) as u32, (shape[3] / k) as u32, k as u32, x.offset as u32];
     p.extend(x.strides.iter().map(|&s| s as u32));
     p
+}
+
+/// Whether the row softmax kernel takes rows of `n` (each thread reads its row three
+/// times, under lavapipe's cap of 65,535 loop iterations).
+pub fn softmax_rows_fit(n: usize) -> bool {
+    3 * n < 60_000
 }
 
 /// The in-place update a [`Kernel::MultiStep`] applies to each of its tensors.

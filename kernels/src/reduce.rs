@@ -71,18 +71,14 @@ impl Context {
         key: KernelKey,
         x: &XSrc,
         out: &GpuBuffer,
-        mut p: Vec<u32>,
+        p: Vec<u32>,
         grid: (u32, u32, u32),
     ) -> KResult<Vec<GpuBuffer>> {
         let Some(pro) = x.prologue else {
             self.dispatch(key, &[x.buffer.expect("a plain reduction reads a buffer")], &[out], &p, grid)?;
             return Ok(Vec::new());
         };
-        let (fused, bufs, extras) = self.prologue_kernel(key.kernel, pro, &mut p)?;
-        let mut outs: Vec<&GpuBuffer> = vec![out];
-        outs.extend(extras.iter());
-        self.dispatch(fused, &bufs, &outs, &p, grid)?;
-        Ok(extras)
+        self.dispatch_prologue(key.kernel, pro, p, out, grid)
     }
 
     fn reduce_with(

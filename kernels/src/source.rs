@@ -447,9 +447,10 @@ pub(crate) fn matmul_skeleton(kernel: Kernel) -> String {
         .replace("@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", "")
 }
 
-/// A reduction kernel's helpers (its combine op) and body with its bindings and its
-/// default `load_x` / `load_x4` removed, for a fused prologue that computes the loads.
-pub(crate) fn reduce_skeleton(kernel: Kernel) -> (String, String) {
+/// A prologue host's helpers (a reduction's combine op, the softmax row statistics) and
+/// body with its bindings and its default `load_x` / `load_x4` / `load_z` removed, for a
+/// fused prologue that computes the loads.
+pub(crate) fn prologue_skeleton(kernel: Kernel) -> (String, String) {
     let (body, helpers) = match kernel {
         Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
         Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),

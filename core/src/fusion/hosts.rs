@@ -13,18 +13,13 @@ pub(super) fn defer_matmul(ctx: Arc<Context>, inputs: &[Tensor], spec: &OutSpec)
     if operands.k == 0 {
         return Ok(None);
     }
-    let mut st = state();
+    let st = state();
     let mut cost = Cost::default();
     for t in [&operands.a, &operands.b] {
-        let id = leaf_id(t);
-        union(&mut cost.buffers, &[id.0]);
+        union(&mut cost.buffers, &[leaf_id(t).0]);
     }
-    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
-    cost.nodes.push(node.address());
-    *crate::lock(&node.pending) = Some(Pending { op: Fusible::Matmul, args: Vec::new(), matmul: Some(operands), cost });
-    note_pending(&mut st, &node);
-    drop(st);
-    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, inputs[0].device().clone())))
+    let pending = Pending { op: Fusible::Matmul, args: Vec::new(), matmul: Some(operands), cost };
+    Ok(Some(pending_tensor(st, ctx, spec, pending)))
 }
 
 /// A deferred reduction: a pending input stays pending (the reduction will compute it as
@@ -33,19 +28,14 @@ pub(super) fn defer_reduce(ctx: Arc<Context>, op: Fusible, x: &Tensor, spec: &Ou
     if x.shape().contains(&0) || x.rank() > MAX_RANK {
         return Ok(None);
     }
-    let mut st = state();
+    let st = state();
     let arg = match x.storage() {
-        Storage::Lazy(n) if n.is_pending() && matmul_of(n).is_none() && reduce_of(n).is_none() => Arg::Node(n.clone()),
-        Storage::Lazy(n) => Arg::Leaf(leaf_of(force_locked(n)?, &n.shape, x.device()).with_layout(x.layout().clone())),
+        Storage::Lazy(n) if n.is_pending_map() => Arg::Node(n.clone()),
+        Storage::Lazy(n) => Arg::Leaf(materialized_locked(x, n)?),
         _ => Arg::Leaf(x.clone()),
     };
-    let mut cost = cost_of(std::slice::from_ref(&arg));
-    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
-    union(&mut cost.nodes, &[node.address()]);
-    *crate::lock(&node.pending) = Some(Pending { op, args: vec![arg], matmul: None, cost });
-    note_pending(&mut st, &node);
-    drop(st);
-    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, x.device().clone())))
+    let cost = cost_of(std::slice::from_ref(&arg));
+    Ok(Some(pending_tensor(st, ctx, spec, Pending { op, args: vec![arg], matmul: None, cost })))
 }
 
 /// (op, axes, argument) of a pending reduction node.
@@ -68,24 +58,18 @@ pub(super) fn run_reduce(
     arg: Arg,
 ) -> Result<Arc<GpuBuffer>> {
     let device = Device::Gpu(n.ctx.clone());
-    let finish = |buf: GpuBuffer| {
-        let buf = Arc::new(buf);
-        let _ = n.result.set(buf.clone());
-        crate::lock(&n.pending).take();
-        buf
-    };
     let input = match arg {
         Arg::Leaf(t) => t,
         Arg::Node(x) => match try_prologue(&x, &device, |pro| {
             let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
             Ok(Some(n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), pro)?))
         })? {
-            Some(buf) => return Ok(finish(buf)),
+            Some(buf) => return Ok(n.resolve(buf)),
             None => leaf_of(force_locked(&x)?, &x.shape, &device),
         },
     };
     let pt = input.with_layout(crate::ops::reduce::reduced_last(input.layout(), axes));
-    Ok(finish(n.ctx.reduce(op, pt.view(), pt.shape(), axes.len())?))
+    Ok(n.resolve(n.ctx.reduce(op, pt.view(), pt.shape(), axes.len())?))
 }
 
 /// A host kernel (`launch`: a reduction or a row softmax) over the pending value `x` that
@@ -113,12 +97,7 @@ fn try_prologue(
     if Arc::strong_count(x) > 3 {
         outputs.push(root);
     }
-    let buffers = {
-        let mut b: Vec<usize> = plan.leaves.iter().map(|t| leaf_id(t).0).collect();
-        b.sort();
-        b.dedup();
-        b.len()
-    };
+    let buffers = plan.buffers();
     let words = wgrad_kernels::epilogue_param_words(x.shape.len(), plan.leaves.len(), plan.scalars.len());
     if (buffers + 1 + outputs.len()) as u32 > FUSED_MAX_BUFFERS || words > FUSED_PARAM_WORDS {
         return Ok(None);
@@ -126,22 +105,11 @@ fn try_prologue(
     let views: Vec<View> = plan.leaves.iter().map(|t| t.view()).collect();
     let mut out_steps = vec![plan.nodes[root].1];
     out_steps.extend(outputs.iter().map(|&i| plan.nodes[i].1));
-    let pro = wgrad_kernels::Epilogue {
-        steps: plan.steps.clone(),
-        inputs: views.clone(),
-        scalars: plan.scalars.clone(),
-        outputs: out_steps,
-        shape: x.shape.clone(),
-    };
+    let pro = plan.program(&views, out_steps, &x.shape);
     let Some((out, extras)) = launch(&pro)? else { return Ok(None) };
     drop(pro);
     drop(views);
-    for (&i, buf) in outputs.iter().zip(extras) {
-        let _ = plan.nodes[i].0.result.set(Arc::new(buf));
-    }
-    for (node, _, _) in &plan.nodes {
-        crate::lock(&node.pending).take();
-    }
+    plan.resolve(&outputs, extras);
     Ok(Some(out))
 }
 
@@ -150,20 +118,18 @@ fn try_prologue(
 pub(super) fn defer_softmax(ctx: Arc<Context>, axis: usize, x: &Tensor, spec: &OutSpec) -> Result<Option<Tensor>> {
     let n = x.shape().last().copied().unwrap_or(1);
     let Storage::Lazy(lazy) = x.storage() else { return Ok(None) };
-    let plain_input = matmul_of(lazy).is_none() && reduce_of(lazy).is_none() && softmax_of(lazy).is_none();
-    if axis + 1 != x.rank() || !lazy.is_pending() || !plain_input || x.numel() == 0 || 3 * n + 1 > 60_000 {
+    if axis + 1 != x.rank() || !lazy.is_pending_map() || x.numel() == 0 || !wgrad_kernels::softmax_rows_fit(n) {
         return Ok(None);
     }
-    let mut st = state();
+    let st = state();
     let arg = Arg::Node(lazy.clone());
-    let mut cost = cost_of(std::slice::from_ref(&arg));
-    let node = Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(None) });
-    union(&mut cost.nodes, &[node.address()]);
-    *crate::lock(&node.pending) =
-        Some(Pending { op: Fusible::Softmax { axis: x.rank() - 1 }, args: vec![arg], matmul: None, cost });
-    note_pending(&mut st, &node);
-    drop(st);
-    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, x.device().clone())))
+    let cost = cost_of(std::slice::from_ref(&arg));
+    Ok(Some(pending_tensor(
+        st,
+        ctx,
+        spec,
+        Pending { op: Fusible::Softmax { axis }, args: vec![arg], matmul: None, cost },
+    )))
 }
 
 /// The argument of a pending softmax node.
@@ -194,10 +160,7 @@ pub(super) fn run_softmax(n: &Arc<Lazy>, arg: Arg) -> Result<Arc<GpuBuffer>> {
             })?
         }
     };
-    let buf = Arc::new(buf);
-    let _ = n.result.set(buf.clone());
-    crate::lock(&n.pending).take();
-    Ok(buf)
+    Ok(n.resolve(buf))
 }
 
 /// The operands of a pending matmul node.
@@ -207,8 +170,5 @@ pub(super) fn matmul_of(n: &Lazy) -> Option<GpuOperands> {
 
 /// Run a pending matmul node alone (no epilogue).
 pub(super) fn run_matmul(n: &Arc<Lazy>, op: &GpuOperands) -> Result<Arc<GpuBuffer>> {
-    let buf = Arc::new(n.ctx.matmul(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n)?);
-    let _ = n.result.set(buf.clone());
-    crate::lock(&n.pending).take();
-    Ok(buf)
+    Ok(n.resolve(n.ctx.matmul(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n)?))
 }

@@ -139,6 +139,20 @@ impl Lazy {
     fn address(self: &Arc<Self>) -> usize {
         Arc::as_ptr(self) as usize
     }
+    /// Whether this value is pending as an elementwise op (one that can join a DAG, not a
+    /// deferred matmul, reduction or softmax).
+    fn is_pending_map(&self) -> bool {
+        crate::lock(&self.pending)
+            .as_ref()
+            .is_some_and(|p| matches!(p.op, Fusible::Unary(..) | Fusible::Binary(_) | Fusible::Where))
+    }
+    /// Store this node's computed value and release its arguments.
+    fn resolve(&self, buf: GpuBuffer) -> Arc<GpuBuffer> {
+        let buf = Arc::new(buf);
+        let _ = self.result.set(buf.clone());
+        crate::lock(&self.pending).take();
+        buf
+    }
 }
 
 /// Materialization and deferral run under one lock: a DAG is read and resolved by one
@@ -151,7 +165,7 @@ struct State {
 static STATE: Mutex<State> = Mutex::new(State { pending: Vec::new(), pruned_len: 0 });
 
 fn state() -> std::sync::MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::lock(&STATE)
 }
 
 thread_local! {
@@ -197,7 +211,7 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
         Fusible::Softmax { axis } => return defer_softmax(ctx, axis, &inputs[0], spec),
         _ => {}
     }
-    let mut st = state();
+    let st = state();
     let mut args: Vec<Arg> = Vec::with_capacity(inputs.len());
     for t in inputs {
         args.push(arg_of(t, &spec.shape)?);
@@ -213,23 +227,21 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
         }
         cost = cost_of(&args);
     }
-    let node = Arc::new(Lazy {
-        ctx,
-        shape: spec.shape.clone(),
-        result: OnceLock::new(),
-        pending: Mutex::new(Some(Pending { op, args, matmul: None, cost })),
-    });
-    note_pending(&mut st, &node);
-    drop(st);
-    Ok(Some(Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, inputs[0].device().clone())))
+    Ok(Some(pending_tensor(st, ctx, spec, Pending { op, args, matmul: None, cost })))
 }
 
-fn note_pending(st: &mut State, node: &Arc<Lazy>) {
-    st.pending.push(Arc::downgrade(node));
+/// A tensor whose value is `pending`, noted for `flush` (under the state lock `st`).
+fn pending_tensor(mut st: std::sync::MutexGuard<State>, ctx: Arc<Context>, spec: &OutSpec, pending: Pending) -> Tensor {
+    let device = Device::Gpu(ctx.clone());
+    let node =
+        Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(Some(pending)) });
+    st.pending.push(Arc::downgrade(&node));
     if st.pending.len() > 2 * st.pruned_len + 64 {
         st.pending.retain(|w| w.upgrade().is_some_and(|n| n.is_pending()));
         st.pruned_len = st.pending.len();
     }
+    drop(st);
+    Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, device)
 }
 
 /// How a deferred op reads input `t`: a pending value of the output's shape joins the DAG;
@@ -239,11 +251,15 @@ fn arg_of(t: &Tensor, shape: &[usize]) -> Result<Arg> {
         if n.is_pending() && t.shape() == shape && t.layout().is_contiguous() && t.layout().offset == 0 {
             return Ok(Arg::Node(n.clone()));
         }
-        let buf = force_locked(n)?;
-        let base = leaf_of(buf, &n.shape, t.device());
-        return Ok(Arg::Leaf(base.with_layout(t.layout().clone()).broadcast_view(shape)));
+        return Ok(Arg::Leaf(materialized_locked(t, n)?.broadcast_view(shape)));
     }
     Ok(Arg::Leaf(t.broadcast_view(shape)))
+}
+
+/// `t`, whose storage is the pending `n`, computed now (under the state lock) and viewed
+/// with t's layout.
+fn materialized_locked(t: &Tensor, n: &Arc<Lazy>) -> Result<Tensor> {
+    Ok(leaf_of(force_locked(n)?, &n.shape, t.device()).with_layout(t.layout().clone()))
 }
 
 fn leaf_of(buf: Arc<GpuBuffer>, shape: &[usize], device: &Device) -> Tensor {

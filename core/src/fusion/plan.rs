@@ -59,12 +59,8 @@ impl Plan {
                 self.must_force = Some(n.clone());
                 return Ok(0);
             }
-            self.steps.push(FusedStep::Acc);
-            let id = self.steps.len() as u32 - 1;
             self.acc = Some(self.nodes.len());
-            self.node_index.insert(n.address(), self.nodes.len());
-            self.nodes.push((n.clone(), id, 1));
-            return Ok(id);
+            return Ok(self.add_node(n, FusedStep::Acc));
         }
         let mut operands = Vec::with_capacity(args.len());
         for a in &args {
@@ -82,11 +78,52 @@ impl Plan {
             Fusible::Where => FusedStep::Where { c: operands[0], a: operands[1], b: operands[2] },
             Fusible::Matmul | Fusible::Reduce { .. } | Fusible::Softmax { .. } => unreachable!("handled above"),
         };
+        Ok(self.add_node(n, step))
+    }
+
+    /// The step computing pending node `n`, reached by its first DAG edge.
+    fn add_node(&mut self, n: &Arc<Lazy>, step: FusedStep) -> u32 {
         self.steps.push(step);
         let id = self.steps.len() as u32 - 1;
         self.node_index.insert(n.address(), self.nodes.len());
         self.nodes.push((n.clone(), id, 1));
-        Ok(id)
+        id
+    }
+
+    /// Distinct buffers the leaves read.
+    pub(super) fn buffers(&self) -> usize {
+        let mut b: Vec<usize> = self.leaves.iter().map(|t| leaf_id(t).0).collect();
+        b.sort();
+        b.dedup();
+        b.len()
+    }
+
+    /// The program a host kernel runs: the steps over `views` of the leaves, writing the
+    /// steps of `outputs`, over `shape`.
+    pub(super) fn program<'a>(
+        &self,
+        views: &[View<'a>],
+        outputs: Vec<u32>,
+        shape: &[usize],
+    ) -> wgrad_kernels::Epilogue<'a> {
+        wgrad_kernels::Epilogue {
+            steps: self.steps.clone(),
+            inputs: views.to_vec(),
+            scalars: self.scalars.clone(),
+            outputs,
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// The DAG is computed: `bufs` are the values of the nodes at `outputs`; every node's
+    /// arguments are released (leaves go back to the pool).
+    pub(super) fn resolve(&self, outputs: &[usize], bufs: Vec<GpuBuffer>) {
+        for (&i, buf) in outputs.iter().zip(bufs) {
+            let _ = self.nodes[i].0.result.set(Arc::new(buf));
+        }
+        for (n, _, _) in &self.nodes {
+            crate::lock(&n.pending).take();
+        }
     }
 
     fn load(&mut self, t: Tensor) -> u32 {
@@ -147,12 +184,7 @@ pub(super) fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
                 continue;
             }
         }
-        let buffers = {
-            let mut b: Vec<usize> = plan.leaves.iter().map(|t| leaf_id(t).0).collect();
-            b.sort();
-            b.dedup();
-            b.len() + if acc.is_some() { 2 } else { 0 }
-        };
+        let buffers = plan.buffers() + if acc.is_some() { 2 } else { 0 };
         let (rank, inputs, scalars) = (root.shape.len(), plan.leaves.len(), plan.scalars.len());
         let words = match acc {
             Some(_) => wgrad_kernels::epilogue_param_words(rank, inputs, scalars),
@@ -183,13 +215,7 @@ pub(super) fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
             None => root.ctx.fused(&plan.steps, &views, &plan.scalars, &out_steps, &root.shape)?,
             Some(m) => {
                 let op = matmul_of(m).expect("a pending matmul");
-                let epi = wgrad_kernels::Epilogue {
-                    steps: plan.steps.clone(),
-                    inputs: views.clone(),
-                    scalars: plan.scalars.clone(),
-                    outputs: out_steps.clone(),
-                    shape: root.shape.clone(),
-                };
+                let epi = plan.program(&views, out_steps.clone(), &root.shape);
                 match root.ctx.matmul_fused(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n, &epi)? {
                     Some(bufs) => bufs,
                     None => {
@@ -204,13 +230,7 @@ pub(super) fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
             }
         };
         drop(views);
-        for (&i, buf) in outputs.iter().zip(bufs) {
-            let _ = plan.nodes[i].0.result.set(Arc::new(buf));
-        }
-        // the DAG is resolved: release every node's arguments (leaves go back to the pool)
-        for (n, _, _) in &plan.nodes {
-            crate::lock(&n.pending).take();
-        }
+        plan.resolve(&outputs, bufs);
     }
 }
 

@@ -321,21 +321,26 @@ impl Context {
 }
 
 impl Context {
-    /// The fused reduction kernel running `pro` in place of `kernel`'s loads: its key,
-    /// input buffers and the extra outputs (`pro.outputs[1..]`), with its params appended
-    /// to the reduction's `p`.
-    pub(crate) fn prologue_kernel<'b>(
+    /// Dispatch the host `kernel` (a reduction or the row softmax; its params `p`, its
+    /// `grid`, writing `out`) with `pro` computing its loads of x. Returns a buffer for
+    /// each of the prologue's outputs after the first (values written where loaded).
+    pub(crate) fn dispatch_prologue(
         self: &Arc<Self>,
         kernel: Kernel,
-        pro: &'b Epilogue<'b>,
-        p: &mut Vec<u32>,
-    ) -> KResult<(KernelKey, Vec<&'b GpuBuffer>, Vec<GpuBuffer>)> {
+        pro: &Epilogue,
+        mut p: Vec<u32>,
+        out: &GpuBuffer,
+        grid: (u32, u32, u32),
+    ) -> KResult<Vec<GpuBuffer>> {
         let ins = Inputs::new(&pro.inputs, &pro.shape)?;
         ins.check_bindings(self, 0, pro.outputs.len())?;
-        let key = hosted(kernel, pro, &ins, p)?;
+        let key = hosted(kernel, pro, &ins, &mut p)?;
         let n = numel(&pro.shape);
         let extras = (1..pro.outputs.len()).map(|_| self.out_f32(n)).collect::<KResult<Vec<_>>>()?;
-        Ok((key, ins.buffers, extras))
+        let mut outs: Vec<&GpuBuffer> = vec![out];
+        outs.extend(extras.iter());
+        self.dispatch(key, &ins.buffers, &outs, &p, grid)?;
+        Ok(extras)
     }
 }
 

@@ -91,8 +91,16 @@ fn input_params(p: &Program) -> String {
     s
 }
 
+/// How strided inputs are addressed by [`loads`]: their offsets decomposed from the index
+/// at each load, or walked (`o{i}`, kept by [`strided_main`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Strided {
+    Decomposed,
+    Walked,
+}
+
 /// `let l{i} = ...;` loads of every input at linear index `idx`.
-fn loads(p: &Program, idx: &str, indent: &str) -> String {
+fn loads(p: &Program, idx: &str, indent: &str, strided: Strided) -> String {
     let mut s = String::new();
     for (i, &(b, mode)) in p.inputs.iter().enumerate() {
         let load = match (mode, p.vec4) {
@@ -100,11 +108,25 @@ fn loads(p: &Program, idx: &str, indent: &str) -> String {
             (Mode::Splat, false) => format!("in{b}[param(p{i})]"),
             (Mode::Splat, true) => format!("vec4<f32>(in{b}[param(p{i}) / 4u][param(p{i}) % 4u])"),
             (Mode::Repeat, _) => format!("in{b}[param(p{i}) + {idx} % param(p{i} + 1u)]"),
+            (Mode::Strided, _) if strided == Strided::Walked => format!("in{b}[o{i}]"),
             (Mode::Strided, _) => format!("in{b}[strided_offset({idx}, rank, shape_at, p{i} + 1u, param(p{i}))]"),
         };
         let _ = writeln!(s, "{indent}let l{i} = {load};");
     }
     s
+}
+
+/// `expr(acc, l0{lane}, l1{lane}, ..)`: the program on the loaded inputs (`lane` picks a
+/// vec4 component, or is empty).
+fn call_expr(p: &Program, acc: &str, lane: &str) -> String {
+    let mut a = vec![acc.to_string()];
+    a.extend((0..p.inputs.len()).map(|i| format!("l{i}{lane}")));
+    format!("expr({})", a.join(", "))
+}
+
+/// `out{o}[i] = r.o{o};` for every output.
+fn stores(p: &Program, indent: &str) -> String {
+    (0..p.outputs.len()).map(|o| format!("{indent}out{o}[i] = r.o{o};\n")).collect()
 }
 
 /// params: [n, rank, 0, 0, scalars.., shape[rank], per input: offset (+ strides if strided)]
@@ -127,23 +149,17 @@ pub(super) fn generate(p: &Program, name: &str) -> String {
         return s;
     }
     s += "    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {\n";
-    s += &loads(p, "i", "        ");
+    s += &loads(p, "i", "        ", Strided::Decomposed);
     if p.vec4 {
         for lane in ["x", "y", "z", "w"] {
-            let mut a = vec!["0.0".to_string()];
-            a.extend((0..p.inputs.len()).map(|i| format!("l{i}.{lane}")));
-            let _ = writeln!(s, "        let r{lane} = expr({});", a.join(", "));
+            let _ = writeln!(s, "        let r{lane} = {};", call_expr(p, "0.0", &format!(".{lane}")));
         }
         for o in 0..p.outputs.len() {
             let _ = writeln!(s, "        out{o}[i] = vec4<f32>(rx.o{o}, ry.o{o}, rz.o{o}, rw.o{o});");
         }
     } else {
-        let mut a = vec!["0.0".to_string()];
-        a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-        let _ = writeln!(s, "        let r = expr({});", a.join(", "));
-        for o in 0..p.outputs.len() {
-            let _ = writeln!(s, "        out{o}[i] = r.o{o};");
-        }
+        let _ = writeln!(s, "        let r = {};", call_expr(p, "0.0", ""));
+        s += &stores(p, "        ");
     }
     s += "    }\n}\n";
     s
@@ -173,21 +189,9 @@ fn strided_main(p: &Program) -> String {
     s += "            var w = walk_start(i, rank, shape_at);\n\
           \x20           let stop = min(end, i + walk_left(w));\n\
           \x20           for (; i < stop; i = i + 1u) {\n";
-    for (k, &(b, mode)) in p.inputs.iter().enumerate() {
-        let load = match mode {
-            Mode::Contiguous => format!("in{b}[param(p{k}) + i]"),
-            Mode::Splat => format!("in{b}[param(p{k})]"),
-            Mode::Repeat => format!("in{b}[param(p{k}) + i % param(p{k} + 1u)]"),
-            Mode::Strided => format!("in{b}[o{k}]"),
-        };
-        let _ = writeln!(s, "                let l{k} = {load};");
-    }
-    let mut a = vec!["0.0".to_string()];
-    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-    let _ = writeln!(s, "                let r = expr({});", a.join(", "));
-    for o in 0..p.outputs.len() {
-        let _ = writeln!(s, "                out{o}[i] = r.o{o};");
-    }
+    s += &loads(p, "i", "                ", Strided::Walked);
+    let _ = writeln!(s, "                let r = {};", call_expr(p, "0.0", ""));
+    s += &stores(p, "                ");
     s += "                let moved = walk_next(&w);\n";
     for &k in &strided {
         let _ = writeln!(s, "                o{k} = walk_offset(o{k}, moved, w, s{k}, t{k});");
@@ -204,10 +208,8 @@ fn evaluate_at(p: &Program, idx: &str, acc: &str) -> String {
     let mut s = format!("    let rank = param({e}u);\n    let shape_at = {}u;\n", e + 4 + p.scalars as usize);
     s += "    var at = shape_at + rank;\n";
     s += &input_params(p);
-    s += &loads(p, idx, "    ");
-    let mut a = vec![acc.to_string()];
-    a.extend((0..p.inputs.len()).map(|i| format!("l{i}")));
-    let _ = writeln!(s, "    let r = expr({});", a.join(", "));
+    s += &loads(p, idx, "    ", Strided::Decomposed);
+    let _ = writeln!(s, "    let r = {};", call_expr(p, acc, ""));
     s
 }
 
@@ -245,7 +247,7 @@ pub(super) fn generate_epilogue(p: &Program, matmul: Kernel, name: &str) -> Stri
 /// then from EPILOGUE_PARAMS the program's as in an epilogue.
 pub(super) fn generate_prologue(p: &Program, reduce: Kernel, name: &str) -> String {
     let e = EPILOGUE_PARAMS;
-    let (body, helpers) = crate::source::reduce_skeleton(reduce);
+    let (body, helpers) = crate::source::prologue_skeleton(reduce);
     let mut s = header(name);
     for b in 0..p.buffers as usize {
         let _ = writeln!(s, "@group(0) @binding({b}) var<storage, read> in{b}: array<f32>;");

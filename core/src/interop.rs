@@ -78,8 +78,8 @@ impl Tensor {
         if let Some(ctx) = self.device().context() {
             crate::fusion::flush(ctx).ok()?;
         }
-        self.materialized().ok()?;
-        let buf = self.storage().gpu()?;
+        let this = self.materialized().ok()?;
+        let buf = this.storage().gpu()?;
         let off = (self.layout().offset * self.dtype().size_in_bytes()) as u64;
         Some((buf.raw().clone(), off, self.layout().clone()))
     }

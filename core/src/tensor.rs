@@ -413,7 +413,7 @@ impl Tensor {
                 if self.dtype() == DType::F16 {
                     // whole words around the halves; a strided view is repacked first
                     let t = if self.layout().is_contiguous() {
-                        self.clone()
+                        this.clone()
                     } else {
                         no_grad(|| self.to_dtype(DType::F32)?.to_dtype(DType::F16))?
                     };
@@ -424,7 +424,7 @@ impl Tensor {
                     let halves: Vec<T> = bytemuck::pod_collect_to_vec(&bytes);
                     return Ok(halves[first - 2 * w0..first - 2 * w0 + n].to_vec());
                 }
-                let t = if self.layout().is_contiguous() { self.clone() } else { no_grad(|| self.contiguous())? };
+                let t = if self.layout().is_contiguous() { this.clone() } else { no_grad(|| self.contiguous())? };
                 let tb = t.storage().gpu().expect("gpu storage");
                 let bytes = ctx.read(tb, (t.layout().offset * 4) as u64, (n * 4) as u64)?;
                 Ok(bytemuck::pod_collect_to_vec(&bytes))

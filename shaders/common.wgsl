@@ -96,6 +96,33 @@ fn sigmoid_safe(x: T) -> T {
     return select(p, T(1) - p, x < T(0));
 }
 
+// erf: odd Taylor series near 0 (relative accuracy), Abramowitz-Stegun 7.1.26 beyond
+// (absolute error below 1.5e-7).
+fn erf_approx(x: T) -> T {
+    let a = abs(x);
+    let q = x * x;
+    if (a < T(0.5)) {
+        return x * (T(1.1283791671) + q * (T(-0.3761263890) + q * (T(0.1128379167)
+            + q * (T(-0.0268661707) + q * (T(0.0052239776) + q * T(-0.0008548327))))));
+    }
+    let k = T(1) / (T(1) + T(0.3275911) * a);
+    let p = k * (T(0.254829592) + k * (T(-0.284496736) + k * (T(1.421413741)
+        + k * (T(-1.453152027) + k * T(1.061405429)))));
+    return sign(x) * (T(1) - p * exp(-q));
+}
+
+// gelu_tanh(x) = x / 2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), and its slope
+// 1/2 (1 + t) + x/2 (1 - t^2) u' with t = tanh(u), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+fn gelu_tanh_value(x: T) -> T {
+    let t = tanh_safe(T(0.7978845608) * (x + T(0.044715) * x * x * x));
+    return T(0.5) * x * (T(1) + t);
+}
+fn gelu_tanh_slope(x: T) -> T {
+    let t = tanh_safe(T(0.7978845608) * (x + T(0.044715) * x * x * x));
+    let du = T(0.7978845608) * (T(1) + T(0.134145) * x * x);
+    return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
+}
+
 // Elements per invocation run in the strided paths of the elementwise kernels.
 const RUN: u32 = 32u;
 

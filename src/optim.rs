@@ -1,6 +1,7 @@
-//! Optimizers. Each step is one in-place GPU kernel for all parameters (as many per
-//! dispatch as the adapter's binding limit allows; no host round-trip, no new buffers
-//! after the first step, which creates the state).
+//! Optimizers, learning-rate schedules, gradient clipping and accumulation. Each step is
+//! one in-place GPU kernel for all parameters (as many per dispatch as the adapter's
+//! binding limit allows; no host round-trip, no new buffers after the first step, which
+//! creates the state). Clipping and accumulation are device ops that never read back.
 use crate::nn::Params;
 use crate::{AdamParams, Error, Result, Tensor};
 
@@ -74,6 +75,7 @@ pub struct Adam {
     pub eps: f64,
     pub weight_decay: f64,
     decoupled: bool,
+    matrices_only: bool,
     t: u64,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -87,6 +89,7 @@ impl Adam {
             eps: 1e-8,
             weight_decay: 0.0,
             decoupled: false,
+            matrices_only: false,
             t: 0,
             m: Vec::new(),
             v: Vec::new(),
@@ -102,6 +105,16 @@ impl Adam {
     }
     pub fn betas(mut self, b1: f64, b2: f64) -> Self {
         self.betas = (b1, b2);
+        self
+    }
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Apply weight decay only to parameters of rank >= 2 (weight matrices and
+    /// embeddings), not to biases and normalization weights: the usual GPT recipe.
+    pub fn decay_matrices_only(mut self, yes: bool) -> Self {
+        self.matrices_only = yes;
         self
     }
 }
@@ -124,9 +137,182 @@ impl Optimizer for Adam {
             bias_correction2: (1.0 - self.betas.1.powi(self.t as i32)) as f32,
             decoupled: self.decoupled,
         };
-        Tensor::adam_update_many_(params.tensors_mut(), grads, &mut self.m, &mut self.v, h)
+        if !self.matrices_only || self.weight_decay == 0.0 {
+            return Tensor::adam_update_many_(params.tensors_mut(), grads, &mut self.m, &mut self.v, h);
+        }
+        // two groups, each one multi-tensor step: matrices with decay, the rest without
+        let decayed: Vec<bool> = params.tensors().iter().map(|t| t.rank() >= 2).collect();
+        for (group, wd) in [(true, h.weight_decay), (false, 0.0)] {
+            let idx: Vec<usize> = (0..decayed.len()).filter(|&i| decayed[i] == group).collect();
+            let g: Vec<Tensor> = idx.iter().map(|&i| grads[i].clone()).collect();
+            let n = idx.len();
+            let (p, m, v) = (params.tensors_mut(), &mut self.m[..], &mut self.v[..]);
+            for s in [&mut *p, &mut *m, &mut *v] {
+                group_first(s, &idx);
+            }
+            let res = Tensor::adam_update_many_(
+                &mut p[..n],
+                &g,
+                &mut m[..n],
+                &mut v[..n],
+                AdamParams { weight_decay: wd, ..h },
+            );
+            for s in [p, m, v] {
+                undo_group_first(s, &idx);
+            }
+            res?;
+        }
+        Ok(())
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+}
+
+/// Move the elements at the ascending indices `idx` to the front, in order, by swaps
+/// (no clones: an in-place step keeps the only handle to each buffer); element idx[k]
+/// has not moved when swap k brings it to position k.
+fn group_first(v: &mut [Tensor], idx: &[usize]) {
+    for (k, &i) in idx.iter().enumerate() {
+        v.swap(k, i);
+    }
+}
+
+/// The inverse of [`group_first`]: the same swaps in reverse.
+fn undo_group_first(v: &mut [Tensor], idx: &[usize]) {
+    for (k, &i) in idx.iter().enumerate().rev() {
+        v.swap(k, i);
+    }
+}
+
+/// A learning rate as a function of the step (0-based), for any [`Optimizer`] through
+/// [`Optimizer::set_lr`]: `opt.set_lr(schedule.lr_at(step))` before each step. Computed on
+/// the host from the step number alone (nothing is read back).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LrSchedule {
+    /// `lr` at every step.
+    Constant { lr: f64 },
+    /// `lr * gamma^(step / step_size)` (PyTorch's StepLR).
+    Step { lr: f64, step_size: u64, gamma: f64 },
+    /// Linear warm-up to `lr` over the first `warmup` steps (lr (step + 1) / warmup), then
+    /// cosine decay from `lr` at step `warmup` to `min_lr` at step `total`, and `min_lr`
+    /// after (nanoGPT's and optax's warm-up cosine).
+    WarmupCosine { lr: f64, warmup: u64, total: u64, min_lr: f64 },
+    /// PyTorch's OneCycleLR (cosine annealing): from max_lr / div_factor up to `max_lr`
+    /// over the first pct_start of `total` steps, then down to
+    /// max_lr / (div_factor * final_div_factor) at the last step.
+    OneCycle { max_lr: f64, total: u64, pct_start: f64, div_factor: f64, final_div_factor: f64 },
+}
+
+impl LrSchedule {
+    /// [`LrSchedule::OneCycle`] with PyTorch's defaults: pct_start 0.3, div_factor 25,
+    /// final_div_factor 1e4.
+    pub fn one_cycle(max_lr: f64, total: u64) -> LrSchedule {
+        LrSchedule::OneCycle { max_lr, total, pct_start: 0.3, div_factor: 25.0, final_div_factor: 1e4 }
+    }
+
+    /// The learning rate at `step` (0-based).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        // from a to b as p goes 0 -> 1 along half a cosine
+        let cos_anneal = |a: f64, b: f64, p: f64| b + (a - b) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
+        match *self {
+            LrSchedule::Constant { lr } => lr,
+            LrSchedule::Step { lr, step_size, gamma } => lr * gamma.powi((step / step_size.max(1)) as i32),
+            LrSchedule::WarmupCosine { lr, warmup, total, min_lr } => {
+                if step < warmup {
+                    return lr * (step + 1) as f64 / warmup as f64;
+                }
+                if step >= total {
+                    return min_lr;
+                }
+                let p = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+                cos_anneal(lr, min_lr, p)
+            }
+            LrSchedule::OneCycle { max_lr, total, pct_start, div_factor, final_div_factor } => {
+                let initial = max_lr / div_factor;
+                let min_lr = initial / final_div_factor;
+                let peak = (pct_start * total as f64 - 1.0).max(0.0);
+                let last = (total as f64 - 1.0).max(peak + 1.0);
+                let t = (step as f64).min(last);
+                if t <= peak {
+                    return if peak == 0.0 { max_lr } else { cos_anneal(initial, max_lr, t / peak) };
+                }
+                cos_anneal(max_lr, min_lr, (t - peak) / (last - peak))
+            }
+        }
+    }
+}
+
+/// Scale the gradients so that their global L2 norm (over all of them together) is at
+/// most `max_norm`, as `torch.nn.utils.clip_grad_norm_`: each is multiplied by
+/// min(1, max_norm / (norm + 1e-6)). Returns the clipped gradients and the norm before
+/// clipping as a one-element tensor; all of it runs on the device (no readback).
+pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> Result<(Vec<Tensor>, Tensor)> {
+    let op = "clip_grad_norm";
+    let Some(first) = grads.first() else {
+        return Err(Error::Empty { op, msg: "no gradients".into() });
+    };
+    if max_norm.is_nan() || max_norm <= 0.0 {
+        return Err(Error::Invalid { op, msg: format!("max_norm = {max_norm} must be > 0") });
+    }
+    let mut total: Option<Tensor> = None;
+    for g in grads {
+        if g.device() != first.device() {
+            return Err(Error::DeviceMismatch { op, lhs: first.device().name(), rhs: g.device().name() });
+        }
+        let sq = g.mul(g)?.sum_all()?.to_dtype(first.dtype())?;
+        total = Some(match total {
+            Some(t) => t.add(&sq)?,
+            None => sq,
+        });
+    }
+    let norm = total.expect("one gradient at least").sqrt()?;
+    let scale = norm.add_scalar(1e-6)?.recip()?.mul_scalar(max_norm)?.clamp(0.0, 1.0)?;
+    let clipped = grads.iter().map(|g| g.mul(&scale.to_dtype(g.dtype())?)).collect::<Result<_>>()?;
+    Ok((clipped, norm.reshape(&[1])?))
+}
+
+/// Sums gradients over micro-batches on the device; [`GradAccumulator::mean`] gives
+/// their average (the gradient of the mean loss over all micro-batches when each has the
+/// same size) and starts over.
+#[derive(Default)]
+pub struct GradAccumulator {
+    sum: Vec<Tensor>,
+    count: usize,
+}
+
+impl GradAccumulator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Add one micro-batch's gradients (the same parameters in the same order each time).
+    pub fn add(&mut self, grads: &[Tensor]) -> Result<()> {
+        if self.count > 0 && grads.len() != self.sum.len() {
+            return Err(Error::Invalid {
+                op: "GradAccumulator::add",
+                msg: format!("{} gradients, but the first micro-batch had {}", grads.len(), self.sum.len()),
+            });
+        }
+        self.sum = if self.count == 0 {
+            grads.iter().map(|g| g.detach()).collect()
+        } else {
+            self.sum.iter().zip(grads).map(|(s, g)| s.add(&g.detach())).collect::<Result<_>>()?
+        };
+        self.count += 1;
+        Ok(())
+    }
+    /// Micro-batches added since the last [`GradAccumulator::mean`].
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    /// The average of the added gradients; resets the accumulator.
+    pub fn mean(&mut self) -> Result<Vec<Tensor>> {
+        if self.count == 0 {
+            return Err(Error::Empty { op: "GradAccumulator::mean", msg: "no micro-batch was added".into() });
+        }
+        let k = 1.0 / self.count as f64;
+        let out = std::mem::take(&mut self.sum).iter().map(|s| s.mul_scalar(k)).collect::<Result<_>>()?;
+        self.count = 0;
+        Ok(out)
     }
 }

@@ -232,6 +232,61 @@ impl Context {
         Ok(Some(out))
     }
 
+    /// Layer normalization (RMS normalization when `rms`) of the contiguous rows of x
+    /// [rows, n] at its offset, times the weight and plus the bias when given (each n
+    /// contiguous values): contiguous [rows, n]. None past lavapipe's loop cap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm(
+        self: &Arc<Self>,
+        x: View,
+        weight: Option<View>,
+        bias: Option<View>,
+        rows: usize,
+        n: usize,
+        eps: f32,
+        rms: bool,
+    ) -> KResult<Option<GpuBuffer>> {
+        if !norm_rows_fit(n) {
+            return Ok(None);
+        }
+        let key = KernelKey::new(Kernel::LayerNorm, KDType::F32);
+        let out = self.alloc_output((rows * n * 4) as u64)?;
+        let (w_buf, w_off) = weight.map_or((x.buffer, 0), |w| (w.buffer, w.offset as u32));
+        let (b_buf, b_off) = bias.map_or((x.buffer, 0), |b| (b.buffer, b.offset as u32));
+        let flags = norm_flags(weight.is_some(), bias.is_some(), rms);
+        let p = [rows as u32, n as u32, x.offset as u32, w_off, b_off, flags, eps.to_bits()];
+        let grid = self.grid_1d(key, rows as u64)?;
+        self.dispatch(key, &[x.buffer, w_buf, b_buf], &[&out], &p, grid)?;
+        Ok(Some(out))
+    }
+
+    /// The input gradient of [`Context::layer_norm`] for the cotangent g (contiguous
+    /// [rows, n] at its offset): J(x) (g * w), J the normalization's Jacobian; contiguous
+    /// [rows, n]. None past lavapipe's loop cap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm_grad(
+        self: &Arc<Self>,
+        x: View,
+        g: View,
+        weight: Option<View>,
+        rows: usize,
+        n: usize,
+        eps: f32,
+        rms: bool,
+    ) -> KResult<Option<GpuBuffer>> {
+        if !norm_rows_fit(n) {
+            return Ok(None);
+        }
+        let key = KernelKey::new(Kernel::LayerNormGrad, KDType::F32);
+        let out = self.alloc_output((rows * n * 4) as u64)?;
+        let (w_buf, w_off) = weight.map_or((x.buffer, 0), |w| (w.buffer, w.offset as u32));
+        let flags = norm_flags(weight.is_some(), false, rms);
+        let p = [rows as u32, n as u32, x.offset as u32, w_off, g.offset as u32, flags, eps.to_bits()];
+        let grid = self.grid_1d(key, rows as u64)?;
+        self.dispatch(key, &[x.buffer, w_buf, g.buffer], &[&out], &p, grid)?;
+        Ok(Some(out))
+    }
+
     /// Max over non-overlapping k x k windows of the strided images x [b, c, h, w]
     /// (h, w multiples of k): contiguous [b, c, h/k, w/k].
     pub fn max_pool2d(self: &Arc<Self>, x: View, shape: [usize; 4], k: usize) -> KResult<GpuBuffer> {
@@ -278,6 +333,16 @@ fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> Vec<u32> 
 /// times, under lavapipe's cap of 65,535 loop iterations).
 pub fn softmax_rows_fit(n: usize) -> bool {
     3 * n < 60_000
+}
+
+/// Whether the normalization kernels take rows of `n` (their threads read a row up to
+/// four times, under lavapipe's cap of 65,535 loop iterations).
+pub fn norm_rows_fit(n: usize) -> bool {
+    4 * n < 60_000
+}
+
+fn norm_flags(weight: bool, bias: bool, rms: bool) -> u32 {
+    weight as u32 | (bias as u32) << 1 | (rms as u32) << 2
 }
 
 /// The in-place update a [`Kernel::MultiStep`] applies to each of its tensors.

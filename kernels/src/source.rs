@@ -46,6 +46,9 @@ const MAX_POOL: &str = include_str!("../../shaders/max_pool.wgsl");
 const MAX_POOL_GRAD: &str = include_str!("../../shaders/max_pool_grad.wgsl");
 const IM2COL: &str = include_str!("../../shaders/im2col.wgsl");
 const COL2IM: &str = include_str!("../../shaders/col2im.wgsl");
+const NORM_COMMON: &str = include_str!("../../shaders/norm_common.wgsl");
+const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
+const LAYER_NORM_GRAD: &str = include_str!("../../shaders/layer_norm_grad.wgsl");
 
 /// Element types a kernel can be built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,14 +105,13 @@ op_enum!(
         MulScalar => "return x * s;",
         PowScalar => "return pow_num(x, s);",
         RPowScalar => "return pow_num(s, x);",
-        // erf: odd Taylor series near 0 (relative accuracy), Abramowitz-Stegun 7.1.26 beyond
-        Erf => "let a = abs(x); let q = x * x; \
-                if (a < T(0.5)) { return x * (T(1.1283791671) + q * (T(-0.3761263890) + q * (T(0.1128379167) \
-                + q * (T(-0.0268661707) + q * (T(0.0052239776) + q * T(-0.0008548327)))))); } \
-                let k = T(1) / (T(1) + T(0.3275911) * a); \
-                let p = k * (T(0.254829592) + k * (T(-0.284496736) + k * (T(1.421413741) \
-                + k * (T(-1.453152027) + k * T(1.061405429))))); \
-                return sign(x) * (T(1) - p * exp(-q));",
+        Erf => "return erf_approx(x);",
+        // gelu(x) = x Phi(x) = x / 2 (1 + erf(x / sqrt(2))), and its slope Phi(x) + x phi(x)
+        Gelu => "return T(0.5) * x * (T(1) + erf_approx(x * T(0.7071067812)));",
+        GeluSlope => "return T(0.5) * (T(1) + erf_approx(x * T(0.7071067812))) \
+                      + x * T(0.3989422804) * exp(T(-0.5) * x * x);",
+        GeluTanh => "return gelu_tanh_value(x);",
+        GeluTanhSlope => "return gelu_tanh_slope(x);",
     }
 );
 
@@ -236,6 +238,10 @@ pub enum Kernel {
     SoftmaxRows,
     /// The (scaled) softmax VJP of contiguous rows, one thread per row.
     SoftmaxVjp,
+    /// Layer / RMS normalization of contiguous rows (affine optional), one thread per row.
+    LayerNorm,
+    /// Its input gradient J (g * w), one thread per row.
+    LayerNormGrad,
     /// Mean softmax cross-entropy of logit rows against u32 labels (one workgroup).
     XentLoss,
     /// Its gradient times a scalar cotangent, one thread per row.
@@ -327,6 +333,7 @@ impl KernelKey {
             Kernel::XentLoss => (2, 1),
             Kernel::SoftmaxRows => (1, 1),
             Kernel::SoftmaxVjp => (3, 1),
+            Kernel::LayerNorm | Kernel::LayerNormGrad => (3, 1),
             Kernel::XentGrad => (3, 1),
         }
     }
@@ -414,6 +421,8 @@ impl KernelKey {
             Kernel::XentLoss => (XENT_LOSS, SOFTMAX_COMMON.to_string()),
             Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
             Kernel::SoftmaxVjp => (SOFTMAX_VJP, SOFTMAX_COMMON.to_string()),
+            Kernel::LayerNorm => (LAYER_NORM, NORM_COMMON.to_string()),
+            Kernel::LayerNormGrad => (LAYER_NORM_GRAD, NORM_COMMON.to_string()),
             Kernel::XentGrad => (XENT_GRAD, SOFTMAX_COMMON.to_string()),
             Kernel::MaxPool => (MAX_POOL, POOL_COMMON.to_string()),
             Kernel::MaxPoolGrad => (MAX_POOL_GRAD, POOL_COMMON.to_string()),
@@ -512,6 +521,8 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::XentGrad,
         Kernel::SoftmaxRows,
         Kernel::SoftmaxVjp,
+        Kernel::LayerNorm,
+        Kernel::LayerNormGrad,
         Kernel::MaxPool,
         Kernel::MaxPoolGrad,
     ] {

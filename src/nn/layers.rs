@@ -13,6 +13,8 @@ pub enum Init {
     XavierUniform,
     /// N(0, 2 / (fan_in + fan_out)).
     XavierNormal,
+    /// N(0, std^2) (GPT's N(0, 0.02)).
+    Normal(f64),
 }
 
 impl Init {
@@ -21,6 +23,7 @@ impl Init {
         match self {
             Init::KaimingNormal => Tensor::randn(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / fi).sqrt()),
             Init::XavierNormal => Tensor::randn(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / (fi + fo)).sqrt()),
+            Init::Normal(std) => Tensor::randn(shape, seed, DType::F32, dev)?.mul_scalar(std),
             Init::KaimingUniform => {
                 let b = (6.0 / fi).sqrt();
                 Tensor::rand(shape, -b, b, seed, DType::F32, dev)
@@ -56,6 +59,13 @@ impl Linear {
         let w = p.add(&format!("{name}.weight"), init.tensor(&[outputs, inputs], inputs, outputs, seed, dev)?);
         let b = p.add(&format!("{name}.bias"), Tensor::zeros(&[outputs], DType::F32, dev)?);
         Ok(Linear { w, b })
+    }
+}
+
+impl Linear {
+    /// (W, b) as the context holds them.
+    pub(super) fn weight_and_bias<'a>(&self, c: &Ctx<'a>) -> (&'a Tensor, &'a Tensor) {
+        (&c.params[self.w], &c.params[self.b])
     }
 }
 
@@ -200,8 +210,10 @@ impl Module for Dropout {
 #[derive(Clone, Copy, Debug)]
 pub enum Activation {
     Relu,
-    /// tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    /// x Phi(x), exact (PyTorch's default).
     Gelu,
+    /// The tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    GeluTanh,
     Tanh,
     Sigmoid,
 }
@@ -212,11 +224,8 @@ impl Module for Activation {
             Activation::Relu => x.relu(),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => x.sigmoid(),
-            Activation::Gelu => {
-                let inner =
-                    x.add(&x.powf(3.0)?.mul_scalar(0.044715)?)?.mul_scalar((2.0 / std::f64::consts::PI).sqrt())?;
-                x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5)
-            }
+            Activation::Gelu => x.gelu(),
+            Activation::GeluTanh => x.gelu_tanh(),
         }
     }
 }

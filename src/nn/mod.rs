@@ -20,34 +20,64 @@
 //! )?;
 //! # Ok(()) }
 //! ```
+mod attention;
+mod functional;
 mod layers;
 mod loss;
+mod norm;
 mod params;
 
+pub use attention::{Embedding, MultiheadAttention};
+pub use functional::{batch_norm, embedding, gelu, gelu_tanh, layer_norm, rms_norm, scaled_dot_product_attention};
 pub use layers::{Activation, AvgPool2d, Cast, Conv2d, Dropout, Flatten, Init, Linear, MaxPool2d, Sequential};
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse, softplus};
-pub use params::Params;
+pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm, RmsNorm};
+pub use params::{Buffers, Params};
 
-use crate::{Result, Tensor};
+use crate::{Error, Result, Tensor};
 
-/// What a forward pass sees: the parameter tensors (plain or tracked), train / eval mode,
-/// and a step counter that seeds dropout.
+/// What a forward pass sees: the parameter tensors (plain or tracked), the model's
+/// buffers (running statistics; needed by layers that keep state), train / eval mode, and
+/// a step counter that seeds dropout.
 pub struct Ctx<'a> {
     pub params: &'a [Tensor],
+    pub buffers: Option<&'a Buffers>,
     pub train: bool,
     pub step: u64,
 }
 
 impl<'a> Ctx<'a> {
     pub fn train(params: &'a [Tensor], step: u64) -> Self {
-        Ctx { params, train: true, step }
+        Ctx { params, buffers: None, train: true, step }
     }
     pub fn eval(params: &'a [Tensor]) -> Self {
-        Ctx { params, train: false, step: 0 }
+        Ctx { params, buffers: None, train: false, step: 0 }
+    }
+    /// The same context with the model's buffers ([`Params::buffers`]).
+    pub fn with_buffers(self, buffers: &'a Buffers) -> Self {
+        Ctx { buffers: Some(buffers), ..self }
+    }
+    /// The buffers, or an error naming the layer that needs them.
+    pub fn buffers(&self, op: &'static str) -> Result<&'a Buffers> {
+        self.buffers.ok_or_else(|| Error::Invalid {
+            op,
+            msg: "this layer keeps running statistics: pass the model's buffers with Ctx::with_buffers".into(),
+        })
     }
 }
 
-/// A layer or a model.
+/// A layer or a model. `forward` takes one input; a layer of several inputs (attention:
+/// query, key, value) reads them through `forward_many`, whose default passes one input
+/// on to `forward`.
 pub trait Module: Send + Sync {
     fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor>;
+    fn forward_many(&self, ctx: &Ctx, inputs: &[&Tensor]) -> Result<Tensor> {
+        match inputs {
+            [x] => self.forward(ctx, x),
+            _ => Err(Error::Invalid {
+                op: "Module::forward_many",
+                msg: format!("this layer takes one input, got {}", inputs.len()),
+            }),
+        }
+    }
 }

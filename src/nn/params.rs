@@ -1,12 +1,59 @@
-//! The named parameter list of a model, with safetensors save / load.
+//! The named parameter list of a model and its buffers (non-trained state such as
+//! BatchNorm's running statistics), with safetensors save / load of both.
 use crate::{DType, Device, Error, Result, Tensor};
 use std::collections::HashMap;
+use std::sync::Mutex;
 
-/// Named parameter tensors, in registration order.
+/// Named parameter tensors, in registration order, and the model's [`Buffers`].
 #[derive(Clone, Default)]
 pub struct Params {
     names: Vec<String>,
     tensors: Vec<Tensor>,
+    buffers: Buffers,
+}
+
+/// A model's named non-trained state: tensors a layer reads in every mode and may replace
+/// in training (running statistics), saved and loaded with the weights. Layers hold
+/// indices; a forward pass reaches them through [`super::Ctx::buffers`], so updates work
+/// through a shared reference (under `value_and_grad_many` as well).
+#[derive(Default)]
+pub struct Buffers {
+    names: Vec<String>,
+    tensors: Mutex<Vec<Tensor>>,
+}
+
+impl Clone for Buffers {
+    fn clone(&self) -> Self {
+        Buffers { names: self.names.clone(), tensors: Mutex::new(self.all()) }
+    }
+}
+
+impl Buffers {
+    /// The buffer at index `i` (a cheap handle to its storage).
+    pub fn get(&self, i: usize) -> Tensor {
+        self.lock()[i].clone()
+    }
+    /// Replace buffer `i` (detached: buffers carry no derivatives).
+    pub fn set(&self, i: usize, t: Tensor) {
+        self.lock()[i] = t.detach();
+    }
+    /// Every buffer, in registration order.
+    pub fn all(&self) -> Vec<Tensor> {
+        self.lock().clone()
+    }
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Tensor>> {
+        // a panic elsewhere cannot leave a half-written Vec<Tensor>: use it as it is
+        self.tensors.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Params {
@@ -41,12 +88,28 @@ impl Params {
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.names.iter().position(|n| n == name).map(|i| &self.tensors[i])
     }
+    /// Register a buffer (non-trained state); returns its index into [`Params::buffers`].
+    pub fn add_buffer(&mut self, name: &str, t: Tensor) -> usize {
+        self.buffers.names.push(name.to_string());
+        let mut all = self.buffers.lock();
+        all.push(t.detach());
+        all.len() - 1
+    }
+    pub fn buffers(&self) -> &Buffers {
+        &self.buffers
+    }
 
-    /// Write all parameters to a safetensors file (f32 / f64 as stored).
+    /// Every (name, tensor) that [`Params::save`] writes: the parameters, then the buffers.
+    fn named(&self) -> Vec<(String, Tensor)> {
+        let params = self.names.iter().cloned().zip(self.tensors.iter().cloned());
+        params.chain(self.buffers.names.iter().cloned().zip(self.buffers.all())).collect()
+    }
+
+    /// Write all parameters and buffers to a safetensors file (in their stored dtypes).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let path = path.as_ref();
         let mut data: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = Vec::new();
-        for (n, t) in self.names.iter().zip(&self.tensors) {
+        for (n, t) in &self.named() {
             let (bytes, dt) = match t.dtype() {
                 DType::F32 => (bytemuck_bytes(&t.to_vec::<f32>()?), safetensors::Dtype::F32),
                 DType::F64 => (bytemuck_bytes(&t.to_vec::<f64>()?), safetensors::Dtype::F64),
@@ -64,9 +127,9 @@ impl Params {
         safetensors::serialize_to_file(views, None, path).map_err(|e| fmt_err(path, e))
     }
 
-    /// Replace every parameter with the tensor of the same name from a safetensors file,
-    /// on each parameter's device. A missing tensor, or one of another shape or dtype,
-    /// is an error naming it; nothing is replaced then.
+    /// Replace every parameter and buffer with the tensor of the same name from a
+    /// safetensors file, on each one's device. A missing tensor, or one of another shape
+    /// or dtype, is an error naming it; nothing is replaced then.
     pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
@@ -76,7 +139,7 @@ impl Params {
         })?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fmt_err(path, e))?;
         let mut fresh: HashMap<usize, Tensor> = HashMap::new();
-        for (i, (name, cur)) in self.names.iter().zip(&self.tensors).enumerate() {
+        for (i, (name, cur)) in self.named().iter().enumerate() {
             let view = st.tensor(name).map_err(|_| Error::Format {
                 what: format!("{}", path.display()),
                 msg: format!("tensor '{name}' is missing"),
@@ -110,8 +173,13 @@ impl Params {
             };
             fresh.insert(i, t);
         }
+        let n_params = self.tensors.len();
         for (i, t) in fresh {
-            self.tensors[i] = t;
+            if i < n_params {
+                self.tensors[i] = t;
+            } else {
+                self.buffers.set(i - n_params, t);
+            }
         }
         Ok(())
     }

@@ -19,4 +19,5 @@ mod movement_index;
 mod nn_train;
 mod reduce;
 mod runtime;
+mod transformer;
 mod vmap;

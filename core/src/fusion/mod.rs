@@ -333,7 +333,7 @@ pub(crate) fn flush(ctx: &Arc<Context>) -> Result<()> {
 impl Tensor {
     /// This tensor with its data computed (a pending fused value is materialized; any
     /// other tensor is returned as it is).
-    pub(crate) fn materialized(&self) -> Result<Tensor> {
+    pub fn materialized(&self) -> Result<Tensor> {
         if let Storage::Lazy(n) = self.storage() {
             let buf = force(n)?;
             let mut inner = (*self.0).clone();

@@ -233,6 +233,33 @@ impl Tensor {
         bind(Arc::new(IndexSelect { axis }), &[self, &idx.detach()])
     }
 
+    /// Rows `ids` of the table `self` [vocab, dim] for u32 ids of any shape:
+    /// `ids.shape ++ [dim]` (an embedding lookup). Its gradient accumulates repeated ids
+    /// through a one-hot product (deterministic, no atomics, differentiable again).
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        let op = "embedding";
+        if self.rank() != 2 {
+            return Err(Error::Invalid { op, msg: format!("the weight must be [vocab, dim], got {:?}", self.shape()) });
+        }
+        if ids.device() != self.device() {
+            return Err(Error::DeviceMismatch { op, lhs: self.device().name(), rhs: ids.device().name() });
+        }
+        check_indices(op, ids, self.shape()[0]).map_err(|e| match e {
+            Error::IndexOutOfRange { index, size, .. } => Error::Invalid {
+                op,
+                msg: format!(
+                    "token id {index} is out of range for a vocabulary of {size} (weight {:?}, ids {:?})",
+                    self.shape(),
+                    ids.shape()
+                ),
+            },
+            e => e,
+        })?;
+        let mut shape = ids.shape().to_vec();
+        shape.push(self.shape()[1]);
+        self.index_select(0, &ids.reshape(&[ids.numel()])?)?.reshape(&shape)
+    }
+
     /// torch.gather: out[.., j, ..] = x[.., idx[.., j, ..], ..] along `axis`; idx has x's
     /// rank and x's sizes on every other axis.
     pub fn gather(&self, axis: isize, idx: &Tensor) -> Result<Tensor> {

@@ -12,6 +12,7 @@ mod linalg;
 mod loss;
 pub(crate) mod matmul;
 mod movement;
+mod norm;
 mod optim;
 mod pool;
 pub(crate) mod reduce;

@@ -94,7 +94,7 @@ unary_rules! {
         vjp: |a, g| g.mul(&a.x()?.sign()?),
         // jvp |x| = sign(x) t
         jvp: |a, t| t.mul(&a.x()?.sign()?) }
-    Tanh { saves: [false, true], cpu: |x, _s| x.tanh(),
+    Tanh { saves: [false, true], cpu: |x, _s| tanh(x),
         // d tanh(x) = (1 - tanh(x)^2) dx
         vjp: |a, g| g.mul(&one_minus_square(a.y()?)?),
         // jvp tanh(x) = (1 - tanh(x)^2) t
@@ -154,6 +154,78 @@ unary_rules! {
         vjp: |a, g| g.mul(&erf_slope(a.x()?)?),
         // jvp erf(x) = 2/sqrt(pi) exp(-x^2) t
         jvp: |a, t| t.mul(&erf_slope(a.x()?)?) }
+    Gelu { saves: [true, false], cpu: |x, _s| 0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+        // d gelu(x) = gelu'(x) dx, gelu'(x) = Phi(x) + x phi(x) (one kernel: gelu_slope)
+        vjp: |a, g| g.mul(&a.x()?.unary(UnaryOp::GeluSlope, 0.0)?),
+        // jvp gelu(x) = gelu'(x) t
+        jvp: |a, t| t.mul(&a.x()?.unary(UnaryOp::GeluSlope, 0.0)?) }
+    GeluSlope { saves: [true, false], cpu: |x, _s| gelu_slope(x),
+        // d gelu'(x) = gelu''(x) dx, gelu''(x) = phi(x) (2 - x^2)
+        vjp: |a, g| g.mul(&gelu_curvature(a.x()?)?),
+        // jvp gelu'(x) = gelu''(x) t
+        jvp: |a, t| t.mul(&gelu_curvature(a.x()?)?) }
+    GeluTanh { saves: [true, false], cpu: |x, _s| gelu_tanh(x).0,
+        // d gelu_tanh(x) = gelu_tanh'(x) dx (one kernel: gelu_tanh_slope)
+        vjp: |a, g| g.mul(&a.x()?.unary(UnaryOp::GeluTanhSlope, 0.0)?),
+        // jvp gelu_tanh(x) = gelu_tanh'(x) t
+        jvp: |a, t| t.mul(&a.x()?.unary(UnaryOp::GeluTanhSlope, 0.0)?) }
+    GeluTanhSlope { saves: [true, false], cpu: |x, _s| gelu_tanh(x).1,
+        // d gelu_tanh'(x) = gelu_tanh''(x) dx (see gelu_tanh_curvature)
+        vjp: |a, g| g.mul(&gelu_tanh_curvature(a.x()?)?),
+        // jvp gelu_tanh'(x) = gelu_tanh''(x) t
+        jvp: |a, t| t.mul(&gelu_tanh_curvature(a.x()?)?) }
+}
+
+/// tanh in f64 through one exp (libm's tanh goes through expm1, 4x slower here): the odd
+/// series below 1/16 (truncation below 1e-14 relative), (1 - e) / (1 + e) with
+/// e = exp(-2|x|) up to 20 (at most 3 bits lost to cancellation), +-1 beyond.
+fn tanh(x: f64) -> f64 {
+    let a = x.abs();
+    if a < 0.0625 {
+        let q = x * x;
+        return x * (1.0 + q * (-1.0 / 3.0 + q * (2.0 / 15.0 + q * (-17.0 / 315.0 + q * (62.0 / 2835.0)))));
+    }
+    if a.is_nan() || a > 20.0 {
+        return if a.is_nan() { x } else { 1f64.copysign(x) };
+    }
+    let e = (-2.0 * a).exp();
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_TANH_K: f64 = 0.044715;
+
+/// gelu'(x) = Phi(x) + x phi(x) in f64.
+fn gelu_slope(x: f64) -> f64 {
+    let phi = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    0.5 * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2)) + x * phi
+}
+
+/// gelu''(x) = phi(x) (2 - x^2), phi the standard normal density.
+fn gelu_curvature(x: &Tensor) -> Result<Tensor> {
+    let phi = x.square()?.mul_scalar(-0.5)?.exp()?.mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
+    phi.mul(&x.square()?.neg()?.add_scalar(2.0)?)
+}
+
+/// (gelu_tanh(x), gelu_tanh'(x)) in f64: with u = c (x + k x^3), t = tanh(u),
+/// value x/2 (1 + t), slope 1/2 (1 + t) + x/2 (1 - t^2) u'.
+fn gelu_tanh(x: f64) -> (f64, f64) {
+    let t = tanh(SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x));
+    let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_K * x * x);
+    (0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+}
+
+/// gelu_tanh''(x) = t' + x/2 t'' with t' = (1 - t^2) u', t'' = -2 t t' u' + (1 - t^2) u'',
+/// u' = c (1 + 3 k x^2), u'' = 6 c k x.
+fn gelu_tanh_curvature(x: &Tensor) -> Result<Tensor> {
+    let x2 = x.square()?;
+    let t = x.mul(&x2)?.mul_scalar(GELU_TANH_K)?.add(x)?.mul_scalar(SQRT_2_OVER_PI)?.tanh()?;
+    let sech2 = one_minus_square(&t)?;
+    let du = x2.mul_scalar(3.0 * GELU_TANH_K)?.add_scalar(1.0)?.mul_scalar(SQRT_2_OVER_PI)?;
+    let dt = sech2.mul(&du)?;
+    let ddu = x.mul_scalar(6.0 * SQRT_2_OVER_PI * GELU_TANH_K)?;
+    let ddt = t.mul(&dt)?.mul(&du)?.mul_scalar(-2.0)?.add(&sech2.mul(&ddu)?)?;
+    dt.add(&x.mul(&ddt)?.mul_scalar(0.5)?)
 }
 
 fn one_minus_square(y: &Tensor) -> Result<Tensor> {
@@ -286,6 +358,15 @@ impl Tensor {
     /// The error function 2/sqrt(pi) * integral_0^x exp(-u^2) du.
     pub fn erf(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Erf, 0.0)
+    }
+    /// gelu(x) = x Phi(x) = x / 2 (1 + erf(x / sqrt(2))), exact (PyTorch's default).
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Gelu, 0.0)
+    }
+    /// The tanh approximation of gelu: x / 2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    /// (PyTorch's `approximate='tanh'`, GPT-2's).
+    pub fn gelu_tanh(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::GeluTanh, 0.0)
     }
     /// 1 / x.
     pub fn recip(&self) -> Result<Tensor> {

@@ -1,0 +1,92 @@
+//! The GPT of `char_gpt` (shared with the tests): pre-LayerNorm blocks (LayerNorm, causal
+//! self-attention, residual; LayerNorm, MLP 4x with tanh-GELU, residual), learned
+//! positions, a final LayerNorm, the output projection tied to the token embedding;
+//! weights N(0, 0.02), the residual projections N(0, 0.02 / sqrt(2 layers)).
+use wgrad::nn::{Ctx, Embedding, Init, LayerNorm, Linear, Module, MultiheadAttention, Params};
+use wgrad::{DType, Device, Error, Result, Tensor};
+
+/// The model's sizes.
+pub struct GptConfig {
+    pub vocab: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub embd: usize,
+    pub ctx: usize,
+    pub seed: u64,
+}
+
+struct Block {
+    ln1: LayerNorm,
+    attn: MultiheadAttention,
+    ln2: LayerNorm,
+    fc: Linear,
+    proj: Linear,
+}
+
+impl Block {
+    fn forward(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
+        let x = x.add(&self.attn.forward(c, &self.ln1.forward(c, x)?)?)?;
+        let h = self.fc.forward(c, &self.ln2.forward(c, &x)?)?.gelu_tanh()?;
+        x.add(&self.proj.forward(c, &h)?)
+    }
+}
+
+pub struct Gpt {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    ctx: usize,
+}
+
+impl Gpt {
+    pub fn new(p: &mut Params, a: &GptConfig, dev: &Device) -> Result<Gpt> {
+        let (vocab, e, std) = (a.vocab, a.embd, 0.02);
+        let resid = Init::Normal(std / (2.0 * a.layers as f64).sqrt());
+        let seed = a.seed * 1000;
+        let wte = Embedding::with_std(p, "wte", vocab, e, std, seed, dev)?;
+        let wpe = Embedding::with_std(p, "wpe", a.ctx, e, std, seed + 1, dev)?;
+        let mut blocks = Vec::new();
+        for l in 0..a.layers {
+            let (name, s) = (format!("h{l}"), seed + 10 * (l as u64 + 1));
+            blocks.push(Block {
+                ln1: LayerNorm::new(p, &format!("{name}.ln1"), e, dev)?,
+                attn: MultiheadAttention::with_init(
+                    p,
+                    &format!("{name}.attn"),
+                    e,
+                    a.heads,
+                    Init::Normal(std),
+                    resid,
+                    s,
+                    dev,
+                )?
+                .causal(true),
+                ln2: LayerNorm::new(p, &format!("{name}.ln2"), e, dev)?,
+                fc: Linear::with_init(p, &format!("{name}.fc"), e, 4 * e, Init::Normal(std), s + 2, dev)?,
+                proj: Linear::with_init(p, &format!("{name}.proj"), 4 * e, e, resid, s + 3, dev)?,
+            });
+        }
+        let ln_f = LayerNorm::new(p, "ln_f", e, dev)?;
+        Ok(Gpt { wte, wpe, blocks, ln_f, ctx: a.ctx })
+    }
+
+    /// Logits [batch * t, vocab] for ids [batch, t] (t <= ctx).
+    pub fn forward(&self, c: &Ctx, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
+        if t > self.ctx {
+            return Err(Error::Invalid {
+                op: "Gpt::forward",
+                msg: format!("a sequence of {t} is longer than the context of {} (ids {:?})", self.ctx, ids.shape()),
+            });
+        }
+        let pos = Tensor::arange(t, DType::U32, ids.device())?;
+        let mut x = self.wte.forward(c, ids)?.add(&self.wpe.forward(c, &pos)?)?;
+        for block in &self.blocks {
+            x = block.forward(c, &x)?;
+        }
+        let h = self.ln_f.forward(c, &x)?;
+        let e = h.shape()[2];
+        self.wte.attend(c, &h.reshape(&[b * t, e])?)
+    }
+}

@@ -19,6 +19,9 @@ use wgrad::nn::{self, Ctx, Params};
 use wgrad::optim::{clip_grad_norm, Adam, LrSchedule, Optimizer};
 use wgrad::{no_grad, value_and_grad_many, DType, Device, Error, Result, Tensor};
 
+/// Steps at the end of training that `--profile` times.
+const PROFILED_STEPS: u64 = 5;
+
 struct Args {
     steps: u64,
     device: String,
@@ -227,13 +230,11 @@ fn main() -> Result<()> {
     let mut eval_secs = 0.0; // validation, checkpoints: not training time
     let mut window = (Instant::now(), 0u64, Tensor::zeros(&[], DType::F32, &dev)?);
     let mut last_val = f64::NAN;
-    let ctx = dev.context();
+    let mut profile = Vec::new();
     for step in 0..a.steps {
-        if a.profile && step == a.steps.saturating_sub(5) {
-            if let Some(ctx) = ctx {
-                dev.synchronize()?;
-                ctx.set_profiling(true);
-            }
+        if a.profile && step == a.steps.saturating_sub(PROFILED_STEPS) {
+            dev.synchronize()?;
+            dev.set_profiling(true);
         }
         let (x, y) = sample_batch(&corpus.train, a.batch, a.ctx, &mut rng, &dev)?;
         let (loss, grads) = value_and_grad_many(
@@ -243,6 +244,11 @@ fn main() -> Result<()> {
         let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
         opt.set_lr(schedule.lr_at(step));
         opt.step(&mut params, &grads)?;
+        if a.profile && step + 1 == a.steps {
+            dev.synchronize()?;
+            profile = dev.kernel_profile(); // before the validation forwards
+            dev.set_profiling(false);
+        }
         window.1 += 1;
         window.2 = no_grad(|| window.2.add(&loss))?;
         bar.inc(1);
@@ -255,7 +261,14 @@ fn main() -> Result<()> {
             if (step + 1) % a.eval_every == 0 || last {
                 let t_eval = Instant::now();
                 last_val = estimate_loss(&model, &params, &corpus.val, &a, &mut eval_rng, &dev)?;
-                let line = format!("step {:>5}: train loss {train:.4}  validation loss {last_val:.4}", step + 1);
+                let mut line = format!(
+                    "step {:>5}: train loss {train:.4}  validation loss {last_val:.4}  {tps:.0} tokens/s",
+                    step + 1
+                );
+                if dev.is_gpu() {
+                    let c = dev.counters();
+                    line += &format!("  (live GPU buffers {}, {:.1} MB)", c.live_buffers, c.live_bytes as f64 / 1e6);
+                }
                 // a hidden bar (output not a terminal) prints nothing itself
                 if bar.is_hidden() {
                     println!("{line}");
@@ -279,13 +292,13 @@ fn main() -> Result<()> {
         total * 1e3 / a.steps as f64,
         tokens_per_step * a.steps as f64 / total
     );
-    if let (true, Some(ctx)) = (a.profile, ctx) {
-        let rows = ctx.kernel_profile();
-        ctx.set_profiling(false);
-        let steps = 5.min(a.steps) as f64;
+    if a.profile {
+        let rows = profile;
+        let steps = PROFILED_STEPS.min(a.steps) as f64;
         let sum: f64 = rows.iter().map(|r| r.seconds).sum();
-        println!("profile of the last {steps} steps, each dispatch waited for ({:.1} ms/step):", sum * 1e3 / steps);
-        println!("{:<60} {:>9} {:>10}", "kernel", "per step", "ms/step");
+        let what = if dev.is_gpu() { "kernel (each dispatch waited for)" } else { "primitive (CPU forward)" };
+        println!("profile of the last {steps} steps, {:.1} ms/step in {what}s:", sum * 1e3 / steps);
+        println!("{:<60} {:>9} {:>10}", what, "per step", "ms/step");
         for r in rows.iter().take(25) {
             println!("{:<60} {:>9.1} {:>10.2}", r.kernel, r.dispatches as f64 / steps, r.seconds * 1e3 / steps);
         }

@@ -119,28 +119,28 @@ fn accuracy(model: &Sequential, name: &str, params: &Params, x: &Tensor, y: &[u3
 }
 
 fn plot(path: &std::path::Path, losses: &[f64], accs: &[f64]) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    use plotters::prelude::*;
-    let root = BitMapBackend::new(path, (900, 400)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(450);
-    let n = losses.len().max(2) as f64;
-    let lmax = losses.iter().cloned().fold(1e-6, f64::max) * 1.1;
-    let amin = (accs.iter().cloned().fold(1.0, f64::min) - 0.02).max(0.0);
-    for (area, data, ymin, ymax, color) in [(&left, losses, 0.0, lmax, &RED), (&right, accs, amin, 1.0, &BLUE)] {
-        let area = area.margin(20, 20, 20, 20);
-        area.draw(&Rectangle::new([(0, 0), (409, 359)], BLACK.stroke_width(1)))?;
-        let mut chart = ChartBuilder::on(&area).build_cartesian_2d(1f64..n, ymin..ymax)?;
-        chart.draw_series(LineSeries::new(
-            data.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0, v)),
-            color.stroke_width(3),
-        ))?;
-        for (i, &v) in data.iter().enumerate() {
-            chart.draw_series(std::iter::once(Circle::new((i as f64 + 1.0, v), 4, color.filled())))?;
-        }
-    }
-    root.present()?;
-    Ok(())
+    let per_epoch = |v: &[f64], k: f64| v.iter().enumerate().map(|(i, &y)| (i as f64 + 1.0, y * k)).collect();
+    wgrad_plot::write_row(
+        path,
+        &[
+            wgrad_plot::Plot {
+                title: "MNIST training loss".into(),
+                x_label: "epoch".into(),
+                y_label: "cross-entropy".into(),
+                series: vec![("train loss".into(), per_epoch(losses, 1.0))],
+            },
+            wgrad_plot::Plot {
+                title: "MNIST test accuracy".into(),
+                x_label: "epoch".into(),
+                y_label: "accuracy (%)".into(),
+                series: vec![("test accuracy".into(), per_epoch(accs, 100.0))],
+            },
+        ],
+    )
 }
+
+#[path = "common/plot.rs"]
+mod wgrad_plot;
 
 fn main() -> Result<()> {
     let args = parse_args()?;
@@ -244,8 +244,7 @@ fn main() -> Result<()> {
     let acc =
         if let Some(&a) = accs.last() { a } else { accuracy(&model, &args.model, &params, &test_x, &test_y, &dev)? };
     println!(
-        "total {:.1} s ({:.0} training img/s); weights {}; curves {} \
-         (left: training loss from 0, right: test accuracy up to 100%, per epoch)",
+        "total {:.1} s ({:.0} training img/s); weights {}; curves {}",
         total,
         (n * args.epochs) as f64 / train_time.max(1e-9),
         weights.display(),

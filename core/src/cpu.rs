@@ -41,13 +41,62 @@ pub fn min_nan(a: f64, b: f64) -> f64 {
     }
 }
 
+/// Elements from which an elementwise loop is split across the cores.
+const PAR_MIN: usize = 1 << 16;
+
+/// Cores used by the CPU backend's parallel loops (at most 8).
+pub fn threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+}
+
+/// [f(0), ..., f(n - 1)], split into one chunk per core when n is large. Every element is
+/// computed on its own, so the split changes no result (the same bits on any core count).
+fn par_fill<T: Send + Copy + Default>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let t = threads();
+    if n < PAR_MIN || t == 1 {
+        return (0..n).map(f).collect();
+    }
+    let mut out = vec![T::default(); n];
+    let chunk = n.div_ceil(t);
+    std::thread::scope(|s| {
+        for (c, part) in out.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            s.spawn(move || part.iter_mut().enumerate().for_each(|(j, o)| *o = f(c * chunk + j)));
+        }
+    });
+    out
+}
+
+/// Rows of n values of `v`, each passed to `f` with its index, split by whole rows across
+/// the cores when there are many values (each row on its own: the same bits on any core
+/// count).
+pub fn par_rows(v: &mut [f64], n: usize, f: impl Fn(usize, &mut [f64]) + Sync) {
+    let t = threads();
+    if n == 0 {
+        return;
+    }
+    if v.len() < PAR_MIN || t == 1 {
+        v.chunks_mut(n).enumerate().for_each(|(r, row)| f(r, row));
+        return;
+    }
+    let rows_per_core = (v.len() / n).div_ceil(t);
+    std::thread::scope(|s| {
+        for (c, part) in v.chunks_mut(rows_per_core * n).enumerate() {
+            let f = &f;
+            s.spawn(move || part.chunks_mut(n).enumerate().for_each(|(r, row)| f(c * rows_per_core + r, row)));
+        }
+    });
+}
+
 /// out[i] = f(x[i]) with the result in `dtype`. In f32, rounding each step as the GPU does
 /// is not needed for a reference: one correctly rounded result is the target.
-pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64) -> CpuStorage {
+pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64 + Sync) -> CpuStorage {
     // fast path: f32 in, f32 out, no intermediate vectors (strided views walked in place)
     if let (CpuStorage::F32(v), DType::F32) = (s, dtype) {
         if l.is_contiguous() {
-            return CpuStorage::F32(v[l.offset..l.offset + l.numel()].iter().map(|&x| f(x as f64) as f32).collect());
+            let x = &v[l.offset..l.offset + l.numel()];
+            return CpuStorage::F32(par_fill(x.len(), |i| f(x[i] as f64) as f32));
         }
         let mut out = Vec::with_capacity(l.numel());
         let (shape, strides, _) = coalesce2(&l.shape, &l.strides, &l.strides);
@@ -153,13 +202,13 @@ pub fn zip(
     a: (&CpuStorage, &Layout),
     b: (&CpuStorage, &Layout),
     dtype: DType,
-    f: impl Fn(f64, f64) -> f64,
+    f: impl Fn(f64, f64) -> f64 + Sync,
 ) -> CpuStorage {
     if let (CpuStorage::F32(x), CpuStorage::F32(y), DType::F32) = (a.0, b.0, dtype) {
         if a.1.is_contiguous() && b.1.is_contiguous() {
             let n = a.1.numel();
             let (x, y) = (&x[a.1.offset..a.1.offset + n], &y[b.1.offset..b.1.offset + n]);
-            return CpuStorage::F32(x.iter().zip(y).map(|(&p, &q)| f(p as f64, q as f64) as f32).collect());
+            return CpuStorage::F32(par_fill(n, |i| f(x[i] as f64, y[i] as f64) as f32));
         }
         // broadcast / strided: walk both views in place
         let mut out = Vec::with_capacity(a.1.numel());
@@ -279,29 +328,48 @@ pub fn matmul(
     macro_rules! gemm {
         ($av:expr, $bv:expr, $t:ty, $gemm:path, $wrap:path) => {{
             let mut c = vec![0 as $t; batch * m * n];
-            for i in 0..batch {
-                if m * n * k == 0 {
-                    continue;
-                }
+            let (av, bv): (&[$t], &[$t]) = (&$av, &$bv);
+            // one product per batch into its own block of c
+            let product = |i: usize, block: &mut [$t]| {
                 // SAFETY: offsets and strides describe views inside av / bv (checked by the
-                // layouts); c is a fresh contiguous m x n block per batch.
+                // layouts); block is a fresh contiguous m x n block.
                 unsafe {
                     $gemm(
                         m,
                         k,
                         n,
                         1.0,
-                        $av.as_ptr().add(a_offsets[i]),
+                        av.as_ptr().add(a_offsets[i]),
                         a_rs as isize,
                         a_cs as isize,
-                        $bv.as_ptr().add(b_offsets[i]),
+                        bv.as_ptr().add(b_offsets[i]),
                         b_rs as isize,
                         b_cs as isize,
                         0.0,
-                        c.as_mut_ptr().add(i * m * n),
+                        block.as_mut_ptr(),
                         n as isize,
                         1,
                     );
+                }
+            };
+            if m * n * k > 0 {
+                // products too small for the GEMM's own threads: whole batches per core
+                let per_core = batch.div_ceil(threads());
+                if batch >= 2 * threads() && m * k + k * n < 1 << 14 && threads() > 1 {
+                    std::thread::scope(|s| {
+                        for (c0, part) in c.chunks_mut(per_core * m * n).enumerate() {
+                            let product = &product;
+                            s.spawn(move || {
+                                for (j, block) in part.chunks_mut(m * n).enumerate() {
+                                    product(c0 * per_core + j, block);
+                                }
+                            });
+                        }
+                    });
+                } else {
+                    for (i, block) in c.chunks_mut(m * n).enumerate() {
+                        product(i, block);
+                    }
                 }
             }
             $wrap(c)

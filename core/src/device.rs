@@ -102,6 +102,25 @@ impl Device {
         Ok(())
     }
 
+    /// Start (clearing the table) or stop per-kernel profiling: on a GPU every dispatch is
+    /// waited for and timed ([`Context::set_profiling`]); on the CPU each primitive's
+    /// forward is timed (one CPU table for the process).
+    pub fn set_profiling(&self, on: bool) {
+        match self {
+            Device::Gpu(c) => c.set_profiling(on),
+            Device::Cpu => crate::cpu_profile::set(on),
+        }
+    }
+
+    /// The profile since `set_profiling(true)`, slowest first: GPU kernels, or CPU
+    /// primitives by name.
+    pub fn kernel_profile(&self) -> Vec<wgrad_kernels::KernelTime> {
+        match self {
+            Device::Gpu(c) => c.kernel_profile(),
+            Device::Cpu => crate::cpu_profile::rows(),
+        }
+    }
+
     /// A human-readable name: `cpu` or the adapter's name and backend.
     pub fn name(&self) -> String {
         match self {

@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod cpu_linalg;
+mod cpu_profile;
 mod device;
 mod dtype;
 mod error;

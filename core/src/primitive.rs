@@ -238,7 +238,12 @@ fn bind_levels(
             // inside the forward run unfused (its kernels read their buffers directly)
             let plain = plain.iter().map(|t| t.materialized()).collect::<Result<Vec<_>>>()?;
             let plain_refs: Vec<&Tensor> = plain.iter().collect();
-            let out = crate::fusion::with_fusion(false, || forward(prim.as_ref(), &plain_refs, spec))?.plain();
+            let mut run = || crate::fusion::with_fusion(false, || forward(prim.as_ref(), &plain_refs, spec));
+            let out = match plain.first().map(|t| t.device()) {
+                Some(Device::Cpu) => crate::cpu_profile::timed(|| prim.name(), run),
+                _ => run(),
+            }?
+            .plain();
             if out.shape() != spec.shape {
                 return Err(Error::Invalid {
                     op: "bind",

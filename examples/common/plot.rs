@@ -1,6 +1,8 @@
 //! Line plots with titled axes, tick labels, a legend and each curve's final value,
 //! rendered to PNG without system libraries: plotters' ab_glyph text with the DejaVu Sans
 //! font shipped in `examples/fonts/` (license beside it).
+// shared by several examples, each using a part
+#![allow(dead_code)]
 use plotters::prelude::*;
 
 const FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");

@@ -246,18 +246,9 @@ impl Context {
         eps: f32,
         rms: bool,
     ) -> KResult<Option<GpuBuffer>> {
-        if !norm_rows_fit(n) {
-            return Ok(None);
-        }
-        let key = KernelKey::new(Kernel::LayerNorm, KDType::F32);
-        let out = self.alloc_output((rows * n * 4) as u64)?;
-        let (w_buf, w_off) = weight.map_or((x.buffer, 0), |w| (w.buffer, w.offset as u32));
         let (b_buf, b_off) = bias.map_or((x.buffer, 0), |b| (b.buffer, b.offset as u32));
         let flags = norm_flags(weight.is_some(), bias.is_some(), rms);
-        let p = [rows as u32, n as u32, x.offset as u32, w_off, b_off, flags, eps.to_bits()];
-        let grid = self.grid_1d(key, rows as u64)?;
-        self.dispatch(key, &[x.buffer, w_buf, b_buf], &[&out], &p, grid)?;
-        Ok(Some(out))
+        self.norm_rows(Kernel::LayerNorm, x, weight, (b_buf, b_off), rows, n, eps, flags)
     }
 
     /// The input gradient of [`Context::layer_norm`] for the cotangent g (contiguous
@@ -274,16 +265,33 @@ impl Context {
         eps: f32,
         rms: bool,
     ) -> KResult<Option<GpuBuffer>> {
+        let flags = norm_flags(weight.is_some(), false, rms);
+        self.norm_rows(Kernel::LayerNormGrad, x, weight, (g.buffer, g.offset as u32), rows, n, eps, flags)
+    }
+
+    /// The launch both normalization kernels share: bindings (x, weight or x, third),
+    /// params [rows, n, x_off, w_off, third_off, flags, eps_bits].
+    #[allow(clippy::too_many_arguments)]
+    fn norm_rows(
+        self: &Arc<Self>,
+        kernel: Kernel,
+        x: View,
+        weight: Option<View>,
+        (third, third_off): (&GpuBuffer, u32),
+        rows: usize,
+        n: usize,
+        eps: f32,
+        flags: u32,
+    ) -> KResult<Option<GpuBuffer>> {
         if !norm_rows_fit(n) {
             return Ok(None);
         }
-        let key = KernelKey::new(Kernel::LayerNormGrad, KDType::F32);
+        let key = KernelKey::new(kernel, KDType::F32);
         let out = self.alloc_output((rows * n * 4) as u64)?;
         let (w_buf, w_off) = weight.map_or((x.buffer, 0), |w| (w.buffer, w.offset as u32));
-        let flags = norm_flags(weight.is_some(), false, rms);
-        let p = [rows as u32, n as u32, x.offset as u32, w_off, g.offset as u32, flags, eps.to_bits()];
+        let p = [rows as u32, n as u32, x.offset as u32, w_off, third_off, flags, eps.to_bits()];
         let grid = self.grid_1d(key, rows as u64)?;
-        self.dispatch(key, &[x.buffer, w_buf, g.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer, w_buf, third], &[&out], &p, grid)?;
         Ok(Some(out))
     }
 

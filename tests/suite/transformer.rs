@@ -147,10 +147,13 @@ fn embedding_gathers_rows_and_accumulates_repeated_ids() {
         assert_eq!(y.to_vec::<f32>().unwrap(), vec![20.0, 21.0, 0.0, 1.0, 20.0, 21.0, 20.0, 21.0]);
         // d/dW sum(emb * c) with c = 1, 2, ... per output element: rows hit three times sum
         let c = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[2, 2, 2], &dev).unwrap();
-        let (_, gr) = value_and_grad_many(|p| nn::embedding(&ids, &p[0])?.mul(&c)?.sum_all(), std::slice::from_ref(&w)).unwrap();
+        let (_, gr) =
+            value_and_grad_many(|p| nn::embedding(&ids, &p[0])?.mul(&c)?.sum_all(), std::slice::from_ref(&w)).unwrap();
         assert_eq!(gr[0].to_vec::<f32>().unwrap(), vec![3.0, 4.0, 0.0, 0.0, 1.0 + 5.0 + 7.0, 2.0 + 6.0 + 8.0]);
         // the same bits every time (no atomics)
-        let again = value_and_grad_many(|p| nn::embedding(&ids, &p[0])?.mul(&c)?.sum_all(), std::slice::from_ref(&w)).unwrap().1;
+        let again = value_and_grad_many(|p| nn::embedding(&ids, &p[0])?.mul(&c)?.sum_all(), std::slice::from_ref(&w))
+            .unwrap()
+            .1;
         assert_eq!(again[0].to_vec::<f32>().unwrap(), gr[0].to_vec::<f32>().unwrap());
         // ids past the vocabulary are an error naming the op and the shapes
         let bad = Tensor::from_slice(&[3u32], &[1], &dev).unwrap();
@@ -498,7 +501,7 @@ fn small_gpt_learns(dev: &Device) -> (f64, f64) {
     let sched = LrSchedule::WarmupCosine { lr: 3e-3, warmup: 20, total: 200, min_lr: 3e-4 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let (b, t) = (16, cfg.ctx);
-    let mut last = Vec::new();
+    let (mut last, mut live) = (Vec::new(), Vec::new());
     for step in 0..200u64 {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for _ in 0..b {
@@ -513,9 +516,17 @@ fn small_gpt_learns(dev: &Device) -> (f64, f64) {
         let (grads, _) = clip_grad_norm(&grads, 1.0).unwrap();
         opt.set_lr(sched.lr_at(step));
         opt.step(&mut p, &grads).unwrap();
+        if step == 100 || step == 179 {
+            // live GPU buffers stay flat after warm-up (nothing accumulates step to step)
+            dev.synchronize().unwrap();
+            live.push(dev.counters().live_buffers);
+        }
         if step >= 180 {
             last.push(loss);
         }
+    }
+    if dev.is_gpu() {
+        assert_eq!(live[0], live[1], "{dev}: live buffers at steps 100 and 179");
     }
     let mean = last.iter().map(|l| l.to_scalar::<f32>().unwrap() as f64).sum::<f64>() / last.len() as f64;
     (mean, unigram)
@@ -523,7 +534,8 @@ fn small_gpt_learns(dev: &Device) -> (f64, f64) {
 
 #[test]
 fn a_small_char_gpt_learns_below_the_unigram_baseline_on_cpu_and_gpu() {
-    with_gpu!(g);
+    // a device of its own: its live-buffer counter sees only this model
+    let Some(g) = fresh_gpu() else { return };
     for dev in [cpu(), g] {
         let (loss, unigram) = small_gpt_learns(&dev);
         // the unigram entropy is about 3.3 nats; 200 steps of a 2-layer model reach ~2.5

@@ -93,15 +93,19 @@ impl Primitive for SoftmaxVjp {
     fn saves_input(&self, _i: usize) -> bool {
         true
     }
-    fn cpu(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
+    /// One pass per row: s = softmax(z_r), then c s (v - <s, v>).
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (z, v) = (x[0], x[1]);
-        let s = z.softmax(-1)?;
-        let sv = s.mul(v)?;
-        let mut out = sv.sub(&s.mul(&sv.sum(&[-1], true)?)?)?.mul_scalar(self.k)?;
-        if let Some(g) = x.get(2) {
-            out = out.mul(&g.reshape(&[])?)?;
-        }
-        Ok(out)
+        let n = *z.shape().last().expect("rank >= 1");
+        let c = self.k * x.get(2).map_or(1.0, |g| g.cpu_values()[0]);
+        let (mut s, vv) = (z.cpu_values(), v.cpu_values());
+        crate::cpu::par_rows(&mut s, n, |r, srow| {
+            let vrow = &vv[r * n..(r + 1) * n];
+            super::reduce::softmax_row(srow);
+            let dot: f64 = srow.iter().zip(vrow).map(|(a, b)| a * b).sum();
+            srow.iter_mut().zip(vrow).for_each(|(p, vj)| *p = c * *p * (vj - dot));
+        });
+        Ok(out.cpu(CpuStorage::from_f64(s, out.dtype)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (z, v) = (x[0], x[1]);
@@ -116,7 +120,14 @@ impl Primitive for SoftmaxVjp {
                 return Ok(out.gpu(buf, z.device()));
             }
         }
-        self.cpu(x, out) // the same math with other kernels (past the row kernel's loop limit)
+        // past the row kernel's loop limit: the same math with other kernels
+        let s = z.softmax(-1)?;
+        let sv = s.mul(v)?;
+        let mut out = sv.sub(&s.mul(&sv.sum(&[-1], true)?)?)?.mul_scalar(self.k)?;
+        if let Some(g) = x.get(2) {
+            out = out.mul(&g.reshape(&[])?)?;
+        }
+        Ok(out)
     }
     /// For the cotangent h, with a = sum_last(s v), b = sum_last(s h):
     /// v-bar = F(z, h, g); z-bar = F(z, u, g) with u = h v - a h - b v (d(J_s v) written

@@ -298,6 +298,19 @@ impl Tensor {
     }
 }
 
+/// softmax of one row in place, the max subtracted first (a row whose max is infinite
+/// subtracts 0: rows of -inf give 0 / 0 = NaN as the composite does, +inf gives NaN).
+pub(crate) fn softmax_row(row: &mut [f64]) {
+    let m = row.iter().cloned().fold(f64::NEG_INFINITY, crate::cpu::max_nan);
+    let m = if m.is_infinite() { 0.0 } else { m };
+    let mut sum = 0.0;
+    for e in row.iter_mut() {
+        *e = (*e - m).exp();
+        sum += *e;
+    }
+    row.iter_mut().for_each(|e| *e /= sum);
+}
+
 /// softmax along `axis` as one primitive.
 pub struct Softmax {
     pub axis: usize,
@@ -329,8 +342,16 @@ impl Primitive for Softmax {
     fn saves_output(&self) -> bool {
         true
     }
-    fn cpu(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
-        x[0].softmax_composite(self.axis as isize)
+    /// Rows of the last axis in one pass each (max, exp, sum, divide); other axes through
+    /// the composite.
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let n = x[0].shape().get(self.axis).copied().unwrap_or(0);
+        if self.axis + 1 != x[0].rank() || n == 0 {
+            return x[0].softmax_composite(self.axis as isize);
+        }
+        let mut v = x[0].cpu_values();
+        crate::cpu::par_rows(&mut v, n, |_, row| softmax_row(row));
+        Ok(out.cpu(CpuStorage::from_f64(v, out.dtype)))
     }
     /// Along the last axis, deferred on the GPU: a pending input is computed inside the row
     /// kernel as it loads it (its row max and sum read the producer; see `fusion/`).

@@ -231,11 +231,13 @@ fn main() -> Result<()> {
     let mut window = (Instant::now(), 0u64, Tensor::zeros(&[], DType::F32, &dev)?);
     let mut last_val = f64::NAN;
     let mut profile = Vec::new();
+    let mut step_secs = Vec::new();
     for step in 0..a.steps {
         if a.profile && step == a.steps.saturating_sub(PROFILED_STEPS) {
             dev.synchronize()?;
             dev.set_profiling(true);
         }
+        let t_step = Instant::now();
         let (x, y) = sample_batch(&corpus.train, a.batch, a.ctx, &mut rng, &dev)?;
         let (loss, grads) = value_and_grad_many(
             |p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &x)?, &y),
@@ -244,6 +246,7 @@ fn main() -> Result<()> {
         let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
         opt.set_lr(schedule.lr_at(step));
         opt.step(&mut params, &grads)?;
+        step_secs.push(t_step.elapsed().as_secs_f64()); // the whole step on the CPU (it is synchronous)
         if a.profile && step + 1 == a.steps {
             dev.synchronize()?;
             profile = dev.kernel_profile(); // before the validation forwards
@@ -253,7 +256,7 @@ fn main() -> Result<()> {
         window.2 = no_grad(|| window.2.add(&loss))?;
         bar.inc(1);
         let last = step + 1 == a.steps;
-        if (step + 1) % 10 == 0 || last {
+        if (step + 1) % 10 == 0 || (step + 1) % a.eval_every == 0 || last {
             // reading the loss waits for the queue: only every 10 steps
             let train = window.2.to_scalar::<f32>()? as f64 / window.1 as f64;
             let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
@@ -292,6 +295,11 @@ fn main() -> Result<()> {
         total * 1e3 / a.steps as f64,
         tokens_per_step * a.steps as f64 / total
     );
+    if !dev.is_gpu() && step_secs.len() > 5 {
+        let mut later = step_secs[5..].to_vec();
+        later.sort_by(f64::total_cmp);
+        println!("median step after 5 warm-up steps: {:.1} ms", later[later.len() / 2] * 1e3);
+    }
     if a.profile {
         let rows = profile;
         let steps = PROFILED_STEPS.min(a.steps) as f64;

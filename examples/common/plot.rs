@@ -61,6 +61,7 @@ impl Plot {
         chart
             .configure_mesh()
             .x_desc(&self.x_label)
+            .x_label_formatter(&|x| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x}") })
             .y_desc(&self.y_label)
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 15))

@@ -542,3 +542,56 @@ fn a_small_char_gpt_learns_below_the_unigram_baseline_on_cpu_and_gpu() {
         assert!(loss < unigram - 0.5, "{dev}: loss {loss} vs unigram {unigram}");
     }
 }
+
+#[test]
+fn layer_norm_batches_under_vmap_with_shared_and_per_example_weights() {
+    use wgrad::{vmap, vmap_many};
+    let (x, w, b) = (random(&[4, 3, 5], -2.0, 2.0), random(&[5], 0.5, 1.5), random(&[5], -1.0, 1.0));
+    let ws = random(&[4, 5], 0.5, 1.5);
+    let per_example = |i: usize, w: &Tensor| {
+        let xi = x.narrow(0, i, 1).unwrap().reshape(&[3, 5]).unwrap();
+        xi.layer_norm(Some(w), Some(&b), 1e-5).unwrap()
+    };
+    // shared weight
+    let got = vmap(|xi| xi.layer_norm(Some(&w), Some(&b), 1e-5), &x, 0, 0).unwrap();
+    let want = Tensor::stack(&(0..4).map(|i| per_example(i, &w)).collect::<Vec<_>>(), 0).unwrap();
+    assert_close(&got, &want, 1e-12, 1e-12, "vmap layer_norm");
+    // a weight per example, and the gradient rule batched too
+    let got =
+        vmap_many(|p| p[0].layer_norm(Some(&p[1]), Some(&b), 1e-5), &[x.clone(), ws.clone()], &[Some(0), Some(0)], 0)
+            .unwrap();
+    let want = Tensor::stack(
+        &(0..4).map(|i| per_example(i, &ws.narrow(0, i, 1).unwrap().reshape(&[5]).unwrap())).collect::<Vec<_>>(),
+        0,
+    )
+    .unwrap();
+    assert_close(&got, &want, 1e-12, 1e-12, "vmap layer_norm, per-example weight");
+    let grads =
+        vmap(|xi| wgrad::grad(|x| x.layer_norm(Some(&w), Some(&b), 1e-5)?.sin()?.sum_all(), xi), &x, 0, 0).unwrap();
+    for i in 0..4 {
+        let xi = x.narrow(0, i, 1).unwrap().reshape(&[3, 5]).unwrap();
+        let gi = wgrad::grad(|x| x.layer_norm(Some(&w), Some(&b), 1e-5)?.sin()?.sum_all(), &xi).unwrap();
+        assert_close(&grads.narrow(0, i, 1).unwrap().reshape(&[3, 5]).unwrap(), &gi, 1e-12, 1e-12, "vmap(grad)");
+    }
+}
+
+#[test]
+fn batch_norm_2d_normalizes_each_channel_over_batch_and_space() {
+    let dev = cpu();
+    let mut p = Params::new();
+    let bn = nn::BatchNorm2d::new(&mut p, "bn", 3, &dev).unwrap();
+    let x =
+        Tensor::randn(&[2, 3, 4, 4], 9, DType::F32, &dev).unwrap().mul_scalar(3.0).unwrap().add_scalar(1.0).unwrap();
+    let y = bn.forward(&Ctx::train(p.tensors(), 0).with_buffers(p.buffers()), &x).unwrap();
+    let m = y.mean(&[0, 2, 3], false).unwrap().to_f64_vec().unwrap();
+    let v = y.square().unwrap().mean(&[0, 2, 3], false).unwrap().to_f64_vec().unwrap();
+    for c in 0..3 {
+        assert!(m[c].abs() < 1e-5 && (v[c] - 1.0).abs() < 1e-3, "channel {c}: mean {} var {}", m[c], v[c]);
+    }
+    // a [B, C] input is not an image
+    let flat = Tensor::zeros(&[4, 3], DType::F32, &dev).unwrap();
+    assert!(matches!(
+        bn.forward(&Ctx::train(p.tensors(), 0).with_buffers(p.buffers()), &flat),
+        Err(Error::Invalid { op: "BatchNorm2d", .. })
+    ));
+}

@@ -1,6 +1,7 @@
 //! The GPU-vs-CPU benchmark tool. Each workload runs after a warm-up with the device
 //! synchronized before the timer stops; GPU results are checked against the CPU.
-//! `cargo run --release --example bench -- [--device gpu|cpu|both] [--json FILE] [--quick] [--profile]`
+//! `cargo run --release --example bench -- [--device gpu|cpu|both] [--json FILE] [--quick] [--profile]
+//!     [--only transforms|memory]` (`WGRAD_CPU_THREADS=1` and `MATMUL_NUM_THREADS=1`: one core)
 //! (`--profile`: per-kernel times of the W4 step on the GPU, each dispatch waited for).
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
@@ -67,6 +68,8 @@ fn main() -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     // `--only transforms`: W6 and W7 alone
     let only_transforms = opt("--only").as_deref() == Some("transforms");
+    // `--only memory`: W2 and W3 alone (the memory-bound kernels)
+    let only_memory = opt("--only").as_deref() == Some("memory");
     let profile = args.iter().any(|a| a == "--profile");
     let mut devices: Vec<(&'static str, Device)> = Vec::new();
     let mut recs: Vec<Rec> = Vec::new();
@@ -126,7 +129,7 @@ fn main() -> Result<()> {
             continue;
         }
         // W1 matmul
-        for &n in sizes {
+        for &n in sizes.iter().filter(|_| !only_memory) {
             // first call: on a fresh device (no pipeline compiled yet, as in a new process;
             // lavapipe still finds Mesa's on-disk shader cache unless
             // MESA_SHADER_CACHE_DISABLE=true)
@@ -255,6 +258,9 @@ fn main() -> Result<()> {
             max: mx * 1e3,
             unit: "ms",
         });
+        if only_memory {
+            continue;
+        }
         // W4 MLP train step
         let mut params = Params::new();
         let model = mlp(&mut params, dev)?;

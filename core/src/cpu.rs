@@ -44,25 +44,131 @@ pub fn min_nan(a: f64, b: f64) -> f64 {
 /// Elements from which an elementwise loop is split across the cores.
 const PAR_MIN: usize = 1 << 16;
 
-/// Cores used by the CPU backend's parallel loops (at most 8).
+/// Cores used by the CPU backend's parallel loops: `WGRAD_CPU_THREADS` when set, else
+/// every core (at most 8).
 pub fn threads() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+    *N.get_or_init(|| {
+        let all = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        std::env::var("WGRAD_CPU_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(all)
+    })
 }
 
-/// [f(0), ..., f(n - 1)], split into one chunk per core when n is large. Every element is
-/// computed on its own, so the split changes no result (the same bits on any core count).
-fn par_fill<T: Send + Copy + Default>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let t = threads();
-    if n < PAR_MIN || t == 1 {
-        return (0..n).map(f).collect();
+/// n zeros in a fresh allocation; on Linux, allocations of 4 MB and more ask for
+/// transparent huge pages before their first touch (as numpy does): writing a fresh 64 MB
+/// result otherwise costs 16,384 page faults, more than the arithmetic.
+pub fn zeroed_f32(n: usize) -> Vec<f32> {
+    let v = vec![0f32; n];
+    #[cfg(target_os = "linux")]
+    if n * 4 >= 4 << 20 {
+        const HUGE: usize = 2 << 20;
+        let start = (v.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (v.as_ptr() as usize + n * 4) & !(HUGE - 1);
+        if end > start {
+            // SAFETY: [start, end) lies inside v's allocation; madvise changes only how the
+            // kernel backs those pages (a hint: failure is harmless and ignored).
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
     }
-    let mut out = vec![T::default(); n];
+    v
+}
+
+/// e^x in f32, branch-free so that loops over slices vectorize: x = k ln2 + r with
+/// |r| <= ln2 / 2 (Cody-Waite, ln2 in two parts), e^r by its Taylor polynomial to r^7
+/// (truncation 5e-9 relative), times 2^k in two exact steps (subnormal results come out
+/// right). Within 2 ulp of the correctly rounded value (tested over a dense sweep);
+/// NaN stays NaN, +inf gives inf, -inf gives 0.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFTER: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+                                       // clamped by comparisons (NaN falls through both), not f32::clamp, which does not vectorize
+    #[allow(clippy::manual_clamp)]
+    let xc = if x < -104.0 {
+        -104.0
+    } else if x > 88.8 {
+        88.8
+    } else {
+        x
+    };
+    let shifted = xc * std::f32::consts::LOG2_E + SHIFTER;
+    let k = shifted - SHIFTER;
+    // the integer k sits in the low mantissa bits (no float-to-int cast, which does not vectorize)
+    let ki = shifted.to_bits() as i32 - SHIFTER.to_bits() as i32;
+    let r = (xc - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let er = 1.0 + r + r * r * p;
+    let (k1, k2) = (ki >> 1, ki - (ki >> 1));
+    let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    er * pow2(k1) * pow2(k2)
+}
+
+/// out[i] = f(x[i]) in f32 for a contiguous f32 view with an f32 result (None otherwise):
+/// the vectorized form of ops whose f32 formula meets the f64 reference's tolerance.
+pub fn map_f32(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f32) -> f32 + Sync) -> Option<CpuStorage> {
+    match (s, dtype) {
+        (CpuStorage::F32(v), DType::F32) if l.is_contiguous() => {
+            Some(CpuStorage::F32(par_map_f32([&v[l.offset..l.offset + l.numel()]], true, |[a]| f(a))))
+        }
+        _ => None,
+    }
+}
+
+/// out[j] = f(ins[..][j]): compiled twice, with AVX2 (8 lanes) where the CPU has it and
+/// `wide` (closures of inlined arithmetic; a libm call per element runs slower from AVX
+/// code), and with the baseline SSE2 (4 lanes). Both run the same IEEE operations (Rust never
+/// contracts a * b + c into an FMA), so results are bitwise the same on either.
+fn map_slices<const K: usize>(out: &mut [f32], ins: [&[f32]; K], wide: bool, f: &impl Fn([f32; K]) -> f32) {
+    #[inline(always)]
+    fn each<const K: usize>(out: &mut [f32], ins: [&[f32]; K], f: &impl Fn([f32; K]) -> f32) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = f(ins.map(|x| x[j]));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn each_avx2<const K: usize>(out: &mut [f32], ins: [&[f32]; K], f: &impl Fn([f32; K]) -> f32) {
+            each(out, ins, f)
+        }
+        if wide && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { each_avx2(out, ins, f) };
+        }
+    }
+    each(out, ins, f)
+}
+
+/// [f(x_0), ..., f(x_n-1)] over f32 slices (one input or two of the same length), split
+/// into one chunk per core when there are many. Every element is computed on its own, so
+/// the split changes no result (the same bits on any core count); each chunk is a plain
+/// slice loop the compiler vectorizes.
+fn par_map_f32<const K: usize>(xs: [&[f32]; K], wide: bool, f: impl Fn([f32; K]) -> f32 + Sync) -> Vec<f32> {
+    let n = xs[0].len();
+    let body = |out: &mut [f32], start: usize| {
+        // inputs cut to the output's length, so the loop carries no bounds checks
+        let ins: [&[f32]; K] = xs.map(|x| &x[start..start + out.len()]);
+        map_slices(out, ins, wide, &f);
+    };
+    let t = threads();
+    let mut out = zeroed_f32(n);
+    if n < PAR_MIN || t == 1 {
+        body(&mut out, 0);
+        return out;
+    }
     let chunk = n.div_ceil(t);
     std::thread::scope(|s| {
         for (c, part) in out.chunks_mut(chunk).enumerate() {
-            let f = &f;
-            s.spawn(move || part.iter_mut().enumerate().for_each(|(j, o)| *o = f(c * chunk + j)));
+            let body = &body;
+            s.spawn(move || body(part, c * chunk));
         }
     });
     out
@@ -96,7 +202,7 @@ pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64 + Sy
     if let (CpuStorage::F32(v), DType::F32) = (s, dtype) {
         if l.is_contiguous() {
             let x = &v[l.offset..l.offset + l.numel()];
-            return CpuStorage::F32(par_fill(x.len(), |i| f(x[i] as f64) as f32));
+            return CpuStorage::F32(par_map_f32([x], false, |[a]| f(a as f64) as f32));
         }
         let mut out = Vec::with_capacity(l.numel());
         let (shape, strides, _) = coalesce2(&l.shape, &l.strides, &l.strides);
@@ -208,7 +314,7 @@ pub fn zip(
         if a.1.is_contiguous() && b.1.is_contiguous() {
             let n = a.1.numel();
             let (x, y) = (&x[a.1.offset..a.1.offset + n], &y[b.1.offset..b.1.offset + n]);
-            return CpuStorage::F32(par_fill(n, |i| f(x[i] as f64, y[i] as f64) as f32));
+            return CpuStorage::F32(par_map_f32([x, y], true, |[p, q]| f(p as f64, q as f64) as f32));
         }
         // broadcast / strided: walk both views in place
         let mut out = Vec::with_capacity(a.1.numel());
@@ -263,16 +369,33 @@ pub fn reduce_view(
 /// Fold in 8 interleaved accumulators, then combine them: a fixed order (deterministic)
 /// that the compiler can vectorize, unlike one serial chain.
 fn fold_lanes(v: &[f32], init: f64, f: &impl Fn(f64, f64) -> f64) -> f64 {
-    let mut acc = [init; 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] = f(acc[i], c[i] as f64);
+    // 16 lanes in a fixed order (lane i takes elements i, i + 16, ...), combined left to
+    // right: the same bits on any CPU, compiled with AVX2 where there is one
+    #[inline(always)]
+    fn lanes(v: &[f32], init: f64, f: &impl Fn(f64, f64) -> f64) -> f64 {
+        let mut acc = [init; 16];
+        let chunks = v.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..16 {
+                acc[i] = f(acc[i], c[i] as f64);
+            }
+        }
+        let a = acc.iter().fold(init, |a, &b| f(a, b));
+        rest.iter().fold(a, |a, &b| f(a, b as f64))
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn lanes_avx2(v: &[f32], init: f64, f: &impl Fn(f64, f64) -> f64) -> f64 {
+            lanes(v, init, f)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { lanes_avx2(v, init, f) };
         }
     }
-    let a = acc.iter().fold(init, |a, &b| f(a, b));
-    rest.iter().fold(a, |a, &b| f(a, b as f64))
+    lanes(v, init, f)
 }
 
 /// (kept stride, reduced stride) when the leading axes (`outer` elements) and the trailing

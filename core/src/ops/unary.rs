@@ -192,6 +192,28 @@ fn tanh(x: f64) -> f64 {
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
+/// The f32 forms of the transcendental ops on contiguous f32 tensors, vectorized through
+/// [`cpu::exp_f32`]: each is written without cancellation (gelu_tanh through
+/// 1 + tanh(u) = 2 sigmoid(2u)), so it stays within the f64 reference's transcendental
+/// tolerance (a few ulp; tests/suite/elementwise.rs sweeps them).
+fn fast_f32(op: UnaryOp, st: &CpuStorage, l: &crate::Layout, dt: DType) -> Option<CpuStorage> {
+    const C: f32 = SQRT_2_OVER_PI as f32;
+    const K: f32 = GELU_TANH_K as f32;
+    match op {
+        UnaryOp::Exp => cpu::map_f32(st, l, dt, cpu::exp_f32),
+        UnaryOp::Sigmoid => cpu::map_f32(st, l, dt, |x| 1.0 / (1.0 + cpu::exp_f32(-x))),
+        UnaryOp::GeluTanh => cpu::map_f32(st, l, dt, |x| x / (1.0 + cpu::exp_f32(-2.0 * C * (x + K * x * x * x)))),
+        UnaryOp::GeluTanhSlope => cpu::map_f32(st, l, dt, |x| {
+            // slope = s + 2 x s (1 - s) u' with s = sigmoid(2u), u' = c (1 + 3 k x^2)
+            let s = 1.0 / (1.0 + cpu::exp_f32(-2.0 * C * (x + K * x * x * x)));
+            // a saturated s leaves only s (x^2 overflows f32 long after s saturates)
+            let curve = if s == 0.0 || s == 1.0 { 0.0 } else { 2.0 * x * s * (1.0 - s) * C * (1.0 + 3.0 * K * x * x) };
+            s + curve
+        }),
+        _ => None,
+    }
+}
+
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_TANH_K: f64 = 0.044715;
 
@@ -207,12 +229,13 @@ fn gelu_curvature(x: &Tensor) -> Result<Tensor> {
     phi.mul(&x.square()?.neg()?.add_scalar(2.0)?)
 }
 
-/// (gelu_tanh(x), gelu_tanh'(x)) in f64: with u = c (x + k x^3), t = tanh(u),
-/// value x/2 (1 + t), slope 1/2 (1 + t) + x/2 (1 - t^2) u'.
+/// (gelu_tanh(x), gelu_tanh'(x)) in f64, written without cancellation through
+/// 1 + tanh(u) = 2 s, 1 - tanh(u)^2 = 4 s (1 - s) with s = sigmoid(2u), u = c (x + k x^3):
+/// value x s, slope s + 2 x s (1 - s) u' with u' = c (1 + 3 k x^2).
 fn gelu_tanh(x: f64) -> (f64, f64) {
-    let t = tanh(SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x));
+    let s = 1.0 / (1.0 + (-2.0 * SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x)).exp());
     let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_K * x * x);
-    (0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+    (x * s, s + 2.0 * x * s * (1.0 - s) * du)
 }
 
 /// gelu_tanh''(x) = t' + x/2 t'' with t' = (1 - t^2) u', t'' = -2 t t' u' + (1 - t^2) u'',
@@ -292,7 +315,11 @@ impl Primitive for Unary {
         Some(crate::fusion::Fusible::Unary(self.op, self.scalar))
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        Ok(out.cpu((unary_rule(self.op).cpu)(x[0].cpu_storage(), x[0].layout(), out.dtype, self.scalar)))
+        let (st, l) = (x[0].cpu_storage(), x[0].layout());
+        if let Some(fast) = fast_f32(self.op, st, l, out.dtype) {
+            return Ok(out.cpu(fast));
+        }
+        Ok(out.cpu((unary_rule(self.op).cpu)(st, l, out.dtype, self.scalar)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let buf = ctx.unary(self.op, x[0].kdtype(), self.scalar as f32, x[0].view(), x[0].shape())?;

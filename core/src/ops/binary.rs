@@ -205,8 +205,16 @@ impl Primitive for Binary {
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (a, b) = (x[0].broadcast_view(&out.shape), x[1].broadcast_view(&out.shape));
-        let s = (binary_rule(self.op).cpu)((a.cpu_storage(), a.layout()), (b.cpu_storage(), b.layout()), out.dtype);
-        Ok(out.cpu(s))
+        let (va, vb) = ((a.cpu_storage(), a.layout()), (b.cpu_storage(), b.layout()));
+        // + - * / in f32 directly (bitwise the f64 reference rounded; see cpu::zip_f32)
+        let fast = match self.op {
+            BinaryOp::Add => cpu::zip_f32(va, vb, out.dtype, |p, q| p + q),
+            BinaryOp::Sub => cpu::zip_f32(va, vb, out.dtype, |p, q| p - q),
+            BinaryOp::Mul => cpu::zip_f32(va, vb, out.dtype, |p, q| p * q),
+            BinaryOp::Div => cpu::zip_f32(va, vb, out.dtype, |p, q| p / q),
+            _ => None,
+        };
+        Ok(out.cpu(fast.unwrap_or_else(|| (binary_rule(self.op).cpu)(va, vb, out.dtype))))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (a, b) = (x[0].broadcast_view(&out.shape), x[1].broadcast_view(&out.shape));

@@ -216,7 +216,8 @@ fn main() -> Result<()> {
             });
         }
         // the same chain fused by hand into one kernel (the documented fusing API)
-        let fused_k = ElementwiseKernel::new("exp_x_mul_x_plus_s", "return exp(x) * x + s;", |x, s| x.exp() * x + s)?;
+        let fused_k = ElementwiseKernel::new("exp_x_mul_x_plus_s", "return exp(x) * x + s;", |x, s| x.exp() * x + s)?
+            .with_cpu_f32(|x, s| wgrad::cpu::exp_f32(x) * x + s);
         let fused = || x.map_kernel(&fused_k, 1.0);
         if *tag == "gpu" {
             let xc = x.to_device(&cpu)?;

@@ -172,6 +172,40 @@ pub fn zip_f32(
     }
 }
 
+/// The elements of a contiguous f32 view (None for any other).
+pub fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) if l.is_contiguous() => Some(&v[l.offset..l.offset + l.numel()]),
+        _ => None,
+    }
+}
+
+/// out[j] = f(x[j]) as one vectorized loop (AVX2 where present), for slice-level closures
+/// built around an inlined f (see `ElementwiseKernel::with_cpu_f32`).
+pub fn map_slice_f32(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
+    let x = &x[..out.len()];
+    map_slices(out, [x], true, &|[v]: [f32; 1]| f(v));
+}
+
+/// A fresh output of x's length filled by `fill(out_chunk, x_chunk)` on chunks split across
+/// the cores above 64K elements (elementwise fills: the split changes no result).
+pub fn par_chunks_f32(x: &[f32], fill: impl Fn(&mut [f32], &[f32]) + Sync) -> Vec<f32> {
+    let mut out = zeroed_f32(x.len());
+    let t = threads();
+    if x.len() < PAR_MIN || t == 1 {
+        fill(&mut out, x);
+        return out;
+    }
+    let chunk = x.len().div_ceil(t);
+    std::thread::scope(|s| {
+        for (o, xs) in out.chunks_mut(chunk).zip(x.chunks(chunk)) {
+            let fill = &fill;
+            s.spawn(move || fill(o, xs));
+        }
+    });
+    out
+}
+
 /// [f(x_0), ..., f(x_n-1)] over f32 slices (one input or two of the same length), split
 /// into one chunk per core when there are many. Every element is computed on its own, so
 /// the split changes no result (the same bits on any core count); each chunk is a plain

@@ -291,3 +291,24 @@ fn cpu_vectorized_transcendentals_meet_the_tolerance_over_a_dense_sweep() {
         assert_close(&c.exp().unwrap(), &rounded(&r).exp().unwrap(), 2e-5, 0.0, "exp");
     }
 }
+
+/// A user kernel's f32 CPU form (one vectorized loop) agrees with its f64 closure, at sizes
+/// around the thread split; a strided view takes the f64 closure.
+#[test]
+fn user_kernels_with_an_f32_cpu_form_match_the_f64_closure() {
+    use wgrad::ElementwiseKernel;
+    let k = ElementwiseKernel::new("exp_x_mul_x_plus_s_f32", "return exp(x) * x + s;", |x, s| x.exp() * x + s)
+        .unwrap()
+        .with_cpu_f32(|x, s| wgrad::cpu::exp_f32(x) * x + s);
+    let plain =
+        ElementwiseKernel::new("exp_x_mul_x_plus_s_f64", "return exp(x) * x + s;", |x, s| x.exp() * x + s).unwrap();
+    for n in [0usize, 1, 7, 65_535, 65_537, 200_003] {
+        let (_, x) = pair(&[n], -5.0, 5.0, &cpu());
+        let got = x.map_kernel(&k, 1.5).unwrap();
+        let want = x.map_kernel(&plain, 1.5).unwrap();
+        assert_close(&got, &want, 2e-5, 2e-6, &format!("n={n}"));
+    }
+    let (_, m) = pair(&[64, 33], -2.0, 2.0, &cpu());
+    let t = m.t().unwrap();
+    assert_close(&t.map_kernel(&k, 0.5).unwrap(), &t.map_kernel(&plain, 0.5).unwrap(), 0.0, 0.0, "strided");
+}

@@ -13,14 +13,29 @@ pub struct ElementwiseKernel {
     id: u32,
     name: String,
     cpu: std::sync::Arc<dyn Fn(f64, f64) -> f64 + Send + Sync>,
+    /// The f32 form as a slice loop (out, x, s), compiled where the closure is given so
+    /// that the closure inlines and the loop vectorizes.
+    cpu_f32: Option<std::sync::Arc<CpuSliceFn>>,
 }
+
+type CpuSliceFn = dyn Fn(&mut [f32], &[f32], f32) + Send + Sync;
 
 impl ElementwiseKernel {
     /// Register the kernel; invalid WGSL is an error naming it (checked with naga now).
     pub fn new(name: &str, wgsl_body: &str, cpu: impl Fn(f64, f64) -> f64 + Send + Sync + 'static) -> Result<Self> {
         let id = wgrad_kernels::register_user_unary(name, wgsl_body)
             .map_err(|msg| Error::Gpu(wgrad_kernels::KernelError::Compile { kernel: name.to_string(), msg }))?;
-        Ok(ElementwiseKernel { id, name: name.to_string(), cpu: std::sync::Arc::new(cpu) })
+        Ok(ElementwiseKernel { id, name: name.to_string(), cpu: std::sync::Arc::new(cpu), cpu_f32: None })
+    }
+    /// An f32 form for the CPU device, used on contiguous f32 tensors: one vectorized loop
+    /// over the whole chain (the f64 closure calls per element through a pointer and
+    /// cannot vectorize). It should agree with the WGSL body to f32 accuracy; vectorizable
+    /// math such as [`crate::cpu::exp_f32`] keeps the loop vectorized.
+    pub fn with_cpu_f32(mut self, f: impl Fn(f32, f32) -> f32 + Send + Sync + Copy + 'static) -> Self {
+        self.cpu_f32 = Some(std::sync::Arc::new(move |out: &mut [f32], x: &[f32], s: f32| {
+            cpu::map_slice_f32(out, x, |v| f(v, s))
+        }));
+        self
     }
     pub fn name(&self) -> &str {
         &self.name
@@ -43,6 +58,13 @@ impl Tensor {
             return Ok(Tensor::batched(level, physical.map_kernel(k, s)?));
         }
         let x = self.materialized()?;
+        if let (Some(fast), crate::Device::Cpu) = (&k.cpu_f32, x.device()) {
+            if let Some(v) = cpu::contiguous_f32(cpu_of(&x), x.layout()) {
+                let out = cpu::par_chunks_f32(v, |out, xs| fast(out, xs, s as f32));
+                let storage = crate::storage::Storage::Cpu(std::sync::Arc::new(crate::storage::CpuStorage::F32(out)));
+                return Ok(Tensor::new_contiguous(storage, x.shape(), DType::F32, crate::Device::Cpu));
+            }
+        }
         run(
             &x,
             x.shape(),

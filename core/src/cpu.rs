@@ -135,8 +135,23 @@ pub fn map_f32(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f32) -> f32 
 fn map_slices<const K: usize>(out: &mut [f32], ins: [&[f32]; K], wide: bool, f: &impl Fn([f32; K]) -> f32) {
     #[inline(always)]
     fn each<const K: usize>(out: &mut [f32], ins: [&[f32]; K], f: &impl Fn([f32; K]) -> f32) {
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = f(ins.map(|x| x[j]));
+        // zipped iterators (no indexing) for the one- and two-input cases, which vectorize
+        let mut arg = [0f32; K];
+        if K == 1 {
+            for (o, &a) in out.iter_mut().zip(ins[0]) {
+                arg[0] = a;
+                *o = f(arg);
+            }
+        } else if K == 2 {
+            for ((o, &a), &b) in out.iter_mut().zip(ins[0]).zip(ins[1]) {
+                arg[0] = a;
+                arg[1] = b;
+                *o = f(arg);
+            }
+        } else {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = f(ins.map(|x| x[j]));
+            }
         }
     }
     #[cfg(target_arch = "x86_64")]

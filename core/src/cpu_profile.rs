@@ -1,43 +1,32 @@
 //! Per-primitive wall times on the CPU device, the CPU's counterpart of the GPU
-//! context's kernel profile ([`crate::Device::set_profiling`]). Only outermost primitives
-//! are timed: a primitive whose CPU forward calls other ops (a composite reference) is
-//! one row holding all of its time.
+//! context's kernel profile ([`crate::Device::set_profiling`]), in the same
+//! [`ProfileTable`]. Only outermost primitives are timed: a primitive whose CPU forward
+//! calls other ops (a composite reference) is one row holding all of its time.
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::LazyLock;
 use std::time::Instant;
-use wgrad_kernels::KernelTime;
+use wgrad_kernels::{KernelTime, ProfileTable};
 
-static TABLE: Mutex<Option<HashMap<String, (u64, f64)>>> = Mutex::new(None);
+static TABLE: LazyLock<ProfileTable> = LazyLock::new(ProfileTable::default);
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-fn table() -> std::sync::MutexGuard<'static, Option<HashMap<String, (u64, f64)>>> {
-    TABLE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Start (clearing the table) or stop profiling CPU primitives.
 pub(crate) fn set(on: bool) {
-    *table() = if on { Some(HashMap::new()) } else { None };
+    TABLE.set(on);
 }
 
 /// The table since profiling started, slowest first.
 pub(crate) fn rows() -> Vec<KernelTime> {
-    let mut v: Vec<KernelTime> = table()
-        .iter()
-        .flatten()
-        .map(|(k, &(n, t))| KernelTime { kernel: k.clone(), dispatches: n, seconds: t })
-        .collect();
-    v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-    v
+    TABLE.rows()
 }
 
 /// Run `f` (the forward of the primitive `name`), adding its time to the table when
 /// profiling is on and no enclosing primitive is being timed.
 pub(crate) fn timed<R>(name: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R {
-    if DEPTH.with(|d| d.get()) > 0 || table().is_none() {
+    if !TABLE.is_on() || DEPTH.with(|d| d.get()) > 0 {
         return f();
     }
     DEPTH.with(|d| d.set(1));
@@ -45,10 +34,6 @@ pub(crate) fn timed<R>(name: impl FnOnce() -> String, f: impl FnOnce() -> R) -> 
     let out = f();
     let secs = t0.elapsed().as_secs_f64();
     DEPTH.with(|d| d.set(0));
-    if let Some(map) = table().as_mut() {
-        let e = map.entry(name()).or_insert((0, 0.0));
-        e.0 += 1;
-        e.1 += secs;
-    }
+    TABLE.record(name(), secs);
     out
 }

@@ -63,7 +63,7 @@ pub struct Context {
     pass_per_dispatch: bool,
     params_align: u64,
     /// Per-kernel (dispatches, seconds) while profiling is on (see `set_profiling`).
-    profile: Mutex<Option<HashMap<String, (u64, f64)>>>,
+    profile: ProfileTable,
 }
 
 /// One row of [`Context::kernel_profile`].
@@ -72,6 +72,50 @@ pub struct KernelTime {
     pub kernel: String,
     pub dispatches: u64,
     pub seconds: f64,
+}
+
+/// A profile: (count, seconds) by name while it is on. Whether it is on is one atomic
+/// load, so the check costs nothing on the paths it watches (every dispatch, every CPU
+/// primitive).
+#[derive(Default)]
+pub struct ProfileTable {
+    on: AtomicBool,
+    rows: Mutex<HashMap<String, (u64, f64)>>,
+}
+
+impl ProfileTable {
+    pub fn new(on: bool) -> ProfileTable {
+        ProfileTable { on: AtomicBool::new(on), rows: Mutex::new(HashMap::new()) }
+    }
+    /// Start (clearing the table) or stop.
+    pub fn set(&self, on: bool) {
+        crate::lock(&self.rows).clear();
+        self.on.store(on, Ordering::Relaxed);
+    }
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+    /// Add one run of `name` taking `seconds` (ignored while off).
+    pub fn record(&self, name: String, seconds: f64) {
+        if self.is_on() {
+            let mut rows = crate::lock(&self.rows);
+            let e = rows.entry(name).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += seconds;
+        }
+    }
+    /// The rows since the table was started, slowest first (empty while off).
+    pub fn rows(&self) -> Vec<KernelTime> {
+        if !self.is_on() {
+            return Vec::new();
+        }
+        let mut v: Vec<KernelTime> = crate::lock(&self.rows)
+            .iter()
+            .map(|(k, &(n, t))| KernelTime { kernel: k.clone(), dispatches: n, seconds: t })
+            .collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        v
+    }
 }
 
 fn rank_adapter(info: &wgpu::AdapterInfo) -> u32 {
@@ -192,7 +236,7 @@ impl Context {
                 _ => 0,
             }),
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
-            profile: Mutex::new((std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")).then(HashMap::new)),
+            profile: ProfileTable::new(std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")),
             params_align,
         })
     }
@@ -317,31 +361,20 @@ impl Context {
     /// totals are slower than normal runs; it is for finding where the time goes. `on`
     /// clears the table; `WGRAD_PROFILE=1` turns it on for new contexts.
     pub fn set_profiling(&self, on: bool) {
-        *crate::lock(&self.profile) = if on { Some(HashMap::new()) } else { None };
+        self.profile.set(on);
     }
 
     /// The profile since `set_profiling(true)`, slowest kernel first.
     pub fn kernel_profile(&self) -> Vec<KernelTime> {
-        let p = crate::lock(&self.profile);
-        let mut v: Vec<KernelTime> = p
-            .iter()
-            .flatten()
-            .map(|(k, &(n, t))| KernelTime { kernel: k.clone(), dispatches: n, seconds: t })
-            .collect();
-        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        v
+        self.profile.rows()
     }
 
     pub(crate) fn profiling(&self) -> bool {
-        crate::lock(&self.profile).is_some()
+        self.profile.is_on()
     }
 
     pub(crate) fn record_profile(&self, kernel: String, seconds: f64) {
-        if let Some(map) = crate::lock(&self.profile).as_mut() {
-            let e = map.entry(kernel).or_insert((0, 0.0));
-            e.0 += 1;
-            e.1 += seconds;
-        }
+        self.profile.record(kernel, seconds);
     }
 
     /// Count a vmap loop fallback over `op` on this device, and show it in the profile as

@@ -18,7 +18,7 @@ mod reduce;
 pub mod source;
 
 pub use buffer::GpuBuffer;
-pub use context::{AdapterSummary, Context, KernelTime, READBACK_TIMEOUT};
+pub use context::{AdapterSummary, Context, KernelTime, ProfileTable, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
 pub use fused::{

@@ -84,8 +84,10 @@ pub fn zeroed_f32(n: usize) -> Vec<f32> {
 pub fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    const SHIFTER: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-                                       // clamped by comparisons (NaN falls through both), not f32::clamp, which does not vectorize
+    // 1.5 * 2^23: adding it rounds to an integer
+    const SHIFTER: f32 = 12_582_912.0;
+
+    // clamped by comparisons (NaN falls through both), not f32::clamp, which does not vectorize
     #[allow(clippy::manual_clamp)]
     let xc = if x < -104.0 {
         -104.0
@@ -120,12 +122,8 @@ pub const FAST_F32_MIN: usize = 1 << 14;
 /// with an f32 result (None otherwise): the vectorized form of ops whose f32 formula meets
 /// the f64 reference's tolerance.
 pub fn map_f32(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f32) -> f32 + Sync) -> Option<CpuStorage> {
-    match (s, dtype) {
-        (CpuStorage::F32(v), DType::F32) if l.is_contiguous() && l.numel() >= FAST_F32_MIN => {
-            Some(CpuStorage::F32(par_map_f32([&v[l.offset..l.offset + l.numel()]], true, |[a]| f(a))))
-        }
-        _ => None,
-    }
+    let x = contiguous_f32(s, l).filter(|x| dtype == DType::F32 && x.len() >= FAST_F32_MIN)?;
+    Some(CpuStorage::F32(par_map_f32([x], true, |[a]| f(a))))
 }
 
 /// out[j] = f(ins[..][j]): compiled twice, with AVX2 (8 lanes) where the CPU has it and
@@ -177,14 +175,8 @@ pub fn zip_f32(
     dtype: DType,
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Option<CpuStorage> {
-    match (a.0, b.0, dtype) {
-        (CpuStorage::F32(x), CpuStorage::F32(y), DType::F32) if a.1.is_contiguous() && b.1.is_contiguous() => {
-            let n = a.1.numel();
-            let (x, y) = (&x[a.1.offset..a.1.offset + n], &y[b.1.offset..b.1.offset + n]);
-            Some(CpuStorage::F32(par_map_f32([x, y], true, |[p, q]| f(p, q))))
-        }
-        _ => None,
-    }
+    let (x, y) = (contiguous_f32(a.0, a.1)?, contiguous_f32(b.0, b.1)?);
+    (dtype == DType::F32).then(|| CpuStorage::F32(par_map_f32([x, y], true, |[p, q]| f(p, q))))
 }
 
 /// The elements of a contiguous f32 view (None for any other).
@@ -202,23 +194,31 @@ pub fn map_slice_f32(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
     map_slices(out, [x], true, &|[v]: [f32; 1]| f(v));
 }
 
-/// A fresh output of x's length filled by `fill(out_chunk, x_chunk)` on chunks split across
-/// the cores above 64K elements (elementwise fills: the split changes no result).
-pub fn par_chunks_f32(x: &[f32], fill: impl Fn(&mut [f32], &[f32]) + Sync) -> Vec<f32> {
-    let mut out = zeroed_f32(x.len());
-    let t = threads();
-    if x.len() < PAR_MIN || t == 1 {
-        fill(&mut out, x);
-        return out;
+/// `f(first_index, chunk)` on chunks of `v` of whole `unit`s, one per core, each on its
+/// own thread (on this one with a single core or chunk). Callers give each element (or
+/// unit) its own computation, so the split changes no result.
+fn split_across_cores<T: Send>(v: &mut [T], unit: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let units = v.len() / unit.max(1);
+    if threads() == 1 || units < 2 {
+        f(0, v);
+        return;
     }
-    let chunk = x.len().div_ceil(t);
+    let per_core = units.div_ceil(threads()) * unit;
     std::thread::scope(|s| {
-        for (o, xs) in out.chunks_mut(chunk).zip(x.chunks(chunk)) {
-            let fill = &fill;
-            s.spawn(move || fill(o, xs));
+        for (c, part) in v.chunks_mut(per_core).enumerate() {
+            let f = &f;
+            s.spawn(move || f(c * per_core, part));
         }
     });
-    out
+}
+
+/// [`split_across_cores`] from 64K elements on; below, `f(0, v)` here.
+pub fn par_chunks<T: Send>(v: &mut [T], unit: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if v.len() < PAR_MIN {
+        f(0, v);
+        return;
+    }
+    split_across_cores(v, unit, f);
 }
 
 /// [f(x_0), ..., f(x_n-1)] over f32 slices (one input or two of the same length), split
@@ -232,19 +232,8 @@ fn par_map_f32<const K: usize>(xs: [&[f32]; K], wide: bool, f: impl Fn([f32; K])
         let ins: [&[f32]; K] = xs.map(|x| &x[start..start + out.len()]);
         map_slices(out, ins, wide, &f);
     };
-    let t = threads();
     let mut out = zeroed_f32(n);
-    if n < PAR_MIN || t == 1 {
-        body(&mut out, 0);
-        return out;
-    }
-    let chunk = n.div_ceil(t);
-    std::thread::scope(|s| {
-        for (c, part) in out.chunks_mut(chunk).enumerate() {
-            let body = &body;
-            s.spawn(move || body(part, c * chunk));
-        }
-    });
+    par_chunks(&mut out, 1, |start, part| body(part, start));
     out
 }
 
@@ -252,21 +241,10 @@ fn par_map_f32<const K: usize>(xs: [&[f32]; K], wide: bool, f: impl Fn([f32; K])
 /// the cores when there are many values (each row on its own: the same bits on any core
 /// count).
 pub fn par_rows(v: &mut [f64], n: usize, f: impl Fn(usize, &mut [f64]) + Sync) {
-    let t = threads();
     if n == 0 {
         return;
     }
-    if v.len() < PAR_MIN || t == 1 {
-        v.chunks_mut(n).enumerate().for_each(|(r, row)| f(r, row));
-        return;
-    }
-    let rows_per_core = (v.len() / n).div_ceil(t);
-    std::thread::scope(|s| {
-        for (c, part) in v.chunks_mut(rows_per_core * n).enumerate() {
-            let f = &f;
-            s.spawn(move || part.chunks_mut(n).enumerate().for_each(|(r, row)| f(c * rows_per_core + r, row)));
-        }
-    });
+    par_chunks(v, n, |start, part| part.chunks_mut(n).enumerate().for_each(|(r, row)| f(start / n + r, row)));
 }
 
 /// out[i] = f(x[i]) with the result in `dtype`. In f32, rounding each step as the GPU does
@@ -440,7 +418,7 @@ pub fn reduce_view(
     reduce_rows(&read(s, l), inner, outer, init, f)
 }
 
-/// Fold in 8 interleaved accumulators, then combine them: a fixed order (deterministic)
+/// Fold in 16 interleaved accumulators, then combine them: a fixed order (deterministic)
 /// that the compiler can vectorize, unlike one serial chain.
 fn fold_lanes(v: &[f32], init: f64, f: &impl Fn(f64, f64) -> f64) -> f64 {
     // 16 lanes in a fixed order (lane i takes elements i, i + 16, ...), combined left to
@@ -550,23 +528,16 @@ pub fn matmul(
                 }
             };
             if m * n * k > 0 {
-                // products too small for the GEMM's own threads: whole batches per core
-                let per_core = batch.div_ceil(threads());
-                if batch >= 2 * threads() && m * k + k * n < 1 << 14 && threads() > 1 {
-                    std::thread::scope(|s| {
-                        for (c0, part) in c.chunks_mut(per_core * m * n).enumerate() {
-                            let product = &product;
-                            s.spawn(move || {
-                                for (j, block) in part.chunks_mut(m * n).enumerate() {
-                                    product(c0 * per_core + j, block);
-                                }
-                            });
-                        }
-                    });
-                } else {
-                    for (i, block) in c.chunks_mut(m * n).enumerate() {
-                        product(i, block);
+                let all_blocks = |start: usize, part: &mut [$t]| {
+                    for (j, block) in part.chunks_mut(m * n).enumerate() {
+                        product(start / (m * n) + j, block);
                     }
+                };
+                // products too small for the GEMM's own threads: whole batches per core
+                if batch >= 2 * threads() && m * k + k * n < 1 << 14 {
+                    split_across_cores(&mut c, m * n, all_blocks);
+                } else {
+                    all_blocks(0, &mut c);
                 }
             }
             $wrap(c)

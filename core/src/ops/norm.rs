@@ -13,7 +13,7 @@ use crate::{DType, Error, Node, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::Context;
 
-/// What both primitives share: eps, centered or RMS, whether a weight is an input.
+/// What both primitives share: eps, and centered (layer norm) or not (RMS).
 #[derive(Clone, Copy, Debug)]
 struct NormKind {
     eps: f64,
@@ -44,12 +44,20 @@ impl NormKind {
         (mu, 1.0 / (var + self.eps).sqrt())
     }
 
-    /// x - c mean(x) over the last axis, and r^2 = 1 / (mean((x - mu)^2) + eps) (keepdim):
-    /// the composite pieces the second-order rules read.
-    fn centered(self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let xc = if self.rms { x.clone() } else { x.sub(&x.mean(&[-1], true)?)? };
+    /// v - c mean(v) over the last axis.
+    fn center(self, v: &Tensor) -> Result<Tensor> {
+        if self.rms {
+            return Ok(v.clone());
+        }
+        v.sub(&v.mean(&[-1], true)?)
+    }
+
+    /// xh = (x - c mean(x)) r and r^2 = 1 / (mean((x - mu)^2) + eps) (keepdim), with ops:
+    /// the composite pieces the fallbacks and the second-order rules read.
+    fn normalized_parts(self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let xc = self.center(x)?;
         let r2 = xc.square()?.mean(&[-1], true)?.add_scalar(self.eps)?.recip()?;
-        Ok((xc, r2))
+        Ok((xc.mul(&r2.sqrt()?)?, r2))
     }
 
     /// xh = normalize(x): the forward primitive without weight or bias.
@@ -100,6 +108,14 @@ fn per_example_row(v: &Tensor, rank: usize) -> Result<Tensor> {
     shape[0] = v.shape()[0];
     shape[rank - 1] = v.shape()[1];
     v.reshape(&shape)
+}
+
+/// a = g w (g when there is no weight): the cotangent the normalization's Jacobian meets.
+fn weighted(g: &Tensor, w: Option<&Tensor>) -> Result<Tensor> {
+    match w {
+        Some(w) => g.mul(w),
+        None => Ok(g.clone()),
+    }
 }
 
 // ------------------------------------------------------------------ forward
@@ -161,8 +177,7 @@ impl Primitive for LayerNorm {
             return Ok(out.gpu(buf, x[0].device()));
         }
         // rows too long for one thread's loops: the same math with other kernels
-        let (xc, r2) = self.kind().centered(x[0])?;
-        let mut y = xc.mul(&r2.sqrt()?)?;
+        let (mut y, _) = self.kind().normalized_parts(x[0])?;
         if let Some(w) = w {
             y = y.mul(w)?;
         }
@@ -296,15 +311,10 @@ impl Primitive for LayerNormGrad {
         }
         // rows too long for one thread's loops: r (a - c mean(a) - xh mean(a xh)) with ops
         let kind = self.kind();
-        let a = match x.get(2) {
-            Some(w) => x[1].mul(w)?,
-            None => x[1].clone(),
-        };
-        let (xc, r2) = kind.centered(x[0])?;
-        let r = r2.sqrt()?;
-        let xh = xc.mul(&r)?;
-        let ac = if self.rms { a.clone() } else { a.sub(&a.mean(&[-1], true)?)? };
-        ac.sub(&xh.mul(&a.mul(&xh)?.mean(&[-1], true)?)?)?.mul(&r)
+        let a = weighted(x[1], x.get(2).copied())?;
+        let (xh, r2) = kind.normalized_parts(x[0])?;
+        let ac = kind.center(&a)?;
+        ac.sub(&xh.mul(&a.mul(&xh)?.mean(&[-1], true)?)?)?.mul(&r2.sqrt()?)
     }
     /// For the cotangent h, with a = g w, ac = a - c mean(a), hc = h - c mean(h),
     /// m = mean(a xh), hx = mean(h xh) (means over the row):
@@ -341,14 +351,9 @@ impl Primitive for LayerNormGrad {
             out = super::binary::add_opt(out, Some(kind.grad(xp, &g.mul(w_t)?, None)?))?;
         }
         if let Some(u) = &t[0] {
-            let a = match w {
-                Some(w) => g.mul(w)?,
-                None => g.clone(),
-            };
-            let (xc, r2) = kind.centered(xp)?;
-            let xh = xc.mul(&r2.sqrt()?)?;
-            let ac = self.center(&a)?;
-            let uc = self.center(u)?;
+            let a = weighted(g, w)?;
+            let (xh, r2) = kind.normalized_parts(xp)?;
+            let (ac, uc) = (kind.center(&a)?, kind.center(u)?);
             let m = a.mul(&xh)?.mean(&[-1], true)?;
             let s = xh.mul(u)?.mean(&[-1], true)?;
             let p = ac.sub(&xh.mul(&m)?)?;
@@ -373,24 +378,12 @@ impl Primitive for LayerNormGrad {
 }
 
 impl LayerNormGrad {
-    /// v - c mean(v) over the last axis.
-    fn center(&self, v: &Tensor) -> Result<Tensor> {
-        if self.rms {
-            return Ok(v.clone());
-        }
-        v.sub(&v.mean(&[-1], true)?)
-    }
-
     /// x-bar of the VJP (see there), with ops.
     fn second_order(&self, x: &Tensor, g: &Tensor, w: Option<&Tensor>, h: &Tensor) -> Result<Tensor> {
         let kind = self.kind();
-        let a = match w {
-            Some(w) => g.mul(w)?,
-            None => g.clone(),
-        };
-        let (xc, r2) = kind.centered(x)?;
-        let xh = xc.mul(&r2.sqrt()?)?;
-        let (ac, hc) = (self.center(&a)?, self.center(h)?);
+        let a = weighted(g, w)?;
+        let (xh, r2) = kind.normalized_parts(x)?;
+        let (ac, hc) = (kind.center(&a)?, kind.center(h)?);
         let m = a.mul(&xh)?.mean(&[-1], true)?;
         let hx = h.mul(&xh)?.mean(&[-1], true)?;
         let k = h.mul(&ac)?.mean(&[-1], true)?.sub(&m.mul(&hx)?.mul_scalar(3.0)?)?;

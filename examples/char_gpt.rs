@@ -101,42 +101,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// The corpus as u32 character ids, with its sorted alphabet.
-struct Corpus {
-    chars: Vec<char>,
-    train: Vec<u32>,
-    val: Vec<u32>,
-}
-
-impl Corpus {
-    fn load(path: &std::path::Path) -> Result<Corpus> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            op: "char_gpt",
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        let mut chars: Vec<char> = text.chars().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        chars.sort();
-        let ids: Vec<u32> = text.chars().map(|c| chars.binary_search(&c).expect("in the alphabet") as u32).collect();
-        let split = ids.len() * 9 / 10;
-        Ok(Corpus { chars, train: ids[..split].to_vec(), val: ids[split..].to_vec() })
-    }
-    fn encode(&self, s: &str) -> Vec<u32> {
-        s.chars().filter_map(|c| self.chars.binary_search(&c).ok().map(|i| i as u32)).collect()
-    }
-}
-
-/// `batch` random windows of `ctx + 1` characters: inputs [batch, ctx], targets shifted by one.
-fn sample_batch(data: &[u32], batch: usize, ctx: usize, rng: &mut impl Rng, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let (mut x, mut y) = (Vec::with_capacity(batch * ctx), Vec::with_capacity(batch * ctx));
-    for _ in 0..batch {
-        let i = rng.random_range(0..data.len() - ctx - 1);
-        x.extend_from_slice(&data[i..i + ctx]);
-        y.extend_from_slice(&data[i + 1..i + ctx + 1]);
-    }
-    Ok((Tensor::from_slice(&x, &[batch, ctx], dev)?, Tensor::from_slice(&y, &[batch * ctx], dev)?))
-}
-
 /// Mean cross-entropy over `batches` random batches of `data`.
 fn estimate_loss(model: &Gpt, p: &Params, data: &[u32], a: &Args, rng: &mut impl Rng, dev: &Device) -> Result<f64> {
     let batches = 20;
@@ -336,4 +300,4 @@ mod wgrad_plot;
 
 #[path = "common/gpt.rs"]
 mod gpt;
-use gpt::{Gpt, GptConfig};
+use gpt::{sample_batch, Corpus, Gpt, GptConfig};

@@ -1,7 +1,11 @@
 //! The GPT of `char_gpt` (shared with the tests): pre-LayerNorm blocks (LayerNorm, causal
 //! self-attention, residual; LayerNorm, MLP 4x with tanh-GELU, residual), learned
 //! positions, a final LayerNorm, the output projection tied to the token embedding;
-//! weights N(0, 0.02), the residual projections N(0, 0.02 / sqrt(2 layers)).
+//! weights N(0, 0.02), the residual projections N(0, 0.02 / sqrt(2 layers)); and the
+//! corpus with its batches.
+// shared by the example and the tests, each using a part
+#![allow(dead_code)]
+use rand::Rng;
 use wgrad::nn::{Ctx, Embedding, Init, LayerNorm, Linear, Module, MultiheadAttention, Params};
 use wgrad::{DType, Device, Error, Result, Tensor};
 
@@ -89,4 +93,47 @@ impl Gpt {
         let e = h.shape()[2];
         self.wte.attend(c, &h.reshape(&[b * t, e])?)
     }
+}
+
+/// The corpus as u32 character ids, with its sorted alphabet.
+pub struct Corpus {
+    pub chars: Vec<char>,
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+}
+
+impl Corpus {
+    /// The first 90% of the characters train, the last 10% validate.
+    pub fn load(path: &std::path::Path) -> Result<Corpus> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            op: "char_gpt",
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        // a BTreeSet iterates in order: the alphabet comes out sorted
+        let chars: Vec<char> = text.chars().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let ids: Vec<u32> = text.chars().map(|c| chars.binary_search(&c).expect("in the alphabet") as u32).collect();
+        let split = ids.len() * 9 / 10;
+        Ok(Corpus { chars, train: ids[..split].to_vec(), val: ids[split..].to_vec() })
+    }
+    pub fn encode(&self, s: &str) -> Vec<u32> {
+        s.chars().filter_map(|c| self.chars.binary_search(&c).ok().map(|i| i as u32)).collect()
+    }
+}
+
+/// `batch` random windows of `ctx + 1` characters: inputs [batch, ctx], targets shifted by one.
+pub fn sample_batch(
+    data: &[u32],
+    batch: usize,
+    ctx: usize,
+    rng: &mut impl Rng,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let (mut x, mut y) = (Vec::with_capacity(batch * ctx), Vec::with_capacity(batch * ctx));
+    for _ in 0..batch {
+        let i = rng.random_range(0..data.len() - ctx - 1);
+        x.extend_from_slice(&data[i..i + ctx]);
+        y.extend_from_slice(&data[i + 1..i + ctx + 1]);
+    }
+    Ok((Tensor::from_slice(&x, &[batch, ctx], dev)?, Tensor::from_slice(&y, &[batch * ctx], dev)?))
 }

@@ -484,12 +484,11 @@ fn attention_layers_reject_bad_shapes_with_typed_errors() {
 /// A 2-layer char-GPT on the shipped corpus for 200 steps: the loss must fall clearly
 /// below the unigram baseline (the entropy of the character frequencies).
 fn small_gpt_learns(dev: &Device) -> (f64, f64) {
-    use rand::{Rng, SeedableRng};
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/shakespeare/input.txt")).unwrap();
-    let mut chars: Vec<char> = text.chars().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    chars.sort();
-    let ids: Vec<u32> = text.chars().take(200_000).map(|c| chars.binary_search(&c).unwrap() as u32).collect();
+    use rand::SeedableRng;
+    let corpus =
+        gpt::Corpus::load(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/shakespeare/input.txt").as_ref())
+            .unwrap();
+    let (chars, ids) = (&corpus.chars, &corpus.train[..200_000]);
     let mut counts = vec![0f64; chars.len()];
     ids.iter().for_each(|&i| counts[i as usize] += 1.0);
     let unigram: f64 =
@@ -503,13 +502,7 @@ fn small_gpt_learns(dev: &Device) -> (f64, f64) {
     let (b, t) = (16, cfg.ctx);
     let (mut last, mut live) = (Vec::new(), Vec::new());
     for step in 0..200u64 {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for _ in 0..b {
-            let i = rng.random_range(0..ids.len() - t - 1);
-            x.extend_from_slice(&ids[i..i + t]);
-            y.extend_from_slice(&ids[i + 1..i + t + 1]);
-        }
-        let (x, y) = (Tensor::from_slice(&x, &[b, t], dev).unwrap(), Tensor::from_slice(&y, &[b * t], dev).unwrap());
+        let (x, y) = gpt::sample_batch(ids, b, t, &mut rng, dev).unwrap();
         let (loss, grads) =
             value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &x)?, &y), p.tensors())
                 .unwrap();

@@ -12,7 +12,6 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride (a bounded grid; see Context::grid_stride)
-    let total = nwg.x * nwg.y * WG;
     let n = param(0);
     let lr = T(bitcast<f32>(param(1)));
     let b1 = T(bitcast<f32>(param(2)));
@@ -21,7 +20,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let wd = T(bitcast<f32>(param(5)));
     let bc1 = T(bitcast<f32>(param(6)));
     let bc2 = T(bitcast<f32>(param(7)));
-    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {
+    let span = stride_range(wid, nwg, lid, n);
+    for (var i = span.x; i < span.y; i = i + span.z) {
         var p = weights[i];
         var g = grad[i];
         if (param(8) == 1u) {

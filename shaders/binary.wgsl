@@ -9,7 +9,6 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride: a bounded grid, each invocation walks i, i + total, ...
-    let total = nwg.x * nwg.y * WG;
     let numel = param(0);
     let rank = param(1);
     let a_at = 4u + rank;
@@ -21,7 +20,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (contiguous) {
         // four consecutive elements per step: fewer loop trips per element
         let quads = numel / 4u;
-        for (var q = first; q < quads; q = q + total) {
+        let span = stride_range(wid, nwg, lid, quads);
+        for (var q = span.x; q < span.y; q = q + span.z) {
             let i = 4u * q;
             out[i] = ST(binary_op(T(a[a0 + i]), T(b[b0 + i])));
             out[i + 1u] = ST(binary_op(T(a[a0 + i + 1u]), T(b[b0 + i + 1u])));
@@ -39,7 +39,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let sb = stride_back(b_at + 1u, rank, 1u);
     let sb2 = stride_back(b_at + 1u, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
-    for (var q = first; q < runs; q = q + total) {
+    let span = stride_range(wid, nwg, lid, runs);
+    for (var q = span.x; q < span.y; q = q + span.z) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
         var i = i0;

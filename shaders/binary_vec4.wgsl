@@ -24,13 +24,13 @@ fn operand_b(q: u32, mode: u32, off: u32, period: u32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let total = nwg.x * nwg.y * WG;
     let quads = param(0);
     let ao = param(1);
     let ap = param(2);
     let bo = param(3);
     let bp = param(4);
-    for (var q = flat_id(wid, nwg, lid); q < quads; q = q + total) {
+    let span = stride_range(wid, nwg, lid, quads);
+    for (var q = span.x; q < span.y; q = q + span.z) {
         let x = operand_a(q, A_MODE, ao, ap);
         let y = operand_b(q, B_MODE, bo, bp);
         out[q] = vec4<f32>(binary_op(x.x, y.x), binary_op(x.y, y.y), binary_op(x.z, y.z), binary_op(x.w, y.w));

@@ -22,6 +22,36 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid;
 }
 
+// How a grid-stride loop deals its items to the invocations. GPUs: interleaved, item i to
+// invocation i % total, so the neighbouring lanes of a warp load neighbouring words
+// (coalesced). CPU adapters: one contiguous run per invocation; lavapipe loads each lane's
+// words one at a time, and runs of neighbours per lane are 1.5x faster there than
+// interleaved lanes (measured: kernels/src/dispatch.rs). The context sets it per adapter.
+override CONTIGUOUS_RUNS: bool = false;
+
+// Items [lo, hi) dealt to `count` takers; taker `id` gets (first, end, step): a contiguous
+// run of ceil(n / count) items with CONTIGUOUS_RUNS, every count-th item otherwise.
+fn deal_items(id: u32, count: u32, lo: u32, hi: u32) -> vec3<u32> {
+    if (CONTIGUOUS_RUNS) {
+        let n = hi - lo;
+        // ceil(n / count), without overflowing n + count
+        let per = n / count + select(0u, 1u, n % count != 0u);
+        let first = lo + min(id * per, n);
+        return vec3<u32>(first, min(first + per, hi), 1u);
+    }
+    return vec3<u32>(lo + id, hi, count);
+}
+
+// This invocation's items of a grid-stride loop over n items.
+fn stride_range(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, n: u32) -> vec3<u32> {
+    return deal_items(flat_id(wid, nwg, lid), nwg.x * nwg.y * WG, 0u, n);
+}
+
+// This lane's items of a loop that a whole workgroup shares over [lo, hi).
+fn lane_range(lid: u32, lo: u32, hi: u32) -> vec3<u32> {
+    return deal_items(lid, WG, lo, hi);
+}
+
 // Checked on the bits: drivers may compile `x != x` assuming no NaNs exist.
 fn is_nan(x: T) -> bool {
     return (bitcast<u32>(f32(x)) & 0x7fffffffu) > 0x7f800000u;

@@ -10,7 +10,6 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let total = nwg.x * nwg.y * WG;
     let numel = param(0);
     let rank = param(1);
     let s_at = 4u + rank;
@@ -25,7 +24,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let ds = stride_back(d_at + 1u, rank, 1u);
     let ds2 = stride_back(d_at + 1u, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
-    for (var q = first; q < runs; q = q + total) {
+    let span = stride_range(wid, nwg, lid, runs);
+    for (var q = span.x; q < span.y; q = q + span.z) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
         var i = i0;

@@ -7,9 +7,9 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride (a bounded grid; see Context::grid_stride)
-    let total = nwg.x * nwg.y * WG;
     let n = param(0);
-    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {
+    let span = stride_range(wid, nwg, lid, n);
+    for (var i = span.x; i < span.y; i = i + span.z) {
         out[i] = T(bitcast<f32>(param(1)));
     }
 }

@@ -11,14 +11,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride over runs of RUN outputs: (r, b, oh, ow) decomposed (integer divisions)
     // once per run and stepped along ow / oh after that
-    let total = nwg.x * nwg.y * WG;
     let n = param(0);
     let C = param(1); let H = param(2); let W = param(3);
     let KH = param(4); let KW = param(5); let S = param(6); let P = param(7);
     let OH = param(8); let OW = param(9);
     let L = OH * OW;
     let runs = (n + RUN - 1u) / RUN;
-    for (var q = flat_id(wid, nwg, lid); q < runs; q = q + total) {
+    let span = stride_range(wid, nwg, lid, runs);
+    for (var q = span.x; q < span.y; q = q + span.z) {
         let e0 = q * RUN;
         let end = min(e0 + RUN, n);
         var l = e0 % L;

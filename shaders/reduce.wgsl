@@ -43,11 +43,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     } else if (mode == 2u) {
         let si = param(8u + 2u * rank);
         let base = off + row * param(7u + 2u * rank);
-        for (var r = start + lid; r < end; r = r + WG) {
+        let span = lane_range(lid, start, end);
+        for (var r = span.x; r < span.y; r = r + span.z) {
             a = reduce_combine(a, load_x(base + r * si));
         }
     } else {
-        for (var r = start + lid; r < end; r = r + WG) {
+        let span = lane_range(lid, start, end);
+        for (var r = span.x; r < span.y; r = r + span.z) {
             let lin = row * inner + r;
             a = reduce_combine(a, load_x(strided_offset(lin, rank, 5u, 6u + rank, off)));
         }

@@ -10,12 +10,12 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride (a bounded grid; see Context::grid_stride)
-    let total = nwg.x * nwg.y * WG;
     let n = param(0);
     let lr = T(bitcast<f32>(param(1)));
     let momentum = T(bitcast<f32>(param(2)));
     let wd = T(bitcast<f32>(param(3)));
-    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {
+    let span = stride_range(wid, nwg, lid, n);
+    for (var i = span.x; i < span.y; i = i + span.z) {
         var g = grad[i] + wd * weights[i];
         if (momentum != T(0)) {
             g = momentum * velocity[i] + g;

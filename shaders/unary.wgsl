@@ -8,7 +8,6 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride over a bounded grid; contiguous inputs go four elements per step
-    let total = nwg.x * nwg.y * WG;
     let numel = param(0);
     let rank = param(1);
     let x_off = param(4u + rank);
@@ -16,7 +15,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let first = flat_id(wid, nwg, lid);
     if (param(2) == 1u) {
         let quads = numel / 4u;
-        for (var q = first; q < quads; q = q + total) {
+        let span = stride_range(wid, nwg, lid, quads);
+        for (var q = span.x; q < span.y; q = q + span.z) {
             let i = 4u * q;
             out[i] = ST(unary_op(T(x[x_off + i]), sc));
             out[i + 1u] = ST(unary_op(T(x[x_off + i + 1u]), sc));
@@ -31,7 +31,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let sx = stride_back(5u + rank, rank, 1u);
     let sx2 = stride_back(5u + rank, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
-    for (var q = first; q < runs; q = q + total) {
+    let span = stride_range(wid, nwg, lid, runs);
+    for (var q = span.x; q < span.y; q = q + span.z) {
         let i0 = q * RUN;
         let end = min(i0 + RUN, numel);
         var i = i0;

@@ -8,11 +8,11 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let total = nwg.x * nwg.y * WG;
     let quads = param(0);
     let x0 = param(1);
     let sc = T(bitcast<f32>(param(2)));
-    for (var q = flat_id(wid, nwg, lid); q < quads; q = q + total) {
+    let span = stride_range(wid, nwg, lid, quads);
+    for (var q = span.x; q < span.y; q = q + span.z) {
         let v = x[x0 + q];
         out[q] = vec4<f32>(unary_op(v.x, sc), unary_op(v.y, sc), unary_op(v.z, sc), unary_op(v.w, sc));
     }

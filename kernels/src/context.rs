@@ -60,6 +60,8 @@ pub struct Context {
     lost: Arc<AtomicBool>,
     poison: AtomicBool,
     matmul_choice: std::sync::atomic::AtomicU8,
+    /// How grid-stride loops deal items to invocations (see `contiguous_runs`).
+    runs_choice: std::sync::atomic::AtomicU8,
     pass_per_dispatch: bool,
     params_align: u64,
     /// Per-kernel (dispatches, seconds) while profiling is on (see `set_profiling`).
@@ -235,6 +237,11 @@ impl Context {
                 Ok("tiled") => 2,
                 _ => 0,
             }),
+            runs_choice: std::sync::atomic::AtomicU8::new(match std::env::var("WGRAD_GRID_RUNS").as_deref() {
+                Ok("contiguous") => 1,
+                Ok("interleaved") => 2,
+                _ => 0,
+            }),
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
             profile: ProfileTable::new(std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")),
             params_align,
@@ -261,6 +268,33 @@ impl Context {
             Some(false) => 2,
         };
         self.matmul_choice.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether grid-stride loops give each invocation one contiguous run of items (CPU
+    /// adapters) rather than every total-th item (GPUs, where a warp's loads then
+    /// coalesce): the `CONTIGUOUS_RUNS` override of common.wgsl. `WGRAD_GRID_RUNS=
+    /// contiguous|interleaved` (read when the context is created) or
+    /// [`Context::set_contiguous_runs`] override the adapter's default.
+    pub fn contiguous_runs(&self) -> bool {
+        match self.runs_choice.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => self.is_cpu_adapter(),
+        }
+    }
+
+    /// Force the grid-stride order on this device: Some(true) contiguous runs, Some(false)
+    /// interleaved, None the adapter's default. Pipelines built so far are dropped (the
+    /// order is compiled into them); work already encoded keeps its own.
+    pub fn set_contiguous_runs(&self, choice: Option<bool>) {
+        let v = match choice {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        if self.runs_choice.swap(v, Ordering::Relaxed) != v {
+            crate::lock(&self.pipelines).clear();
+        }
     }
 
     /// `WGRAD_PASS_PER_DISPATCH=1` ends the compute pass after every dispatch (the old
@@ -397,6 +431,9 @@ impl Context {
         let layout = self.layout(n_in, n_out);
         let source = key.source();
         let name = key.name();
+        // the grid-stride order, an override of the kernels that include common.wgsl
+        let uses_runs = source.contains("override CONTIGUOUS_RUNS");
+        let runs_constant = [("CONTIGUOUS_RUNS", if self.contiguous_runs() { 1.0 } else { 0.0 })];
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&name),
@@ -412,7 +449,10 @@ impl Context {
             layout: Some(&pl),
             module: &module,
             entry_point: Some("main"),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: if uses_runs { &runs_constant } else { &[] },
+                ..Default::default()
+            },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {

@@ -421,8 +421,8 @@ impl MultiStep {
         s += "@compute @workgroup_size(WG)\n\
               fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                       @builtin(local_invocation_index) lid: u32) {\n\
-                  let total = nwg.x * nwg.y * WG;\n\
-                  for (var i = flat_id(wid, nwg, lid); i < param(0); i = i + total) {\n\
+                  let span = stride_range(wid, nwg, lid, param(0));\n\
+                  for (var i = span.x; i < span.y; i = i + span.z) {\n\
                       var t = 0u;\n";
         s += &format!("        for (var k = 1u; k < {k}u; k = k + 1u) {{ if (i >= param(10u + k)) {{ t = k; }} }}\n");
         s += "        let j = i - param(10u + t);\n        switch t {\n";

@@ -138,7 +138,6 @@ pub(super) fn generate(p: &Program, name: &str) -> String {
     s += "@compute @workgroup_size(WG)\n\
           fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                   @builtin(local_invocation_index) lid: u32) {\n\
-              let total = nwg.x * nwg.y * WG;\n\
               let n = param(0);\n\
               let rank = param(1);\n";
     let _ = writeln!(s, "    let shape_at = {}u;", 4 + p.scalars);
@@ -148,7 +147,7 @@ pub(super) fn generate(p: &Program, name: &str) -> String {
         s += &strided_main(p);
         return s;
     }
-    s += "    for (var i = flat_id(wid, nwg, lid); i < n; i = i + total) {\n";
+    s += "    let span = stride_range(wid, nwg, lid, n);\n    for (var i = span.x; i < span.y; i = i + span.z) {\n";
     s += &loads(p, "i", "        ", Strided::Decomposed);
     if p.vec4 {
         for lane in ["x", "y", "z", "w"] {
@@ -178,7 +177,8 @@ fn strided_main(p: &Program) -> String {
         );
     }
     s += "    let runs = (n + RUN - 1u) / RUN;\n\
-          \x20   for (var q = flat_id(wid, nwg, lid); q < runs; q = q + total) {\n\
+          \x20   let span = stride_range(wid, nwg, lid, runs);\n\
+          \x20   for (var q = span.x; q < span.y; q = q + span.z) {\n\
           \x20       let end = min(q * RUN + RUN, n);\n\
           \x20       var i = q * RUN;\n\
           \x20       loop {\n\

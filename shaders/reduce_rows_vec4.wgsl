@@ -16,9 +16,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let quads = param(1) / 4u;
     let base = param(4) / 4u + row * quads;
     var v = vec4<T>(reduce_identity());
-    for (var q = 0u; q < quads; q = q + 1u) {
-        let y = load_x4(base + q);
-        v = vec4<T>(reduce_combine(v.x, y.x), reduce_combine(v.y, y.y), reduce_combine(v.z, y.z), reduce_combine(v.w, y.w));
-    }
+    for (var q = 0u; q < quads; q = q + 1u) { v = combine_quad(v, load_x4(base + q)); }
     out[row] = reduce_combine(reduce_combine(v.x, v.y), reduce_combine(v.z, v.w));
 }

@@ -23,10 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = (param(4) + row * inner) / 4u;
     var v = vec4<T>(reduce_identity());
     let span = lane_range(lid, start / 4u, end / 4u);
-    for (var q = span.x; q < span.y; q = q + span.z) {
-        let y = load_x4(base + q);
-        v = vec4<T>(reduce_combine(v.x, y.x), reduce_combine(v.y, y.y), reduce_combine(v.z, y.z), reduce_combine(v.w, y.w));
-    }
+    for (var q = span.x; q < span.y; q = q + span.z) { v = combine_quad(v, load_x4(base + q)); }
     let total = workgroup_combine(lid, reduce_combine(reduce_combine(v.x, v.y), reduce_combine(v.z, v.w)));
     if (lid == 0u) { out[g] = total; }
 }

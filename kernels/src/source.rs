@@ -383,10 +383,9 @@ impl KernelKey {
                     op.wgsl_body()
                 ),
             ),
-            Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
-            Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, op.wgsl_body().to_string()),
-            Kernel::Reduce(op) => (REDUCE, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
-            Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
+            Kernel::ReduceVec4(_) | Kernel::ReduceRowsVec4(_) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => {
+                reduction_parts(self.kernel)
+            }
             Kernel::ArgReduce(op) => (ARGREDUCE, op.wgsl_body().to_string()),
             Kernel::Where => (WHERE, String::new()),
             Kernel::Copy => (COPY, String::new()),
@@ -456,17 +455,29 @@ pub(crate) fn matmul_skeleton(kernel: Kernel) -> String {
         .replace("@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", "")
 }
 
+/// A reduction kernel's skeleton and helpers: its combine op (plus `combine_quad` for the
+/// vec4 skeletons) and, for the workgroup reductions, the closing tree.
+fn reduction_parts(kernel: Kernel) -> (&'static str, String) {
+    // lane-wise: the four running values of a vec4 reduction take the next quad
+    const COMBINE_QUAD: &str = "fn combine_quad(v: vec4<T>, y: vec4<f32>) -> vec4<T> {\n\
+        \x20   return vec4<T>(reduce_combine(v.x, T(y.x)), reduce_combine(v.y, T(y.y)), \
+        reduce_combine(v.z, T(y.z)), reduce_combine(v.w, T(y.w)));\n}";
+    match kernel {
+        Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{COMBINE_QUAD}\n{REDUCE_COMMON}", op.wgsl_body())),
+        Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, format!("{}\n{COMBINE_QUAD}", op.wgsl_body())),
+        Kernel::Reduce(op) => (REDUCE, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
+        Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
+        k => unreachable!("{k:?} is not a reduction"),
+    }
+}
+
 /// A prologue host's helpers (a reduction's combine op, the softmax row statistics) and
 /// body with its bindings and its default `load_x` / `load_x4` / `load_z` removed, for a
 /// fused prologue that computes the loads.
 pub(crate) fn prologue_skeleton(kernel: Kernel) -> (String, String) {
     let (body, helpers) = match kernel {
         Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
-        Kernel::ReduceVec4(op) => (REDUCE_VEC4, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
-        Kernel::ReduceRowsVec4(op) => (REDUCE_ROWS_VEC4, op.wgsl_body().to_string()),
-        Kernel::Reduce(op) => (REDUCE, format!("{}\n{REDUCE_COMMON}", op.wgsl_body())),
-        Kernel::ReduceRows(op) => (REDUCE_ROWS, op.wgsl_body().to_string()),
-        k => unreachable!("{k:?} is not a reduction"),
+        k => reduction_parts(k),
     };
     let body = body
         .lines()

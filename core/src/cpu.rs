@@ -75,6 +75,49 @@ pub fn zeroed_f32(n: usize) -> Vec<f32> {
     v
 }
 
+/// Large f32 buffers that CPU storage freed, handed out again by [`scratch_f32`]: a fresh
+/// 64 MB result costs its page faults (the kernel zeroing every page) on first touch, as
+/// much as the arithmetic that fills it. At most `RECYCLE_MAX_BUFFERS` buffers and
+/// `RECYCLE_MAX_BYTES` in all are kept (the oldest go first); each is at least
+/// `RECYCLE_MIN_BYTES`.
+static RECYCLED: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+const RECYCLE_MIN_BYTES: usize = 4 << 20;
+const RECYCLE_MAX_BUFFERS: usize = 8;
+const RECYCLE_MAX_BYTES: usize = 256 << 20;
+
+/// Keep a freed f32 buffer for [`scratch_f32`] if it is large (called when CPU storage
+/// drops).
+pub(crate) fn recycle_f32(v: Vec<f32>) {
+    let bytes = v.capacity() * 4;
+    if !(RECYCLE_MIN_BYTES..=RECYCLE_MAX_BYTES).contains(&bytes) {
+        return;
+    }
+    let mut kept = RECYCLED.lock().unwrap_or_else(|p| p.into_inner());
+    kept.push(v);
+    while kept.len() > RECYCLE_MAX_BUFFERS || kept.iter().map(|b| b.capacity() * 4).sum::<usize>() > RECYCLE_MAX_BYTES {
+        kept.remove(0);
+    }
+}
+
+/// n f32s whose values are unspecified (stale data of a recycled buffer, or zeros): for
+/// callers that write every element. Large requests reuse a freed buffer of at least n
+/// and at most 2n elements when one is kept, and are a fresh [`zeroed_f32`] otherwise.
+pub fn scratch_f32(n: usize) -> Vec<f32> {
+    if n * 4 >= RECYCLE_MIN_BYTES {
+        let mut kept = RECYCLED.lock().unwrap_or_else(|p| p.into_inner());
+        let fit =
+            (0..kept.len()).filter(|&i| (n..=2 * n).contains(&kept[i].capacity())).min_by_key(|&i| kept[i].capacity());
+        if let Some(i) = fit {
+            let mut v = kept.remove(i);
+            drop(kept);
+            // within capacity: truncating writes nothing, growing writes only the gap
+            v.resize(n, 0.0);
+            return v;
+        }
+    }
+    zeroed_f32(n)
+}
+
 /// e^x in f32, branch-free so that loops over slices vectorize: x = k ln2 + r with
 /// |r| <= ln2 / 2 (Cody-Waite, ln2 in two parts), e^r by its Taylor polynomial to r^7
 /// (truncation 5e-9 relative), times 2^k in two exact steps (subnormal results come out
@@ -232,7 +275,8 @@ fn par_map_f32<const K: usize>(xs: [&[f32]; K], wide: bool, f: impl Fn([f32; K])
         let ins: [&[f32]; K] = xs.map(|x| &x[start..start + out.len()]);
         map_slices(out, ins, wide, &f);
     };
-    let mut out = zeroed_f32(n);
+    // every element is written below
+    let mut out = scratch_f32(n);
     par_chunks(&mut out, 1, |start, part| body(part, start));
     out
 }

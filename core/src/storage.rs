@@ -11,6 +11,16 @@ pub enum CpuStorage {
     F16(Vec<half::f16>),
 }
 
+/// Large f32 buffers go back to the CPU backend's recycler (`cpu::scratch_f32` hands them
+/// out again without new page faults).
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        if let CpuStorage::F32(v) = self {
+            crate::cpu::recycle_f32(std::mem::take(v));
+        }
+    }
+}
+
 impl CpuStorage {
     pub fn dtype(&self) -> DType {
         match self {
@@ -33,7 +43,13 @@ impl CpuStorage {
     /// Build storage of `dtype` from f64 values (rounded to the dtype).
     pub fn from_f64(values: Vec<f64>, dtype: DType) -> CpuStorage {
         match dtype {
-            DType::F32 => CpuStorage::F32(values.into_iter().map(|v| v as f32).collect()),
+            DType::F32 => {
+                let mut out = crate::cpu::scratch_f32(values.len());
+                for (o, v) in out.iter_mut().zip(values) {
+                    *o = v as f32;
+                }
+                CpuStorage::F32(out)
+            }
             DType::F64 => CpuStorage::F64(values),
             DType::U32 => CpuStorage::U32(values.into_iter().map(|v| v as u32).collect()),
             DType::F16 => CpuStorage::F16(values.into_iter().map(half::f16::from_f64).collect()),

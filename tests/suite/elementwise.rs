@@ -312,3 +312,45 @@ fn user_kernels_with_an_f32_cpu_form_match_the_f64_closure() {
     let t = m.t().unwrap();
     assert_close(&t.map_kernel(&k, 0.5).unwrap(), &t.map_kernel(&plain, 0.5).unwrap(), 0.0, 0.0, "strided");
 }
+
+/// Large CPU results reuse freed buffers (no page faults): a buffer that held NaNs must
+/// never show through in the f32 maps, the f64-computed ops, or user kernels' f32 forms.
+#[test]
+fn recycled_cpu_buffers_never_show_stale_values() {
+    use wgrad::ElementwiseKernel;
+    let cpu = cpu();
+    // 8 MB of f32, above the recycler's 4 MB floor; odd so that no chunk boundary lines up
+    let n = (1 << 21) + 3;
+    let xs: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 / 500.0 - 1.0).collect();
+    let x = Tensor::from_slice(&xs, &[n], &cpu).unwrap();
+    let k =
+        ElementwiseKernel::new("recycled_x_plus_s", "return x + s;", |x, s| x + s).unwrap().with_cpu_f32(|x, s| x + s);
+    for round in 0..3 {
+        let results = [
+            x.add(&x).unwrap(),
+            x.exp().unwrap(),
+            x.sin().unwrap(),
+            x.map_kernel(&k, 0.5).unwrap(),
+            // an f32 result built from f64 values (CpuStorage::from_f64)
+            x.to_dtype(DType::F64).unwrap().to_dtype(DType::F32).unwrap(),
+        ];
+        let want: [fn(f32) -> f32; 5] =
+            [|v| v + v, |v| ((v as f64).exp()) as f32, |v| ((v as f64).sin()) as f32, |v| v + 0.5, |v| v];
+        for (r, (got, f)) in results.iter().zip(want).enumerate() {
+            let got = got.to_vec::<f32>().unwrap();
+            for i in [0, 1, n / 2, n - 2, n - 1] {
+                let w = f(xs[i]);
+                assert!(
+                    (got[i] - w).abs() <= 4e-7 * w.abs().max(1.0),
+                    "round {round}, result {r}, [{i}]: {} vs {w}",
+                    got[i]
+                );
+            }
+            assert!(got.iter().all(|v| v.is_finite()), "round {round}, result {r}: a stale NaN");
+        }
+        // free buffers full of NaN of the same size, for the next round to reuse
+        drop(results);
+        let junk: Vec<Tensor> = (0..4).map(|_| Tensor::from_slice(&vec![f32::NAN; n], &[n], &cpu).unwrap()).collect();
+        drop(junk);
+    }
+}

@@ -60,7 +60,8 @@ impl Tensor {
         let x = self.materialized()?;
         if let (Some(fast), crate::Device::Cpu) = (&k.cpu_f32, x.device()) {
             if let Some(v) = cpu::contiguous_f32(cpu_of(&x), x.layout()) {
-                let mut out = cpu::zeroed_f32(v.len());
+                // the slice closure writes every element
+                let mut out = cpu::scratch_f32(v.len());
                 cpu::par_chunks(&mut out, 1, |start, part| fast(part, &v[start..start + part.len()], s as f32));
                 let storage = crate::storage::Storage::Cpu(std::sync::Arc::new(crate::storage::CpuStorage::F32(out)));
                 return Ok(Tensor::new_contiguous(storage, x.shape(), DType::F32, crate::Device::Cpu));

@@ -59,13 +59,48 @@ pub struct Context {
     fault: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
     poison: AtomicBool,
-    matmul_choice: std::sync::atomic::AtomicU8,
+    matmul_choice: KernelChoice,
     /// How grid-stride loops deal items to invocations (see `contiguous_runs`).
-    runs_choice: std::sync::atomic::AtomicU8,
+    runs_choice: KernelChoice,
     pass_per_dispatch: bool,
     params_align: u64,
     /// Per-kernel (dispatches, seconds) while profiling is on (see `set_profiling`).
     profile: ProfileTable,
+}
+
+/// A kernel family forced on or off for one device (None: the adapter's default), set
+/// from an environment variable when the context is created or later by a setter.
+struct KernelChoice(std::sync::atomic::AtomicU8);
+
+impl KernelChoice {
+    /// `var=yes` forces it on, `var=no` off; anything else leaves the default.
+    fn from_env(var: &str, yes: &str, no: &str) -> KernelChoice {
+        let v = std::env::var(var).ok();
+        KernelChoice(std::sync::atomic::AtomicU8::new(Self::code(match v.as_deref() {
+            Some(s) if s == yes => Some(true),
+            Some(s) if s == no => Some(false),
+            _ => None,
+        })))
+    }
+    fn code(choice: Option<bool>) -> u8 {
+        match choice {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        }
+    }
+    fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+    /// Set it; whether that changed it.
+    fn set(&self, choice: Option<bool>) -> bool {
+        let v = Self::code(choice);
+        self.0.swap(v, Ordering::Relaxed) != v
+    }
 }
 
 /// One row of [`Context::kernel_profile`].
@@ -232,16 +267,8 @@ impl Context {
             fault,
             lost,
             poison: AtomicBool::new(false),
-            matmul_choice: std::sync::atomic::AtomicU8::new(match std::env::var("WGRAD_MATMUL").as_deref() {
-                Ok("reg") => 1,
-                Ok("tiled") => 2,
-                _ => 0,
-            }),
-            runs_choice: std::sync::atomic::AtomicU8::new(match std::env::var("WGRAD_GRID_RUNS").as_deref() {
-                Ok("contiguous") => 1,
-                Ok("interleaved") => 2,
-                _ => 0,
-            }),
+            matmul_choice: KernelChoice::from_env("WGRAD_MATMUL", "reg", "tiled"),
+            runs_choice: KernelChoice::from_env("WGRAD_GRID_RUNS", "contiguous", "interleaved"),
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
             profile: ProfileTable::new(std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")),
             params_align,
@@ -252,22 +279,13 @@ impl Context {
     /// GPUs; `WGRAD_MATMUL=reg|tiled` (read when the context is created) or
     /// [`Context::set_matmul_register_blocked`] override it (for benchmarking).
     pub(crate) fn prefer_register_matmul(&self) -> bool {
-        match self.matmul_choice.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => self.is_cpu_adapter(),
-        }
+        self.matmul_choice.get().unwrap_or(self.is_cpu_adapter())
     }
 
     /// Force the matmul kernel family on this device: Some(true) register blocks,
     /// Some(false) shared-memory tiles, None the adapter's default.
     pub fn set_matmul_register_blocked(&self, choice: Option<bool>) {
-        let v = match choice {
-            None => 0,
-            Some(true) => 1,
-            Some(false) => 2,
-        };
-        self.matmul_choice.store(v, Ordering::Relaxed);
+        self.matmul_choice.set(choice);
     }
 
     /// Whether grid-stride loops give each invocation one contiguous run of items (CPU
@@ -276,23 +294,14 @@ impl Context {
     /// contiguous|interleaved` (read when the context is created) or
     /// [`Context::set_contiguous_runs`] override the adapter's default.
     pub fn contiguous_runs(&self) -> bool {
-        match self.runs_choice.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => self.is_cpu_adapter(),
-        }
+        self.runs_choice.get().unwrap_or(self.is_cpu_adapter())
     }
 
     /// Force the grid-stride order on this device: Some(true) contiguous runs, Some(false)
     /// interleaved, None the adapter's default. Pipelines built so far are dropped (the
     /// order is compiled into them); work already encoded keeps its own.
     pub fn set_contiguous_runs(&self, choice: Option<bool>) {
-        let v = match choice {
-            None => 0,
-            Some(true) => 1,
-            Some(false) => 2,
-        };
-        if self.runs_choice.swap(v, Ordering::Relaxed) != v {
+        if self.runs_choice.set(choice) {
             crate::lock(&self.pipelines).clear();
         }
     }

@@ -99,23 +99,36 @@ pub(crate) fn recycle_f32(v: Vec<f32>) {
     }
 }
 
+/// A kept buffer of capacity n to 2n (the smallest), if n is large and one is kept.
+fn take_recycled(n: usize) -> Option<Vec<f32>> {
+    if n * 4 < RECYCLE_MIN_BYTES {
+        return None;
+    }
+    let mut kept = RECYCLED.lock().unwrap_or_else(|p| p.into_inner());
+    let fit =
+        (0..kept.len()).filter(|&i| (n..=2 * n).contains(&kept[i].capacity())).min_by_key(|&i| kept[i].capacity());
+    fit.map(|i| kept.remove(i))
+}
+
 /// n f32s whose values are unspecified (stale data of a recycled buffer, or zeros): for
-/// callers that write every element. Large requests reuse a freed buffer of at least n
-/// and at most 2n elements when one is kept, and are a fresh [`zeroed_f32`] otherwise.
+/// callers that write every element. A fresh [`zeroed_f32`] when no freed buffer fits.
 pub fn scratch_f32(n: usize) -> Vec<f32> {
-    if n * 4 >= RECYCLE_MIN_BYTES {
-        let mut kept = RECYCLED.lock().unwrap_or_else(|p| p.into_inner());
-        let fit =
-            (0..kept.len()).filter(|&i| (n..=2 * n).contains(&kept[i].capacity())).min_by_key(|&i| kept[i].capacity());
-        if let Some(i) = fit {
-            let mut v = kept.remove(i);
-            drop(kept);
+    match take_recycled(n) {
+        Some(mut v) => {
             // within capacity: truncating writes nothing, growing writes only the gap
             v.resize(n, 0.0);
-            return v;
+            v
         }
+        None => zeroed_f32(n),
     }
-    zeroed_f32(n)
+}
+
+/// An empty vector with room for n f32s, for outputs filled by pushing: a freed buffer
+/// when one fits (its pages are already there), else a plain allocation.
+pub fn scratch_capacity_f32(n: usize) -> Vec<f32> {
+    let mut v = take_recycled(n).unwrap_or_else(|| Vec::with_capacity(n));
+    v.clear();
+    v
 }
 
 /// e^x in f32, branch-free so that loops over slices vectorize: x = k ln2 + r with
@@ -300,7 +313,7 @@ pub fn map(s: &CpuStorage, l: &Layout, dtype: DType, f: impl Fn(f64) -> f64 + Sy
             let x = &v[l.offset..l.offset + l.numel()];
             return CpuStorage::F32(par_map_f32([x], false, |[a]| f(a as f64) as f32));
         }
-        let mut out = Vec::with_capacity(l.numel());
+        let mut out = scratch_capacity_f32(l.numel());
         let (shape, strides, _) = coalesce2(&l.shape, &l.strides, &l.strides);
         let (n, st) = (*shape.last().unwrap_or(&1), *strides.last().unwrap_or(&1));
         for_each_row2(&shape, (l.offset, &strides), (0, &strides), |o, _| {
@@ -413,7 +426,7 @@ pub fn zip(
             return CpuStorage::F32(par_map_f32([x, y], true, |[p, q]| f(p as f64, q as f64) as f32));
         }
         // broadcast / strided: walk both views in place
-        let mut out = Vec::with_capacity(a.1.numel());
+        let mut out = scratch_capacity_f32(a.1.numel());
         let (shape, sa, sb) = coalesce2(&a.1.shape, &a.1.strides, &b.1.strides);
         let n = *shape.last().unwrap_or(&1);
         let (la, lb) = (*sa.last().unwrap_or(&1), *sb.last().unwrap_or(&1));

@@ -348,9 +348,20 @@ fn recycled_cpu_buffers_never_show_stale_values() {
             }
             assert!(got.iter().all(|v| v.is_finite()), "round {round}, result {r}: a stale NaN");
         }
+        // pushed outputs: a broadcast zip and a map over a transposed view (2^21 elements)
+        let two = Tensor::from_slice(&[2.0f32], &[1], &cpu).unwrap();
+        let b = x.mul(&two).unwrap().to_vec::<f32>().unwrap();
+        assert!(b.iter().zip(&xs).all(|(g, v)| *g == 2.0 * v), "round {round}: broadcast zip");
+        let m = x.narrow(0, 0, 1 << 21).unwrap().reshape(&[2048, 1024]).unwrap();
+        let t = m.t().unwrap().neg().unwrap().to_vec::<f32>().unwrap();
+        assert!(t.iter().all(|v| v.is_finite()), "round {round}: strided map, a stale NaN");
+        assert_eq!((t[0], t[1], t[2048]), (-xs[0], -xs[1024], -xs[1]), "round {round}: strided map");
         // free buffers full of NaN of the same size, for the next round to reuse
         drop(results);
-        let junk: Vec<Tensor> = (0..4).map(|_| Tensor::from_slice(&vec![f32::NAN; n], &[n], &cpu).unwrap()).collect();
+        let junk: Vec<Tensor> = (0..4)
+            .map(|_| Tensor::from_slice(&vec![f32::NAN; n], &[n], &cpu).unwrap())
+            .chain((0..2).map(|_| Tensor::from_slice(&vec![f32::NAN; 1 << 21], &[1 << 21], &cpu).unwrap()))
+            .collect();
         drop(junk);
     }
 }

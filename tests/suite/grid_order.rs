@@ -119,3 +119,43 @@ fn nan_and_infinity_propagate_in_both_orders() {
         assert!(w[n - 1].is_nan() && w[n / 2] == f32::INFINITY, "mul");
     }
 }
+
+/// Two steps of SGD with momentum and of Adam over tensors of odd and vec4 sizes (the
+/// multi-tensor step), and im2col: the same as on the CPU device in both orders.
+#[test]
+fn optimizer_steps_and_im2col_match_the_cpu_in_both_orders() {
+    use wgrad::nn::Params;
+    use wgrad::optim::{Adam, Optimizer, Sgd};
+    let sizes = [7usize, 1031, 65_536, 65_537];
+    let init: Vec<Tensor> = sizes.iter().map(|&n| random(&[n], -1.0, 1.0).to_dtype(DType::F32).unwrap()).collect();
+    let params_on = |dev: &Device| {
+        let mut p = Params::new();
+        for (i, t) in init.iter().enumerate() {
+            p.add(&format!("w{i}"), t.to_device(dev).unwrap());
+        }
+        p
+    };
+    let grads: Vec<Tensor> = sizes.iter().map(|&n| random(&[n], -1.0, 1.0).to_dtype(DType::F32).unwrap()).collect();
+    let run = |dev: &Device, adam: bool| {
+        let mut p = params_on(dev);
+        let g: Vec<Tensor> = grads.iter().map(|t| t.to_device(dev).unwrap()).collect();
+        let mut opt: Box<dyn Optimizer> =
+            if adam { Box::new(Adam::new(0.01)) } else { Box::new(Sgd::new(0.1).momentum(0.9)) };
+        for _ in 0..2 {
+            opt.step(&mut p, &g).unwrap();
+        }
+        p.tensors().iter().map(|t| t.to_device(&cpu()).unwrap()).collect::<Vec<_>>()
+    };
+    for contiguous in [true, false] {
+        let Some(g) = device_with(contiguous) else { return };
+        for adam in [false, true] {
+            for (i, (got, want)) in run(&g, adam).iter().zip(run(&cpu(), adam)).enumerate() {
+                let what = format!("{} n={} contiguous={contiguous}", if adam { "adam" } else { "sgd" }, sizes[i]);
+                assert_close(got, &want, 1e-5, 1e-6, &what);
+            }
+        }
+        let (r, d) = pair(&[2, 3, 17, 19], -1.0, 1.0, &g);
+        let want = rounded(&r).im2col((3, 3), 2, 1).unwrap();
+        assert_close(&d.im2col((3, 3), 2, 1).unwrap(), &want, 0.0, 0.0, &format!("im2col contiguous={contiguous}"));
+    }
+}

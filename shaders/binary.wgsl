@@ -8,7 +8,7 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    // grid-stride: a bounded grid, each invocation walks i, i + total, ...
+    // grid-stride over a bounded grid (stride_range: interleaved or contiguous runs)
     let numel = param(0);
     let rank = param(1);
     let a_at = 4u + rank;

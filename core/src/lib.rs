@@ -5,6 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod cpu;
+mod cpu_buffers;
 pub mod cpu_linalg;
 mod cpu_profile;
 mod device;

@@ -16,7 +16,7 @@ pub enum CpuStorage {
 impl Drop for CpuStorage {
     fn drop(&mut self) {
         if let CpuStorage::F32(v) = self {
-            crate::cpu::recycle_f32(std::mem::take(v));
+            crate::cpu_buffers::recycle_f32(std::mem::take(v));
         }
     }
 }
@@ -44,10 +44,8 @@ impl CpuStorage {
     pub fn from_f64(values: Vec<f64>, dtype: DType) -> CpuStorage {
         match dtype {
             DType::F32 => {
-                let mut out = crate::cpu::scratch_f32(values.len());
-                for (o, v) in out.iter_mut().zip(values) {
-                    *o = v as f32;
-                }
+                let mut out = crate::cpu::scratch_capacity_f32(values.len());
+                out.extend(values.into_iter().map(|v| v as f32));
                 CpuStorage::F32(out)
             }
             DType::F64 => CpuStorage::F64(values),

@@ -54,19 +54,24 @@ fn gpu_matches_cpu(f: &dyn Fn(&Tensor) -> Result<Tensor>, x64: &Tensor, g: &Devi
 
 #[test]
 fn every_unary_vjp_passes_check_grads_to_order_2_and_matches_on_the_gpu() {
-    with_gpu!(g);
-    for &op in UnaryOp::ALL {
+    let unary = |op: UnaryOp| {
         let s = match op {
             UnaryOp::PowScalar => 2.5,
             UnaryOp::RPowScalar => 1.7,
             _ => 0.7,
         };
-        let f = move |x: &Tensor| x.unary(op, s);
+        move |x: &Tensor| x.unary(op, s)
+    };
+    for &op in UnaryOp::ALL {
         for &shape in SHAPES {
             let (lo, hi) = unary_domain(op);
             let x = signed(op, &input(shape, lo, hi, &cpu(), DType::F64));
-            check_grads(f, &x, 2).unwrap_or_else(|e| panic!("{op:?} {shape:?}: {e}"));
+            check_grads(unary(op), &x, 2).unwrap_or_else(|e| panic!("{op:?} {shape:?}: {e}"));
         }
+    }
+    with_gpu!(g);
+    for &op in UnaryOp::ALL {
+        let f = unary(op);
         let (lo, hi) = unary_domain(op);
         let x = signed(op, &input(&[2, 3], lo, hi, &cpu(), DType::F64));
         gpu_matches_cpu(&f, &x, &g, &format!("{op:?}"));
@@ -75,25 +80,29 @@ fn every_unary_vjp_passes_check_grads_to_order_2_and_matches_on_the_gpu() {
 
 #[test]
 fn every_binary_vjp_unbroadcasts_and_passes_check_grads_to_order_2() {
-    with_gpu!(g);
+    // both operands packed in one vector, so mixed second derivatives are checked too
+    let packed = |op: BinaryOp, sa: &'static [usize], sb: &'static [usize]| {
+        let (na, nb) = (sa.iter().product::<usize>(), sb.iter().product::<usize>());
+        let f = move |x: &Tensor| -> Result<Tensor> {
+            let a = x.narrow(0, 0, na)?.reshape(sa)?;
+            let b = x.narrow(0, na, nb)?.reshape(sb)?;
+            a.binary(op, &b)
+        };
+        let (lo, hi) = if op == BinaryOp::Pow { (0.5, 2.0) } else { (-2.0, 2.0) };
+        (f, input(&[na + nb], lo, hi, &cpu(), DType::F64))
+    };
     for &op in BinaryOp::ALL {
         for &sa in SHAPES {
             for &sb in SHAPES {
-                let (na, nb) = (sa.iter().product::<usize>(), sb.iter().product::<usize>());
-                // both operands packed in one vector, so mixed second derivatives are checked too
-                let f = move |x: &Tensor| -> Result<Tensor> {
-                    let a = x.narrow(0, 0, na)?.reshape(sa)?;
-                    let b = x.narrow(0, na, nb)?.reshape(sb)?;
-                    a.binary(op, &b)
-                };
-                let (lo, hi) = if op == BinaryOp::Pow { (0.5, 2.0) } else { (-2.0, 2.0) };
-                let x = input(&[na + nb], lo, hi, &cpu(), DType::F64);
+                let (f, x) = packed(op, sa, sb);
                 check_grads(f, &x, 2).unwrap_or_else(|e| panic!("{op:?} {sa:?} {sb:?}: {e}"));
-                if sa == [2, 1] && sb == [1, 3] {
-                    gpu_matches_cpu(&f, &x, &g, &format!("{op:?}"));
-                }
             }
         }
+    }
+    with_gpu!(g);
+    for &op in BinaryOp::ALL {
+        let (f, x) = packed(op, &[2, 1], &[1, 3]);
+        gpu_matches_cpu(&f, &x, &g, &format!("{op:?}"));
     }
 }
 
@@ -146,7 +155,7 @@ pub(crate) fn structural_cases(dev: &Device) -> Vec<Case> {
             vec![2, 3],
         ),
         (
-            "maximum tie split",
+            "maximum with a scalar (no ties: max_ties_split_the_gradient_evenly has them)",
             Box::new(move |x: &Tensor| x.maximum(&Tensor::zeros(&[], x.dtype(), &d3)?)?.square()),
             vec![2, 3],
         ),
@@ -163,11 +172,11 @@ pub(crate) fn structural_cases(dev: &Device) -> Vec<Case> {
 
 #[test]
 fn reductions_matmul_movement_index_and_where_pass_check_grads_to_order_2() {
-    with_gpu!(g);
     for (name, f, shape) in structural_cases(&cpu()) {
         let x = input(&shape, -1.5, 1.5, &cpu(), DType::F64);
         check_grads(&f, &x, 2).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    with_gpu!(g);
     let gpu_cases = structural_cases(&g);
     let cpu_cases = structural_cases(&cpu());
     for ((name, fg, shape), (_, fc, _)) in gpu_cases.into_iter().zip(cpu_cases) {
@@ -190,26 +199,42 @@ fn piecewise_constant_ops_have_zero_gradient() {
 
 #[test]
 fn max_ties_split_the_gradient_evenly() {
-    // max(1, 3, 3) = 3; the gradient is shared by the two maxima
-    let x = Tensor::from_slice(&[1.0f64, 3.0, 3.0], &[3], &cpu()).unwrap();
-    let g = grad(|x| x.max_all(), &x).unwrap();
-    assert_eq!(g.to_vec::<f64>().unwrap(), vec![0.0, 0.5, 0.5]);
-    let y = Tensor::from_slice(&[2.0f64, 3.0, 0.0], &[3], &cpu()).unwrap();
-    let g = grad(|x| x.maximum(&y)?.sum_all(), &x).unwrap();
-    assert_eq!(g.to_vec::<f64>().unwrap(), vec![0.0, 0.5, 1.0]);
+    for dev in devices() {
+        let dtype = if dev.is_gpu() { DType::F32 } else { DType::F64 };
+        let t = |v: &[f64]| {
+            Tensor::from_slice(v, &[v.len()], &cpu()).unwrap().to_dtype(dtype).unwrap().to_device(&dev).unwrap()
+        };
+        // max(1, 3, 3) = 3; the gradient is shared by the two maxima
+        let x = t(&[1.0, 3.0, 3.0]);
+        let g = grad(|x| x.max_all(), &x).unwrap();
+        assert_eq!(g.to_f64_vec().unwrap(), vec![0.0, 0.5, 0.5], "max on {dev}");
+        // maximum(x, y) at x = y splits: d/dx = d/dy = 1/2, in both operands' gradients
+        let y = t(&[2.0, 3.0, 0.0]);
+        let g = grad(|x| x.maximum(&y)?.sum_all(), &x).unwrap();
+        assert_eq!(g.to_f64_vec().unwrap(), vec![0.0, 0.5, 1.0], "maximum wrt x on {dev}");
+        let g = grad(|y| x.maximum(y)?.sum_all(), &y).unwrap();
+        assert_eq!(g.to_f64_vec().unwrap(), vec![1.0, 0.5, 0.0], "maximum wrt y on {dev}");
+        // against a scalar zero that x touches, and minimum likewise
+        let z = t(&[-1.0, 0.0, 2.0]);
+        let zero = Tensor::zeros(&[], dtype, &dev).unwrap();
+        let g = grad(|z| z.maximum(&zero)?.sum_all(), &z).unwrap();
+        assert_eq!(g.to_f64_vec().unwrap(), vec![0.0, 0.5, 1.0], "maximum with a scalar on {dev}");
+        let g = grad(|x| x.minimum(&y)?.sum_all(), &x).unwrap();
+        assert_eq!(g.to_f64_vec().unwrap(), vec![1.0, 0.5, 0.0], "minimum on {dev}");
+    }
 }
 
 #[test]
 fn conversions_carry_gradients_across_dtypes_and_devices() {
-    with_gpu!(gd);
     let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0], &[3], &cpu()).unwrap();
+    let g = grad(|x| x.to_dtype(DType::F64)?.square()?.sum_all()?.to_dtype(DType::F32), &x).unwrap();
+    assert_eq!(g.dtype(), DType::F32);
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0, -2.0, 4.0]);
+    with_gpu!(gd);
     // d/dx sum(exp(x)) computed on the GPU, the gradient comes back to the CPU
     let g = grad(|x| x.to_device(&gd)?.exp()?.sum_all()?.to_device(&cpu()), &x).unwrap();
     assert_eq!(g.device(), &cpu());
     assert_close(&g, &x.exp().unwrap(), 2e-6, 0.0, "grad through to_device");
-    let g = grad(|x| x.to_dtype(DType::F64)?.square()?.sum_all()?.to_dtype(DType::F32), &x).unwrap();
-    assert_eq!(g.dtype(), DType::F32);
-    assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0, -2.0, 4.0]);
 }
 
 #[test]

@@ -269,15 +269,28 @@ fn cpu_vectorized_transcendentals_meet_the_tolerance_over_a_dense_sweep() {
         let got = x32.unary(op, 0.0).unwrap().to_f64_vec().unwrap();
         let want = x64.unary(op, 0.0).unwrap().to_f64_vec().unwrap();
         for i in 0..n {
-            let (g, w) = (got[i], want[i] as f32 as f64); // the reference rounded to f32
-                                                          // relative 2e-5; absolute 1e-35 in the far tails, where the f32 forms underflow a
-                                                          // step earlier, and the unary ops' 2e-6 for the slope, which crosses zero
-                                                          // (a sum of opposite terms) near x = -0.75
+            // the reference rounded to f32 (so exp(88.8) wants +inf): relative 2e-5; absolute
+            // 1e-35 in the far tails, where the f32 forms underflow a step earlier, and the
+            // unary ops' 2e-6 for the slope, which crosses zero (a sum of opposite terms) near
+            // x = -0.75; a non-finite reference is matched exactly
+            let (g, w) = (got[i], want[i] as f32 as f64);
             let atol = if op == UnaryOp::GeluTanhSlope { 2e-6 } else { 1e-35 };
-            let ok = g == w || (g - w).abs() <= 2e-5 * w.abs() + atol || (g.is_nan() && w.is_nan());
-            assert!(ok, "{op:?}({}) = {g}, want {w}", x64.to_f64_vec().unwrap()[i]);
+            assert!(close(g, w, 2e-5, atol), "{op:?}({}) = {g}, want {w}", x64.to_f64_vec().unwrap()[i]);
         }
     }
+    // the overflow edges by hand: f32 exp overflows above ln(f32::MAX) = 88.72, and the
+    // ops built on it saturate there instead of turning into inf / inf
+    let edges = Tensor::from_slice(&[88.7f32, 88.8, 3e38, -3e38, -103.9], &[5], &cpu()).unwrap();
+    let e = edges.exp().unwrap().to_vec::<f32>().unwrap();
+    assert!(e[0].is_finite() && e[0] > 3.2e38, "exp(88.7) = {}", e[0]);
+    // e^-103.9 = 8.2e-46 rounds up to the least subnormal, 1.4e-45
+    assert_eq!(&e[1..], &[f32::INFINITY, f32::INFINITY, 0.0, f32::from_bits(1)], "exp at the edges");
+    let s = edges.sigmoid().unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(s, vec![1.0, 1.0, 1.0, 0.0, f32::from_bits(1)], "sigmoid at the edges");
+    let gt = edges.gelu_tanh().unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(gt, vec![88.7, 88.8, 3e38, -0.0, -0.0], "gelu_tanh at the edges");
+    let slope = edges.unary(UnaryOp::GeluTanhSlope, 0.0).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(slope, vec![1.0, 1.0, 1.0, 0.0, 0.0], "gelu_tanh's slope at the edges");
     let special = Tensor::from_slice(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY], &[3], &cpu()).unwrap();
     let e = special.exp().unwrap().to_vec::<f32>().unwrap();
     assert!(e[0].is_nan() && e[1] == f32::INFINITY && e[2] == 0.0, "{e:?}");

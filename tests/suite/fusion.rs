@@ -1,7 +1,7 @@
 //! Automatic fusion: random elementwise DAGs against the unfused path and the CPU f64
 //! reference, the boundaries where deferred values materialize, the kernel cache, autograd
 //! through fused code, and errors raised by the op that caused them.
-use crate::common::{assert_close, cpu, fresh_gpu, pair, rand_vec, random, rounded, with_gpu};
+use crate::common::{assert_close, close, cpu, fresh_gpu, pair, rand_vec, random, rounded, with_gpu};
 use wgrad::{with_fusion, DType, Device, Tensor};
 
 /// One op of a random program over earlier values (leaves first).
@@ -145,7 +145,7 @@ fn random_dags_equal_the_unfused_path_and_the_f64_reference() {
             // CPU device's f32 (the same roundings) where the f64 reference disagrees
             let (fv, xv, cv) = (f.to_f64_vec().unwrap(), x.to_f64_vec().unwrap(), c.to_f64_vec().unwrap());
             for k in 0..fv.len() {
-                let near = |a: f64, b: f64| (a - b).abs() <= 1e-4 + 1e-4 * b.abs() || (a.is_nan() && b.is_nan());
+                let near = |a: f64, b: f64| close(a, b, 1e-4, 1e-4);
                 if !(near(fv[k], xv[k]) || near(fv[k], cv[k])) {
                     // a comparison of values equal to the last ulp may flip on the GPU alone
                     // (lavapipe's transcendentals round differently from either CPU path);

@@ -85,6 +85,60 @@ fn factorizations_on_the_gpu_match_the_cpu() {
     assert_eq!(c.to_vec::<f32>().unwrap(), vec![2.0, 0.0, 1.0, 2.0]);
 }
 
+#[test]
+fn cholesky_solve_on_the_gpu_matches_the_cpu() {
+    with_gpu!(g);
+    for &(n, k) in &[(1usize, 1usize), (3, 2), (17, 4), (64, 3)] {
+        let p = spd(&[2], n, &g, DType::F32);
+        let (rhs, _) = pair(&[2, n, k], -1.0, 1.0, &g);
+        let rhs32 = rhs.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+        let l = p.cholesky().unwrap();
+        let got = rhs32.cholesky_solve(&l).unwrap();
+        let want = rounded(&rhs).cholesky_solve(&f64_of(&p).cholesky().unwrap()).unwrap();
+        assert_close(&f64_of(&got), &want, 1e-4, 1e-5, &format!("cholesky_solve n={n} k={k}"));
+        // and the residual A X - B on the device
+        let resid = p.matmul(&got).unwrap().sub(&rhs32).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(resid.to_scalar::<f32>().unwrap() < 1e-4, "A X = B for n={n}");
+    }
+}
+
+/// The unchecked forms return (values, info) without reading anything back: the README's
+/// "never sync" promise. Values and info codes are then compared with the CPU device.
+#[test]
+fn solve_ex_and_cholesky_ex_read_nothing_back_and_match_the_cpu() {
+    // batch 0 regular, batch 1 singular ([[1, 2], [2, 4]]: zero pivot at column 2)
+    let a_vals = [3.0f32, 1.0, 1.0, 2.0, 1.0, 2.0, 2.0, 4.0];
+    let b_vals = [1.0f32, 2.0, 3.0, 4.0];
+    // batch 0 positive definite, batch 1 indefinite ([[1, 2], [2, 1]]: minor 2)
+    let p_vals = [4.0f32, 2.0, 2.0, 5.0, 1.0, 2.0, 2.0, 1.0];
+    let run = |dev: &wgrad::Device| {
+        let a = Tensor::from_slice(&a_vals, &[2, 2, 2], dev).unwrap();
+        let b = Tensor::from_slice(&b_vals, &[2, 2, 1], dev).unwrap();
+        let p = Tensor::from_slice(&p_vals, &[2, 2, 2], dev).unwrap();
+        let (x, info) = a.solve_ex(&b).unwrap();
+        let (l, linfo) = p.cholesky_ex().unwrap();
+        (x, info, l, linfo)
+    };
+    let (xc, ic, lc, lic) = run(&cpu());
+    assert_eq!(ic.to_vec::<u32>().unwrap(), vec![0, 2], "solve_ex info on the CPU");
+    assert_eq!(lic.to_vec::<u32>().unwrap(), vec![0, 2], "cholesky_ex info on the CPU");
+    // [[3, 1], [1, 2]] x = [1, 2]: x = [0, 1]; chol [[4, 2], [2, 5]] = [[2, 0], [1, 2]]
+    assert_eq!(xc.narrow(0, 0, 1).unwrap().to_vec::<f32>().unwrap(), vec![0.0, 1.0]);
+    assert_eq!(lc.narrow(0, 0, 1).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 0.0, 1.0, 2.0]);
+    let Some(g) = fresh_gpu() else { return };
+    let before = g.counters();
+    let (xg, ig, lg, lig) = run(&g);
+    g.flush().unwrap();
+    let mid = g.counters();
+    assert_eq!(mid.readbacks, before.readbacks, "solve_ex / cholesky_ex read nothing back");
+    assert!(mid.dispatches > before.dispatches, "the factorizations were submitted");
+    assert_eq!(ig.to_vec::<u32>().unwrap(), vec![0, 2], "solve_ex info on the GPU");
+    assert_eq!(lig.to_vec::<u32>().unwrap(), vec![0, 2], "cholesky_ex info on the GPU");
+    let first = |t: &Tensor| f64_of(&t.narrow(0, 0, 1).unwrap());
+    assert_close(&first(&xg), &first(&xc), 1e-6, 1e-6, "solve_ex values of the regular matrix");
+    assert_close(&first(&lg), &first(&lc), 1e-6, 1e-6, "cholesky_ex values of the SPD matrix");
+}
+
 type F = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
 
 fn sym(x: &Tensor) -> Result<Tensor> {
@@ -148,8 +202,7 @@ fn gradients_through_factorizations_match_on_the_gpu() {
 
 #[test]
 fn closed_forms_of_the_notes() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let dt = if dev.is_gpu() { DType::F32 } else { DType::F64 };
         let tol = if dev.is_gpu() { 2e-4 } else { 1e-10 };
         let x = spd(&[], 4, &dev, dt);
@@ -192,8 +245,7 @@ fn closed_forms_of_the_notes() {
 
 #[test]
 fn singular_and_indefinite_inputs_are_typed_errors() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let keep = Tensor::from_slice(&[1.0f32, 2.0], &[2], &dev).unwrap();
         // batch index 1 is singular ([[1, 2], [2, 4]])
         let a = Tensor::from_slice(&[2.0f32, 0.0, 0.0, 2.0, 1.0, 2.0, 2.0, 4.0], &[2, 2, 2], &dev).unwrap();

@@ -2,7 +2,7 @@
 //! must be learned.
 use crate::common::*;
 use wgrad::data::{parse_idx, read_idx, Mnist};
-use wgrad::nn::{self, Activation, Conv2d, Ctx, Flatten, Linear, MaxPool2d, Module, Params, Sequential};
+use wgrad::nn::{self, Activation, AvgPool2d, Conv2d, Ctx, Flatten, Linear, MaxPool2d, Module, Params, Sequential};
 use wgrad::optim::{Adam, Optimizer, Sgd};
 use wgrad::{check_grads, value_and_grad_many, DType, Device, Error, Tensor};
 
@@ -126,8 +126,10 @@ fn optimizer_steps_match_hand_computed_updates() {
             "adamw step 1",
         );
         // errors: wrong count, wrong shape
-        assert!(adam.step(&mut p, &[]).is_err());
-        assert!(adam.step(&mut p, &[Tensor::ones(&[3], DType::F32, &dev).unwrap()]).is_err());
+        let e = adam.step(&mut p, &[]).unwrap_err();
+        assert!(matches!(e, Error::Invalid { op: "Optimizer::step", .. }), "{e}");
+        let e = adam.step(&mut p, &[Tensor::ones(&[3], DType::F32, &dev).unwrap()]).unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { .. } | Error::Broadcast { .. }), "{e}");
     }
 }
 
@@ -167,25 +169,18 @@ fn gpu_optimizer_steps_update_in_place() {
 
 #[test]
 fn layers_have_the_expected_shapes_and_gradients() {
-    with_gpu!(g);
-    // Conv2d: gradient of the convolution against the CPU and by finite differences
-    let x = f64t(&rand_vec(2 * 2 * 5 * 6, -1.0, 1.0), &[2, 2, 5, 6]);
-    let w = f64t(&rand_vec(3 * 2 * 3 * 3, -1.0, 1.0), &[3, 2, 3, 3]);
-    for (stride, pad) in [(1, 1), (2, 0), (2, 1)] {
+    // Conv2d: gradients by finite differences (CPU, f64), then the GPU's forward and both
+    // gradients (im2col's VJP is col2im) against the CPU
+    let x = rounded(&f64t(&rand_vec(2 * 2 * 5 * 6, -1.0, 1.0), &[2, 2, 5, 6]));
+    let w = rounded(&f64t(&rand_vec(3 * 2 * 3 * 3, -1.0, 1.0), &[3, 2, 3, 3]));
+    let b = rounded(&f64t(&rand_vec(3, -1.0, 1.0), &[3]));
+    const CONVS: [(usize, usize); 3] = [(1, 1), (2, 0), (2, 1)];
+    for (stride, pad) in CONVS {
         check_grads(|w| x.conv2d(w, None, stride, pad), &w, 2)
             .unwrap_or_else(|e| panic!("conv wrt w, stride {stride} pad {pad}: {e}"));
         check_grads(|x| x.conv2d(&w, None, stride, pad), &x, 1).unwrap_or_else(|e| panic!("conv wrt x: {e}"));
-        let y = x.conv2d(&w, None, stride, pad).unwrap();
-        let yg = x
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_device(&g)
-            .unwrap()
-            .conv2d(&w.to_dtype(DType::F32).unwrap().to_device(&g).unwrap(), None, stride, pad)
-            .unwrap();
-        assert_close(&yg, &y, 1e-5, 1e-5, "conv2d on the GPU");
+        check_grads(|b| x.conv2d(&w, Some(b), stride, pad), &b, 1).unwrap_or_else(|e| panic!("conv wrt b: {e}"));
     }
-    // direct definition at one output: y[0, 1, 0, 0] (stride 1, pad 0) = sum_c,i,j w[1, c, i, j] x[0, c, i, j]
     let y = x.conv2d(&w, None, 1, 0).unwrap().to_vec::<f64>().unwrap();
     let (xv, wv) = (x.to_vec::<f64>().unwrap(), w.to_vec::<f64>().unwrap());
     let mut want = 0.0;
@@ -197,7 +192,25 @@ fn layers_have_the_expected_shapes_and_gradients() {
         }
     }
     assert!((y[12] - want).abs() < 1e-12, "{} vs {want}", y[12]);
-    // a small CNN end to end: shapes and a finite loss
+    with_gpu!(g);
+    let to_gpu = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+    let (xg, wg, bg) = (to_gpu(&x), to_gpu(&w), to_gpu(&b));
+    for (stride, pad) in CONVS {
+        let what = format!("stride {stride} pad {pad}");
+        let y = x.conv2d(&w, Some(&b), stride, pad).unwrap();
+        let yg = xg.conv2d(&wg, Some(&bg), stride, pad).unwrap();
+        assert_close(&yg, &y, 1e-5, 1e-5, &format!("conv2d on the GPU, {what}"));
+        // gradients of <conv(x, w) + b, v> for a fixed v: dx through col2im, dw and db
+        let v = rounded(&f64t(&rand_vec(y.numel(), -1.0, 1.0), y.shape()));
+        let vg = to_gpu(&v);
+        let loss = |p: &[Tensor], v: &Tensor| p[0].conv2d(&p[1], Some(&p[2]), stride, pad)?.mul(v)?.sum_all();
+        let (_, want) = value_and_grad_many(|p| loss(p, &v), &[x.clone(), w.clone(), b.clone()]).unwrap();
+        let (_, got) = value_and_grad_many(|p| loss(p, &vg), &[xg.clone(), wg.clone(), bg.clone()]).unwrap();
+        for ((name, gt), wt) in ["input", "weight", "bias"].iter().zip(&got).zip(&want) {
+            assert_close(gt, wt, 1e-4, 1e-5, &format!("conv2d's {name} gradient on the GPU, {what}"));
+        }
+    }
+    // a small CNN end to end: shapes, and its loss and gradients equal the CPU's
     let dev = g.clone();
     let mut p = Params::new();
     let m = Sequential::new()
@@ -209,6 +222,21 @@ fn layers_have_the_expected_shapes_and_gradients() {
     let xb = Tensor::randn(&[5, 1, 8, 8], 3, DType::F32, &dev).unwrap();
     assert_eq!(m.forward(&Ctx::eval(p.tensors()), &xb).unwrap().shape(), &[5, 3]);
     assert_eq!(p.names(), &["c1.weight", "c1.bias", "fc.weight", "fc.bias"]);
+    let labels = [0u32, 2, 1, 1, 0];
+    let cnn_loss = |params: &[Tensor], xb: &Tensor, dev: &Device| {
+        let y = Tensor::from_slice(&labels, &[5], dev)?;
+        nn::cross_entropy(&m.forward(&Ctx::eval(params), xb)?, &y)
+    };
+    let (loss, grads) = value_and_grad_many(|q| cnn_loss(q, &xb, &dev), p.tensors()).unwrap();
+    let on_cpu: Vec<Tensor> = p.tensors().iter().map(|t| t.to_device(&cpu()).unwrap()).collect();
+    let (want_loss, want_grads) =
+        value_and_grad_many(|q| cnn_loss(q, &xb.to_device(&cpu()).unwrap(), &cpu()), &on_cpu).unwrap();
+    let lv = loss.to_scalar::<f32>().unwrap();
+    assert!(lv.is_finite() && lv > 0.0, "CNN loss {lv}");
+    assert_close(&loss, &want_loss, 1e-5, 1e-5, "CNN loss on the GPU");
+    for ((name, gt), wt) in p.names().iter().zip(&grads).zip(&want_grads) {
+        assert_close(gt, wt, 1e-4, 1e-5, &format!("CNN gradient of {name} on the GPU"));
+    }
     // dropout: identity in eval mode, zeroes about p of the elements in training
     let d = nn::Dropout { p: 0.5, seed: 1 };
     let ones = Tensor::ones(&[1000], DType::F32, &dev).unwrap();
@@ -217,6 +245,32 @@ fn layers_have_the_expected_shapes_and_gradients() {
     let zeros = kept.iter().filter(|&&v| v == 0.0).count();
     assert!((400..600).contains(&zeros), "{zeros}");
     assert!(kept.iter().all(|&v| v == 0.0 || v == 2.0));
+}
+
+#[test]
+fn avg_pool2d_matches_window_means_and_its_vjp_spreads_evenly() {
+    // hand-computed: 2x2 means of a 4x4 ramp 0..16
+    let ramp: Vec<f64> = (0..16).map(f64::from).collect();
+    let x = f64t(&ramp, &[1, 1, 4, 4]);
+    let pool = |x: &Tensor| AvgPool2d(2).forward(&Ctx::eval(&[]), x);
+    assert_eq!(pool(&x).unwrap().to_vec::<f64>().unwrap(), vec![2.5, 4.5, 10.5, 12.5]);
+    // its VJP gives each input g / k^2 of its window's cotangent
+    let g = wgrad::grad(|x| pool(x)?.mul(&f64t(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]))?.sum_all(), &x).unwrap();
+    let want: Vec<f64> = (0..16).map(|i| [1.0, 2.0, 3.0, 4.0][(i / 8) * 2 + (i % 4) / 2] / 4.0).collect();
+    assert_eq!(g.to_vec::<f64>().unwrap(), want);
+    let xr = random(&[2, 3, 6, 4], -1.0, 1.0);
+    check_grads(pool, &xr, 2).unwrap();
+    let e = pool(&random(&[1, 1, 5, 4], -1.0, 1.0)).unwrap_err();
+    assert!(matches!(e, Error::Invalid { op: "AvgPool2d", .. }), "{e}");
+    // the GPU's forward and VJP against the CPU's
+    with_gpu!(gd);
+    let xr = rounded(&xr);
+    let v = rounded(&random(&[2, 3, 3, 2], -1.0, 1.0));
+    let to = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(&gd).unwrap();
+    assert_close(&pool(&to(&xr)).unwrap(), &pool(&xr).unwrap(), 1e-6, 1e-6, "AvgPool2d on the GPU");
+    let (_, want) = wgrad::vjp(pool, &xr, &v).unwrap();
+    let (_, got) = wgrad::vjp(pool, &to(&xr), &to(&v)).unwrap();
+    assert_close(&got, &want, 1e-6, 1e-6, "AvgPool2d's VJP on the GPU");
 }
 
 #[test]
@@ -344,7 +398,8 @@ fn the_idx_loader_reads_good_files_and_rejects_corrupt_ones() {
     let m = Mnist::load(&dir).unwrap();
     assert_eq!((m.train.len(), m.train.rows, m.train.cols, m.test.labels.clone()), (2, 2, 3, vec![7, 3]));
     std::fs::write(dir.join("t10k-labels-idx1-ubyte"), &labels[..9]).unwrap();
-    assert!(Mnist::load(&dir).is_err());
+    let e = Mnist::load(&dir).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e}");
     std::fs::remove_dir_all(&dir).ok();
     assert!(matches!(read_idx(std::path::Path::new("/nonexistent/x"), 1), Err(Error::Io { .. })));
     // the shipped subset (gzipped)
@@ -511,5 +566,6 @@ fn multi_tensor_steps_equal_per_tensor_steps_in_one_dispatch() {
     let n = g.counters().dispatches - before;
     assert_eq!(n, (4u64 * 3).div_ceil((limit / 3 * 3) as u64), "4 parameters in {n} dispatches (limit {limit})");
     // bad input: counts and shapes
-    assert!(Tensor::sgd_update_many_(&mut p, &grads[..3], &mut v, 0.1, 0.0, 0.0).is_err());
+    let e = Tensor::sgd_update_many_(&mut p, &grads[..3], &mut v, 0.1, 0.0, 0.0).unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
 }

@@ -93,6 +93,19 @@ fn layer_norm_gradients_pass_check_grads_at_order_two_and_match_on_the_gpu() {
     for (got, want) in got.iter().zip(&want) {
         assert_close(got, want, 1e-3, 1e-4, "layer_norm grads gpu vs cpu");
     }
+    // rms_norm's input and weight gradients, and its second order (an HVP through the input)
+    let rms_loss = |p: &[Tensor]| p[0].rms_norm(Some(&p[1]), 1e-5)?.sin()?.sum_all();
+    let (_, want) = value_and_grad_many(rms_loss, &[x.clone(), w.clone()]).unwrap();
+    let (_, got) = value_and_grad_many(rms_loss, &[to(&x, &g), to(&w, &g)]).unwrap();
+    for ((name, got), want) in ["input", "weight"].iter().zip(&got).zip(&want) {
+        assert_close(got, want, 1e-3, 1e-4, &format!("rms_norm's {name} gradient gpu vs cpu"));
+    }
+    let v = random(x.shape(), -1.0, 1.0);
+    let rms_x = |x: &Tensor, w: &Tensor| x.rms_norm(Some(w), 1e-5)?.sin()?.sum_all();
+    let want = wgrad::hvp(|x| rms_x(x, &w), &x, &v).unwrap();
+    let wg = to(&w, &g);
+    let got = wgrad::hvp(|x| rms_x(x, &wg), &to(&x, &g), &to(&v, &g)).unwrap();
+    assert_close(&got, &want, 2e-3, 2e-4, "rms_norm hvp gpu vs cpu");
 }
 
 #[test]

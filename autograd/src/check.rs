@@ -1,6 +1,9 @@
-//! Gradient checking by central finite differences on random projections (HIPS
-//! autograd's check_grads): <u, J^T v> from the VJP against <(f(x + eps u) - f(x - eps u)) / 2 eps, v>.
-use crate::transforms::vjp;
+//! Gradient checking by central finite differences on random projections (HIPS autograd's
+//! and JAX's check_grads, in both modes): with the difference quotient
+//! d = (f(x + eps u) - f(x - eps u)) / 2 eps,
+//! - reverse mode: <u, J^T v> from the VJP against <d, v>;
+//! - forward mode: <J u, v> from the JVP against <d, v>.
+use crate::transforms::{jvp, vjp};
 use wgrad_core::no_grad;
 use wgrad_core::{DType, Device, Error, Result, Tensor};
 
@@ -13,16 +16,20 @@ pub struct CheckOptions {
     /// Random (u, v) pairs tried per order.
     pub projections: usize,
     pub seed: u64,
+    /// Check the JVP (forward mode) at every order.
+    pub forward: bool,
+    /// Check the VJP (reverse mode) at every order.
+    pub reverse: bool,
 }
 
 impl CheckOptions {
     /// f64: eps 1e-6, atol 1e-5, rtol 1e-3 (PyTorch gradcheck).
     pub fn f64() -> Self {
-        CheckOptions { eps: 1e-6, atol: 1e-5, rtol: 1e-3, projections: 3, seed: 0 }
+        CheckOptions { eps: 1e-6, atol: 1e-5, rtol: 1e-3, projections: 3, seed: 0, forward: true, reverse: true }
     }
     /// f32: eps 1e-3, rtol = atol = 2e-3 (JAX).
     pub fn f32() -> Self {
-        CheckOptions { eps: 1e-3, atol: 2e-3, rtol: 2e-3, projections: 3, seed: 0 }
+        CheckOptions { eps: 1e-3, atol: 2e-3, rtol: 2e-3, projections: 3, seed: 0, forward: true, reverse: true }
     }
 }
 
@@ -32,7 +39,8 @@ fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
 }
 
 /// Check derivatives of `f` at `x` up to `order` (each level against central differences of
-/// the one below) in f64 on the CPU (x is copied there); the error names the worst mismatch.
+/// the one below), in reverse mode (the VJP) and forward mode (the JVP), in f64 on the CPU (x
+/// is copied there); the error names the worst mismatch, its order and its mode.
 pub fn check_grads<F>(f: F, x: &Tensor, order: usize) -> Result<()>
 where
     F: Fn(&Tensor) -> Result<Tensor>,
@@ -68,18 +76,26 @@ fn check_dyn(
         let seed = opts.seed.wrapping_mul(1000).wrapping_add(order as u64 * 100 + p as u64);
         let u = Tensor::randn(x.shape(), seed, x.dtype(), x.device())?;
         let v = Tensor::randn(y.shape(), seed + 50, y.dtype(), y.device())?;
-        let analytic = dot(&u, &vjp(f, x, &v)?.1)?;
         let numeric = no_grad(|| -> Result<f64> {
             let step = u.mul_scalar(opts.eps)?;
             let fp = f(&x.add(&step)?)?;
             let fm = f(&x.sub(&step)?)?;
             dot(&fp.sub(&fm)?.mul_scalar(1.0 / (2.0 * opts.eps))?, &v)
         })?;
-        let diff = (analytic - numeric).abs();
-        let tol = opts.atol + opts.rtol * numeric.abs();
-        if (diff > tol && diff / tol > worst_ratio) || (diff.is_nan() && worst.is_none()) {
-            worst_ratio = diff / tol;
-            worst = Some(Error::GradCheck { order: level, analytic, numeric, diff, tol });
+        let mut analytic = Vec::with_capacity(2);
+        if opts.reverse {
+            analytic.push(("reverse", dot(&u, &vjp(f, x, &v)?.1)?));
+        }
+        if opts.forward {
+            analytic.push(("forward", dot(&jvp(f, x, &u)?.1, &v)?));
+        }
+        for (mode, analytic) in analytic {
+            let diff = (analytic - numeric).abs();
+            let tol = opts.atol + opts.rtol * numeric.abs();
+            if (diff > tol && diff / tol > worst_ratio) || (diff.is_nan() && worst.is_none()) {
+                worst_ratio = diff / tol;
+                worst = Some(Error::GradCheck { order: level, mode, analytic, numeric, diff, tol });
+            }
         }
     }
     if let Some(e) = worst {

@@ -32,12 +32,14 @@ pub enum Error {
     UnsupportedDType { op: &'static str, dtype: crate::DType, device: String, why: String },
     #[error("{op}: derivative of order {order} is not implemented")]
     NotDifferentiable { op: String, order: usize },
+    /// A derivative that disagrees with central differences: `mode` is "reverse" (the VJP,
+    /// `<u, J^T v>`) or "forward" (the JVP, `<J u, v>`).
     #[error(
-        "check_grads: order-{order} derivative disagrees with central differences: \
-             <u, J^T v> = {analytic:e} but the finite-difference value is {numeric:e} \
+        "check_grads: order-{order} derivative ({mode} mode) disagrees with central differences: \
+             {analytic:e} but the finite-difference value is {numeric:e} \
              (|difference| {diff:e} > tolerance {tol:e})"
     )]
-    GradCheck { order: usize, analytic: f64, numeric: f64, diff: f64, tol: f64 },
+    GradCheck { order: usize, mode: &'static str, analytic: f64, numeric: f64, diff: f64, tol: f64 },
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
     #[error("{op}: {path}: {msg}")]

@@ -117,20 +117,21 @@ fn every_binary_jvp_over_all_broadcast_pairs() {
 }
 
 /// Every other primitive (and the composites the notes use), each with an input shape.
-pub(crate) fn structural_cases() -> Vec<(&'static str, F, Vec<usize>)> {
-    let idx = Tensor::from_slice(&[2u32, 0, 2, 1], &[4], &cpu()).unwrap();
-    let gidx = Tensor::from_slice(&[2u32, 2, 0, 1], &[2, 2], &cpu()).unwrap();
-    let labels = Tensor::from_slice(&[2u32, 0], &[2], &cpu()).unwrap();
+/// Index operands live on `dev`; constants take the input's dtype and device.
+pub(crate) fn structural_cases(dev: &Device) -> Vec<(&'static str, F, Vec<usize>)> {
+    let idx = Tensor::from_slice(&[2u32, 0, 2, 1], &[4], dev).unwrap();
+    let gidx = Tensor::from_slice(&[2u32, 2, 0, 1], &[2, 2], dev).unwrap();
+    let labels = Tensor::from_slice(&[2u32, 0], &[2], dev).unwrap();
     let labels2 = labels.clone();
     let geom =
         ConvGeometry { batch: 1, channels: 2, height: 3, width: 3, kernel_h: 2, kernel_w: 2, stride: 1, padding: 1 };
     // A = x x^T + 3 I: symmetric positive definite for any x (Cholesky, logdet)
     let spd = |x: &Tensor| -> Result<Tensor> {
         let m = x.reshape(&[3, 3])?;
-        m.matmul(&m.t()?)?.add(&Tensor::eye(3, DType::F64, &Device::cpu())?.mul_scalar(3.0)?)
+        m.matmul(&m.t()?)?.add(&Tensor::eye(3, x.dtype(), x.device())?.mul_scalar(3.0)?)
     };
     let well_conditioned = |x: &Tensor| -> Result<Tensor> {
-        x.narrow(0, 0, 9)?.reshape(&[3, 3])?.add(&Tensor::eye(3, DType::F64, &Device::cpu())?.mul_scalar(3.0)?)
+        x.narrow(0, 0, 9)?.reshape(&[3, 3])?.add(&Tensor::eye(3, x.dtype(), x.device())?.mul_scalar(3.0)?)
     };
     vec![
         ("sum axis 1", Box::new(|x: &Tensor| x.sum(&[1], false)), vec![2, 3]),
@@ -139,7 +140,7 @@ pub(crate) fn structural_cases() -> Vec<(&'static str, F, Vec<usize>)> {
         ("min keepdim", Box::new(|x: &Tensor| x.min(&[0], true)), vec![3, 4]),
         (
             "argmax is flat",
-            Box::new(|x: &Tensor| x.argmax(1, false)?.to_dtype(DType::F64)?.add(&x.sum(&[1], false)?)),
+            Box::new(|x: &Tensor| x.argmax(1, false)?.to_dtype(x.dtype())?.add(&x.sum(&[1], false)?)),
             vec![2, 3],
         ),
         ("logsumexp", Box::new(|x: &Tensor| x.logsumexp(&[1], false)), vec![2, 3]),
@@ -220,7 +221,7 @@ pub(crate) fn structural_cases() -> Vec<(&'static str, F, Vec<usize>)> {
 
 #[test]
 fn every_other_primitive_jvp_is_the_transpose_of_its_vjp_and_matches_finite_differences() {
-    for (name, f, shape) in structural_cases() {
+    for (name, f, shape) in structural_cases(&cpu()) {
         let x = random(&shape, -1.5, 1.5);
         check_forward(name, &f, &x);
     }
@@ -471,5 +472,15 @@ fn gpu_jvps_of_every_primitive_match_the_cpu() {
     let gpu_cases = crate::autograd_ops::structural_cases(&g);
     for ((name, fg, shape), (_, fc, _)) in gpu_cases.into_iter().zip(crate::autograd_ops::structural_cases(&cpu())) {
         check(name, &fg, &fc, &random(&shape, -1.5, 1.5));
+    }
+    // the forward-mode list: softmax_vjp, cross-entropy and its gradient, pooling, im2col,
+    // col2im, conv2d and the factorizations
+    let mut seen = Vec::new();
+    for ((name, fg, shape), (_, fc, _)) in structural_cases(&g).into_iter().zip(structural_cases(&cpu())) {
+        check(name, &fg, &fc, &random(&shape, -1.5, 1.5));
+        seen.push(name);
+    }
+    for name in ["softmax_vjp (z, v, g)", "im2col", "col2im", "conv2d", "solve (A and B)", "cholesky", "logdet"] {
+        assert!(seen.contains(&name), "{name} is in the GPU JVP list");
     }
 }

@@ -13,6 +13,7 @@ mod errors;
 mod f16;
 mod forward_mode;
 mod fusion;
+mod grad_check;
 mod grid_order;
 mod linalg;
 mod matmul;

@@ -79,7 +79,7 @@ fn every_binary_batching_rule_matches_a_loop_mapped_and_shared() {
 
 #[test]
 fn every_other_batching_rule_matches_a_loop() {
-    for (name, f, shape) in crate::forward_mode::structural_cases() {
+    for (name, f, shape) in crate::forward_mode::structural_cases(&cpu()) {
         check_vmap(name, &f, &shape, -1.5, 1.5);
     }
 }

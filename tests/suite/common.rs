@@ -139,6 +139,12 @@ pub fn pair(shape: &[usize], lo: f64, hi: f64, dev: &Device) -> (Tensor, Tensor)
     (r, d)
 }
 
+/// An f64 CPU tensor on `dev` in the dtype tests use there: f64 on the CPU, f32 on a GPU.
+pub fn on(dev: &Device, t64: &Tensor) -> Tensor {
+    let dtype = if dev.is_gpu() { DType::F32 } else { DType::F64 };
+    t64.to_dtype(dtype).unwrap().to_device(dev).unwrap()
+}
+
 /// The reference computed on f32-rounded inputs (what the GPU actually saw).
 pub fn rounded(t: &Tensor) -> Tensor {
     t.to_dtype(DType::F32).unwrap().to_dtype(DType::F64).unwrap()

@@ -115,8 +115,7 @@ fn a_grid_over_65535_workgroups_is_folded_and_fully_written() {
 
 #[test]
 fn nan_and_inf_propagate_like_pytorch() {
-    with_gpu!(g);
-    for dev in [g.clone(), cpu()] {
+    for dev in devices() {
         let x = Tensor::from_slice(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0, 2.0], &[5], &dev).unwrap();
         let relu = x.relu().unwrap().to_vec::<f32>().unwrap();
         assert!(relu[0].is_nan(), "relu(NaN) must be NaN on {dev}");
@@ -144,8 +143,7 @@ fn nan_and_inf_propagate_like_pytorch() {
 
 #[test]
 fn where_and_comparisons_give_masks() {
-    with_gpu!(g);
-    for dev in [g.clone(), cpu()] {
+    for dev in devices() {
         let a = Tensor::from_slice(&[1.0f32, 5.0, 3.0], &[3], &dev).unwrap();
         let b = Tensor::from_slice(&[2.0f32, 5.0, 1.0], &[3], &dev).unwrap();
         assert_eq!(a.lt(&b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 0.0, 0.0]);
@@ -164,8 +162,7 @@ fn where_and_comparisons_give_masks() {
 
 #[test]
 fn hand_computed_values() {
-    with_gpu!(g);
-    for dev in [g.clone(), cpu()] {
+    for dev in devices() {
         let x = Tensor::from_slice(&[-2.0f32, 0.0, 3.0], &[3], &dev).unwrap();
         // pow with integral exponents of negative bases follows numpy: (-2)^2 = 4, (-2)^3 = -8
         assert_eq!(x.powf(2.0).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 0.0, 9.0]);

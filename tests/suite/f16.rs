@@ -9,8 +9,7 @@ fn h(v: &[f32]) -> Vec<f16> {
 
 #[test]
 fn f16_round_trips_and_converts_on_every_device() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         for n in [1usize, 2, 7, 64, 257] {
             let v: Vec<f32> = rand_vec(n, -100.0, 100.0).into_iter().map(|x| x as f32).collect();
             let t = Tensor::from_slice(&h(&v), &[n], &dev).unwrap();
@@ -38,8 +37,7 @@ fn f16_round_trips_and_converts_on_every_device() {
 
 #[test]
 fn f16_ops_match_the_f32_path_and_gradients_flow() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let (_, a32) = pair(&[17, 33], -2.0, 2.0, &dev);
         let (_, b32) = pair(&[33, 9], -2.0, 2.0, &dev);
         let (a16, b16) = (a32.to_dtype(DType::F16).unwrap(), b32.to_dtype(DType::F16).unwrap());

@@ -12,8 +12,7 @@ fn f64t(v: &[f64], s: &[usize]) -> Tensor {
 
 #[test]
 fn cross_entropy_matches_hand_computed_values_and_is_stable() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         // logits [[1, 2, 3], [1, 1, 1]], labels [2, 0]:
         // row 0: -log(e^3 / (e + e^2 + e^3)) = log(1 + e^-1 + e^-2) ; row 1: log 3
         let logits = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 1.0, 1.0, 1.0], &[2, 3], &dev).unwrap();
@@ -90,8 +89,7 @@ fn one_param(v: &[f32], dev: &Device) -> Params {
 
 #[test]
 fn optimizer_steps_match_hand_computed_updates() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let grad = [Tensor::from_slice(&[0.5f32, -1.0], &[2], &dev).unwrap()];
         // SGD lr 0.1, momentum 0.9, wd 0.01: g' = g + 0.01 p; v1 = g'; v2 = 0.9 v1 + g2'
         let mut p = one_param(&[1.0, 2.0], &dev);

@@ -27,31 +27,33 @@ fn norm_ref(x: &[f64], n: usize, w: &[f64], b: &[f64], eps: f64, rms: bool) -> V
 
 #[test]
 fn layer_norm_and_rms_norm_match_the_formula_on_both_devices() {
-    with_gpu!(g);
-    for n in [1usize, 7, 37, 300] {
-        let rows = 5;
-        let (x64, x32) = pair(&[rows, n], -3.0, 3.0, &g);
-        let (w64, w32) = pair(&[n], 0.5, 1.5, &g);
-        let (b64, b32) = pair(&[n], -1.0, 1.0, &g);
-        for rms in [false, true] {
-            let bias = if rms { vec![0.0; n] } else { vals(&b64) };
-            let want = norm_ref(&vals(&x64), n, &vals(&w64), &bias, 1e-5, rms);
-            let want = Tensor::from_slice(&want, &[rows, n], &cpu()).unwrap();
-            let (cpu_y, gpu_y) = if rms {
-                (nn::rms_norm(&x64, &w64, 1e-5).unwrap(), nn::rms_norm(&x32, &w32, 1e-5).unwrap())
-            } else {
-                (nn::layer_norm(&x64, &w64, &b64, 1e-5).unwrap(), nn::layer_norm(&x32, &w32, &b32, 1e-5).unwrap())
-            };
-            assert_close(&cpu_y, &want, 1e-12, 1e-12, &format!("cpu n={n} rms={rms}"));
-            assert_close(&gpu_y, &want, 1e-4, 1e-4, &format!("gpu n={n} rms={rms}"));
-        }
-        // without affine parameters the rows have mean 0 and variance 1 / (1 + eps / var)
-        let y = x32.layer_norm(None, None, 0.0).unwrap();
-        if n > 1 {
-            for row in vals(&y).chunks(n) {
-                let m = row.iter().sum::<f64>() / n as f64;
-                let v = row.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n as f64;
-                assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-4, "n={n}: mean {m} var {v}");
+    for dev in devices() {
+        // f64 on the CPU, f32 on the GPU; the reference sees the f32-rounded inputs on both
+        let tol = if dev.is_gpu() { 1e-4 } else { 1e-12 };
+        for n in [1usize, 7, 37, 300] {
+            let rows = 5;
+            let (x64, w64, b64) = (
+                rounded(&random(&[rows, n], -3.0, 3.0)),
+                rounded(&random(&[n], 0.5, 1.5)),
+                rounded(&random(&[n], -1.0, 1.0)),
+            );
+            let (x, w, b) = (on(&dev, &x64), on(&dev, &w64), on(&dev, &b64));
+            for rms in [false, true] {
+                let bias = if rms { vec![0.0; n] } else { vals(&b64) };
+                let want = norm_ref(&vals(&x64), n, &vals(&w64), &bias, 1e-5, rms);
+                let want = Tensor::from_slice(&want, &[rows, n], &cpu()).unwrap();
+                let y =
+                    if rms { nn::rms_norm(&x, &w, 1e-5).unwrap() } else { nn::layer_norm(&x, &w, &b, 1e-5).unwrap() };
+                assert_close(&y, &want, tol, tol, &format!("{dev} n={n} rms={rms}"));
+            }
+            // without affine parameters the rows have mean 0 and variance 1 / (1 + eps / var)
+            let y = x.layer_norm(None, None, 0.0).unwrap();
+            if n > 1 {
+                for row in vals(&y).chunks(n) {
+                    let m = row.iter().sum::<f64>() / n as f64;
+                    let v = row.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n as f64;
+                    assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-4, "{dev} n={n}: mean {m} var {v}");
+                }
             }
         }
     }
@@ -110,7 +112,6 @@ fn layer_norm_gradients_pass_check_grads_at_order_two_and_match_on_the_gpu() {
 
 #[test]
 fn gelu_matches_its_definitions_and_differentiates_to_order_three() {
-    with_gpu!(g);
     // (|x| <= 3.5: the reference's Taylor series of erf stays accurate to 1e-13 there)
     let xs = [-3.5, -2.5, -1.0, -0.3, 0.0, 1e-4, 0.3, 1.0, 2.5, 3.5];
     let erf = |x: f64| {
@@ -125,7 +126,7 @@ fn gelu_matches_its_definitions_and_differentiates_to_order_three() {
     let exact: Vec<f64> = xs.iter().map(|&x| 0.5 * x * (1.0 + erf(x / 2f64.sqrt()))).collect();
     let c = (2.0 / std::f64::consts::PI).sqrt();
     let tanh: Vec<f64> = xs.iter().map(|&x| 0.5 * x * (1.0 + (c * (x + 0.044715 * x.powi(3))).tanh())).collect();
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let dt = if !dev.is_gpu() { DType::F64 } else { DType::F32 };
         let x = Tensor::from_slice(&xs, &[xs.len()], &cpu()).unwrap().to_dtype(dt).unwrap().to_device(&dev).unwrap();
         let tol = if !dev.is_gpu() { 1e-12 } else { 2e-6 };
@@ -151,8 +152,7 @@ fn gelu_matches_its_definitions_and_differentiates_to_order_three() {
 
 #[test]
 fn embedding_gathers_rows_and_accumulates_repeated_ids() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let w = Tensor::from_slice(&[0.0f32, 1.0, 10.0, 11.0, 20.0, 21.0], &[3, 2], &dev).unwrap();
         let ids = Tensor::from_slice(&[2u32, 0, 2, 2], &[2, 2], &dev).unwrap();
         let y = nn::embedding(&ids, &w).unwrap();
@@ -222,45 +222,46 @@ fn attention_ref(
 
 #[test]
 fn attention_matches_explicit_softmax_on_both_devices() {
-    with_gpu!(g);
-    // seq 1, seq 37 (not a multiple of any workgroup), and more keys than queries
-    for (sq, sk) in [(1usize, 1usize), (37, 37), (5, 9)] {
-        let (b, h, d) = (2, 3, 8);
-        let (q64, q32) = pair(&[b, h, sq, d], -1.0, 1.0, &g);
-        let (k64, k32) = pair(&[b, h, sk, d], -1.0, 1.0, &g);
-        let (v64, v32) = pair(&[b, h, sk, d], -1.0, 1.0, &g);
-        let (m64, m32) = pair(&[sq, sk], -1.0, 1.0, &g);
-        for causal in [false, true] {
-            for masked in [false, true] {
-                let mv = vals(&m64);
-                let want = attention_ref(
-                    &vals(&q64),
-                    &vals(&k64),
-                    &vals(&v64),
-                    b * h,
-                    sq,
-                    sk,
-                    d,
-                    causal,
-                    masked.then_some(&mv[..]),
-                );
-                let want = Tensor::from_slice(&want, &[b, h, sq, d], &cpu()).unwrap();
-                let what = format!("sq={sq} sk={sk} causal={causal} mask={masked}");
-                let c = nn::scaled_dot_product_attention(&q64, &k64, &v64, masked.then_some(&m64), causal).unwrap();
-                assert_close(&c, &want, 1e-12, 1e-12, &what);
-                let gy = nn::scaled_dot_product_attention(&q32, &k32, &v32, masked.then_some(&m32), causal).unwrap();
-                assert_close(&gy, &want, 1e-4, 1e-5, &what);
+    for dev in devices() {
+        let tol = if dev.is_gpu() { (1e-4, 1e-5) } else { (1e-12, 1e-12) };
+        // seq 1, seq 37 (not a multiple of any workgroup), and more keys than queries
+        for (sq, sk) in [(1usize, 1usize), (37, 37), (5, 9)] {
+            let (b, h, d) = (2, 3, 8);
+            let q64 = rounded(&random(&[b, h, sq, d], -1.0, 1.0));
+            let k64 = rounded(&random(&[b, h, sk, d], -1.0, 1.0));
+            let v64 = rounded(&random(&[b, h, sk, d], -1.0, 1.0));
+            let m64 = rounded(&random(&[sq, sk], -1.0, 1.0));
+            let (q, k, v, m) = (on(&dev, &q64), on(&dev, &k64), on(&dev, &v64), on(&dev, &m64));
+            for causal in [false, true] {
+                for masked in [false, true] {
+                    let mv = vals(&m64);
+                    let want = attention_ref(
+                        &vals(&q64),
+                        &vals(&k64),
+                        &vals(&v64),
+                        b * h,
+                        sq,
+                        sk,
+                        d,
+                        causal,
+                        masked.then_some(&mv[..]),
+                    );
+                    let want = Tensor::from_slice(&want, &[b, h, sq, d], &cpu()).unwrap();
+                    let what = format!("{dev} sq={sq} sk={sk} causal={causal} mask={masked}");
+                    let y = nn::scaled_dot_product_attention(&q, &k, &v, masked.then_some(&m), causal).unwrap();
+                    assert_close(&y, &want, tol.0, tol.1, &what);
+                }
             }
         }
-    }
-    // bad masks: a typed error naming the op and both shapes
-    let q = Tensor::zeros(&[1, 2, 4, 8], DType::F32, &g).unwrap();
-    let bad = Tensor::zeros(&[3, 4], DType::F32, &g).unwrap();
-    match nn::scaled_dot_product_attention(&q, &q, &q, Some(&bad), false) {
-        Err(Error::ShapeMismatch { op: "scaled_dot_product_attention", lhs, rhs, .. }) => {
-            assert_eq!((lhs, rhs), (vec![3, 4], vec![1, 2, 4, 4]))
+        // bad masks: a typed error naming the op and both shapes
+        let q = Tensor::zeros(&[1, 2, 4, 8], DType::F32, &dev).unwrap();
+        let bad = Tensor::zeros(&[3, 4], DType::F32, &dev).unwrap();
+        match nn::scaled_dot_product_attention(&q, &q, &q, Some(&bad), false) {
+            Err(Error::ShapeMismatch { op: "scaled_dot_product_attention", lhs, rhs, .. }) => {
+                assert_eq!((lhs, rhs), (vec![3, 4], vec![1, 2, 4, 4]))
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 
@@ -312,8 +313,7 @@ fn hvp_through_a_transformer_block_matches_finite_differences() {
 
 #[test]
 fn batch_norm_tracks_running_statistics_and_switches_with_the_mode() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let mut p = Params::new();
         let bn = BatchNorm1d::new(&mut p, "bn", 2, &dev).unwrap();
         let batches: [[f32; 8]; 3] = [
@@ -398,8 +398,7 @@ fn lr_schedules_give_their_values_at_given_steps() {
 
 #[test]
 fn clip_grad_norm_scales_only_above_the_threshold_and_reports_the_f64_norm() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let a = Tensor::from_slice(&[3.0f32, 0.0], &[2], &dev).unwrap();
         let b = Tensor::from_slice(&[0.0f32, 4.0, 0.0, 0.0], &[2, 2], &dev).unwrap();
         // norm 5: below 10 unchanged, above 1 scaled by 1 / (5 + 1e-6)
@@ -427,8 +426,7 @@ fn clip_grad_norm_scales_only_above_the_threshold_and_reports_the_f64_norm() {
 
 #[test]
 fn accumulation_averages_micro_batches_and_decay_skips_vectors() {
-    with_gpu!(g);
-    for dev in [cpu(), g.clone()] {
+    for dev in devices() {
         let w = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2], &dev).unwrap();
         let x = Tensor::from_slice(&[1.0f32, -1.0, 0.5, 2.0], &[2, 2], &dev).unwrap();
         let loss = |p: &[Tensor], rows: &[usize]| {
@@ -540,9 +538,8 @@ fn small_gpt_learns(dev: &Device) -> (f64, f64) {
 
 #[test]
 fn a_small_char_gpt_learns_below_the_unigram_baseline_on_cpu_and_gpu() {
-    // a device of its own: its live-buffer counter sees only this model
-    let Some(g) = fresh_gpu() else { return };
-    for dev in [cpu(), g] {
+    // the GPU: a device of its own, so its live-buffer counter sees only this model
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
         let (loss, unigram) = small_gpt_learns(&dev);
         // the unigram entropy is about 3.3 nats; 200 steps of a 2-layer model reach ~2.5
         assert!(loss < unigram - 0.5, "{dev}: loss {loss} vs unigram {unigram}");

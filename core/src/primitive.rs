@@ -327,12 +327,15 @@ pub trait CustomOp: Send + Sync {
     }
 }
 
-static VMAP_LOOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+thread_local! {
+    static VMAP_LOOPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// How many times vmap has fallen back to a loop over the examples (a custom op with no
-/// batching rule), in this process.
+/// batching rule) on this thread: a count that other threads' work cannot change. A GPU
+/// device also counts its own (`Counters::vmap_fallback_loops`).
 pub fn vmap_fallback_loops() -> u64 {
-    VMAP_LOOPS.load(std::sync::atomic::Ordering::Relaxed)
+    VMAP_LOOPS.with(|n| n.get())
 }
 
 /// J t for a primitive that only has a VJP: the gradient in u of s(u) = sum_i <vjp_i(u), t_i>,
@@ -400,7 +403,7 @@ impl Primitive for Custom {
         if let Some(out) = self.0.batch(x, batched, b.size) {
             return out;
         }
-        VMAP_LOOPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        VMAP_LOOPS.with(|n| n.set(n.get() + 1));
         let started = std::time::Instant::now();
         let outs = (0..b.size)
             .map(|i| {

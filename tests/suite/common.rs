@@ -67,8 +67,13 @@ fn test_name() -> String {
 /// The seed of the running test's random inputs: FNV-1a of its name, so a test draws the
 /// same values whatever runs beside it (WGRAD_TEST_SEED=<n> tries another).
 pub fn test_seed() -> u64 {
+    next_bits(); // the stream is this test's from now on, so a failure prints its seed
+    STREAM.with(|s| s.borrow().as_ref().unwrap().1)
+}
+
+fn seed_of(name: &str) -> u64 {
     let base = std::env::var("WGRAD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    test_name().bytes().fold(0xCBF2_9CE4_8422_2325u64 ^ base, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
+    name.bytes().fold(0xCBF2_9CE4_8422_2325u64 ^ base, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
 }
 
 /// After a panic in a test that drew random inputs, print the seed they came from.
@@ -98,7 +103,7 @@ fn next_bits() -> u64 {
         let mut s = s.borrow_mut();
         let name = test_name();
         if s.as_ref().is_none_or(|(n, _, _)| *n != name) {
-            let seed = test_seed();
+            let seed = seed_of(&name);
             *s = Some((name, seed, seed | 1));
         }
         let state = &mut s.as_mut().unwrap().2;
@@ -117,12 +122,6 @@ pub fn rand_vec(n: usize, lo: f64, hi: f64) -> Vec<f64> {
             lo + (hi - lo) * u
         })
         .collect()
-}
-
-/// A seed for an API that takes one (`Tensor::randn`, `Tensor::rand`), drawn from the
-/// running test's stream.
-pub fn rand_seed() -> u64 {
-    next_bits()
 }
 
 /// Uniform values in [lo, hi) as an f64 CPU tensor of `shape`.

@@ -107,12 +107,12 @@ impl Context {
     }
 
     /// A buffer that only kernels will write; poisoned with NaN bits when the poison test
-    /// aid is on.
+    /// aid is on: [`POISON_WORD`] reads as NaN both as an f32 and as each of two f16s.
     pub fn alloc_output(self: &Arc<Self>, bytes: u64) -> KResult<GpuBuffer> {
         let poison = self.poison_outputs();
         let buf = self.alloc_for(bytes, poison)?;
         if poison {
-            let words = vec![0x7fc0_0000u32; (buf.capacity() / 4) as usize];
+            let words = vec![POISON_WORD; (buf.capacity() / 4) as usize];
             self.write(&buf, 0, bytemuck::cast_slice(&words));
         }
         Ok(buf)
@@ -203,3 +203,8 @@ impl Context {
 }
 
 use std::time::Duration;
+
+/// The fill of poisoned outputs: an f32 NaN (exponent all ones, mantissa 0x407E00) whose
+/// halves are f16 NaNs (0x7FC0 above, 0x7E00 below), so an unwritten f32 element and an
+/// unwritten f16 element at an even or odd index all read back as NaN.
+pub const POISON_WORD: u32 = 0x7FC0_7E00;

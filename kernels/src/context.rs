@@ -62,6 +62,8 @@ pub struct Context {
     matmul_choice: KernelChoice,
     /// How grid-stride loops deal items to invocations (see `contiguous_runs`).
     runs_choice: KernelChoice,
+    /// Whether f16 kernels read f16 storage directly where the adapter can (see `supports_f16`).
+    f16_choice: KernelChoice,
     pass_per_dispatch: bool,
     params_align: u64,
     /// Per-kernel (dispatches, seconds) while profiling is on (see `set_profiling`).
@@ -269,6 +271,7 @@ impl Context {
             poison: AtomicBool::new(false),
             matmul_choice: KernelChoice::from_env("WGRAD_MATMUL", "reg", "tiled"),
             runs_choice: KernelChoice::from_env("WGRAD_GRID_RUNS", "contiguous", "interleaved"),
+            f16_choice: KernelChoice::from_env("WGRAD_F16", "native", "fallback"),
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
             profile: ProfileTable::new(std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")),
             params_align,
@@ -295,6 +298,20 @@ impl Context {
     /// [`Context::set_contiguous_runs`] override the adapter's default.
     pub fn contiguous_runs(&self) -> bool {
         self.runs_choice.get().unwrap_or(self.is_cpu_adapter())
+    }
+
+    /// Choose how this device computes on f16 tensors: Some(false) forces the fallback
+    /// (f16 unpacked to f32 with `unpack2x16float`, computed, and packed back) even where
+    /// the adapter has SHADER_F16; Some(true) or None use f16 storage directly where the
+    /// adapter has it. `WGRAD_F16=native|fallback` sets it when the context is created.
+    /// Tests use it to run both paths on one adapter.
+    pub fn set_native_f16(&self, choice: Option<bool>) {
+        self.f16_choice.set(choice);
+    }
+
+    /// Whether f16 storage may be used directly (not forced to the fallback).
+    pub(crate) fn f16_native_allowed(&self) -> bool {
+        self.f16_choice.get() != Some(false)
     }
 
     /// Force the grid-stride order on this device: Some(true) contiguous runs, Some(false)

@@ -76,9 +76,10 @@ impl Context {
         self.alloc_output(bytes as u64)
     }
 
-    /// Whether the device runs kernels on f16 storage directly (SHADER_F16).
+    /// Whether the device runs kernels on f16 storage directly: the adapter has SHADER_F16
+    /// and [`Context::set_native_f16`] did not force the fallback.
     pub fn supports_f16(&self) -> bool {
-        self.device.features().contains(wgpu::Features::SHADER_F16)
+        self.device.features().contains(wgpu::Features::SHADER_F16) && self.f16_native_allowed()
     }
 
     /// out = op(x, scalar), x a strided view of `shape`, stored as `dt` (f32, or f16 where

@@ -17,7 +17,7 @@ mod nn;
 mod reduce;
 pub mod source;
 
-pub use buffer::GpuBuffer;
+pub use buffer::{GpuBuffer, POISON_WORD};
 pub use context::{AdapterSummary, Context, KernelTime, ProfileTable, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};

@@ -1,23 +1,49 @@
 //! f16 tensors: a storage format (two halves per 32-bit word on the GPU) computed in f32.
 use crate::common::*;
 use half::f16;
-use wgrad::{grad, DType, Tensor};
+use wgrad::{grad, DType, Device, Tensor};
 
 fn h(v: &[f32]) -> Vec<f16> {
     v.iter().map(|&x| f16::from_f32(x)).collect()
 }
 
+/// A GPU device of its own with f16 forced through the `unpack2x16float` fallback (the
+/// path adapters without SHADER_F16 take), or None where the person opted out of GPU tests.
+fn fallback_gpu() -> Option<Device> {
+    let d = fresh_gpu()?;
+    d.context().unwrap().set_native_f16(Some(false));
+    assert!(!d.context().unwrap().supports_f16());
+    Some(d)
+}
+
+/// The CPU, the shared GPU device (f16 storage read directly where the adapter has
+/// SHADER_F16) and a GPU device forced to the fallback: both GPU paths run on every adapter.
+fn f16_devices() -> Vec<Device> {
+    let mut d = devices();
+    d.extend(fallback_gpu());
+    d
+}
+
+fn path(dev: &Device) -> String {
+    match dev.context() {
+        Some(c) if c.supports_f16() => format!("{dev} (native f16)"),
+        Some(_) => format!("{dev} (f16 fallback)"),
+        None => format!("{dev}"),
+    }
+}
+
 #[test]
 fn f16_round_trips_and_converts_on_every_device() {
-    for dev in devices() {
+    for dev in f16_devices() {
+        let on = path(&dev);
         for n in [1usize, 2, 7, 64, 257] {
             let v: Vec<f32> = rand_vec(n, -100.0, 100.0).into_iter().map(|x| x as f32).collect();
             let t = Tensor::from_slice(&h(&v), &[n], &dev).unwrap();
             assert_eq!(t.dtype(), DType::F16);
-            assert_eq!(t.to_vec::<f16>().unwrap(), h(&v), "round trip n={n} on {dev}");
+            assert_eq!(t.to_vec::<f16>().unwrap(), h(&v), "round trip n={n} on {on}");
             // f32 -> f16 on the device rounds like the half crate (to nearest even)
             let f = Tensor::from_slice(&v, &[n], &dev).unwrap().to_dtype(DType::F16).unwrap();
-            assert_eq!(f.to_vec::<f16>().unwrap(), h(&v), "to_dtype(F16) n={n} on {dev}");
+            assert_eq!(f.to_vec::<f16>().unwrap(), h(&v), "to_dtype(F16) n={n} on {on}");
             let back = t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
             assert_eq!(back, h(&v).iter().map(|x| x.to_f32()).collect::<Vec<_>>());
         }
@@ -37,7 +63,8 @@ fn f16_round_trips_and_converts_on_every_device() {
 
 #[test]
 fn f16_ops_match_the_f32_path_and_gradients_flow() {
-    for dev in devices() {
+    for dev in f16_devices() {
+        let on = path(&dev);
         let (_, a32) = pair(&[17, 33], -2.0, 2.0, &dev);
         let (_, b32) = pair(&[33, 9], -2.0, 2.0, &dev);
         let (a16, b16) = (a32.to_dtype(DType::F16).unwrap(), b32.to_dtype(DType::F16).unwrap());
@@ -53,7 +80,7 @@ fn f16_ops_match_the_f32_path_and_gradients_flow() {
         ];
         for (name, got, want) in cases {
             assert_eq!(got.dtype(), DType::F16, "{name} keeps f16");
-            assert_close(&got, &want, 1e-3, 1e-3, &format!("f16 {name} on {dev}"));
+            assert_close(&got, &want, 1e-3, 1e-3, &format!("f16 {name} on {on}"));
         }
         assert_eq!(
             a16.argmax(1, false).unwrap().to_vec::<u32>().unwrap(),
@@ -63,7 +90,7 @@ fn f16_ops_match_the_f32_path_and_gradients_flow() {
         let f = |x: &Tensor| x.matmul(&b16.to_dtype(x.dtype())?)?.tanh()?.sum_all();
         let g16 = grad(f, &a16).unwrap();
         assert_eq!(g16.dtype(), DType::F16);
-        assert_close(&g16, &grad(f, &ar).unwrap(), 1e-2, 1e-2, &format!("f16 gradient on {dev}"));
+        assert_close(&g16, &grad(f, &ar).unwrap(), 1e-2, 1e-2, &format!("f16 gradient on {on}"));
         assert!(a16.inverse().is_err(), "factorizations reject f16");
     }
 }
@@ -71,12 +98,35 @@ fn f16_ops_match_the_f32_path_and_gradients_flow() {
 #[test]
 fn elementwise_f16_runs_in_one_kernel_where_the_adapter_has_shader_f16() {
     let Some(g) = fresh_gpu() else { return };
-    let x = Tensor::from_slice(&h(&[0.5, -1.0, 2.0]), &[3], &g).unwrap();
-    let before = g.counters();
-    let y = x.exp().unwrap().mul(&x).unwrap();
-    let n = g.counters().dispatches - before.dispatches;
     let native = g.context().unwrap().supports_f16();
-    assert_eq!(n, if native { 2 } else { 6 }, "native f16: one kernel per op; else unpack, op, pack");
-    let want: Vec<f32> = [0.5f32, -1.0, 2.0].iter().map(|&v| v.exp() * v).collect();
-    assert_close(&y, &Tensor::from_slice(&want, &[3], &cpu()).unwrap(), 1e-3, 1e-3, "exp(x) * x in f16");
+    for (dev, native) in [(g, native), (fallback_gpu().unwrap(), false)] {
+        // odd lengths: the last word holds one half, and every half of every word is checked
+        for n in [1usize, 3, 8, 257] {
+            let v: Vec<f32> = rand_vec(n, -2.0, 2.0).into_iter().map(|x| x as f32).collect();
+            let x = Tensor::from_slice(&h(&v), &[n], &dev).unwrap();
+            dev.synchronize().unwrap();
+            let before = dev.counters();
+            let y = wgrad::with_fusion(false, || x.exp().unwrap().mul(&x).unwrap());
+            let dispatches = dev.counters().dispatches - before.dispatches;
+            // native: one kernel per op; fallback: exp is unpack, exp, pack (3) and mul
+            // unpacks both operands (4)
+            assert_eq!(dispatches, if native { 2 } else { 7 }, "native f16 {native}: dispatches");
+            // poisoned outputs: an unwritten half at either index of a word reads as NaN
+            let got = y.to_vec::<f16>().unwrap();
+            assert!(got.iter().all(|v| v.is_finite()), "native {native} n={n}: an unwritten half: {got:?}");
+            let want: Vec<f32> = h(&v).iter().map(|v| v.to_f32()).map(|v| v.exp() * v).collect();
+            let what = format!("exp(x) * x in f16, native {native}, n={n}");
+            assert_close(&y, &Tensor::from_slice(&want, &[n], &cpu()).unwrap(), 2e-3, 2e-3, &what);
+            // fused (the default) equals unfused
+            let fused = x.exp().unwrap().mul(&x).unwrap();
+            assert_close(&fused, &y, 0.0, 0.0, &format!("{what}, fused"));
+        }
+    }
+}
+
+#[test]
+fn poisoned_outputs_read_as_nan_in_f32_and_in_both_f16_halves() {
+    let word = wgrad::kernels::POISON_WORD;
+    assert!(f32::from_bits(word).is_nan());
+    assert!(f16::from_bits((word & 0xFFFF) as u16).is_nan() && f16::from_bits((word >> 16) as u16).is_nan());
 }

@@ -24,34 +24,50 @@ fn unary_tol(op: UnaryOp) -> (f64, f64) {
 
 #[test]
 fn unary_ops_match_the_cpu_reference_at_boundary_sizes() {
-    with_gpu!(g);
-    for &op in UnaryOp::ALL {
-        let (lo, hi) = unary_domain(op);
-        let s = if matches!(op, UnaryOp::PowScalar | UnaryOp::RPowScalar) { 1.7 } else { 0.75 };
-        for &n in SIZES {
-            let (r, d) = pair(&[n], lo, hi, &g);
-            let want = rounded(&rounded(&r).unary(op, s).unwrap());
-            let got = d.unary(op, s).unwrap();
-            let (rtol, atol) = unary_tol(op);
-            assert_close(&got, &want, rtol, atol, &format!("{op:?} n={n}"));
+    // a device of its own, to see which kernels ran
+    let Some(g) = fresh_gpu() else { return };
+    // fused (the default: a one-op fused kernel) and unfused (each op's own kernel)
+    for fusion in [true, false] {
+        for &op in UnaryOp::ALL {
+            let (lo, hi) = unary_domain(op);
+            let s = if matches!(op, UnaryOp::PowScalar | UnaryOp::RPowScalar) { 1.7 } else { 0.75 };
+            for &n in SIZES {
+                let (r, d) = pair(&[n], lo, hi, &g);
+                let want = rounded(&rounded(&r).unary(op, s).unwrap());
+                let got = wgrad::with_fusion(fusion, || d.unary(op, s).unwrap().to_device(&cpu()).unwrap());
+                let (rtol, atol) = unary_tol(op);
+                assert_close(&got, &want, rtol, atol, &format!("{op:?} n={n} fusion={fusion}"));
+            }
         }
+    }
+    let compiled = g.context().unwrap().compiled_kernels();
+    use wgrad::kernels::Kernel;
+    for &op in UnaryOp::ALL {
+        assert!(
+            compiled.iter().any(|k| matches!(k.kernel, Kernel::Unary(o) | Kernel::UnaryVec4(o) if o == op)),
+            "{op:?}'s own kernel never ran"
+        );
     }
 }
 
-/// Every binary op on every pair of shapes (both operand orders) against the CPU in f64.
+/// Every binary op on every pair of shapes (both operand orders) against the CPU in f64,
+/// fused (the default) and unfused (each op's own kernel).
 fn check_binary_ops(shapes: &[(&[usize], &[usize])], g: &wgrad::Device) {
-    for &op in BinaryOp::ALL {
-        for &(sa, sb) in shapes {
-            let (lo, hi) = if op == BinaryOp::Pow { (0.2, 2.0) } else { (-3.0, 3.0) };
-            let (ra, da) = pair(sa, lo, hi, g);
-            let (rb, db) = pair(sb, lo, hi, g);
-            let tol = if op == BinaryOp::Pow { 2e-5 } else { 1e-6 };
-            for (x, y, rx, ry, what) in [
-                (&da, &db, &ra, &rb, format!("{op:?} {sa:?} {sb:?}")),
-                (&db, &da, &rb, &ra, format!("{op:?} {sb:?} {sa:?}")),
-            ] {
-                let want = rounded(&rounded(rx).binary(op, &rounded(ry)).unwrap());
-                assert_close(&x.binary(op, y).unwrap(), &want, tol, 1e-6, &what);
+    for fusion in [true, false] {
+        for &op in BinaryOp::ALL {
+            for &(sa, sb) in shapes {
+                let (lo, hi) = if op == BinaryOp::Pow { (0.2, 2.0) } else { (-3.0, 3.0) };
+                let (ra, da) = pair(sa, lo, hi, g);
+                let (rb, db) = pair(sb, lo, hi, g);
+                let tol = if op == BinaryOp::Pow { 2e-5 } else { 1e-6 };
+                for (x, y, rx, ry, what) in [
+                    (&da, &db, &ra, &rb, format!("{op:?} {sa:?} {sb:?} fusion={fusion}")),
+                    (&db, &da, &rb, &ra, format!("{op:?} {sb:?} {sa:?} fusion={fusion}")),
+                ] {
+                    let want = rounded(&rounded(rx).binary(op, &rounded(ry)).unwrap());
+                    let got = wgrad::with_fusion(fusion, || x.binary(op, y).unwrap().to_device(&cpu()).unwrap());
+                    assert_close(&got, &want, tol, 1e-6, &what);
+                }
             }
         }
     }
@@ -59,11 +75,20 @@ fn check_binary_ops(shapes: &[(&[usize], &[usize])], g: &wgrad::Device) {
 
 #[test]
 fn binary_ops_broadcast_like_numpy() {
-    with_gpu!(g);
+    // a device of its own, to see which kernels ran
+    let Some(g) = fresh_gpu() else { return };
     check_binary_ops(
         &[(&[5, 7], &[5, 7]), (&[5, 1], &[1, 7]), (&[3, 4, 5], &[5]), (&[], &[6, 2]), (&[2, 1, 3], &[4, 1])],
         &g,
     );
+    let compiled = g.context().unwrap().compiled_kernels();
+    use wgrad::kernels::Kernel;
+    for &op in BinaryOp::ALL {
+        assert!(
+            compiled.iter().any(|k| matches!(k.kernel, Kernel::Binary(o) | Kernel::BinaryVec4(o, ..) if o == op)),
+            "{op:?}'s own kernel never ran"
+        );
+    }
 }
 
 #[test]

@@ -96,8 +96,24 @@ fn both_matmul_kernel_families_match_the_reference() {
                 &rounded(&rb),
                 &format!("{sa:?} @ {sb:?}, register blocked {register_blocked}"),
             );
-            let t = da.t().unwrap().t().unwrap().matmul(&db.t().unwrap().t().unwrap()).unwrap();
-            assert_matmul_close(&t, &rounded(&ra), &rounded(&rb), "strided");
+            // genuinely strided operands: A column-major (a transposed copy, viewed back) and
+            // B a slice of wider rows (row stride k + 3)
+            let col_major = da.t().unwrap().contiguous().unwrap().t().unwrap();
+            let rank = db.rank();
+            let mut wide = db.shape().to_vec();
+            wide[rank - 1] += 3;
+            let padded = Tensor::cat(
+                &[db.clone(), Tensor::zeros(&[&wide[..rank - 1], &[3]].concat(), DType::F32, &g).unwrap()],
+                -1,
+            )
+            .unwrap();
+            let sliced = padded.contiguous().unwrap().narrow(-1, 0, db.shape()[rank - 1]).unwrap();
+            // (a [1, k] matrix is contiguous in either order)
+            assert!(sa[sa.len() - 2] == 1 || !col_major.layout().is_contiguous(), "{sa:?} column-major");
+            assert!(!sliced.layout().is_contiguous(), "{sb:?} sliced");
+            let t = col_major.matmul(&sliced).unwrap();
+            let what = format!("{sa:?} @ {sb:?} strided, register blocked {register_blocked}");
+            assert_matmul_close(&t, &rounded(&ra), &rounded(&rb), &what);
         }
     }
 }

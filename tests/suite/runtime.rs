@@ -14,6 +14,7 @@ fn one_matmul_is_one_dispatch_and_no_submit_until_read() {
     // deferred (an elementwise consumer would run in its store) until something reads it
     assert_eq!(mid.dispatches - before.dispatches, 0);
     assert_eq!(mid.readbacks - before.readbacks, 0, "no readback before the user asks");
+    assert_eq!(mid.submits - before.submits, 0, "no submit before the user asks");
     let v = c.to_vec::<f32>().unwrap();
     assert!(v.iter().all(|&x| x == 128.0));
     let after = g.counters();

@@ -282,6 +282,23 @@ fn a_gpu_hessian_reads_nothing_back() {
     assert_eq!(g.counters().readbacks - before.readbacks, 0, "readbacks during hessian and jacrev");
     assert_eq!(h.shape(), &[8, 1, 8, 1]);
     assert_eq!(j.shape(), &[8, 1, 8, 1]);
+    // the values, by hand in f64: with z = W x and s = sech^2 z,
+    // H = W^T diag(-2 tanh(z) s) W + I and J = diag(s) W
+    let (wv, xv) = (w.to_f64_vec().unwrap(), x.to_f64_vec().unwrap());
+    let z: Vec<f64> = (0..8).map(|i| (0..8).map(|k| wv[i * 8 + k] * xv[k]).sum()).collect();
+    let sech2: Vec<f64> = z.iter().map(|z| 1.0 - z.tanh().powi(2)).collect();
+    let mut want_h = vec![0.0; 64];
+    let mut want_j = vec![0.0; 64];
+    for a in 0..8 {
+        for b in 0..8 {
+            let curvature: f64 = (0..8).map(|i| wv[i * 8 + a] * -2.0 * z[i].tanh() * sech2[i] * wv[i * 8 + b]).sum();
+            want_h[a * 8 + b] = curvature + if a == b { 1.0 } else { 0.0 };
+            want_j[a * 8 + b] = sech2[a] * wv[a * 8 + b];
+        }
+    }
+    let as_t = |v: Vec<f64>| Tensor::from_slice(&v, &[8, 1, 8, 1], &cpu()).unwrap();
+    assert_close(&h, &as_t(want_h), 1e-4, 1e-5, "the Hessian's values");
+    assert_close(&j, &as_t(want_j), 1e-4, 1e-5, "the Jacobian's values");
 }
 
 /// x^3 as a user primitive, with a forward to loop over and optionally a batching rule.

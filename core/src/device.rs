@@ -29,6 +29,12 @@ impl Device {
         Ok(Device::Gpu(Context::new()?))
     }
 
+    /// A GPU device of its own on the adapter whose name contains `name` (case-insensitive),
+    /// as `WGRAD_ADAPTER=<name>` picks for [`Device::gpu`]; no such adapter is an error.
+    pub fn gpu_named(name: &str) -> Result<Device> {
+        Ok(Device::Gpu(Context::on_adapter(Some(name))?))
+    }
+
     /// Run on the device and queue a host application created (no device of wgrad's own);
     /// see the interop rules on [`Tensor::from_wgpu_buffer`](crate::Tensor::from_wgpu_buffer).
     /// Note that wgrad installs its own uncaptured-error handler on the device, so that GPU

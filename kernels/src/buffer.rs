@@ -1,6 +1,6 @@
 //! Pooled device buffers: allocation by size class, return on drop, upload and readback.
 
-use crate::context::{Context, READBACK_TIMEOUT};
+use crate::context::Context;
 use crate::counters::AtomicCounters;
 use crate::error::{KResult, KernelError};
 use std::sync::Arc;
@@ -87,6 +87,10 @@ impl Context {
         let buffer = match reused {
             Some(b) => b,
             None => {
+                if self.out_of_memory_injected() {
+                    let msg = "injected by Context::inject_out_of_memory".to_string();
+                    return Err(KernelError::OutOfMemory { bytes: class, msg });
+                }
                 let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
                 let b = self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("wgrad tensor"),
@@ -156,11 +160,13 @@ impl Context {
         self.check_health()
     }
 
-    /// Block until the GPU has finished all submitted work, or error after READBACK_TIMEOUT.
+    /// Block until the GPU has finished all submitted work, or error after the readback
+    /// timeout ([`Context::set_readback_timeout`]).
     pub(crate) fn wait_idle(&self) -> KResult<()> {
-        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(READBACK_TIMEOUT) }).map_err(
+        let timeout = self.readback_timeout();
+        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) }).map_err(
             |e| match e {
-                wgpu::PollError::Timeout => KernelError::ReadbackTimeout(READBACK_TIMEOUT),
+                wgpu::PollError::Timeout => KernelError::ReadbackTimeout(timeout),
                 other => KernelError::Gpu(other.to_string()),
             },
         )?;
@@ -194,7 +200,7 @@ impl Context {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(KernelError::Gpu(format!("mapping the readback buffer failed: {e}"))),
-            Err(_) => return Err(KernelError::ReadbackTimeout(READBACK_TIMEOUT)),
+            Err(_) => return Err(KernelError::ReadbackTimeout(self.readback_timeout())),
         }
         let data = staging.get_mapped_range(..).map_err(|e| KernelError::Gpu(format!("mapped range: {e:?}")))?.to_vec();
         staging.unmap();

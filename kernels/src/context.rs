@@ -66,6 +66,10 @@ pub struct Context {
     f16_choice: KernelChoice,
     pass_per_dispatch: bool,
     params_align: u64,
+    /// How long a readback or synchronize waits for the GPU, in nanoseconds.
+    readback_timeout_ns: std::sync::atomic::AtomicU64,
+    /// Test aid: report fresh allocations as out of memory (see `inject_out_of_memory`).
+    inject_oom: AtomicBool,
     /// Per-kernel (dispatches, seconds) while profiling is on (see `set_profiling`).
     profile: ProfileTable,
 }
@@ -176,11 +180,17 @@ impl Context {
     /// Create a context on the best adapter: `WGRAD_ADAPTER=<substring>` picks one by name,
     /// otherwise a discrete GPU is preferred over integrated, virtual and CPU adapters.
     pub fn new() -> KResult<Arc<Context>> {
+        let wanted = std::env::var("WGRAD_ADAPTER").ok().filter(|s| !s.is_empty());
+        Self::on_adapter(wanted.as_deref())
+    }
+
+    /// Create a context on the best adapter whose name contains `wanted` (any adapter for
+    /// None); none is [`KernelError::NoAdapter`] naming what was asked for.
+    pub fn on_adapter(wanted: Option<&str>) -> KResult<Arc<Context>> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
         let instance = wgpu::Instance::new(desc);
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let wanted = std::env::var("WGRAD_ADAPTER").ok().filter(|s| !s.is_empty());
         let mut candidates: Vec<wgpu::Adapter> = adapters
             .into_iter()
             .filter(|a| {
@@ -191,7 +201,7 @@ impl Context {
         candidates.sort_by_key(|a| std::cmp::Reverse(rank_adapter(&a.get_info())));
         let Some(adapter) = candidates.into_iter().next() else {
             let hint = match wanted {
-                Some(w) => format!(" whose name contains '{w}' (WGRAD_ADAPTER)"),
+                Some(w) => format!(" whose name contains '{w}' (WGRAD_ADAPTER or Device::gpu_named)"),
                 None => String::new(),
             };
             return Err(KernelError::NoAdapter { hint });
@@ -275,7 +285,32 @@ impl Context {
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
             profile: ProfileTable::new(std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")),
             params_align,
+            readback_timeout_ns: std::sync::atomic::AtomicU64::new(READBACK_TIMEOUT.as_nanos() as u64),
+            inject_oom: AtomicBool::new(false),
         })
+    }
+
+    /// How long a readback or [`Context::synchronize`] waits for submitted work before it
+    /// is [`KernelError::ReadbackTimeout`] ([`READBACK_TIMEOUT`] unless set).
+    pub fn readback_timeout(&self) -> Duration {
+        Duration::from_nanos(self.readback_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Set the readback timeout of this device. A timed-out read loses nothing: the work
+    /// stays queued and the tensors stay valid, so a later read (with a longer timeout)
+    /// returns the values.
+    pub fn set_readback_timeout(&self, timeout: Duration) {
+        self.readback_timeout_ns.store(timeout.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Test aid: while on, every allocation that the pool cannot serve fails as the driver's
+    /// out-of-memory error would ([`KernelError::OutOfMemory`], raised through the same
+    /// error-scope path), so callers' handling of it can be tested on any adapter.
+    pub fn inject_out_of_memory(&self, on: bool) {
+        self.inject_oom.store(on, Ordering::SeqCst);
+    }
+    pub(crate) fn out_of_memory_injected(&self) -> bool {
+        self.inject_oom.load(Ordering::Relaxed)
     }
 
     /// The matmul kernel family: register blocks on CPU adapters, shared-memory tiles on

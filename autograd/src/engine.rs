@@ -109,6 +109,7 @@ fn backward_inner(outputs: &[(Tensor, Tensor)], targets: &[Tensor]) -> Result<Ve
             continue;
         }
         let input_grads = node.op.vjp(node, &g)?;
+        node.vjp_done();
         drop(g);
         for (i, gi) in input_grads.into_iter().enumerate() {
             let (Some(parent), Some(gi)) = (&node.parents[i], gi) else { continue };

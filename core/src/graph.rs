@@ -51,6 +51,10 @@ pub struct Node {
     pub saved_inputs: Vec<Option<Tensor>>,
     pub(crate) saved_output: Option<SavedOutput>,
     output_tangents: Mutex<Vec<(u64, SavedTangent)>>,
+    /// Recorded inside a checkpointed function with values dropped: where to replay them.
+    recompute: Option<crate::checkpoint::RegionLink>,
+    /// The checkpoint region this output node keeps alive (see `checkpoint`).
+    owned_region: std::sync::OnceLock<Arc<crate::checkpoint::Region>>,
 }
 
 impl Node {
@@ -69,16 +73,42 @@ impl Node {
     pub fn needs_grad(&self, i: usize) -> bool {
         self.parents.get(i).is_some_and(|p| p.is_some())
     }
-    /// Input `i` as saved at forward time.
-    pub fn input(&self, i: usize) -> Result<&Tensor> {
-        self.saved_inputs.get(i).and_then(|t| t.as_ref()).ok_or_else(|| crate::Error::Invalid {
+    /// Input `i` as saved at forward time (or, inside a checkpointed function, as replayed).
+    pub fn input(&self, i: usize) -> Result<Tensor> {
+        if let Some(t) = self.saved_inputs.get(i).and_then(|t| t.as_ref()) {
+            return Ok(t.clone());
+        }
+        if let (Some((region, index)), true) = (&self.recompute, self.op.saves_input(i)) {
+            let region = region.upgrade().ok_or_else(crate::checkpoint::region_gone)?;
+            return Ok(saved_copy(&region.input(*index, i)?));
+        }
+        Err(crate::Error::Invalid {
             op: "vjp",
             msg: format!("{} did not save input {i} (its saves rule and its VJP disagree)", self.op.name()),
         })
     }
+    /// Keep a checkpoint region alive (this node is one of its outputs).
+    pub(crate) fn own_region(&self, region: Arc<crate::checkpoint::Region>) {
+        let _ = self.owned_region.set(region);
+    }
+    /// Called by the backward walk once this node's VJP has run: values a checkpoint
+    /// replayed for it can be freed when no other node waits for them.
+    pub fn vjp_done(&self) {
+        if let Some((region, index)) = &self.recompute {
+            if let Some(region) = region.upgrade() {
+                if region.dropped_any(*index) {
+                    region.done();
+                }
+            }
+        }
+    }
     /// The forward output as a tensor whose graph node is `this` (so VJPs that read the
     /// output stay differentiable), with the tangents it had.
     pub fn output(this: &Arc<Node>) -> Result<Tensor> {
+        if let (None, Some((region, index)), true) = (&this.saved_output, &this.recompute, this.op.saves_output()) {
+            let region = region.upgrade().ok_or_else(crate::checkpoint::region_gone)?;
+            return Ok(region.value(*index)?.with_node(Some(this.clone())));
+        }
         let s = this.saved_output.as_ref().ok_or_else(|| crate::Error::Invalid {
             op: "vjp",
             msg: format!("{} did not save its output (its saves rule and its VJP disagree)", this.op.name()),
@@ -143,6 +173,9 @@ pub(crate) fn record(out: Tensor, op: &Arc<dyn Primitive>, inputs: &[&Tensor]) -
     if !transform::is_recording() || inputs.iter().all(|t| t.node().is_none()) || !op.differentiable() {
         return out;
     }
+    if let Some(region) = crate::checkpoint::active() {
+        return record_in_region(out, op, inputs, &region);
+    }
     let node = Node {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         op: op.clone(),
@@ -153,8 +186,39 @@ pub(crate) fn record(out: Tensor, op: &Arc<dyn Primitive>, inputs: &[&Tensor]) -
         saved_inputs: inputs.iter().enumerate().map(|(i, t)| op.saves_input(i).then(|| saved_copy(t))).collect(),
         saved_output: op.saves_output().then(|| out.saved_output()),
         output_tangents: Mutex::new(Vec::new()),
+        recompute: None,
+        owned_region: std::sync::OnceLock::new(),
     };
     out.with_node(Some(Arc::new(node)))
+}
+
+/// [`record`] inside a checkpointed function: the node saves only what the region's
+/// policy keeps, and can replay the rest.
+fn record_in_region(
+    out: Tensor,
+    op: &Arc<dyn Primitive>,
+    inputs: &[&Tensor],
+    region: &Arc<crate::checkpoint::Region>,
+) -> Tensor {
+    let (sources, keep) = region.plan(op, inputs);
+    let mut node = Node {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        op: op.clone(),
+        parents: inputs.iter().map(|t| t.node().cloned()).collect(),
+        input_shapes: inputs.iter().map(|t| t.shape().to_vec()).collect(),
+        input_dtypes: inputs.iter().map(|t| t.dtype()).collect(),
+        output_shape: out.shape().to_vec(),
+        saved_inputs: inputs.iter().enumerate().map(|(i, t)| keep.keep_input[i].then(|| saved_copy(t))).collect(),
+        saved_output: keep.keep_output.then(|| out.saved_output()),
+        output_tangents: Mutex::new(Vec::new()),
+        recompute: None,
+        owned_region: std::sync::OnceLock::new(),
+    };
+    // the node's index in the region is the next one
+    node.recompute = Some((Arc::downgrade(region), region.len()));
+    let node = Arc::new(node);
+    region.push(&node, &out, sources, &keep);
+    out.with_node(Some(node))
 }
 
 /// A tracked copy of `x` (same data, same tangents): the input of a transform. Its parent
@@ -170,6 +234,8 @@ pub(crate) fn track(x: &Tensor) -> Tensor {
         saved_inputs: vec![None],
         saved_output: None,
         output_tangents: Mutex::new(Vec::new()),
+        recompute: None,
+        owned_region: std::sync::OnceLock::new(),
     };
     x.with_node(Some(Arc::new(node)))
 }

@@ -4,6 +4,7 @@
 // Numeric loops index several arrays by one counter; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
 
+mod checkpoint;
 pub mod cpu;
 mod cpu_buffers;
 pub mod cpu_linalg;
@@ -22,6 +23,7 @@ mod storage;
 mod tensor;
 mod transform;
 
+pub use checkpoint::{checkpoint, checkpoint_name, checkpoint_replays, checkpoint_with, CheckpointPolicy, ReplayCount};
 pub use device::{AdapterSummary, Context, Counters, Device};
 pub use dtype::{DType, Element};
 pub use error::{Error, KernelError, Result};

@@ -93,6 +93,14 @@ pub trait Primitive: Send + Sync + 'static {
     fn fusible(&self) -> Option<crate::fusion::Fusible> {
         None
     }
+    /// Whether this is a matrix product (what [`crate::CheckpointPolicy::Matmuls`] keeps).
+    fn is_matmul(&self) -> bool {
+        false
+    }
+    /// The name a [`crate::checkpoint_name`] marker gives its value.
+    fn checkpoint_name(&self) -> Option<&str> {
+        None
+    }
     /// Whether the entry point checks a batching rule's output against the shape rule
     /// (user primitives have no shape rule of their own).
     fn checks_batched_shape(&self) -> bool {
@@ -389,7 +397,7 @@ impl Primitive for Custom {
     }
     /// The user's VJP on the saved inputs and output.
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let inputs = (0..node.saved_inputs.len()).map(|i| node.input(i).cloned()).collect::<Result<Vec<_>>>()?;
+        let inputs = (0..node.saved_inputs.len()).map(|i| node.input(i)).collect::<Result<Vec<_>>>()?;
         self.0.vjp(&inputs, &Node::output(node)?, g)
     }
     /// The user's JVP, or the one derived from the VJP.

@@ -7,6 +7,7 @@ mod common;
 
 mod autograd_ops;
 mod autograd_transforms;
+mod checkpoint;
 mod elementwise;
 mod embed_threads;
 mod errors;

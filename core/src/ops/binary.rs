@@ -223,8 +223,8 @@ impl Primitive for Binary {
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let rule = binary_rule(self.op);
         let s = Saved2 {
-            a: rule.saves_ab.then(|| node.input(0).cloned()).transpose()?,
-            b: rule.saves_ab.then(|| node.input(1).cloned()).transpose()?,
+            a: rule.saves_ab.then(|| node.input(0)).transpose()?,
+            b: rule.saves_ab.then(|| node.input(1)).transpose()?,
             y: rule.saves_y.then(|| Node::output(node)).transpose()?,
         };
         let (ga, gb) = (rule.vjp)(&s, g)?;
@@ -338,7 +338,7 @@ impl Primitive for Where {
     }
     /// d where(c, a, b) = [c] da + [not c] db
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let c = node.input(0)?;
+        let c = &node.input(0)?;
         let z = g.zeros_like()?;
         Ok(vec![None, Some(c.where_(g, &z)?), Some(c.where_(&z, g)?)])
     }

@@ -76,7 +76,7 @@ impl Primitive for IndexSelect {
     /// x-bar = g with `axis` moved last, times one_hot(idx, n): row j gathers every g
     /// entry picked from j (a product: deterministic, no atomics, differentiable again)
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let idx = node.input(1)?;
+        let idx = &node.input(1)?;
         let oh = idx.one_hot(node.input_shapes[0][self.axis], g.dtype())?;
         let (ax, last) = (self.axis as isize, g.rank() as isize - 1);
         Ok(vec![Some(g.transpose(ax, last)?.matmul(&oh)?.transpose(ax, last)?), None])
@@ -140,7 +140,7 @@ impl Primitive for Gather {
     }
     /// x-bar[.., j, ..] = sum_k [idx[.., k, ..] = j] g[.., k, ..] along `axis`
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (idx, axis) = (node.input(1)?, self.axis);
+        let (idx, axis) = (&node.input(1)?, self.axis);
         let oh = idx.one_hot(node.input_shapes[0][axis], g.dtype())?;
         let summed = g.unsqueeze(-1)?.mul(&oh)?.sum(&[axis as isize], false)?;
         // summed: x's axes without `axis`, then n last; move n back to position `axis`.

@@ -86,7 +86,7 @@ impl Primitive for Solve {
     }
     /// X = A^-1 B: dX = A^-1 (dB - dA X), so B-bar = A^-T G and A-bar = -B-bar X^T
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let a = node.input(0)?;
+        let a = &node.input(0)?;
         let x = Node::output(node)?;
         let gb = a.t()?.solve_ex(g)?.0;
         let ga = node.needs_grad(0).then(|| gb.matmul(&x.t()?)?.neg()).transpose()?;

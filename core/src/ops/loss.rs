@@ -133,8 +133,8 @@ impl Primitive for SoftmaxVjp {
     /// v-bar = F(z, h, g); z-bar = F(z, u, g) with u = h v - a h - b v (d(J_s v) written
     /// through J_s again); g-bar = sum(h * F(z, v, 1)).
     fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (z, v) = (node.input(0)?, node.input(1)?);
-        let g = if self.scaled { Some(node.input(2)?) } else { None };
+        let (z, v) = (&node.input(0)?, &node.input(1)?);
+        let g = if self.scaled { Some(&node.input(2)?) } else { None };
         let s = z.softmax(-1)?;
         let a = s.mul(v)?.sum(&[-1], true)?;
         let b = s.mul(h)?.sum(&[-1], true)?;
@@ -232,7 +232,7 @@ impl Primitive for SoftmaxCrossEntropy {
     }
     /// z-bar = g (softmax(z) - onehot(y)) / B: the fused gradient primitive
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(node.input(0)?.softmax_cross_entropy_grad(node.input(1)?, g)?), None])
+        Ok(vec![Some(node.input(0)?.softmax_cross_entropy_grad(&node.input(1)?, g)?), None])
     }
     /// jvp = sum((softmax(z) - onehot(y)) * t) / B = <G(z, 1), t>
     fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
@@ -292,7 +292,7 @@ impl Primitive for SoftmaxCrossEntropyGrad {
     /// For the cotangent h: z-bar = (g / B) J_s h (the fused softmax_vjp),
     /// g-bar = sum(h * (s - onehot(y))) / B
     fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (z, y, g) = (node.input(0)?, node.input(1)?, node.input(2)?);
+        let (z, y, g) = (&node.input(0)?, &node.input(1)?, &node.input(2)?);
         let b = z.shape()[0];
         let zbar = z.softmax_vjp(h, Some(g), 1.0 / b as f64)?;
         // g is usually the constant seed of a gradient: its cotangent only when tracked

@@ -89,6 +89,9 @@ impl Primitive for Matmul {
     fn name(&self) -> String {
         "matmul".into()
     }
+    fn is_matmul(&self) -> bool {
+        true
+    }
     fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
         check_same("matmul", &[x[0], x[1]])?;
         check_float("matmul", x[0])?;
@@ -148,7 +151,7 @@ impl Primitive for Matmul {
     /// returned transposed, so the weight gets a contiguous gradient (no copy before the
     /// optimizer). Same products, same cost.
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (a, b) = (node.input(0)?, node.input(1)?);
+        let (a, b) = (&node.input(0)?, &node.input(1)?);
         let matrices = a.rank() == 2 && b.rank() == 2;
         let ga = node
             .needs_grad(0)

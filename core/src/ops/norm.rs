@@ -189,8 +189,8 @@ impl Primitive for LayerNorm {
     /// x-bar = J(x) (g w) (the gradient primitive); w-bar = g xh; b-bar = g (in the
     /// broadcast shape: the engine sums over the leading axes)
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let x = node.input(0)?;
-        let w = if self.weight { Some(node.input(1)?) } else { None };
+        let x = &node.input(0)?;
+        let w = if self.weight { Some(&node.input(1)?) } else { None };
         let mut out = vec![node.needs_grad(0).then(|| self.kind().grad(x, g, w)).transpose()?];
         if self.weight {
             out.push(node.needs_grad(1).then(|| g.mul(&self.kind().normalize(x)?)).transpose()?);
@@ -323,8 +323,8 @@ impl Primitive for LayerNormGrad {
     /// the normalization contracted with a and h (symmetric in them).
     fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let kind = self.kind();
-        let (x, g) = (node.input(0)?, node.input(1)?);
-        let w = if self.weight { Some(node.input(2)?) } else { None };
+        let (x, g) = (&node.input(0)?, &node.input(1)?);
+        let w = if self.weight { Some(&node.input(2)?) } else { None };
         let jh =
             if node.needs_grad(1) || (self.weight && node.needs_grad(2)) { Some(kind.grad(x, h, None)?) } else { None };
         let gbar = match (&jh, w, node.needs_grad(1)) {

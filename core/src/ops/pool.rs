@@ -69,7 +69,7 @@ impl Primitive for MaxPool2d {
     /// x-bar = g spread over each window * [x == max] / ties: the fused max_pool2d_grad
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let pooled = Node::output(node)?.detach();
-        Ok(vec![Some(max_pool2d_grad(node.input(0)?, &pooled, g, self.k)?)])
+        Ok(vec![Some(max_pool2d_grad(&node.input(0)?, &pooled, g, self.k)?)])
     }
     /// jvp = window sums of t * [x == max] / ties (the tangent at the maxima)
     fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
@@ -124,7 +124,7 @@ impl Primitive for MaxPool2dGrad {
     /// For the cotangent h: g-bar = window sums of h * [x == max] / ties (the adjoint of
     /// spreading g); x-bar = 0 (the mask is flat almost everywhere)
     fn vjp(&self, node: &Arc<Node>, h: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let w = window_weights(&node.input(0)?.detach(), node.input(2)?, self.k)?;
+        let w = window_weights(&node.input(0)?.detach(), &node.input(2)?, self.k)?;
         Ok(vec![None, Some(window_sums(h, &w, self.k)?), None])
     }
     /// linear in g, flat in x: jvp = G(x, tg)

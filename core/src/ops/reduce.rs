@@ -113,7 +113,7 @@ impl Primitive for Reduce {
         let gk = keepdim_view(g, in_shape, &self.axes, self.keepdim)?;
         Ok(vec![Some(match self.kind {
             ReduceKind::Sum => gk.broadcast_to(in_shape)?,
-            _ => gk.mul(&self.extremum_weights(node.input(0)?, &Node::output(node)?)?)?,
+            _ => gk.mul(&self.extremum_weights(&node.input(0)?, &Node::output(node)?)?)?,
         })])
     }
     /// sum: jvp = sum(t); max / min: jvp = sum(t * [x == extremum] / ties), the tangent
@@ -373,7 +373,7 @@ impl Primitive for Softmax {
     }
     /// x-bar = s * (g - sum_axis(s * g)) (J_s symmetric)
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(self.jacobian_times(node.input(0)?, &Node::output(node)?, g)?)])
+        Ok(vec![Some(self.jacobian_times(&node.input(0)?, &Node::output(node)?, g)?)])
     }
     /// jvp = s * (t - sum_axis(s * t))
     fn jvp(&self, x: &[Tensor], y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {

@@ -23,11 +23,7 @@ struct Saved {
 
 impl Saved {
     fn from_node(node: &Arc<Node>, x: bool, y: bool, s: f64) -> Result<Saved> {
-        Ok(Saved {
-            x: x.then(|| node.input(0).cloned()).transpose()?,
-            y: y.then(|| Node::output(node)).transpose()?,
-            s,
-        })
+        Ok(Saved { x: x.then(|| node.input(0)).transpose()?, y: y.then(|| Node::output(node)).transpose()?, s })
     }
     fn from_primals(x: &Tensor, y: &Tensor, s: f64) -> Saved {
         Saved { x: Some(x.clone()), y: Some(y.clone()), s }

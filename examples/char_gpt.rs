@@ -3,14 +3,18 @@
 //! `cargo run --release --example char_gpt -- [--steps N (2000)] [--device gpu|cpu|best]
 //!     [--layers N (4)] [--heads N (4)] [--embd N (128)] [--ctx N (64)] [--batch N (32)]
 //!     [--lr X (1e-3)] [--seed N] [--data FILE] [--out DIR] [--eval-every N (250)]
-//!     [--prompt TEXT] [--temperature X (0.8)] [--top-k N (40)] [--resume] [--profile]`
+//!     [--prompt TEXT] [--temperature X (0.8)] [--top-k N (40)] [--resume] [--profile]
+//!     [--checkpoint]`
 //!
 //! Pre-LayerNorm blocks (LayerNorm, causal self-attention, residual; LayerNorm, MLP 4x
 //! with tanh-GELU, residual), learned positions, a final LayerNorm, the output projection
 //! tied to the token embedding; AdamW (betas 0.9 / 0.95, weight decay 0.1 on matrices
 //! only), 100 warm-up steps then cosine decay to 10%, gradients clipped to norm 1.
 //! Writes the loss curves (PNG) and the weights (safetensors) into --out, samples text,
-//! and ends with `final validation loss: X (device: NAME)`.
+//! and ends with `peak memory per step: N bytes (device: NAME)` (the most bytes tensors held
+//! during a training step) and `final validation loss: X (device: NAME)`. `--checkpoint`
+//! runs every transformer block under `wgrad::checkpoint`: its activations are recomputed
+//! in the backward pass instead of kept.
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
@@ -40,6 +44,7 @@ struct Args {
     top_k: usize,
     resume: bool,
     profile: bool,
+    checkpoint: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -61,6 +66,7 @@ fn parse_args() -> Result<Args> {
         top_k: 40,
         resume: false,
         profile: false,
+        checkpoint: false,
     };
     let bad = |msg: String| Error::Invalid { op: "char_gpt", msg };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +74,10 @@ fn parse_args() -> Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--resume" {
             a.resume = true;
+            continue;
+        }
+        if flag == "--checkpoint" {
+            a.checkpoint = true;
             continue;
         }
         if flag == "--profile" {
@@ -165,7 +175,7 @@ fn main() -> Result<()> {
     );
     let mut params = Params::new();
     let config = GptConfig { vocab, layers: a.layers, heads: a.heads, embd: a.embd, ctx: a.ctx, seed: a.seed };
-    let model = Gpt::new(&mut params, &config, &dev)?;
+    let model = Gpt::new(&mut params, &config, &dev)?.checkpointed(a.checkpoint);
     let weights = a.out.join("model.safetensors");
     if a.resume {
         params.load(&weights)?;
@@ -196,12 +206,14 @@ fn main() -> Result<()> {
     let mut last_val = f64::NAN;
     let mut profile = Vec::new();
     let mut step_secs = Vec::new();
+    let mut peak_bytes = 0u64;
     for step in 0..a.steps {
         if a.profile && step == a.steps.saturating_sub(PROFILED_STEPS) {
             dev.synchronize()?;
             dev.set_profiling(true);
         }
         let t_step = Instant::now();
+        dev.reset_peak_live_bytes();
         let (x, y) = sample_batch(&corpus.train, a.batch, a.ctx, &mut rng, &dev)?;
         let (loss, grads) = value_and_grad_many(
             |p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &x)?, &y),
@@ -211,6 +223,7 @@ fn main() -> Result<()> {
         opt.set_lr(schedule.lr_at(step));
         opt.step(&mut params, &grads)?;
         step_secs.push(t_step.elapsed().as_secs_f64()); // the whole step on the CPU (it is synchronous)
+        peak_bytes = peak_bytes.max(dev.counters().peak_live_bytes);
         if a.profile && step + 1 == a.steps {
             dev.synchronize()?;
             profile = dev.kernel_profile(); // before the validation forwards
@@ -291,6 +304,7 @@ fn main() -> Result<()> {
     println!("weights {}; curves {}", weights.display(), curves.display());
     let text = generate(&model, &params, &corpus, &a, 300, &dev)?;
     println!("--- sample (temperature {}, top-k {}) ---\n{}{}\n---", a.temperature, a.top_k, a.prompt, text);
+    println!("peak memory per step: {peak_bytes} bytes (device: {})", dev.name());
     println!("final validation loss: {last_val:.4} (device: {})", dev.name());
     Ok(())
 }

@@ -97,7 +97,10 @@ fn backward_inner(outputs: &[(Tensor, Tensor)], targets: &[Tensor]) -> Result<Ve
         if !relevant.contains(&node.id()) {
             continue;
         }
-        let Some(g) = grads.remove(&node.id()) else { continue };
+        let Some(g) = grads.remove(&node.id()) else {
+            node.vjp_done();
+            continue;
+        };
         if let Some(pos) = target_ids.iter().position(|&t| t == node.id()) {
             results[pos] = Some(g.clone());
             if node.is_leaf() {
@@ -106,6 +109,7 @@ fn backward_inner(outputs: &[(Tensor, Tensor)], targets: &[Tensor]) -> Result<Ve
         }
         let needs_any = node.parents.iter().flatten().any(|p| relevant.contains(&p.id()));
         if !needs_any {
+            node.vjp_done();
             continue;
         }
         let input_grads = node.op.vjp(node, &g)?;

@@ -58,10 +58,18 @@ pub(crate) struct Region {
     policy: CheckpointPolicy,
     entries: Mutex<Vec<Entry>>,
     index_of: Mutex<HashMap<u64, usize>>,
-    /// Replayed outputs (None where not needed) while some node still has to read them.
-    replayed: Mutex<Option<Vec<Option<Tensor>>>>,
-    /// Nodes with dropped values whose VJP has not run since the last replay.
-    waiting: Mutex<usize>,
+    /// The values of the last replay that nodes still have to read.
+    replayed: Mutex<Option<Replay>>,
+}
+
+/// The values of one replay: each dropped value until every node that reads it has run
+/// its VJP.
+struct Replay {
+    values: Vec<Option<Tensor>>,
+    /// Nodes (by entry) that have yet to read each value.
+    readers_left: Vec<usize>,
+    /// Whether each entry's node has run its VJP since this replay.
+    done: Vec<bool>,
 }
 
 thread_local! {
@@ -109,7 +117,6 @@ impl Region {
             entries: Mutex::new(Vec::new()),
             index_of: Mutex::new(HashMap::new()),
             replayed: Mutex::new(None),
-            waiting: Mutex::new(0),
         }
     }
 
@@ -165,35 +172,38 @@ impl Region {
         index
     }
 
-    /// Whether the entry at `index` dropped anything (its node then reads the replay).
-    pub(crate) fn dropped_any(&self, index: usize) -> bool {
-        let entries = crate::lock(&self.entries);
-        let e = &entries[index];
-        e.dropped_output || !e.dropped_inputs.is_empty()
+    /// The entries whose outputs the node at `index` reads from a replay.
+    fn reads(e: &Entry, index: usize) -> Vec<usize> {
+        let mut r: Vec<usize> = e
+            .dropped_inputs
+            .iter()
+            .filter_map(|&i| match e.inputs[i] {
+                Source::Entry(j) => Some(j),
+                Source::Held(_) => None,
+            })
+            .collect();
+        if e.dropped_output {
+            r.push(index);
+        }
+        r.sort_unstable();
+        r.dedup();
+        r
     }
 
-    /// Replay what the dropped values need (once per backward pass; later readers share it).
+    /// Replay what the dropped values need (once per backward pass; later readers share
+    /// it). Values needed only to compute others are freed at once.
     fn replay(&self) -> Result<()> {
-        if crate::lock(&self.replayed).is_some() {
-            return Ok(());
-        }
         let entries = crate::lock(&self.entries);
         let n = entries.len();
-        // what is needed: every dropped value, then, walking back, the inputs of what is
-        // needed and not kept
-        let mut needed = vec![false; n];
-        let mut readers = 0;
+        // what is read: every dropped value; what is needed: those, then, walking back,
+        // the inputs of what is needed and not kept
+        let mut readers_left = vec![0usize; n];
         for (k, e) in entries.iter().enumerate() {
-            needed[k] |= e.dropped_output;
-            for &i in &e.dropped_inputs {
-                if let Source::Entry(j) = e.inputs[i] {
-                    needed[j] = true;
-                }
-            }
-            if e.dropped_output || !e.dropped_inputs.is_empty() {
-                readers += 1;
+            for j in Self::reads(e, k) {
+                readers_left[j] += 1;
             }
         }
+        let mut needed: Vec<bool> = readers_left.iter().map(|&r| r > 0).collect();
         for k in (0..n).rev() {
             if needed[k] && entries[k].kept.is_none() {
                 for s in &entries[k].inputs {
@@ -229,8 +239,12 @@ impl Region {
             }
             Ok(())
         })?;
-        *crate::lock(&self.replayed) = Some(values);
-        *crate::lock(&self.waiting) = readers;
+        for (v, &r) in values.iter_mut().zip(&readers_left) {
+            if r == 0 {
+                *v = None;
+            }
+        }
+        *crate::lock(&self.replayed) = Some(Replay { values, readers_left, done: vec![false; n] });
         Ok(())
     }
 
@@ -243,22 +257,34 @@ impl Region {
         self.value(source)
     }
 
-    /// The output of the entry at `index`, from the replay.
+    /// The output of the entry at `index`, from the replay (replayed now if no replay
+    /// holds it).
     pub(crate) fn value(&self, index: usize) -> Result<Tensor> {
+        let held = |r: &Option<Replay>| r.as_ref().and_then(|r| r.values[index].clone());
+        if let Some(v) = held(&crate::lock(&self.replayed)) {
+            return Ok(v);
+        }
         self.replay()?;
-        let replayed = crate::lock(&self.replayed);
-        Ok(replayed.as_ref().and_then(|v| v[index].clone()).expect("a dropped value is replayed"))
+        Ok(held(&crate::lock(&self.replayed)).expect("a dropped value is replayed"))
     }
 
-    /// A node that read replayed values has run its VJP: when the last one has, the
-    /// replayed values are freed.
-    pub(crate) fn done(&self) {
-        let mut waiting = crate::lock(&self.waiting);
-        if *waiting > 0 {
-            *waiting -= 1;
-            if *waiting == 0 {
-                *crate::lock(&self.replayed) = None;
+    /// The node at `index` has run its VJP (or will not run it in this backward pass):
+    /// the replayed values no other node still reads are freed.
+    pub(crate) fn done(&self, index: usize) {
+        let reads = Self::reads(&crate::lock(&self.entries)[index], index);
+        let mut replayed = crate::lock(&self.replayed);
+        let Some(r) = replayed.as_mut() else { return };
+        if std::mem::replace(&mut r.done[index], true) {
+            return;
+        }
+        for j in reads {
+            r.readers_left[j] = r.readers_left[j].saturating_sub(1);
+            if r.readers_left[j] == 0 {
+                r.values[j] = None;
             }
+        }
+        if r.values.iter().all(|v| v.is_none()) {
+            *replayed = None;
         }
     }
 }

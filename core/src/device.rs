@@ -79,14 +79,23 @@ impl Device {
     }
 
     /// Runtime counters of a GPU device (zeros on the CPU).
+    /// The device's counters. The CPU device counts its live buffers and bytes (tensor
+    /// storage, process-wide: there is one CPU device) and their peak; the rest are GPU work.
     pub fn counters(&self) -> Counters {
-        self.context().map(|c| c.counters()).unwrap_or_default()
+        match self.context() {
+            Some(c) => c.counters(),
+            None => {
+                let (live_buffers, live_bytes, peak_live_bytes) = crate::storage::cpu_live();
+                Counters { live_buffers, live_bytes, peak_live_bytes, ..Default::default() }
+            }
+        }
     }
 
-    /// Start a new peak of live GPU bytes (see [`Counters::peak_live_bytes`]).
+    /// Start a new peak of live bytes (see [`Counters::peak_live_bytes`]) on this device.
     pub fn reset_peak_live_bytes(&self) {
-        if let Some(c) = self.context() {
-            c.reset_peak_live_bytes();
+        match self.context() {
+            Some(c) => c.reset_peak_live_bytes(),
+            None => crate::storage::reset_cpu_peak(),
         }
     }
 

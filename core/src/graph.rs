@@ -96,9 +96,7 @@ impl Node {
     pub fn vjp_done(&self) {
         if let Some((region, index)) = &self.recompute {
             if let Some(region) = region.upgrade() {
-                if region.dropped_any(*index) {
-                    region.done();
-                }
+                region.done(*index);
             }
         }
     }

@@ -32,7 +32,7 @@ impl OutSpec {
     }
     /// A CPU result around reference values.
     pub fn cpu(&self, s: CpuStorage) -> Tensor {
-        Tensor::new_contiguous(Storage::Cpu(Arc::new(s)), &self.shape, self.dtype, Device::Cpu)
+        Tensor::new_contiguous(Storage::cpu_owned(s), &self.shape, self.dtype, Device::Cpu)
     }
     /// A GPU result around a kernel's output buffer.
     pub fn gpu(&self, buf: GpuBuffer, device: &Device) -> Tensor {

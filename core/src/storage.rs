@@ -1,5 +1,6 @@
 //! The data behind a tensor: a host vector or a pooled GPU buffer, shared by views.
 use crate::DType;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wgrad_kernels::GpuBuffer;
 
@@ -55,9 +56,68 @@ impl CpuStorage {
     }
 }
 
+/// CPU storage held by tensors, counted in the CPU device's live and peak bytes.
+#[derive(Debug)]
+pub struct CpuBuffer {
+    data: CpuStorage,
+}
+
+static CPU_LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+static CPU_PEAK_LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+static CPU_LIVE_BUFFERS: AtomicU64 = AtomicU64::new(0);
+
+impl CpuStorage {
+    /// Bytes of the elements.
+    pub fn bytes(&self) -> u64 {
+        (match self {
+            CpuStorage::F32(v) => v.len() * 4,
+            CpuStorage::F64(v) => v.len() * 8,
+            CpuStorage::U32(v) => v.len() * 4,
+            CpuStorage::F16(v) => v.len() * 2,
+        }) as u64
+    }
+}
+
+impl CpuBuffer {
+    fn new(data: CpuStorage) -> CpuBuffer {
+        let now = CPU_LIVE_BYTES.fetch_add(data.bytes(), Ordering::Relaxed) + data.bytes();
+        CPU_PEAK_LIVE_BYTES.fetch_max(now, Ordering::Relaxed);
+        CPU_LIVE_BUFFERS.fetch_add(1, Ordering::Relaxed);
+        CpuBuffer { data }
+    }
+    pub fn data(&self) -> &CpuStorage {
+        &self.data
+    }
+    pub fn data_mut(&mut self) -> &mut CpuStorage {
+        &mut self.data
+    }
+}
+
+impl Drop for CpuBuffer {
+    fn drop(&mut self) {
+        CPU_LIVE_BYTES.fetch_sub(self.data.bytes(), Ordering::Relaxed);
+        CPU_LIVE_BUFFERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// (live buffers, live bytes, peak live bytes) of the CPU device: process-wide, since the
+/// CPU device is one for the whole process.
+pub(crate) fn cpu_live() -> (u64, u64, u64) {
+    (
+        CPU_LIVE_BUFFERS.load(Ordering::Relaxed),
+        CPU_LIVE_BYTES.load(Ordering::Relaxed),
+        CPU_PEAK_LIVE_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// Start a new peak of the CPU device's live bytes.
+pub(crate) fn reset_cpu_peak() {
+    CPU_PEAK_LIVE_BYTES.store(CPU_LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
 #[derive(Clone, Debug)]
 pub enum Storage {
-    Cpu(Arc<CpuStorage>),
+    Cpu(Arc<CpuBuffer>),
     Gpu(Arc<GpuBuffer>),
     /// A deferred elementwise value on the GPU (see `fusion/`); its buffer exists once
     /// it is materialized.
@@ -72,9 +132,13 @@ impl Storage {
             Storage::Cpu(_) => None,
         }
     }
+    /// Host storage, counted in the CPU device's live bytes.
+    pub fn cpu_owned(data: CpuStorage) -> Storage {
+        Storage::Cpu(Arc::new(CpuBuffer::new(data)))
+    }
     pub fn cpu(&self) -> Option<&CpuStorage> {
         match self {
-            Storage::Cpu(c) => Some(c),
+            Storage::Cpu(c) => Some(c.data()),
             Storage::Gpu(_) | Storage::Lazy(_) => None,
         }
     }

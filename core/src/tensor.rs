@@ -287,12 +287,12 @@ impl Tensor {
             });
         }
         let storage = match device {
-            Device::Cpu => Storage::Cpu(Arc::new(match T::DTYPE {
+            Device::Cpu => Storage::cpu_owned(match T::DTYPE {
                 DType::F32 => CpuStorage::F32(bytemuck::cast_slice(data).to_vec()),
                 DType::F64 => CpuStorage::F64(bytemuck::cast_slice(data).to_vec()),
                 DType::U32 => CpuStorage::U32(bytemuck::cast_slice(data).to_vec()),
                 DType::F16 => CpuStorage::F16(bytemuck::cast_slice(data).to_vec()),
-            })),
+            }),
             Device::Gpu(ctx) => {
                 check_gpu_dtype("from_slice", T::DTYPE, device)?;
                 let mut bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
@@ -318,7 +318,7 @@ impl Tensor {
         match device {
             Device::Cpu => {
                 let s = CpuStorage::from_f64(vec![value; numel(shape)], dtype);
-                Ok(Tensor::new_contiguous(Storage::Cpu(Arc::new(s)), shape, dtype, device.clone()))
+                Ok(Tensor::new_contiguous(Storage::cpu_owned(s), shape, dtype, device.clone()))
             }
             Device::Gpu(ctx) => {
                 check_gpu_dtype("full", dtype, device)?;
@@ -396,7 +396,7 @@ impl Tensor {
         match this.storage() {
             Storage::Cpu(s) => {
                 let offs = self.layout().offsets();
-                Ok(match &**s {
+                Ok(match s.data() {
                     CpuStorage::F32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
                     CpuStorage::F64(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
                     CpuStorage::U32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),

@@ -41,6 +41,8 @@ pub struct Gpt {
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     ctx: usize,
+    /// Run each block under `wgrad::checkpoint` (its activations recomputed in the backward pass).
+    checkpoint: bool,
 }
 
 impl Gpt {
@@ -72,7 +74,13 @@ impl Gpt {
             });
         }
         let ln_f = LayerNorm::new(p, "ln_f", e, dev)?;
-        Ok(Gpt { wte, wpe, blocks, ln_f, ctx: a.ctx })
+        Ok(Gpt { wte, wpe, blocks, ln_f, ctx: a.ctx, checkpoint: false })
+    }
+
+    /// The same model with every block checkpointed (or not).
+    pub fn checkpointed(mut self, on: bool) -> Gpt {
+        self.checkpoint = on;
+        self
     }
 
     /// Logits [batch * t, vocab] for ids [batch, t] (t <= ctx).
@@ -87,7 +95,11 @@ impl Gpt {
         let pos = Tensor::arange(t, DType::U32, ids.device())?;
         let mut x = self.wte.forward(c, ids)?.add(&self.wpe.forward(c, &pos)?)?;
         for block in &self.blocks {
-            x = block.forward(c, &x)?;
+            x = if self.checkpoint {
+                wgrad::checkpoint(|xs| Ok(vec![block.forward(c, &xs[0])?]), &[x])?.remove(0)
+            } else {
+                block.forward(c, &x)?
+            };
         }
         let h = self.ln_f.forward(c, &x)?;
         let e = h.shape()[2];

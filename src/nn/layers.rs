@@ -260,3 +260,36 @@ impl Module for Sequential {
         Ok(h)
     }
 }
+
+/// Any module run under [`crate::checkpoint_with`]: in a training step its activations are
+/// not kept for the backward pass (except what `policy` keeps) but recomputed there, trading
+/// compute for memory. Its parameters, read from the context, get their gradients as usual.
+pub struct Checkpointed<M: Module> {
+    pub inner: M,
+    pub policy: crate::CheckpointPolicy,
+}
+
+impl<M: Module> Checkpointed<M> {
+    /// `inner` with nothing it computes saved ([`crate::CheckpointPolicy::Nothing`]).
+    pub fn new(inner: M) -> Self {
+        Checkpointed { inner, policy: crate::CheckpointPolicy::Nothing }
+    }
+    pub fn with_policy(inner: M, policy: crate::CheckpointPolicy) -> Self {
+        Checkpointed { inner, policy }
+    }
+}
+
+impl<M: Module> Module for Checkpointed<M> {
+    fn forward(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
+        let f = |xs: &[Tensor]| Ok(vec![self.inner.forward(c, &xs[0])?]);
+        Ok(crate::checkpoint_with(self.policy.clone(), f, std::slice::from_ref(x))?.remove(0))
+    }
+    fn forward_many(&self, c: &Ctx, inputs: &[&Tensor]) -> Result<Tensor> {
+        let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        let f = |xs: &[Tensor]| {
+            let refs: Vec<&Tensor> = xs.iter().collect();
+            Ok(vec![self.inner.forward_many(c, &refs)?])
+        };
+        Ok(crate::checkpoint_with(self.policy.clone(), f, &owned)?.remove(0))
+    }
+}

@@ -29,7 +29,9 @@ mod params;
 
 pub use attention::{Embedding, MultiheadAttention};
 pub use functional::{batch_norm, embedding, gelu, gelu_tanh, layer_norm, rms_norm, scaled_dot_product_attention};
-pub use layers::{Activation, AvgPool2d, Cast, Conv2d, Dropout, Flatten, Init, Linear, MaxPool2d, Sequential};
+pub use layers::{
+    Activation, AvgPool2d, Cast, Checkpointed, Conv2d, Dropout, Flatten, Init, Linear, MaxPool2d, Sequential,
+};
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse, softplus};
 pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm, RmsNorm};
 pub use params::{Buffers, Params};

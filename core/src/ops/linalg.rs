@@ -271,7 +271,7 @@ fn cpu_matrices(t: &Tensor) -> Vec<f64> {
 
 fn info_tensor(info: Vec<f64>, batch: &[usize], dev: &Device) -> Tensor {
     let s = CpuStorage::from_f64(info, DType::U32);
-    Tensor::new_contiguous(Storage::Cpu(Arc::new(s)), batch, DType::U32, dev.clone())
+    Tensor::new_contiguous(Storage::cpu_owned(s), batch, DType::U32, dev.clone())
 }
 
 /// Err for the first failed matrix in `info` (u32 [batch]; 0 means fine).

@@ -35,7 +35,7 @@ pub(crate) fn run(
     gpu: impl FnOnce(&Arc<Context>) -> Result<GpuBuffer>,
 ) -> Result<Tensor> {
     let storage = match t.device() {
-        Device::Cpu => Storage::Cpu(Arc::new(cpu()?)),
+        Device::Cpu => Storage::cpu_owned(cpu()?),
         Device::Gpu(ctx) => Storage::Gpu(Arc::new(gpu(ctx)?)),
     };
     Ok(Tensor::new_contiguous(storage, shape, dtype, t.device().clone()))

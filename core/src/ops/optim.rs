@@ -38,7 +38,7 @@ fn owned_f32(t: &mut Tensor) -> Option<&mut [f32]> {
     let (n, ok) = (t.numel(), t.layout().is_contiguous() && t.layout().offset == 0);
     let inner = Arc::get_mut(&mut t.0).filter(|_| ok)?;
     match &mut inner.storage {
-        Storage::Cpu(s) => match Arc::get_mut(s)? {
+        Storage::Cpu(s) => match Arc::get_mut(s)?.data_mut() {
             CpuStorage::F32(v) => Some(&mut v[..n]),
             _ => None,
         },
@@ -99,8 +99,7 @@ fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl F
     }
     for (t, v) in ts.iter_mut().zip(vals) {
         let (dtype, shape) = (t.dtype(), t.shape().to_vec());
-        **t =
-            Tensor::new_contiguous(Storage::Cpu(Arc::new(CpuStorage::from_f64(v, dtype))), &shape, dtype, Device::Cpu);
+        **t = Tensor::new_contiguous(Storage::cpu_owned(CpuStorage::from_f64(v, dtype)), &shape, dtype, Device::Cpu);
     }
 }
 

@@ -63,7 +63,7 @@ impl Tensor {
                 // the slice closure writes every element
                 let mut out = cpu::scratch_f32(v.len());
                 cpu::par_chunks(&mut out, 1, |start, part| fast(part, &v[start..start + part.len()], s as f32));
-                let storage = crate::storage::Storage::Cpu(std::sync::Arc::new(crate::storage::CpuStorage::F32(out)));
+                let storage = crate::storage::Storage::cpu_owned(crate::storage::CpuStorage::F32(out));
                 return Ok(Tensor::new_contiguous(storage, x.shape(), DType::F32, crate::Device::Cpu));
             }
         }

@@ -305,7 +305,7 @@ fn main() -> Result<()> {
     let text = generate(&model, &params, &corpus, &a, 300, &dev)?;
     println!("--- sample (temperature {}, top-k {}) ---\n{}{}\n---", a.temperature, a.top_k, a.prompt, text);
     println!("peak memory per step: {peak_bytes} bytes (device: {})", dev.name());
-    println!("final validation loss: {last_val:.4} (device: {})", dev.name());
+    println!("final validation loss: {last_val:.6} (device: {})", dev.name());
     Ok(())
 }
 

@@ -32,6 +32,12 @@ pub enum Error {
     UnsupportedDType { op: &'static str, dtype: crate::DType, device: String, why: String },
     #[error("{op}: derivative of order {order} is not implemented")]
     NotDifferentiable { op: String, order: usize },
+    /// A primitive without a rule for a transform ran under it (never a silent zero).
+    #[error(
+        "{op} has no {transform} rule: a user kernel has no derivative of its own; run it inside \
+         wgrad::custom_op with a CustomOp whose vjp (and optionally jvp) gives one"
+    )]
+    MissingRule { op: String, transform: &'static str },
     /// A derivative that disagrees with central differences: `mode` is "reverse" (the VJP,
     /// `<u, J^T v>`) or "forward" (the JVP, `<J u, v>`).
     #[error(

@@ -230,7 +230,20 @@ fn a_custom_primitive_with_its_own_wgsl_kernel() {
         wgrad::ElementwiseKernel::new("bad", "return y;", |x, _| x),
         Err(Error::Gpu(wgrad::KernelError::Compile { .. }))
     ));
-    assert!(matches!(grad(|x| x.map_kernel(&k, 0.0)?.sum_all(), &x), Err(Error::NotDifferentiable { .. })));
+    // without rules, every derivative transform is an error naming the op and the
+    // transform, never a zero; vmap runs it on every example; x stays usable
+    let missing = |r: wgrad::Result<Tensor>, transform: &str| match r {
+        Err(Error::MissingRule { op, transform: t }) => assert!(op == "swish" && t.contains(transform), "{op} {t}"),
+        other => panic!("want MissingRule for {transform}, got {other:?}"),
+    };
+    missing(grad(|x| x.map_kernel(&k, 0.0)?.sum_all(), &x), "grad");
+    missing(wgrad::jvp(|x| x.map_kernel(&k, 0.0), &x, &x.ones_like().unwrap()).map(|r| r.1), "jvp");
+    missing(wgrad::hessian(|x| x.map_kernel(&k, 0.0)?.sum_all(), &x), "grad"); // jacfwd(jacrev): the inner grad meets it first
+    let e = grad(|x| x.map_kernel(&k, 0.0)?.sum_all(), &x).unwrap_err().to_string();
+    assert!(e.contains("custom_op"), "the error says how to give it a rule: {e}");
+    let batched = wgrad::vmap(|x| x.map_kernel(&k, 0.0), &x.reshape(&[2, 2]).unwrap(), 0, 0).unwrap();
+    close(&v64(&batched.reshape(&[4]).unwrap()), &v64(&swish(&x).unwrap()), 1e-12);
+    assert_eq!(x.to_vec::<f64>().unwrap(), vec![-2.0, -0.5, 0.0, 1.5]);
 }
 
 #[test]

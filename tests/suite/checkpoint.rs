@@ -258,3 +258,16 @@ fn a_checkpointed_backward_pass_holds_less_gpu_memory() {
     // the layer inputs, and one layer's recomputed values at a time
     assert!(ckpt * 10 < plain * 8, "peak with checkpointing {ckpt} bytes, without {plain}");
 }
+
+#[test]
+fn the_cpu_device_counts_live_and_peak_bytes() {
+    // process-wide counters (tests run in parallel): only what this test holds is certain
+    let dev = cpu();
+    let big = Tensor::zeros(&[8 << 20], DType::F32, &dev).unwrap(); // 32 MiB
+    let c = dev.counters();
+    assert!(c.live_bytes >= 32 << 20 && c.peak_live_bytes >= c.live_bytes, "{c:?}");
+    assert!(c.live_buffers >= 1);
+    let doubled = big.add(&big).unwrap();
+    assert!(dev.counters().live_bytes >= 64 << 20, "{:?}", dev.counters());
+    drop((big, doubled));
+}

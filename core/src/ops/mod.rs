@@ -26,21 +26,6 @@ use crate::{DType, Device, Error, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::{Context, GpuBuffer};
 
-/// Run `cpu` or `gpu` by the tensor's device and wrap the result as a contiguous tensor.
-pub(crate) fn run(
-    t: &Tensor,
-    shape: &[usize],
-    dtype: DType,
-    cpu: impl FnOnce() -> Result<CpuStorage>,
-    gpu: impl FnOnce(&Arc<Context>) -> Result<GpuBuffer>,
-) -> Result<Tensor> {
-    let storage = match t.device() {
-        Device::Cpu => Storage::cpu_owned(cpu()?),
-        Device::Gpu(ctx) => Storage::Gpu(Arc::new(gpu(ctx)?)),
-    };
-    Ok(Tensor::new_contiguous(storage, shape, dtype, t.device().clone()))
-}
-
 pub(crate) fn cpu_of(t: &Tensor) -> &CpuStorage {
     t.storage().cpu().expect("CPU tensor")
 }

@@ -1,8 +1,12 @@
 //! User elementwise kernels (WGSL bodies of their own, run by [`Tensor::map_kernel`]) and the
 //! operator traits (`&a + &b`, `-&a`).
-use super::{cpu_of, run};
+use super::cpu_of;
+use crate::graph::Node;
+use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::tensor::check_float;
 use crate::{cpu, DType, Error, Result, Tensor};
+use std::sync::Arc;
+use wgrad_kernels::Context;
 
 /// A user elementwise kernel: `wgsl_body` is the body of `fn unary_op(x: T, s: T) -> T`
 /// (WGSL, `T` = f32; the helpers of shaders/common.wgsl are in scope) and `cpu` the same
@@ -42,38 +46,69 @@ impl ElementwiseKernel {
     }
 }
 
+/// A user elementwise kernel applied with its scalar operand: a primitive like any other,
+/// with a batching rule (elementwise) but no derivative rules of its own. Under grad or jvp
+/// it is [`Error::MissingRule`]: wrap it in [`crate::custom_op`] to give it a VJP.
+struct UserKernel {
+    kernel: ElementwiseKernel,
+    scalar: f64,
+}
+
+impl Primitive for UserKernel {
+    fn name(&self) -> String {
+        self.kernel.name.clone()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        check_float("map_kernel", x[0])?;
+        Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
+    }
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let (k, s) = (&self.kernel, self.scalar);
+        if let Some(fast) = &k.cpu_f32 {
+            if let Some(v) = cpu::contiguous_f32(cpu_of(x[0]), x[0].layout()) {
+                // the slice closure writes every element
+                let mut o = cpu::scratch_f32(v.len());
+                cpu::par_chunks(&mut o, 1, |start, part| fast(part, &v[start..start + part.len()], s as f32));
+                return Ok(out.cpu(crate::storage::CpuStorage::F32(o)));
+            }
+        }
+        Ok(out.cpu(cpu::map(cpu_of(x[0]), x[0].layout(), x[0].dtype(), |v| (k.cpu)(v, s))))
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let buf = ctx.user_unary(self.kernel.id, self.scalar as f32, x[0].view(), x[0].shape())?;
+        Ok(out.gpu(buf, x[0].device()))
+    }
+    /// none: the kernel's derivative is unknown
+    fn vjp(&self, _node: &Arc<Node>, _g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Err(Error::MissingRule { op: self.name(), transform: "grad (reverse mode)" })
+    }
+    /// none: the kernel's derivative is unknown
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        match t[0] {
+            None => Ok(None),
+            Some(_) => Err(Error::MissingRule { op: self.name(), transform: "jvp (forward mode)" }),
+        }
+    }
+    /// batch: elementwise, the kernel on the physical tensor
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].map_kernel(&self.kernel, self.scalar)
+    }
+}
+
 impl Tensor {
     /// Run a user elementwise kernel (`s` is its scalar operand). It has no derivative of
-    /// its own: on a tracked tensor it is an error unless it runs inside [`crate::custom_op`].
+    /// its own: under grad or jvp it is [`Error::MissingRule`] unless it runs inside
+    /// [`crate::custom_op`], whose VJP gives it one; under vmap it runs on every example.
     pub fn map_kernel(&self, k: &ElementwiseKernel, s: f64) -> Result<Tensor> {
         check_float("map_kernel", self)?;
         if self.dtype() == DType::F16 {
             return self.via_f32(|x| x.map_kernel(k, s));
         }
         if self.is_tracked() && crate::transform::is_recording() {
-            return Err(Error::NotDifferentiable { op: k.name.clone(), order: 1 });
+            // an error now rather than at the backward pass
+            return Err(Error::MissingRule { op: k.name.clone(), transform: "grad (reverse mode)" });
         }
-        if let Some((level, physical)) = self.batch() {
-            // elementwise: every example at once
-            return Ok(Tensor::batched(level, physical.map_kernel(k, s)?));
-        }
-        let x = self.materialized()?;
-        if let (Some(fast), crate::Device::Cpu) = (&k.cpu_f32, x.device()) {
-            if let Some(v) = cpu::contiguous_f32(cpu_of(&x), x.layout()) {
-                // the slice closure writes every element
-                let mut out = cpu::scratch_f32(v.len());
-                cpu::par_chunks(&mut out, 1, |start, part| fast(part, &v[start..start + part.len()], s as f32));
-                let storage = crate::storage::Storage::cpu_owned(crate::storage::CpuStorage::F32(out));
-                return Ok(Tensor::new_contiguous(storage, x.shape(), DType::F32, crate::Device::Cpu));
-            }
-        }
-        run(
-            &x,
-            x.shape(),
-            x.dtype(),
-            || Ok(cpu::map(cpu_of(&x), x.layout(), x.dtype(), |v| (k.cpu)(v, s))),
-            |ctx| Ok(ctx.user_unary(k.id, s as f32, x.view(), x.shape())?),
-        )
+        bind(Arc::new(UserKernel { kernel: k.clone(), scalar: s }), &[self])
     }
 }
 

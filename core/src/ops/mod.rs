@@ -21,10 +21,8 @@ mod user;
 
 pub use user::ElementwiseKernel;
 
-use crate::storage::{CpuStorage, Storage};
-use crate::{DType, Device, Error, Result, Tensor};
-use std::sync::Arc;
-use wgrad_kernels::{Context, GpuBuffer};
+use crate::storage::CpuStorage;
+use crate::{Error, Result, Tensor};
 
 pub(crate) fn cpu_of(t: &Tensor) -> &CpuStorage {
     t.storage().cpu().expect("CPU tensor")

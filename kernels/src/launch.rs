@@ -10,6 +10,11 @@ use crate::source::{BinaryOp, KDType, Kernel, KernelKey, UnaryOp, Vec4Operand};
 use std::sync::Arc;
 
 /// Highest rank the strided kernels accept.
+/// The most iterations a kernel's loops may run per invocation: lavapipe kills a shader
+/// loop past 65,535 iterations, so kernels whose threads walk a row (or an inner
+/// dimension) are chosen only when the walk stays under this, with room to spare.
+pub const LOOP_CAP: usize = 60_000;
+
 pub const MAX_RANK: usize = 8;
 /// Highest number of matmul batch dimensions.
 pub const MAX_BATCH_RANK: usize = 6;

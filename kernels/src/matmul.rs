@@ -105,7 +105,7 @@ impl Context {
         }
         // On CPU adapters (lavapipe) barriers are costly and memory is cached: register
         // blocks win, read as vec4 where the layout allows; GPUs get the shared-memory tiles.
-        let key = if self.prefer_register_matmul() && k <= 60_000 {
+        let key = if self.prefer_register_matmul() && k <= crate::launch::LOOP_CAP {
             match matmul_vec4_variant(&a, &b, br, batch, m, k, n) {
                 Some(v) => KernelKey::new(Kernel::MatmulVec4(v), KDType::F32),
                 None => KernelKey::new(Kernel::MatmulReg, KDType::F32),
@@ -153,7 +153,7 @@ fn matmul_vec4_variant(
     k: usize,
     n: usize,
 ) -> Option<MatmulVec4> {
-    if !k.is_multiple_of(4) || k / 4 > 60_000 {
+    if !k.is_multiple_of(4) || k / 4 > crate::launch::LOOP_CAP {
         return None;
     }
     let aligned = |v: &View| v.offset.is_multiple_of(4) && v.strides[..br].iter().all(|s| s % 4 == 0);

@@ -142,7 +142,7 @@ impl Context {
         b: usize,
         c: usize,
     ) -> KResult<Option<GpuBuffer>> {
-        if b.div_ceil(WG as usize) * (2 * c + 1) > 60_000 {
+        if b.div_ceil(WG as usize) * (2 * c + 1) > crate::launch::LOOP_CAP {
             return Ok(None);
         }
         let key = KernelKey::new(Kernel::XentLoss, KDType::F32);
@@ -161,7 +161,7 @@ impl Context {
         b: usize,
         c: usize,
     ) -> KResult<Option<GpuBuffer>> {
-        if 3 * c + 1 > 60_000 {
+        if 3 * c + 1 > crate::launch::LOOP_CAP {
             return Ok(None);
         }
         let key = KernelKey::new(Kernel::XentGrad, KDType::F32);
@@ -217,7 +217,7 @@ impl Context {
         outer: usize,
         n: usize,
     ) -> KResult<Option<GpuBuffer>> {
-        if 4 * n + 1 > 60_000 {
+        if 4 * n + 1 > crate::launch::LOOP_CAP {
             return Ok(None);
         }
         let key = KernelKey::new(Kernel::SoftmaxVjp, KDType::F32);
@@ -338,15 +338,15 @@ fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> Vec<u32> 
 }
 
 /// Whether the row softmax kernel takes rows of `n` (each thread reads its row three
-/// times, under lavapipe's cap of 65,535 loop iterations).
+/// times, under [`crate::launch::LOOP_CAP`]).
 pub fn softmax_rows_fit(n: usize) -> bool {
-    3 * n < 60_000
+    3 * n < crate::launch::LOOP_CAP
 }
 
 /// Whether the normalization kernels take rows of `n` (their threads read a row up to
-/// four times, under lavapipe's cap of 65,535 loop iterations).
+/// four times, under [`crate::launch::LOOP_CAP`]).
 pub fn norm_rows_fit(n: usize) -> bool {
-    4 * n < 60_000
+    4 * n < crate::launch::LOOP_CAP
 }
 
 fn norm_flags(weight: bool, bias: bool, rms: bool) -> u32 {

@@ -15,6 +15,7 @@ fn input(shape: &[usize], lo: f64, hi: f64, dev: &Device, dtype: DType) -> Tenso
 fn unary_domain(op: UnaryOp) -> (f64, f64) {
     match op {
         UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::PowScalar | UnaryOp::Recip => (0.5, 2.0),
+        UnaryOp::Log1p => (-0.5, 2.0),
         UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign => (0.2, 1.5), // away from the kink (sign is flipped below)
         _ => (-1.5, 1.5),
     }

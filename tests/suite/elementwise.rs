@@ -7,6 +7,7 @@ const SIZES: &[usize] = &[0, 1, 7, 63, 64, 65, 255, 256, 257, 1031];
 fn unary_domain(op: UnaryOp) -> (f64, f64) {
     match op {
         UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::PowScalar => (0.1, 4.0),
+        UnaryOp::Log1p => (-0.9, 4.0),
         UnaryOp::Recip => (0.5, 3.0),
         _ => (-4.0, 4.0),
     }
@@ -399,4 +400,34 @@ fn recycled_cpu_buffers_never_show_stale_values() {
             .collect();
         drop(junk);
     }
+}
+
+/// log1p keeps the digits of small x that log(1 + x) loses in f32 (at x = 1e-7, 1 + x
+/// rounds to 1 + 1.19e-7), on both devices, fused and unfused, and its first and second
+/// derivatives pass check_grads (f64 on the CPU; f32 on the GPU).
+#[test]
+fn log1p_matches_the_f64_reference_where_log_of_1_plus_x_fails() {
+    let xs = [1e-7f64, -1e-7, 1e-3, -0.29, 0.5, -0.5, 10.0, -0.9];
+    let want: Vec<f64> = xs.iter().map(|&x| (x as f32 as f64).ln_1p()).collect();
+    let x32: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+    let naive = Tensor::from_slice(&x32, &[xs.len()], &cpu()).unwrap().add_scalar(1.0).unwrap().log().unwrap();
+    let naive = naive.to_f64_vec().unwrap();
+    assert!((naive[0] - want[0]).abs() > 0.1 * want[0], "log(1 + 1e-7) in f32 is off by 19%: {}", naive[0]);
+    let check = |got: Vec<f64>, what: &str| {
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 2.5e-7 * w.abs(), "{what}: log1p({}) = {g}, want {w}", xs[i]);
+        }
+    };
+    let on_cpu = Tensor::from_slice(&x32, &[xs.len()], &cpu()).unwrap();
+    check(on_cpu.log1p().unwrap().to_f64_vec().unwrap(), "CPU f32");
+    let x64 = random(&[7], -0.8, 3.0);
+    wgrad::check_grads(|x| x.log1p(), &x64, 2).unwrap();
+    with_gpu!(g);
+    let on_gpu = Tensor::from_slice(&x32, &[xs.len()], &g).unwrap();
+    for fusion in [true, false] {
+        let got = wgrad::with_fusion(fusion, || on_gpu.log1p().unwrap().to_f64_vec().unwrap());
+        check(got, &format!("GPU, fusion {fusion}"));
+    }
+    let opts = wgrad::CheckOptions::f32();
+    wgrad::check_grads_with(|x| x.log1p(), &on(&g, &random(&[7], -0.5, 3.0)), 2, opts).unwrap();
 }

@@ -78,6 +78,7 @@ fn signed_away_from_zero(shape: &[usize]) -> Tensor {
 fn unary_input(op: UnaryOp, shape: &[usize]) -> Tensor {
     match op {
         UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::PowScalar | UnaryOp::Recip => random(shape, 0.5, 2.0),
+        UnaryOp::Log1p => random(shape, -0.5, 2.0),
         UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign => signed_away_from_zero(shape),
         _ => random(shape, -1.5, 1.5),
     }

@@ -515,3 +515,34 @@ fn softmax_computes_its_elementwise_input_as_it_loads_each_row() {
     let inner = x.mul_scalar(2.0).unwrap().softmax(0).unwrap();
     assert_close(&inner, &rx.mul_scalar(2.0).unwrap().softmax(0).unwrap(), 1e-5, 1e-6, "axis 0");
 }
+
+/// Reductions and the row softmax compute a pending input of any rank up to MAX_RANK (8)
+/// inside their kernel, and agree with the CPU.
+#[test]
+fn prologues_take_pending_inputs_of_every_rank() {
+    let Some(g) = fresh_gpu() else { return };
+    for rank in [1usize, 5, 6, 7, 8] {
+        let shape: Vec<usize> = (0..rank).map(|i| [3, 2, 4, 1, 2, 3, 2, 2][i]).collect();
+        let (r, d) = pair(&shape, -1.0, 1.0, &g);
+        let r = rounded(&r);
+        let (pending, want) = (d.exp().unwrap().mul(&d).unwrap(), r.exp().unwrap().mul(&r).unwrap());
+        assert_close(&pending.sum_all().unwrap(), &want.sum_all().unwrap(), 1e-5, 1e-5, &format!("sum, rank {rank}"));
+        let last = rank as isize - 1;
+        assert_close(
+            &pending.sum(&[last], false).unwrap(),
+            &want.sum(&[last], false).unwrap(),
+            1e-5,
+            1e-5,
+            &format!("row sums, rank {rank}"),
+        );
+        assert_close(
+            &pending.softmax(-1).unwrap(),
+            &want.softmax(-1).unwrap(),
+            1e-5,
+            1e-6,
+            &format!("softmax, rank {rank}"),
+        );
+    }
+    let names: Vec<String> = g.context().unwrap().compiled_kernels().iter().map(|k| k.name()).collect();
+    assert!(names.iter().any(|n| n.starts_with("fused[") && n.contains("reduce")), "{names:?}");
+}

@@ -48,6 +48,7 @@ fn every_unary_batching_rule_matches_a_loop() {
     for &op in UnaryOp::ALL {
         let (lo, hi) = match op {
             UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::PowScalar | UnaryOp::Recip => (0.5, 2.0),
+            UnaryOp::Log1p => (-0.5, 2.0),
             _ => (-1.5, 1.5),
         };
         let f = move |x: &Tensor| x.unary(op, 1.7);

@@ -81,7 +81,7 @@ fn try_prologue(
     device: &Device,
     launch: impl FnOnce(&wgrad_kernels::Epilogue) -> Result<Option<(GpuBuffer, Vec<GpuBuffer>)>>,
 ) -> Result<Option<GpuBuffer>> {
-    if x.result.get().is_some() || x.shape.len() > 6 {
+    if x.result.get().is_some() || x.shape.len() > MAX_RANK {
         return Ok(None);
     }
     let mut plan = Plan::new();

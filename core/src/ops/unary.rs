@@ -170,6 +170,11 @@ unary_rules! {
         vjp: |a, g| g.mul(&gelu_tanh_curvature(a.x()?)?),
         // jvp gelu_tanh'(x) = gelu_tanh''(x) t
         jvp: |a, t| t.mul(&gelu_tanh_curvature(a.x()?)?) }
+    Log1p { saves: [true, false], cpu: |x, _s| x.ln_1p(),
+        // d log(1 + x) = dx / (1 + x)
+        vjp: |a, g| g.div(&a.x()?.add_scalar(1.0)?),
+        // jvp log(1 + x) = t / (1 + x)
+        jvp: |a, t| t.div(&a.x()?.add_scalar(1.0)?) }
 }
 
 /// tanh in f64 through one exp (libm's tanh goes through expm1: 3x slower here): the odd
@@ -356,6 +361,10 @@ impl Tensor {
     /// Natural logarithm.
     pub fn log(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Log, 0.0)
+    }
+    /// log(1 + x), accurate for small x (where `(1 + x).log()` loses x's digits).
+    pub fn log1p(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Log1p, 0.0)
     }
     pub fn sqrt(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Sqrt, 0.0)

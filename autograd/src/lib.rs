@@ -2,11 +2,13 @@
 //!
 //! - the rules (VJP and JVP) live with each primitive's block in `wgrad-core`;
 //! - [`engine`] walks the recorded graph backwards and unbroadcasts once;
+//! - `interpreters` hold forward mode and vmap, which core's `bind` hands primitives to;
 //! - the transforms ([`grad`], [`value_and_grad`], [`vjp`], [`jvp`], [`jacobian`],
 //!   [`hessian`], [`hvp`], [`value_and_grad_many`]) nest to any order;
 //! - [`check_grads`] compares derivatives with central finite differences.
 mod check;
 pub mod engine;
+mod interpreters;
 mod transforms;
 
 pub use check::{check_grads, check_grads_with, CheckOptions};

@@ -20,6 +20,7 @@ use wgrad_core::{Error, Result, Tensor};
 
 fn enter(kind: TransformKind) -> TransformGuard {
     register_backward(backward);
+    crate::interpreters::register();
     enter_transform(kind)
 }
 

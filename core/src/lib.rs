@@ -31,7 +31,10 @@ pub use fusion::{fusion_enabled, with_fusion};
 pub use graph::Node;
 pub use layout::Layout;
 pub use ops::ElementwiseKernel;
-pub use primitive::{bind, custom_op, jvp_from_vjp, vmap_fallback_loops, Batch, CustomOp, OutSpec, Primitive};
+pub use primitive::{
+    bind, custom_op, jvp_from_vjp, register_interpreter, vmap_fallback_loops, Batch, CustomOp, Interpreter, LevelKind,
+    OutSpec, Primitive,
+};
 pub use tensor::Tensor;
 pub use transform::{is_recording, no_grad};
 pub use wgrad_kernels as kernels;
@@ -77,5 +80,17 @@ pub mod __private {
     /// `t` with `tangent` at forward level `level`.
     pub fn make_dual(t: &Tensor, level: u64, tangent: &Tensor) -> Tensor {
         t.with_dual(level, tangent.clone())
+    }
+    /// Whether a reverse-mode transform outside `level` is active.
+    pub fn reverse_below(level: u64) -> bool {
+        crate::transform::reverse_below(level)
+    }
+    /// The innermost active reverse-mode level.
+    pub fn innermost_reverse() -> Option<u64> {
+        crate::transform::innermost_reverse()
+    }
+    /// Remember the forward-mode tangent of a node's output (for VJPs that read it).
+    pub fn save_output_tangent(node: &crate::graph::Node, level: u64, t: &Tensor) {
+        node.save_output_tangent(level, t)
     }
 }

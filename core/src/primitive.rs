@@ -161,13 +161,60 @@ fn top_level(t: &Tensor) -> Result<Option<(u64, bool)>> {
     Ok(top)
 }
 
-/// Steps 2-4 of [`bind`], one level at a time from the highest: a vmap level maps the op
-/// to its batching rule on the physical tensors (the rule's ops bind afresh, so the tape
-/// only ever holds unbatched primitives); a forward level binds the primals one level
-/// down, then pushes the tangent through the JVP rule (its ops are taped only when a
-/// reverse transform encloses that level); with no level left the forward runs on plain
-/// inputs and a node is recorded. `originals` are what the node saves: the inputs as they
-/// came, tangents of enclosing forward levels included (forward-over-reverse reads them).
+/// The kind of a transform level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LevelKind {
+    /// Forward mode (`jvp`): tangents keyed by level.
+    Forward,
+    /// `vmap`: batched tensors keyed by level.
+    Vmap,
+}
+
+/// How one kind of transform handles a primitive at one of its levels (JAX's
+/// `Trace.process_primitive`): given the primitive, its inputs (some carrying `level`) and
+/// its output spec, produce the output at that level. `lower` runs the primitive on
+/// inputs one level down (the remaining levels, then the device). Core defines the
+/// interface and the base (the device, fusion, graph recording); `wgrad-autograd`
+/// implements and registers forward mode and vmap, so a new transform (a jit tracer, a
+/// checkpoint recorder) is one more impl, not an arm in core.
+pub trait Interpreter: Send + Sync {
+    fn process(
+        &self,
+        level: u64,
+        prim: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        spec: &OutSpec,
+        lower: &mut dyn FnMut(&[&Tensor]) -> Result<Tensor>,
+    ) -> Result<Tensor>;
+}
+
+static FORWARD_INTERPRETER: OnceLock<&'static dyn Interpreter> = OnceLock::new();
+static VMAP_INTERPRETER: OnceLock<&'static dyn Interpreter> = OnceLock::new();
+
+fn slot(kind: LevelKind) -> &'static OnceLock<&'static dyn Interpreter> {
+    match kind {
+        LevelKind::Forward => &FORWARD_INTERPRETER,
+        LevelKind::Vmap => &VMAP_INTERPRETER,
+    }
+}
+
+/// Register the interpreter of a level kind (the first registration of a kind wins).
+pub fn register_interpreter(kind: LevelKind, interpreter: &'static dyn Interpreter) {
+    let _ = slot(kind).set(interpreter);
+}
+
+fn interpreter(kind: LevelKind) -> Result<&'static dyn Interpreter> {
+    slot(kind).get().copied().ok_or_else(|| Error::Invalid {
+        op: "bind",
+        msg: format!("no interpreter is registered for {kind:?} levels (use the transforms of wgrad-autograd)"),
+    })
+}
+
+/// Steps 2-4 of [`bind`], one level at a time from the highest: the interpreter of the
+/// top level's kind handles the op (its `lower` binds one level down); with no level left
+/// the forward runs on plain inputs (deferred for fusion where it can be) and a node is
+/// recorded. `originals` are what the node saves: the inputs as they came, tangents of
+/// enclosing forward levels included (forward-over-reverse reads them).
 fn bind_levels(
     prim: &Arc<dyn Primitive>,
     inputs: &[&Tensor],
@@ -186,54 +233,10 @@ fn bind_levels(
         }
     }
     match top {
-        Some((level, true)) => {
-            let batched: Vec<bool> = inputs.iter().map(|t| t.batch().is_some_and(|(l, _)| l == level)).collect();
-            let physical: Vec<Tensor> = inputs
-                .iter()
-                .zip(&batched)
-                .map(|(t, &b)| if b { t.batch().expect("batched").1.clone() } else { (*t).clone() })
-                .collect();
-            let size = physical.iter().zip(&batched).find(|(_, &b)| b).map(|(p, _)| p.shape()[0]).unwrap_or(0);
-            let ctx = Batch { level, size };
-            let out = prim.batch(&physical, &batched, &ctx)?;
-            let mut want = vec![size];
-            want.extend_from_slice(&spec.shape);
-            if prim.checks_batched_shape() && out.shape() != want {
-                return Err(Error::Invalid {
-                    op: "vmap",
-                    msg: format!("the batching rule of {} gave {:?}, not {:?}", prim.name(), out.shape(), want),
-                });
-            }
-            Ok(ctx.wrap(out))
-        }
-        Some((level, false)) => {
-            let primals: Vec<Tensor> = inputs.iter().map(|t| t.keep_levels_below(level)).collect();
-            let tangents: Vec<Option<Tensor>> = inputs.iter().map(|t| t.tangent(level)).collect();
-            let refs: Vec<&Tensor> = primals.iter().collect();
-            let out = bind_levels(prim, &refs, originals, spec, forward)?;
-            if !prim.differentiable() || tangents.iter().all(|t| t.is_none()) {
-                return Ok(out);
-            }
-            let rule = || prim.jvp(&primals, &out, &tangents);
-            let t = if transform::reverse_below(level) { rule()? } else { transform::no_grad(rule)? };
-            let Some(t) = t else { return Ok(out) };
-            if t.shape() != out.shape() {
-                return Err(Error::Invalid {
-                    op: "jvp",
-                    msg: format!(
-                        "the JVP of {} gave shape {:?} for an output of shape {:?}",
-                        prim.name(),
-                        t.shape(),
-                        out.shape()
-                    ),
-                });
-            }
-            if let Some(node) = out.node() {
-                if transform::innermost_reverse().is_some_and(|r| level < r) {
-                    node.save_output_tangent(level, &t);
-                }
-            }
-            Ok(out.with_dual(level, t))
+        Some((level, vmap)) => {
+            let kind = if vmap { LevelKind::Vmap } else { LevelKind::Forward };
+            let mut lower = |xs: &[&Tensor]| bind_levels(prim, xs, originals, spec, forward);
+            interpreter(kind)?.process(level, prim, inputs, spec, &mut lower)
         }
         None => {
             let plain: Vec<Tensor> = inputs.iter().map(|t| t.plain()).collect();

@@ -121,7 +121,7 @@ pub enum Storage {
     Gpu(Arc<GpuBuffer>),
     /// A deferred elementwise value on the GPU (see `fusion/`); its buffer exists once
     /// it is materialized.
-    Lazy(Arc<crate::fusion::Lazy>),
+    Lazy(crate::fusion::LazyHandle),
 }
 
 impl Storage {

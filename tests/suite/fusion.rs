@@ -546,3 +546,29 @@ fn prologues_take_pending_inputs_of_every_rank() {
     let names: Vec<String> = g.context().unwrap().compiled_kernels().iter().map(|k| k.name()).collect();
     assert!(names.iter().any(|n| n.starts_with("fused[") && n.contains("reduce")), "{names:?}");
 }
+
+/// Liveness is declared: a pending value that no tensor holds but another pending DAG reads
+/// is written when the first DAG runs (the second reads it), and one nobody reads is not.
+#[test]
+fn a_value_only_another_pending_dag_reads_is_written_for_it() {
+    let Some(g) = fresh_gpu() else { return };
+    let (r, x) = pair(&[257], -1.0, 1.0, &g);
+    let r = rounded(&r);
+    let a = x.exp().unwrap(); // pending
+    let b = a.mul(&x).unwrap(); // DAG 1 reads a
+    let c = a.add_scalar(1.0).unwrap().sqrt().unwrap(); // DAG 2 reads a
+    drop(a); // no tensor holds a any more
+    let before = g.counters(); // (a flush would compute every pending value)
+    let bv = b.to_device(&cpu()).unwrap();
+    let allocated = g.counters().live_buffers - before.live_buffers;
+    assert_close(&bv, &r.exp().unwrap().mul(&r).unwrap(), 1e-6, 1e-6, "DAG 1");
+    assert_eq!(allocated, 2, "b, and a (which DAG 2 reads), written by one kernel");
+    let ra = r.exp().unwrap();
+    assert_close(&c, &ra.add_scalar(1.0).unwrap().sqrt().unwrap(), 1e-6, 1e-6, "DAG 2 reads a as written");
+    // nobody reads d's interior: one output only
+    drop((b, c));
+    let before = g.counters();
+    let d = x.exp().unwrap().mul(&x).unwrap().add_scalar(2.0).unwrap();
+    d.to_device(&cpu()).unwrap();
+    assert_eq!(g.counters().live_buffers - before.live_buffers, 1, "only d is written");
+}

@@ -30,7 +30,7 @@ pub(super) fn defer_reduce(ctx: Arc<Context>, op: Fusible, x: &Tensor, spec: &Ou
     }
     let st = state();
     let arg = match x.storage() {
-        Storage::Lazy(n) if n.is_pending_map() => Arg::Node(n.clone()),
+        Storage::Lazy(n) if n.is_pending_map() => Arg::Node(Edge::new(Arc::clone(n))),
         Storage::Lazy(n) => Arg::Leaf(materialized_locked(x, n)?),
         _ => Arg::Leaf(x.clone()),
     };
@@ -60,13 +60,16 @@ pub(super) fn run_reduce(
     let device = Device::Gpu(n.ctx.clone());
     let input = match arg {
         Arg::Leaf(t) => t,
-        Arg::Node(x) => match try_prologue(&x, &device, |pro| {
-            let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
-            Ok(Some(n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), pro)?))
-        })? {
-            Some(buf) => return Ok(n.resolve(buf)),
-            None => leaf_of(force_locked(&x)?, &x.shape, &device),
-        },
+        Arg::Node(edge) => {
+            let x = edge.into_arc();
+            match try_prologue(&x, &device, |pro| {
+                let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
+                Ok(Some(n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), pro)?))
+            })? {
+                Some(buf) => return Ok(n.resolve(buf)),
+                None => leaf_of(force_locked(&x)?, &x.shape, &device),
+            }
+        }
     };
     let pt = input.with_layout(crate::ops::reduce::reduced_last(input.layout(), axes));
     Ok(n.resolve(n.ctx.reduce(op, pt.view(), pt.shape(), axes.len())?))
@@ -89,12 +92,11 @@ fn try_prologue(
     if plan.acc.is_some() || plan.must_force.is_some() {
         return Ok(None);
     }
-    // output 0 is the value reduced; x is written too when something besides this
-    // reduction holds it (n's argument, the caller's copy of it and the plan hold one
-    // reference each)
+    // output 0 is the value reduced; x is written too when a tensor holds it or a pending
+    // node besides this host reads it
     let root = plan.nodes.len() - 1;
     let mut outputs: Vec<usize> = plan.outputs().into_iter().filter(|&i| i != root).collect();
-    if Arc::strong_count(x) > 3 {
+    if x.holders() > 0 || x.dependents() > 1 {
         outputs.push(root);
     }
     let buffers = plan.buffers();
@@ -122,7 +124,7 @@ pub(super) fn defer_softmax(ctx: Arc<Context>, axis: usize, x: &Tensor, spec: &O
         return Ok(None);
     }
     let st = state();
-    let arg = Arg::Node(lazy.clone());
+    let arg = Arg::Node(Edge::new(Arc::clone(lazy)));
     let cost = cost_of(std::slice::from_ref(&arg));
     Ok(Some(pending_tensor(
         st,
@@ -145,6 +147,7 @@ pub(super) fn run_softmax(n: &Arc<Lazy>, arg: Arg) -> Result<Arc<GpuBuffer>> {
     let Arg::Node(x) = arg else {
         return Err(crate::Error::Invalid { op: "fusion", msg: "a deferred softmax reads a pending value".into() });
     };
+    let x = x.into_arc();
     let device = Device::Gpu(n.ctx.clone());
     let len = x.shape.last().copied().unwrap_or(1);
     let rows = x.shape.iter().product::<usize>() / len;

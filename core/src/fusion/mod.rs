@@ -36,6 +36,7 @@ use hosts::{defer_matmul, defer_reduce, defer_softmax, matmul_of, reduce_of, sof
 use plan::force_locked;
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use wgrad_kernels::{
     fused_param_words, BinaryOp, Context, FusedStep, GpuBuffer, UnaryOp, View, FUSED_MAX_BUFFERS, FUSED_PARAM_WORDS,
@@ -70,11 +71,86 @@ pub enum Fusible {
 const MAX_OPS: usize = 48;
 
 /// A deferred elementwise value on the GPU.
+///
+/// Whether a pending value must be written out when its DAG runs is declared, not
+/// inferred: `holders` counts the tensors that hold it ([`LazyHandle`]: a user's tensor,
+/// a value a VJP saved, a checkpoint's kept value), `dependents` the pending nodes that
+/// read it ([`Edge`]). Plans and hosts hold plain `Arc`s, which declare nothing.
 pub(crate) struct Lazy {
     ctx: Arc<Context>,
     shape: Vec<usize>,
     result: OnceLock<Arc<GpuBuffer>>,
     pending: Mutex<Option<Pending>>,
+    holders: AtomicUsize,
+    dependents: AtomicUsize,
+}
+
+/// A tensor's hold on a deferred value (counted in [`Lazy`]'s holders).
+pub(crate) struct LazyHandle(Arc<Lazy>);
+
+impl LazyHandle {
+    fn new(lazy: Arc<Lazy>) -> LazyHandle {
+        lazy.holders.fetch_add(1, Ordering::Relaxed);
+        LazyHandle(lazy)
+    }
+}
+
+impl Clone for LazyHandle {
+    fn clone(&self) -> LazyHandle {
+        LazyHandle::new(self.0.clone())
+    }
+}
+
+impl Drop for LazyHandle {
+    fn drop(&mut self) {
+        self.0.holders.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for LazyHandle {
+    type Target = Arc<Lazy>;
+    fn deref(&self) -> &Arc<Lazy> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for LazyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A pending node's read of another pending value (counted in its dependents).
+pub(super) struct Edge(Arc<Lazy>);
+
+impl Edge {
+    fn new(lazy: Arc<Lazy>) -> Edge {
+        lazy.dependents.fetch_add(1, Ordering::Relaxed);
+        Edge(lazy)
+    }
+    /// The value, no longer counted as read by a pending node.
+    pub(super) fn into_arc(self) -> Arc<Lazy> {
+        self.0.clone()
+    }
+}
+
+impl Clone for Edge {
+    fn clone(&self) -> Edge {
+        Edge::new(self.0.clone())
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.0.dependents.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Edge {
+    type Target = Arc<Lazy>;
+    fn deref(&self) -> &Arc<Lazy> {
+        &self.0
+    }
 }
 
 struct Pending {
@@ -89,7 +165,7 @@ struct Pending {
 #[derive(Clone)]
 enum Arg {
     /// A pending value of the same shape.
-    Node(Arc<Lazy>),
+    Node(Edge),
     /// A materialized value, its layout broadcast to the node's shape.
     Leaf(Tensor),
 }
@@ -129,6 +205,14 @@ impl std::fmt::Debug for Lazy {
 }
 
 impl Lazy {
+    /// Tensors holding this value (they need it written out).
+    pub(super) fn holders(&self) -> usize {
+        self.holders.load(Ordering::Relaxed)
+    }
+    /// Pending nodes reading this value.
+    pub(super) fn dependents(&self) -> usize {
+        self.dependents.load(Ordering::Relaxed)
+    }
     /// The buffer once materialized.
     pub(crate) fn buffer(&self) -> Option<&GpuBuffer> {
         self.result.get().map(|b| &**b)
@@ -233,15 +317,21 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
 /// A tensor whose value is `pending`, noted for `flush` (under the state lock `st`).
 fn pending_tensor(mut st: std::sync::MutexGuard<State>, ctx: Arc<Context>, spec: &OutSpec, pending: Pending) -> Tensor {
     let device = Device::Gpu(ctx.clone());
-    let node =
-        Arc::new(Lazy { ctx, shape: spec.shape.clone(), result: OnceLock::new(), pending: Mutex::new(Some(pending)) });
+    let node = Arc::new(Lazy {
+        ctx,
+        shape: spec.shape.clone(),
+        result: OnceLock::new(),
+        pending: Mutex::new(Some(pending)),
+        holders: AtomicUsize::new(0),
+        dependents: AtomicUsize::new(0),
+    });
     st.pending.push(Arc::downgrade(&node));
     if st.pending.len() > 2 * st.pruned_len + 64 {
         st.pending.retain(|w| w.upgrade().is_some_and(|n| n.is_pending()));
         st.pruned_len = st.pending.len();
     }
     drop(st);
-    Tensor::new_contiguous(Storage::Lazy(node), &spec.shape, DType::F32, device)
+    Tensor::new_contiguous(Storage::Lazy(LazyHandle::new(node)), &spec.shape, DType::F32, device)
 }
 
 /// How a deferred op reads input `t`: a pending value of the output's shape joins the DAG;
@@ -249,7 +339,7 @@ fn pending_tensor(mut st: std::sync::MutexGuard<State>, ctx: Arc<Context>, spec:
 fn arg_of(t: &Tensor, shape: &[usize]) -> Result<Arg> {
     if let Storage::Lazy(n) = t.storage() {
         if n.is_pending() && t.shape() == shape && t.layout().is_contiguous() && t.layout().offset == 0 {
-            return Ok(Arg::Node(n.clone()));
+            return Ok(Arg::Node(Edge::new(Arc::clone(n))));
         }
         return Ok(Arg::Leaf(materialized_locked(t, n)?.broadcast_view(shape)));
     }

@@ -138,15 +138,14 @@ impl Plan {
         s
     }
 
-    /// Nodes whose values must be written: the root, and every interior node held by
-    /// anything besides this DAG's edges and the plan itself (a tensor, a tape, another
-    /// pending DAG).
+    /// Nodes whose values must be written: the root, and every interior node that a tensor
+    /// holds (a user's, a tape's) or that a pending node outside this DAG reads.
     pub(super) fn outputs(&self) -> Vec<usize> {
         let root = self.nodes.len() - 1;
         (0..self.nodes.len())
             .filter(|&i| {
                 let (n, _, edges) = &self.nodes[i];
-                i == root || Arc::strong_count(n) > edges + 1
+                i == root || n.holders() > 0 || n.dependents() > *edges
             })
             .collect()
     }
@@ -241,7 +240,7 @@ fn largest_pending_arg(n: &Arc<Lazy>) -> Option<Arc<Lazy>> {
     p.args
         .iter()
         .filter_map(|a| match a {
-            Arg::Node(c) if c.is_pending() => Some(c.clone()),
+            Arg::Node(c) if c.is_pending() => Some(Arc::clone(c)),
             _ => None,
         })
         .max_by_key(|c| crate::lock(&c.pending).as_ref().map_or(0, |p| p.cost.nodes.len()))

@@ -2,17 +2,19 @@
 // decays the parameter directly: p = p - lr wd p.
 // m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p = p - lr (m / bc1) / (sqrt(v / bc2) + eps)
 // params: [numel, lr, b1, b2, eps, weight_decay, bc1, bc2, decoupled] (f32 bits, decoupled u32)
-@group(0) @binding(0) var<storage, read> grad: array<T>;
-@group(0) @binding(1) var<storage, read_write> weights: array<T>;
-@group(0) @binding(2) var<storage, read_write> m: array<T>;
-@group(0) @binding(3) var<storage, read_write> v: array<T>;
+// V (the element: T, or vec4<T>) and items() (their count) come from the kernel's
+// variant (KernelKey::source)
+@group(0) @binding(0) var<storage, read> grad: array<V>;
+@group(0) @binding(1) var<storage, read_write> weights: array<V>;
+@group(0) @binding(2) var<storage, read_write> m: array<V>;
+@group(0) @binding(3) var<storage, read_write> v: array<V>;
 @group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride (a bounded grid; see Context::grid_stride)
-    let n = param(0);
+    let n = items();
     let lr = T(bitcast<f32>(param(1)));
     let b1 = T(bitcast<f32>(param(2)));
     let b2 = T(bitcast<f32>(param(3)));

@@ -5,8 +5,7 @@
 // params: see matmul_common.wgsl
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
-@group(0) @binding(2) var<storage, read_write> c: array<T>;
-@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// c and params: matmul_out.wgsl (standalone) or the fused epilogue
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;

@@ -4,8 +4,7 @@
 // Same params and bindings as matmul.wgsl; workgroup 8x8 covers a 64x64 output tile (8x8 per invocation).
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
-@group(0) @binding(2) var<storage, read_write> c: array<T>;
-@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// c and params: matmul_out.wgsl (standalone) or the fused epilogue
 
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {

@@ -3,11 +3,7 @@
 // g % nchunks of row g / nchunks; a second pass over [outer, nchunks] finishes.
 // Every element is visited in a fixed order and combined by a fixed tree: deterministic.
 // params: [outer, inner, nchunks, chunk_len, rank, shape[rank], off, strides[rank], mode, (row stride, element stride if mode 2)]
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
-// the load of x[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
-fn load_x(i: u32) -> T { return x[i]; }
+// bindings and load_x: reduce_io.wgsl (standalone) or the fused prologue
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -2,11 +2,7 @@
 // order (deterministic). Used when rows are short and many, where a workgroup per row
 // would idle most of its threads (e.g. 2x2 pooling windows).
 // params: [outer, inner, 1, inner, rank, shape[rank], off, strides[rank], mode, (row stride, element stride if mode 2)]
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
-// the load of x[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
-fn load_x(i: u32) -> T { return x[i]; }
+// bindings and load_x: reduce_io.wgsl (standalone) or the fused prologue
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -2,11 +2,7 @@
 // multiples of 4). Workgroup g reduces chunk g % nchunks of row g / nchunks; a second
 // pass over [outer, nchunks] finishes. Fixed visiting order and tree: deterministic.
 // params: [outer, inner, nchunks, chunk_len, off] (in elements)
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
-// the load of x[q]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
-fn load_x4(q: u32) -> vec4<f32> { return x[q]; }
+// bindings and load_x4: reduce_vec4_io.wgsl (standalone) or the fused prologue
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,11 +1,7 @@
 // softmax of contiguous rows z [outer, n], one thread per row (max subtracted first):
 // out[r, j] = exp(z[r, j] - m_r) / sum_k exp(z[r, k] - m_r).
 // params: [outer, n, z_off]
-@group(0) @binding(0) var<storage, read> z: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
-// the load of z[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
-fn load_z(i: u32) -> T { return z[i]; }
+// bindings and load_z: softmax_rows_io.wgsl (standalone) or the fused prologue
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

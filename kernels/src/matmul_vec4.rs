@@ -91,12 +91,13 @@ impl MatmulVec4 {
     /// The kernel body (after the header, common.wgsl, matmul_common.wgsl and, unless
     /// [`MatmulVec4::quad_store`], matmul_store.wgsl).
     pub fn wgsl(&self) -> String {
-        self.wgsl_with(self.quad_store())
+        self.body(self.quad_store(), true)
     }
 
     /// The kernel body, storing whole vec4s (`quad_store`, row-layout B only) or through
-    /// `store_row` (which a fused epilogue replaces).
-    pub(crate) fn wgsl_with(&self, quad_store: bool) -> String {
+    /// `store_row` (which a fused epilogue replaces); with the bindings of C and the
+    /// params (`output_bindings`) or without them (an epilogue declares its own).
+    pub(crate) fn body(&self, quad_store: bool, output_bindings: bool) -> String {
         let (tr, tc) = self.block();
         let nb = 4 * tc; // output columns per invocation
         let comp = ["x", "y", "z", "w"];
@@ -108,12 +109,15 @@ impl MatmulVec4 {
         );
         s += "@group(0) @binding(0) var<storage, read> a_quads: array<vec4<f32>>;\n";
         s += "@group(0) @binding(1) var<storage, read> b_quads: array<vec4<f32>>;\n";
-        if quad_store {
-            s += "@group(0) @binding(2) var<storage, read_write> c_quads: array<vec4<f32>>;\n";
-        } else {
-            s += "@group(0) @binding(2) var<storage, read_write> c: array<T>;\n";
+        if output_bindings {
+            if quad_store {
+                s += "@group(0) @binding(2) var<storage, read_write> c_quads: array<vec4<f32>>;\n";
+            } else {
+                s += "@group(0) @binding(2) var<storage, read_write> c: array<T>;\n";
+            }
+            s += "@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n";
         }
-        s += "@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n\n";
+        s += "\n";
         s += "@compute @workgroup_size(8, 8, 1)\n";
         s += "fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n";
         s += "    let M = param(0);\n    let N = param(1);\n    let K = param(2);\n";

@@ -17,6 +17,8 @@ const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
 const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE_IO: &str = include_str!("../../shaders/reduce_io.wgsl");
+const REDUCE_VEC4_IO: &str = include_str!("../../shaders/reduce_vec4_io.wgsl");
 const REDUCE_COMMON: &str = include_str!("../../shaders/reduce_common.wgsl");
 const UNARY_VEC4: &str = include_str!("../../shaders/unary_vec4.wgsl");
 const BINARY_VEC4: &str = include_str!("../../shaders/binary_vec4.wgsl");
@@ -27,6 +29,7 @@ const ARGREDUCE: &str = include_str!("../../shaders/argreduce.wgsl");
 const MATMUL_COMMON: &str = include_str!("../../shaders/matmul_common.wgsl");
 const MATMUL_STORE: &str = include_str!("../../shaders/matmul_store.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const MATMUL_OUT: &str = include_str!("../../shaders/matmul_out.wgsl");
 const MATMUL_REG: &str = include_str!("../../shaders/matmul_reg.wgsl");
 const INDEX_SELECT: &str = include_str!("../../shaders/index_select.wgsl");
 const GATHER: &str = include_str!("../../shaders/gather.wgsl");
@@ -38,6 +41,7 @@ const SGD: &str = include_str!("../../shaders/sgd.wgsl");
 const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 const SOFTMAX_COMMON: &str = include_str!("../../shaders/softmax_common.wgsl");
 const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
+const SOFTMAX_ROWS_IO: &str = include_str!("../../shaders/softmax_rows_io.wgsl");
 const SOFTMAX_VJP: &str = include_str!("../../shaders/softmax_vjp.wgsl");
 const XENT_LOSS: &str = include_str!("../../shaders/xent_loss.wgsl");
 const XENT_GRAD: &str = include_str!("../../shaders/xent_grad.wgsl");
@@ -282,6 +286,11 @@ impl Vec4Operand {
     pub const ALL: [Vec4Operand; 3] = [Vec4Operand::Full, Vec4Operand::Repeat, Vec4Operand::Splat];
 }
 
+/// The element type `V` and count `items()` of the optimizer updates (sgd.wgsl, adam.wgsl):
+/// one element per T, or one per vec4 of T.
+const SCALAR_ITEMS: &str = "alias V = T;\nfn items() -> u32 { return param(0); }";
+const VEC4_ITEMS: &str = "alias V = vec4<T>;\nfn items() -> u32 { return param(0) / 4u; }";
+
 /// A pipeline is compiled once per device for each key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KernelKey {
@@ -390,7 +399,13 @@ impl KernelKey {
                 ),
             ),
             Kernel::ReduceVec4(_) | Kernel::ReduceRowsVec4(_) | Kernel::Reduce(_) | Kernel::ReduceRows(_) => {
-                reduction_parts(self.kernel)
+                let (skeleton, helpers) = reduction_parts(self.kernel);
+                let io = if matches!(self.kernel, Kernel::ReduceVec4(_) | Kernel::ReduceRowsVec4(_)) {
+                    REDUCE_VEC4_IO
+                } else {
+                    REDUCE_IO
+                };
+                (skeleton, format!("{helpers}\n{io}"))
             }
             Kernel::ArgReduce(op) => (ARGREDUCE, op.wgsl_body().to_string()),
             Kernel::Where => (WHERE, String::new()),
@@ -399,8 +414,8 @@ impl KernelKey {
             Kernel::Cast(_, KDType::F16) => (PACK_F16, String::new()),
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
-            Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}")),
-            Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}")),
+            Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
+            Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulVec4(v) => {
                 generated = v.wgsl();
                 // row-layout B stores whole vec4s; otherwise store_row's checked scalars
@@ -414,17 +429,14 @@ impl KernelKey {
             Kernel::Lu => (LU, String::new()),
             Kernel::LuSolve => (LU_SOLVE, String::new()),
             Kernel::Cholesky => (CHOLESKY, String::new()),
-            Kernel::Sgd => (SGD, String::new()),
-            Kernel::Adam => (ADAM, String::new()),
-            Kernel::SgdVec4 | Kernel::AdamVec4 => {
-                // the same update text over vec4 buffers (scalars broadcast in WGSL)
-                let text = if self.kernel == Kernel::SgdVec4 { SGD } else { ADAM };
-                generated =
-                    text.replace("array<T>", "array<vec4<T>>").replace("let n = param(0);", "let n = param(0) / 4u;");
-                (generated.as_str(), String::new())
-            }
+            // one update text per optimizer; the vec4 variant sets its element type and
+            // count (scalars broadcast over vec4 in WGSL)
+            Kernel::Sgd => (SGD, SCALAR_ITEMS.to_string()),
+            Kernel::Adam => (ADAM, SCALAR_ITEMS.to_string()),
+            Kernel::SgdVec4 => (SGD, VEC4_ITEMS.to_string()),
+            Kernel::AdamVec4 => (ADAM, VEC4_ITEMS.to_string()),
             Kernel::XentLoss => (XENT_LOSS, SOFTMAX_COMMON.to_string()),
-            Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
+            Kernel::SoftmaxRows => (SOFTMAX_ROWS, format!("{SOFTMAX_COMMON}\n{SOFTMAX_ROWS_IO}")),
             Kernel::SoftmaxVjp => (SOFTMAX_VJP, SOFTMAX_COMMON.to_string()),
             Kernel::LayerNorm => (LAYER_NORM, NORM_COMMON.to_string()),
             Kernel::LayerNormGrad => (LAYER_NORM_GRAD, NORM_COMMON.to_string()),
@@ -447,18 +459,16 @@ impl KernelKey {
     }
 }
 
-/// The body of a matmul kernel that stores through `store_row` (for a fused epilogue,
-/// which declares the output bindings and `store_row` itself), with its bindings of C and
-/// the params removed.
+/// The body of a matmul kernel that stores through `store_row`, without the bindings of C
+/// and the params (a fused epilogue declares its outputs and `store_row` itself).
 pub(crate) fn matmul_skeleton(kernel: Kernel) -> String {
     let body = match kernel {
         Kernel::Matmul => MATMUL.to_string(),
         Kernel::MatmulReg => MATMUL_REG.to_string(),
-        Kernel::MatmulVec4(v) => v.wgsl_with(false),
+        Kernel::MatmulVec4(v) => v.body(false, false),
         k => unreachable!("{k:?} is not a matmul"),
     };
-    body.replace("@group(0) @binding(2) var<storage, read_write> c: array<T>;\n", "")
-        .replace("@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", "")
+    body
 }
 
 /// A reduction kernel's skeleton and helpers: its combine op (plus `combine_quad` for the
@@ -478,19 +488,15 @@ fn reduction_parts(kernel: Kernel) -> (&'static str, String) {
 }
 
 /// A prologue host's helpers (a reduction's combine op, the softmax row statistics) and
-/// body with its bindings and its default `load_x` / `load_x4` / `load_z` removed, for a
-/// fused prologue that computes the loads.
+/// body, which declares neither its bindings nor its loads (`load_x` / `load_x4` /
+/// `load_z`): a standalone kernel adds them from its `_io.wgsl`, a fused prologue
+/// declares its own and computes the loads.
 pub(crate) fn prologue_skeleton(kernel: Kernel) -> (String, String) {
     let (body, helpers) = match kernel {
         Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
         k => reduction_parts(k),
     };
-    let body = body
-        .lines()
-        .filter(|l| !l.starts_with("@group(0)") && !l.starts_with("fn load_x") && !l.starts_with("fn load_z"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (body, helpers)
+    (body.to_string(), helpers)
 }
 
 /// matmul_common.wgsl (the batch offsets every matmul kernel reads).

@@ -1,5 +1,4 @@
-// In-place SGD step (PyTorch semantics): g = grad + wd p; v = momentum v + g (when
-// momentum > 0); p = p - lr v.
+// In-place SGD step (PyTorch semantics; the update is sgd_update in optim_update.wgsl).
 // params: [numel, lr, momentum, weight_decay] (f32 bits after numel)
 // V (the element: T, or vec4<T>) and items() (their count) come from the kernel's
 // variant (KernelKey::source)
@@ -12,17 +11,13 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride (a bounded grid; see Context::grid_stride)
-    let n = items();
-    let lr = T(bitcast<f32>(param(1)));
-    let momentum = T(bitcast<f32>(param(2)));
-    let wd = T(bitcast<f32>(param(3)));
-    let span = stride_range(wid, nwg, lid, n);
+    let h = sgd_hyper();
+    let span = stride_range(wid, nwg, lid, items());
     for (var i = span.x; i < span.y; i = i + span.z) {
-        var g = grad[i] + wd * weights[i];
-        if (momentum != T(0)) {
-            g = momentum * velocity[i] + g;
-            velocity[i] = g;
+        let r = sgd_update(weights[i], grad[i], velocity[i], h);
+        if (h.momentum != T(0)) {
+            velocity[i] = r.velocity;
         }
-        weights[i] = weights[i] - lr * g;
+        weights[i] = r.w;
     }
 }

@@ -403,19 +403,16 @@ impl MultiStep {
         );
         // hyperparameters at 1..9, tensor starts at 10.., the total at 0
         s += "fn hp(i: u32) -> f32 { return bitcast<f32>(param(i)); }\n";
+        // the update functions of optim_update.wgsl, the same as the one-tensor kernels'
         let body = |t: u32| match self.kind {
             MultiStepKind::Sgd => format!(
-                "var g = g{t}[j] + hp(3u) * w{t}[j];\n\
-                 if (hp(2u) != 0.0) {{ g = hp(2u) * s{t}_1[j] + g; s{t}_1[j] = g; }}\n\
-                 w{t}[j] = w{t}[j] - hp(1u) * g;"
+                "let r = sgd_update(w{t}[j], g{t}[j], s{t}_1[j], sgd_hyper());\n\
+                 if (hp(2u) != 0.0) {{ s{t}_1[j] = r.velocity; }}\n\
+                 w{t}[j] = r.w;"
             ),
             MultiStepKind::Adam => format!(
-                "var p = w{t}[j];\nvar g = g{t}[j];\n\
-                 if (param(9) == 1u) {{ p = p - hp(1u) * hp(5u) * p; }} else {{ g = g + hp(5u) * p; }}\n\
-                 let mi = hp(2u) * s{t}_1[j] + (1.0 - hp(2u)) * g;\n\
-                 let vi = hp(3u) * s{t}_2[j] + (1.0 - hp(3u)) * g * g;\n\
-                 s{t}_1[j] = mi;\ns{t}_2[j] = vi;\n\
-                 w{t}[j] = p - hp(1u) * (mi / hp(6u)) / (sqrt(vi / hp(7u)) + hp(4u));"
+                "let r = adam_update(w{t}[j], g{t}[j], s{t}_1[j], s{t}_2[j], adam_hyper(9u));\n\
+                 s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;"
             ),
         };
         s += "@compute @workgroup_size(WG)\n\

@@ -39,6 +39,7 @@ const LU_SOLVE: &str = include_str!("../../shaders/lu_solve.wgsl");
 const CHOLESKY: &str = include_str!("../../shaders/cholesky.wgsl");
 const SGD: &str = include_str!("../../shaders/sgd.wgsl");
 const ADAM: &str = include_str!("../../shaders/adam.wgsl");
+const OPTIM_UPDATE: &str = include_str!("../../shaders/optim_update.wgsl");
 const SOFTMAX_COMMON: &str = include_str!("../../shaders/softmax_common.wgsl");
 const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
 const SOFTMAX_ROWS_IO: &str = include_str!("../../shaders/softmax_rows_io.wgsl");
@@ -431,10 +432,10 @@ impl KernelKey {
             Kernel::Cholesky => (CHOLESKY, String::new()),
             // one update text per optimizer; the vec4 variant sets its element type and
             // count (scalars broadcast over vec4 in WGSL)
-            Kernel::Sgd => (SGD, SCALAR_ITEMS.to_string()),
-            Kernel::Adam => (ADAM, SCALAR_ITEMS.to_string()),
-            Kernel::SgdVec4 => (SGD, VEC4_ITEMS.to_string()),
-            Kernel::AdamVec4 => (ADAM, VEC4_ITEMS.to_string()),
+            Kernel::Sgd => (SGD, format!("{SCALAR_ITEMS}\n{OPTIM_UPDATE}")),
+            Kernel::Adam => (ADAM, format!("{SCALAR_ITEMS}\n{OPTIM_UPDATE}")),
+            Kernel::SgdVec4 => (SGD, format!("{VEC4_ITEMS}\n{OPTIM_UPDATE}")),
+            Kernel::AdamVec4 => (ADAM, format!("{VEC4_ITEMS}\n{OPTIM_UPDATE}")),
             Kernel::XentLoss => (XENT_LOSS, SOFTMAX_COMMON.to_string()),
             Kernel::SoftmaxRows => (SOFTMAX_ROWS, format!("{SOFTMAX_COMMON}\n{SOFTMAX_ROWS_IO}")),
             Kernel::SoftmaxVjp => (SOFTMAX_VJP, SOFTMAX_COMMON.to_string()),
@@ -448,7 +449,8 @@ impl KernelKey {
             Kernel::Fused(_) => unreachable!("returned above"),
             Kernel::MultiStep(m) => {
                 generated = m.wgsl();
-                (generated.as_str(), String::new())
+                let elem = if m.vec4 { "alias V = vec4<T>;" } else { "alias V = T;" };
+                (generated.as_str(), format!("{elem}\n{OPTIM_UPDATE}"))
             }
         };
         s += "\n";

@@ -1,0 +1,48 @@
+// The optimizer updates, one function each, shared by the one-tensor kernels (sgd.wgsl,
+// adam.wgsl) and the many-tensor kernels (MultiStep, kernels/src/nn.rs). V is the element
+// (T, or vec4<T>: the scalars broadcast); the hyperparameters are params 1.. (f32 bits).
+
+struct SgdHyper { lr: T, momentum: T, wd: T }
+struct SgdStep { w: V, velocity: V }
+
+// SGD (PyTorch): g = grad + wd w; velocity = momentum velocity + g (when momentum > 0);
+// w = w - lr velocity (or w - lr g without momentum). The caller writes `velocity` back
+// only when momentum > 0 (without momentum its buffer may be a placeholder).
+fn sgd_update(w: V, grad: V, velocity: V, h: SgdHyper) -> SgdStep {
+    var g = grad + h.wd * w;
+    if (h.momentum != T(0)) {
+        g = h.momentum * velocity + g;
+    }
+    return SgdStep(w - h.lr * g, g);
+}
+
+// [lr, momentum, weight_decay] at params 1..3.
+fn sgd_hyper() -> SgdHyper {
+    return SgdHyper(T(bitcast<f32>(param(1u))), T(bitcast<f32>(param(2u))), T(bitcast<f32>(param(3u))));
+}
+
+struct AdamHyper { lr: T, b1: T, b2: T, eps: T, wd: T, bc1: T, bc2: T, decoupled: bool }
+struct AdamStep { w: V, m: V, v: V }
+
+// Adam adds wd w to the gradient; AdamW (decoupled) decays the weight directly:
+// w = w - lr wd w. Then m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+// w = w - lr (m / bc1) / (sqrt(v / bc2) + eps) (bc1, bc2: the bias corrections).
+fn adam_update(w: V, grad: V, m: V, v: V, h: AdamHyper) -> AdamStep {
+    var p = w;
+    var g = grad;
+    if (h.decoupled) {
+        p = p - h.lr * h.wd * p;
+    } else {
+        g = g + h.wd * p;
+    }
+    let mi = h.b1 * m + (T(1) - h.b1) * g;
+    let vi = h.b2 * v + (T(1) - h.b2) * g * g;
+    return AdamStep(p - h.lr * (mi / h.bc1) / (sqrt(vi / h.bc2) + h.eps), mi, vi);
+}
+
+// [lr, b1, b2, eps, weight_decay, bc1, bc2] at params 1..7; AdamW's flag at `decoupled_at`.
+fn adam_hyper(decoupled_at: u32) -> AdamHyper {
+    return AdamHyper(T(bitcast<f32>(param(1u))), T(bitcast<f32>(param(2u))), T(bitcast<f32>(param(3u))),
+                     T(bitcast<f32>(param(4u))), T(bitcast<f32>(param(5u))), T(bitcast<f32>(param(6u))),
+                     T(bitcast<f32>(param(7u))), param(decoupled_at) == 1u);
+}

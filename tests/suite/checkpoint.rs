@@ -205,6 +205,47 @@ fn policies_recompute_what_they_say() {
     }
 }
 
+/// The same policies seen in the GPU's own counters: the kernel profile of one gradient
+/// step counts the matmul kernels dispatched.
+#[test]
+fn the_gpu_profile_shows_which_policy_reruns_the_matmuls() {
+    let Some(g) = fresh_gpu() else { return };
+    let ctx = g.context().unwrap();
+    let mut params = vec![on(&g, &random(&[4, 8], -1.0, 1.0))];
+    params.extend((0..8).map(|_| on(&g, &random(&[8, 8], -0.6, 0.6))));
+    let matmul_dispatches = |policy: Option<CheckpointPolicy>| {
+        let loss = |p: &[Tensor]| -> Result<Tensor> {
+            let layers = |xs: &[Tensor]| -> Result<Vec<Tensor>> {
+                let mut h = xs[0].clone();
+                for w in &xs[1..] {
+                    h = h.matmul(w)?.tanh()?;
+                }
+                Ok(vec![h])
+            };
+            let h = match &policy {
+                Some(policy) => checkpoint_with(policy.clone(), layers, p)?.remove(0),
+                None => layers(p)?.remove(0),
+            };
+            h.square()?.sum_all()
+        };
+        g.synchronize().unwrap();
+        ctx.set_profiling(true);
+        let (_, grads) = value_and_grad_many(loss, &params).unwrap();
+        for gr in &grads {
+            gr.to_vec::<f32>().unwrap();
+        }
+        let rows = ctx.kernel_profile(); // (read while on: turning it off clears it)
+        ctx.set_profiling(false);
+        rows.iter().filter(|r| r.kernel.contains("matmul")).map(|r| r.dispatches).sum::<u64>()
+    };
+    let plain = matmul_dispatches(None);
+    let nothing = matmul_dispatches(Some(CheckpointPolicy::Nothing));
+    let matmuls = matmul_dispatches(Some(CheckpointPolicy::Matmuls));
+    assert!(plain >= 24, "8 forward and 16 backward products: {plain}");
+    assert_eq!(nothing, plain + 8, "Nothing runs the 8 forward products again");
+    assert_eq!(matmuls, plain, "Matmuls runs none again");
+}
+
 #[test]
 fn without_a_reverse_transform_a_checkpoint_is_just_the_function() {
     let x = random(&[3], -1.0, 1.0);

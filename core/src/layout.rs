@@ -43,6 +43,13 @@ impl Layout {
         }
         out
     }
+    /// The layout with `axes` moved last, the others first in order (what a GPU reduction
+    /// over `axes` walks).
+    pub fn axes_last(&self, axes: &[usize]) -> Layout {
+        let mut perm: Vec<usize> = (0..self.shape.len()).filter(|d| !axes.contains(d)).collect();
+        perm.extend_from_slice(axes);
+        self.permute(&perm)
+    }
     pub fn permute(&self, perm: &[usize]) -> Layout {
         Layout {
             shape: perm.iter().map(|&p| self.shape[p]).collect(),

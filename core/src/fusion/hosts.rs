@@ -6,10 +6,15 @@ use super::*;
 
 /// A deferred matmul: its operands are materialized now (its kernel reads them as they
 /// are), the product waits for its consumers.
-pub(super) fn defer_matmul(ctx: Arc<Context>, inputs: &[Tensor], spec: &OutSpec) -> Result<Option<Tensor>> {
+pub(super) fn defer_matmul(
+    ctx: Arc<Context>,
+    operands_of: OperandsFn,
+    inputs: &[Tensor],
+    spec: &OutSpec,
+) -> Result<Option<Tensor>> {
     let ins = inputs.iter().map(|t| t.materialized()).collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Tensor> = ins.iter().collect();
-    let operands = gpu_operands(&refs)?;
+    let operands = operands_of(&refs)?;
     if operands.k == 0 {
         return Ok(None);
     }
@@ -18,7 +23,7 @@ pub(super) fn defer_matmul(ctx: Arc<Context>, inputs: &[Tensor], spec: &OutSpec)
     for t in [&operands.a, &operands.b] {
         union(&mut cost.buffers, &[leaf_id(t).0]);
     }
-    let pending = Pending { op: Fusible::Matmul, args: Vec::new(), matmul: Some(operands), cost };
+    let pending = Pending { op: Fusible::Matmul(operands_of), args: Vec::new(), matmul: Some(operands), cost };
     Ok(Some(pending_tensor(st, ctx, spec, pending)))
 }
 
@@ -63,7 +68,7 @@ pub(super) fn run_reduce(
         Arg::Node(edge) => {
             let x = edge.into_arc();
             match try_prologue(&x, &device, |pro| {
-                let walk = crate::ops::reduce::reduced_last(&crate::Layout::contiguous(&x.shape), axes);
+                let walk = crate::Layout::contiguous(&x.shape).axes_last(axes);
                 Ok(Some(n.ctx.reduce_fused(op, &walk.strides, &walk.shape, axes.len(), pro)?))
             })? {
                 Some(buf) => return Ok(n.resolve(buf)),
@@ -71,7 +76,7 @@ pub(super) fn run_reduce(
             }
         }
     };
-    let pt = input.with_layout(crate::ops::reduce::reduced_last(input.layout(), axes));
+    let pt = input.with_layout(input.layout().axes_last(axes));
     Ok(n.resolve(n.ctx.reduce(op, pt.view(), pt.shape(), axes.len())?))
 }
 

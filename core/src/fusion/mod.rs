@@ -28,7 +28,6 @@
 mod hosts;
 mod plan;
 
-use crate::ops::matmul::{gpu_operands, GpuOperands};
 use crate::primitive::OutSpec;
 use crate::storage::Storage;
 use crate::{DType, Device, Result, Tensor};
@@ -53,7 +52,8 @@ pub enum Fusible {
     Where,
     /// A matrix product: deferred like the others, so that the elementwise ops that read
     /// its result run in its store (epilogue fusion: bias, activation, residual, masks).
-    Matmul,
+    /// The primitive gives the function that lays out its kernel's operands.
+    Matmul(OperandsFn),
     /// A reduction over `axes`: deferred, so that a pending elementwise input is computed
     /// as the reduction loads it (prologue fusion: sum(x * y), mean((a - b)^2)).
     Reduce {
@@ -66,6 +66,22 @@ pub enum Fusible {
         axis: usize,
     },
 }
+
+/// What a GPU product multiplies: A and B as views with their batch dims broadcast (or
+/// folded into the rows), and the dims. The matmul primitive builds it
+/// (`ops::matmul::gpu_operands`); a deferred product keeps it.
+#[derive(Clone)]
+pub struct GpuOperands {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub batch: Vec<usize>,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// How a product's primitive lays out its kernel's operands.
+pub type OperandsFn = fn(&[&Tensor]) -> Result<GpuOperands>;
 
 /// Ops one generated kernel holds at most (longer chains are split).
 const MAX_OPS: usize = 48;
@@ -290,7 +306,7 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
         return Ok(None);
     }
     match op {
-        Fusible::Matmul => return defer_matmul(ctx, inputs, spec),
+        Fusible::Matmul(operands_of) => return defer_matmul(ctx, operands_of, inputs, spec),
         Fusible::Reduce { .. } => return defer_reduce(ctx, op, &inputs[0], spec),
         Fusible::Softmax { axis } => return defer_softmax(ctx, axis, &inputs[0], spec),
         _ => {}

@@ -54,7 +54,7 @@ impl Plan {
             self.must_force = Some(n.clone());
             return Ok(0);
         }
-        if let Fusible::Matmul = op {
+        if let Fusible::Matmul(_) = op {
             if self.acc.is_some() {
                 self.must_force = Some(n.clone());
                 return Ok(0);
@@ -76,7 +76,7 @@ impl Plan {
             }
             Fusible::Binary(op) => FusedStep::Binary { op, a: operands[0], b: operands[1] },
             Fusible::Where => FusedStep::Where { c: operands[0], a: operands[1], b: operands[2] },
-            Fusible::Matmul | Fusible::Reduce { .. } | Fusible::Softmax { .. } => unreachable!("handled above"),
+            Fusible::Matmul(_) | Fusible::Reduce { .. } | Fusible::Softmax { .. } => unreachable!("handled above"),
         };
         Ok(self.add_node(n, step))
     }

@@ -1,5 +1,6 @@
 //! Batched matrix product with numpy batch broadcasting; transposed views need no copy.
 use super::cpu_of;
+use crate::fusion::GpuOperands;
 use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
 use crate::tensor::{check_float, check_same};
@@ -54,18 +55,6 @@ fn fold_rows(la: &Layout, lb: &Layout, nb: usize, m: usize) -> Option<(Layout, L
     };
     let b = Layout { shape: lb.shape[nb..].to_vec(), strides: lb.strides[nb..].to_vec(), offset: lb.offset };
     Some((a, b, rows))
-}
-
-/// What the GPU kernels multiply: A and B as views with their batch dims broadcast (or
-/// folded into the rows), and the dims.
-#[derive(Clone)]
-pub(crate) struct GpuOperands {
-    pub a: Tensor,
-    pub b: Tensor,
-    pub batch: Vec<usize>,
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
 }
 
 /// The GPU kernels' operands of a product; a right operand shared by the whole batch
@@ -143,7 +132,7 @@ impl Primitive for Matmul {
     /// Deferred on the GPU, so that the elementwise ops reading its result run in its store
     /// (epilogue fusion, see `fusion/`).
     fn fusible(&self) -> Option<crate::fusion::Fusible> {
-        Some(crate::fusion::Fusible::Matmul)
+        Some(crate::fusion::Fusible::Matmul(gpu_operands))
     }
     /// d(A B) = dA B + A dB, so A-bar = G B^T and B-bar = A^T G (batch dims unbroadcast by
     /// the engine). Each cotangent takes its primal's memory layout: for a transposed

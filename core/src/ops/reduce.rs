@@ -11,12 +11,6 @@ use crate::{cpu, DType, Error, Node, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::{ArgReduceOp, Context, ReduceOp};
 
-/// Kept axes first, reduced axes last.
-/// The layout a GPU reduction walks: `layout` with the reduced `axes` moved last.
-pub(crate) fn reduced_last(layout: &crate::Layout, axes: &[usize]) -> crate::Layout {
-    layout.permute(&split_axes(layout.shape.len(), axes).1)
-}
-
 fn split_axes(rank: usize, axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let kept: Vec<usize> = (0..rank).filter(|d| !axes.contains(d)).collect();
     let mut perm = kept.clone();
@@ -103,7 +97,7 @@ impl Primitive for Reduce {
         Ok(out.cpu(CpuStorage::from_f64(r, out.dtype)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let pt = x[0].with_layout(reduced_last(x[0].layout(), &self.axes));
+        let pt = x[0].with_layout(x[0].layout().axes_last(&self.axes));
         Ok(out.gpu(ctx.reduce(self.reduce_op(), pt.view(), pt.shape(), self.axes.len())?, x[0].device()))
     }
     /// sum: x-bar = g broadcast back over the reduced axes;

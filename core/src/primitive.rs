@@ -93,6 +93,14 @@ pub trait Primitive: Send + Sync + 'static {
     fn fusible(&self) -> Option<crate::fusion::Fusible> {
         None
     }
+    /// Whether this primitive computes these inputs' f16 values in f32: f16 is a storage
+    /// format, so [`bind`] then runs it on f32 copies of its f16 inputs and stores an f16
+    /// result back (the conversions are primitives too, so every transform sees through
+    /// them). Elementwise ops read f16 storage directly on adapters with SHADER_F16.
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        let _ = inputs;
+        false
+    }
     /// Whether this is a matrix product (what [`crate::CheckpointPolicy::Matmuls`] keeps).
     fn is_matmul(&self) -> bool {
         false
@@ -135,6 +143,14 @@ impl Batch {
 /// Run `prim` on `inputs` through every active transform.
 pub fn bind(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
     let spec = prim.shape_rule(inputs)?;
+    if prim.computes_in_f32(inputs) {
+        // the dtype policy: f16 inputs computed in f32, an f16 result stored back
+        let wide =
+            inputs.iter().map(|t| if t.dtype() == DType::F16 { t.to_dtype(DType::F32) } else { Ok((*t).clone()) });
+        let wide = wide.collect::<Result<Vec<_>>>()?;
+        let out = bind(prim, &wide.iter().collect::<Vec<_>>())?;
+        return if spec.dtype == DType::F16 { out.to_dtype(DType::F16) } else { Ok(out) };
+    }
     let mut forward = |p: &dyn Primitive, plain: &[&Tensor], spec: &OutSpec| p.forward(plain, spec);
     bind_levels(&prim, inputs, inputs, &spec, &mut forward)
 }

@@ -470,6 +470,17 @@ impl Tensor {
         }
     }
 
+    /// Whether any of `inputs` holds f16 values (a primitive then computes them in f32).
+    pub(crate) fn any_f16(inputs: &[&Tensor]) -> bool {
+        inputs.iter().any(|t| t.dtype() == DType::F16)
+    }
+
+    /// Whether any of `inputs` holds f16 values an elementwise kernel cannot read directly
+    /// (no SHADER_F16, or the CPU).
+    pub(crate) fn any_f16_not_native(inputs: &[&Tensor]) -> bool {
+        inputs.iter().any(|t| t.dtype() == DType::F16 && !t.native_f16())
+    }
+
     /// f16 is a storage format: an op on f16 runs `f` on an f32 copy and stores the result
     /// back as f16 (both conversions are kernels, and differentiable).
     pub(crate) fn via_f32(&self, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {

@@ -183,6 +183,9 @@ pub struct Binary {
 }
 
 impl Primitive for Binary {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16_not_native(inputs)
+    }
     fn name(&self) -> String {
         format!("{:?}", self.op).to_lowercase()
     }
@@ -255,10 +258,6 @@ impl Tensor {
             }
             check_float(name, self)?;
         }
-        if self.dtype() == DType::F16 && !self.native_f16() {
-            let r = rhs.to_dtype(DType::F32)?;
-            return self.via_f32(|x| x.binary(op, &r));
-        }
         bind(Arc::new(Binary { op }), &[self, rhs])
     }
 
@@ -312,6 +311,9 @@ impl Tensor {
 pub struct Where;
 
 impl Primitive for Where {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16_not_native(inputs)
+    }
     fn name(&self) -> String {
         "where".into()
     }
@@ -369,10 +371,6 @@ impl Tensor {
             if self.dtype() == on_true.dtype() { self.detach() } else { self.to_dtype(on_true.dtype())?.detach() };
         check_same(name, &[&cond, on_true])?;
         check_float(name, on_true)?;
-        if on_true.dtype() == DType::F16 && !on_true.native_f16() {
-            let (c, f) = (cond.to_dtype(DType::F32)?, on_false.to_dtype(DType::F32)?);
-            return on_true.via_f32(|t| c.where_(t, &f));
-        }
         bind(Arc::new(Where), &[&cond, on_true, on_false])
     }
 

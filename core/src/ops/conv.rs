@@ -69,6 +69,9 @@ pub struct Im2Col {
 }
 
 impl Primitive for Im2Col {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         "im2col".into()
     }
@@ -108,6 +111,9 @@ pub struct Col2Im {
 }
 
 impl Primitive for Col2Im {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         "col2im".into()
     }
@@ -152,9 +158,6 @@ impl Tensor {
     /// Patches of images [B, C, H, W] as columns [C*KH*KW, B, OH*OW] (zero padding).
     pub fn im2col(&self, kernel: (usize, usize), stride: usize, padding: usize) -> Result<Tensor> {
         check_float("im2col", self)?;
-        if self.dtype() == crate::DType::F16 {
-            return self.via_f32(|x| x.im2col(kernel, stride, padding));
-        }
         let geom = geometry_from(self, kernel, stride, padding)?;
         bind(Arc::new(Im2Col { geom }), &[self])
     }
@@ -162,9 +165,6 @@ impl Tensor {
     /// The adjoint of im2col: columns [C*KH*KW, B, OH*OW] summed back into images.
     pub fn col2im(&self, geom: ConvGeometry) -> Result<Tensor> {
         check_float("col2im", self)?;
-        if self.dtype() == crate::DType::F16 {
-            return self.via_f32(|x| x.col2im(geom));
-        }
         bind(Arc::new(Col2Im { geom }), &[self])
     }
 

@@ -42,6 +42,9 @@ pub struct IndexSelect {
 }
 
 impl Primitive for IndexSelect {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         "index_select".into()
     }
@@ -106,6 +109,9 @@ pub struct Gather {
 }
 
 impl Primitive for Gather {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         "gather".into()
     }
@@ -226,9 +232,6 @@ impl Tensor {
     /// Entries `idx` (1-d u32) of `axis`: out has x's shape with that axis of idx's length.
     pub fn index_select(&self, axis: isize, idx: &Tensor) -> Result<Tensor> {
         check_float("index_select", self)?;
-        if self.dtype() == DType::F16 {
-            return self.via_f32(|x| x.index_select(axis, idx));
-        }
         let axis = normalize_axis("index_select", axis, self.rank())?;
         bind(Arc::new(IndexSelect { axis }), &[self, &idx.detach()])
     }
@@ -264,9 +267,6 @@ impl Tensor {
     /// rank and x's sizes on every other axis.
     pub fn gather(&self, axis: isize, idx: &Tensor) -> Result<Tensor> {
         check_float("gather", self)?;
-        if self.dtype() == DType::F16 {
-            return self.via_f32(|x| x.gather(axis, idx));
-        }
         let axis = normalize_axis("gather", axis, self.rank())?;
         bind(Arc::new(Gather { axis }), &[self, &idx.detach()])
     }

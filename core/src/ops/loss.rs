@@ -204,6 +204,9 @@ impl Tensor {
 pub struct SoftmaxCrossEntropy;
 
 impl Primitive for SoftmaxCrossEntropy {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         "cross_entropy".into()
     }
@@ -253,6 +256,9 @@ impl Primitive for SoftmaxCrossEntropy {
 pub struct SoftmaxCrossEntropyGrad;
 
 impl Primitive for SoftmaxCrossEntropyGrad {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         "cross_entropy_grad".into()
     }
@@ -327,9 +333,6 @@ impl Tensor {
     /// mean_r (logsumexp(z_r) - z_r[labels_r]) for logits z [B, C] and u32 labels [B]: a
     /// scalar, one kernel on the GPU, differentiable to any order.
     pub fn softmax_cross_entropy_mean(&self, labels: &Tensor) -> Result<Tensor> {
-        if self.dtype() == DType::F16 {
-            return self.via_f32(|x| x.softmax_cross_entropy_mean(labels));
-        }
         bind(Arc::new(SoftmaxCrossEntropy), &[self, &labels.detach()])
     }
 
@@ -337,10 +340,6 @@ impl Tensor {
     /// [`Tensor::softmax_cross_entropy_mean`] times the one-element cotangent `g` (kept on
     /// the device). One kernel on the GPU, differentiable to any order.
     pub fn softmax_cross_entropy_grad(&self, labels: &Tensor, g: &Tensor) -> Result<Tensor> {
-        if self.dtype() == DType::F16 {
-            let g = g.to_dtype(DType::F32)?;
-            return self.via_f32(|x| x.softmax_cross_entropy_grad(labels, &g));
-        }
         bind(Arc::new(SoftmaxCrossEntropyGrad), &[self, &labels.detach(), g])
     }
 }

@@ -75,6 +75,9 @@ fn is_transposed(x: &Tensor) -> Result<bool> {
 }
 
 impl Primitive for Matmul {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         "matmul".into()
     }
@@ -192,10 +195,6 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         check_same("matmul", &[self, rhs])?;
         check_float("matmul", self)?;
-        if self.dtype() == crate::DType::F16 {
-            let r = rhs.to_dtype(crate::DType::F32)?;
-            return self.via_f32(|a| a.matmul(&r));
-        }
         if self.rank() == 0 || rhs.rank() == 0 {
             return Err(Error::ShapeMismatch {
                 op: "matmul",

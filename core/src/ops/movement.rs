@@ -189,6 +189,10 @@ impl Primitive for Narrow {
 pub struct Contiguous;
 
 impl Primitive for Contiguous {
+    /// the copy kernel moves whole 32-bit words: f16 halves are repacked through f32
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs) && inputs[0].device().is_gpu()
+    }
     fn name(&self) -> String {
         "contiguous".into()
     }
@@ -417,10 +421,6 @@ impl Tensor {
     pub fn contiguous(&self) -> Result<Tensor> {
         if self.layout().is_contiguous() && self.layout().offset == 0 {
             return Ok(self.clone());
-        }
-        if self.dtype() == crate::DType::F16 && self.device().is_gpu() {
-            // the copy kernel moves whole 32-bit words; halves are repacked instead
-            return self.via_f32(|x| x.contiguous());
         }
         bind(Arc::new(Contiguous), &[self])
     }

@@ -54,6 +54,9 @@ impl Reduce {
 }
 
 impl Primitive for Reduce {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         format!("{:?}", self.kind).to_lowercase()
     }
@@ -194,9 +197,6 @@ impl Tensor {
             ReduceKind::Min => "min",
         };
         check_float(name, self)?;
-        if self.dtype() == DType::F16 {
-            return self.via_f32(|x| x.reduce(kind, axes, keepdim));
-        }
         let mut axes = normalize_axes(name, axes, self.rank())?;
         axes.sort_unstable();
         bind(Arc::new(Reduce { kind, axes, keepdim }), &[self])

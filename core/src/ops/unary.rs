@@ -299,6 +299,9 @@ pub struct Unary {
 }
 
 impl Primitive for Unary {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16_not_native(inputs)
+    }
     fn name(&self) -> String {
         format!("{:?}", self.op).to_lowercase()
     }
@@ -346,9 +349,6 @@ impl Tensor {
     /// Apply a unary primitive; `s` is the scalar operand of the scalar forms.
     pub fn unary(&self, op: UnaryOp, s: f64) -> Result<Tensor> {
         check_float("unary", self)?;
-        if self.dtype() == DType::F16 && !self.native_f16() {
-            return self.via_f32(|x| x.unary(op, s));
-        }
         bind(Arc::new(Unary { op, scalar: s }), &[self])
     }
 

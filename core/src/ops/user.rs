@@ -4,7 +4,7 @@ use super::cpu_of;
 use crate::graph::Node;
 use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::tensor::check_float;
-use crate::{cpu, DType, Error, Result, Tensor};
+use crate::{cpu, Error, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::Context;
 
@@ -55,6 +55,9 @@ struct UserKernel {
 }
 
 impl Primitive for UserKernel {
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         self.kernel.name.clone()
     }
@@ -101,9 +104,6 @@ impl Tensor {
     /// [`crate::custom_op`], whose VJP gives it one; under vmap it runs on every example.
     pub fn map_kernel(&self, k: &ElementwiseKernel, s: f64) -> Result<Tensor> {
         check_float("map_kernel", self)?;
-        if self.dtype() == DType::F16 {
-            return self.via_f32(|x| x.map_kernel(k, s));
-        }
         if self.is_tracked() && crate::transform::is_recording() {
             // an error now rather than at the backward pass
             return Err(Error::MissingRule { op: k.name.clone(), transform: "grad (reverse mode)" });

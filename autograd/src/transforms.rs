@@ -123,10 +123,7 @@ where
     let (mut xv, y, levels) = run_taped(std::slice::from_ref(x), &outer, &|xs| f(&xs[0]))?;
     let xv = xv.remove(0);
     if y.numel() != 1 {
-        return Err(Error::Invalid {
-            op: "grad",
-            msg: format!("f must return a single element, got shape {:?}; use vjp or jacobian", y.shape()),
-        });
+        return Err(Error::NotScalar { op: "grad", shape: y.shape().to_vec(), hint: "; use vjp or jacobian" });
     }
     let yp = lift(&y, &levels)?;
     let seed = yp.detach().ones_like()?;
@@ -152,10 +149,7 @@ where
     let (guard, outer) = enter_reverse();
     let (tracked, y, levels) = run_taped(params, &outer, &|ps| f(ps))?;
     if y.numel() != 1 {
-        return Err(Error::Invalid {
-            op: "value_and_grad_many",
-            msg: format!("f must return a single element, got shape {:?}", y.shape()),
-        });
+        return Err(Error::NotScalar { op: "value_and_grad_many", shape: y.shape().to_vec(), hint: "" });
     }
     let yp = lift(&y, &levels)?;
     let seed = yp.detach().ones_like()?;

@@ -30,14 +30,19 @@ pub enum Error {
     DeviceMismatch { op: &'static str, lhs: String, rhs: String },
     #[error("{op}: dtype {dtype:?} is not supported on {device}{why}")]
     UnsupportedDType { op: &'static str, dtype: crate::DType, device: String, why: String },
-    #[error("{op}: derivative of order {order} is not implemented")]
-    NotDifferentiable { op: String, order: usize },
     /// A primitive without a rule for a transform ran under it (never a silent zero).
     #[error(
-        "{op} has no {transform} rule: a user kernel has no derivative of its own; run it inside \
-         wgrad::custom_op with a CustomOp whose vjp (and optionally jvp) gives one"
+        "{op} has no {transform} rule (a user kernel gets its rules from wgrad::custom_op: a \
+         CustomOp's vjp, and optionally its jvp and batch)"
     )]
     MissingRule { op: String, transform: &'static str },
+    /// An op that needs a single element got more (a loss for grad, a value to read as a
+    /// number).
+    #[error("{op}: needs a single element, got shape {shape:?}{hint}")]
+    NotScalar { op: &'static str, shape: Vec<usize>, hint: &'static str },
+    /// A broken invariant inside wgrad (a bug to report, not bad input).
+    #[error("{op}: internal error: {msg}")]
+    Internal { op: &'static str, msg: String },
     /// A derivative that disagrees with central differences: `mode` is "reverse" (the VJP,
     /// `<u, J^T v>`) or "forward" (the JVP, `<J u, v>`).
     #[error(

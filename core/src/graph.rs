@@ -82,7 +82,7 @@ impl Node {
             let region = region.upgrade().ok_or_else(crate::checkpoint::region_gone)?;
             return Ok(saved_copy(&region.input(*index, i)?));
         }
-        Err(crate::Error::Invalid {
+        Err(crate::Error::Internal {
             op: "vjp",
             msg: format!("{} did not save input {i} (its saves rule and its VJP disagree)", self.op.name()),
         })
@@ -107,7 +107,7 @@ impl Node {
             let region = region.upgrade().ok_or_else(crate::checkpoint::region_gone)?;
             return Ok(region.value(*index)?.with_node(Some(this.clone())));
         }
-        let s = this.saved_output.as_ref().ok_or_else(|| crate::Error::Invalid {
+        let s = this.saved_output.as_ref().ok_or_else(|| crate::Error::Internal {
             op: "vjp",
             msg: format!("{} did not save its output (its saves rule and its VJP disagree)", this.op.name()),
         })?;

@@ -86,7 +86,7 @@ pub trait Primitive: Send + Sync + 'static {
     /// axis 0 (the others are shared by every example). Written with ops.
     fn batch(&self, inputs: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
         let _ = (inputs, batched, b);
-        Err(Error::Invalid { op: "vmap", msg: format!("{} has no batching rule", self.name()) })
+        Err(Error::MissingRule { op: self.name(), transform: "vmap" })
     }
     /// The form fusion may defer (see `fusion/`: elementwise ops, matmul, reductions); None
     /// for every other primitive, which reads its inputs materialized.
@@ -441,15 +441,10 @@ impl Primitive for Custom {
                     .collect::<Result<Vec<_>>>()?;
                 let refs: Vec<&Tensor> = example.iter().collect();
                 let forward = || {
-                    self.0.forward(&example).unwrap_or_else(|| {
-                        Err(Error::Invalid {
-                            op: "vmap",
-                            msg: format!(
-                                "custom op {} has neither a batching rule nor a forward to loop over",
-                                self.0.name()
-                            ),
-                        })
-                    })
+                    // neither a batching rule nor a forward to loop over
+                    self.0
+                        .forward(&example)
+                        .unwrap_or_else(|| Err(Error::MissingRule { op: self.0.name().to_string(), transform: "vmap" }))
                 };
                 custom_op(self.0.clone(), &refs, forward)
             })
@@ -477,7 +472,7 @@ pub fn custom_op(
         // the shape comes from the batching rule; the base (and this forward) is not reached
         let spec = OutSpec::new(&[], inputs[0].dtype());
         let mut unreachable = |_: &dyn Primitive, _: &[&Tensor], _: &OutSpec| {
-            Err(Error::Invalid { op: "vmap", msg: "a custom op's forward ran on a batched input".into() })
+            Err(Error::Internal { op: "vmap", msg: "a custom op's forward ran on a batched input".into() })
         };
         return bind_levels(&prim, inputs, inputs, &spec, &mut unreachable);
     }
@@ -488,7 +483,7 @@ pub fn custom_op(
     let spec = OutSpec::new(out.shape(), out.dtype());
     let mut out = Some(out);
     let mut forward = |_: &dyn Primitive, _: &[&Tensor], _: &OutSpec| {
-        out.take().ok_or_else(|| Error::Invalid { op: "custom_op", msg: "the forward ran twice".into() })
+        out.take().ok_or_else(|| Error::Internal { op: "custom_op", msg: "the forward ran twice".into() })
     };
     bind_levels(&prim, inputs, inputs, &spec, &mut forward)
 }

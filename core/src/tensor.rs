@@ -445,10 +445,7 @@ impl Tensor {
     /// The value of a one-element tensor.
     pub fn to_scalar<T: Element>(&self) -> Result<T> {
         if self.numel() != 1 {
-            return Err(Error::Invalid {
-                op: "to_scalar",
-                msg: format!("tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel()),
-            });
+            return Err(Error::NotScalar { op: "to_scalar", shape: self.shape().to_vec(), hint: "" });
         }
         Ok(self.to_vec::<T>()?[0])
     }

@@ -40,6 +40,10 @@ fn all_errors(dev: &Device) {
         Error::DTypeMismatch { .. }
     ));
     assert!(matches!(a.to_vec::<u32>(), Err(Error::DTypeMismatch { op: "to_vec", .. })));
+    match a.to_scalar::<f32>() {
+        Err(Error::NotScalar { op: "to_scalar", shape, .. }) => assert_eq!(shape, vec![2, 3]),
+        other => panic!("want NotScalar, got {other:?}"),
+    }
     // earlier tensors are intact and the device still works
     assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     assert_eq!(a.sum_all().unwrap().to_scalar::<f32>().unwrap(), 21.0);

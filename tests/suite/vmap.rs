@@ -339,7 +339,7 @@ fn custom_ops_batch_by_their_rule_or_a_counted_loop() {
     assert_close(&run(false, true).unwrap(), &want, 1e-12, 1e-12, "custom op loop fallback");
     assert!(wgrad::vmap_fallback_loops() > loops, "the loop fallback is counted");
     let e = run(false, false).unwrap_err();
-    assert!(matches!(e, Error::Invalid { op: "vmap", .. }), "{e}");
+    assert!(matches!(e, Error::MissingRule { transform: "vmap", .. }), "{e}");
     // and the gradient through the loop: d/dx sum(x^3) = 3 x^2
     let op = Arc::new(Cube { rule: false, forward: true });
     let f = move |x: &Tensor| vmap(|xi| wgrad::custom_op(op.clone(), &[xi], || xi.powf(3.0)), x, 0, 0)?.sum_all();

@@ -150,7 +150,7 @@ pub(super) fn softmax_of(n: &Lazy) -> Option<Arg> {
 /// over the input materialized.
 pub(super) fn run_softmax(n: &Arc<Lazy>, arg: Arg) -> Result<Arc<GpuBuffer>> {
     let Arg::Node(x) = arg else {
-        return Err(crate::Error::Invalid { op: "fusion", msg: "a deferred softmax reads a pending value".into() });
+        return Err(crate::Error::Internal { op: "fusion", msg: "a deferred softmax reads a pending value".into() });
     };
     let x = x.into_arc();
     let device = Device::Gpu(n.ctx.clone());

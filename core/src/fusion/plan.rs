@@ -43,9 +43,9 @@ impl Plan {
         }
         let (op, args) = {
             let p = crate::lock(&n.pending);
-            let p = p.as_ref().ok_or_else(|| crate::Error::Invalid {
+            let p = p.as_ref().ok_or_else(|| crate::Error::Internal {
                 op: "fusion",
-                msg: "a fused value was released before it was computed (internal error)".into(),
+                msg: "a fused value was released before it was computed".into(),
             })?;
             (p.op.clone(), p.args.clone())
         };

@@ -22,7 +22,7 @@ impl SideOutput {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
     }
     fn take(&self) -> Result<Tensor> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().ok_or_else(|| Error::Invalid {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().ok_or_else(|| Error::Internal {
             op: "linalg",
             msg: "a factorization's second output was not produced".into(),
         })

@@ -30,7 +30,7 @@ pub(crate) fn cpu_of(t: &Tensor) -> &CpuStorage {
 
 /// The error of a rule that reads a value its saves rule does not keep.
 pub(crate) fn unsaved(what: &str) -> Error {
-    Error::Invalid { op: "vjp", msg: format!("a rule read {what}, which its saves rule does not keep") }
+    Error::Internal { op: "vjp", msg: format!("a rule read {what}, which its saves rule does not keep") }
 }
 
 impl Tensor {

@@ -174,20 +174,33 @@ pub(crate) fn record(out: Tensor, op: &Arc<dyn Primitive>, inputs: &[&Tensor]) -
     if let Some(region) = crate::checkpoint::active() {
         return record_in_region(out, op, inputs, &region);
     }
-    let node = Node {
+    let node = new_node(op, inputs, &out, |i| op.saves_input(i), op.saves_output(), None);
+    out.with_node(Some(Arc::new(node)))
+}
+
+/// A node for `op` on `inputs` giving `out`, saving input i where `keep_input(i)` and the
+/// output where `keep_output`.
+fn new_node(
+    op: &Arc<dyn Primitive>,
+    inputs: &[&Tensor],
+    out: &Tensor,
+    keep_input: impl Fn(usize) -> bool,
+    keep_output: bool,
+    recompute: Option<crate::checkpoint::RegionLink>,
+) -> Node {
+    Node {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         op: op.clone(),
         parents: inputs.iter().map(|t| t.node().cloned()).collect(),
         input_shapes: inputs.iter().map(|t| t.shape().to_vec()).collect(),
         input_dtypes: inputs.iter().map(|t| t.dtype()).collect(),
         output_shape: out.shape().to_vec(),
-        saved_inputs: inputs.iter().enumerate().map(|(i, t)| op.saves_input(i).then(|| saved_copy(t))).collect(),
-        saved_output: op.saves_output().then(|| out.saved_output()),
+        saved_inputs: inputs.iter().enumerate().map(|(i, t)| keep_input(i).then(|| saved_copy(t))).collect(),
+        saved_output: keep_output.then(|| out.saved_output()),
         output_tangents: Mutex::new(Vec::new()),
-        recompute: None,
+        recompute,
         owned_region: std::sync::OnceLock::new(),
-    };
-    out.with_node(Some(Arc::new(node)))
+    }
 }
 
 /// [`record`] inside a checkpointed function: the node saves only what the region's
@@ -199,22 +212,9 @@ fn record_in_region(
     region: &Arc<crate::checkpoint::Region>,
 ) -> Tensor {
     let (sources, keep) = region.plan(op, inputs);
-    let mut node = Node {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        op: op.clone(),
-        parents: inputs.iter().map(|t| t.node().cloned()).collect(),
-        input_shapes: inputs.iter().map(|t| t.shape().to_vec()).collect(),
-        input_dtypes: inputs.iter().map(|t| t.dtype()).collect(),
-        output_shape: out.shape().to_vec(),
-        saved_inputs: inputs.iter().enumerate().map(|(i, t)| keep.keep_input[i].then(|| saved_copy(t))).collect(),
-        saved_output: keep.keep_output.then(|| out.saved_output()),
-        output_tangents: Mutex::new(Vec::new()),
-        recompute: None,
-        owned_region: std::sync::OnceLock::new(),
-    };
     // the node's index in the region is the next one
-    node.recompute = Some((Arc::downgrade(region), region.len()));
-    let node = Arc::new(node);
+    let link = (Arc::downgrade(region), region.len());
+    let node = Arc::new(new_node(op, inputs, &out, |i| keep.keep_input[i], keep.keep_output, Some(link)));
     region.push(&node, &out, sources, &keep);
     out.with_node(Some(node))
 }
@@ -222,18 +222,6 @@ fn record_in_region(
 /// A tracked copy of `x` (same data, same tangents): the input of a transform. Its parent
 /// is x's node, so an enclosing transform still sees through it.
 pub(crate) fn track(x: &Tensor) -> Tensor {
-    let node = Node {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        op: Arc::new(crate::primitive::Leaf),
-        parents: vec![x.node().cloned()],
-        input_shapes: vec![x.shape().to_vec()],
-        input_dtypes: vec![x.dtype()],
-        output_shape: x.shape().to_vec(),
-        saved_inputs: vec![None],
-        saved_output: None,
-        output_tangents: Mutex::new(Vec::new()),
-        recompute: None,
-        owned_region: std::sync::OnceLock::new(),
-    };
-    x.with_node(Some(Arc::new(node)))
+    let leaf: Arc<dyn Primitive> = Arc::new(crate::primitive::Leaf);
+    x.with_node(Some(Arc::new(new_node(&leaf, &[x], x, |_| false, false, None))))
 }

@@ -67,8 +67,7 @@ fn test_name() -> String {
 /// The seed of the running test's random inputs: FNV-1a of its name, so a test draws the
 /// same values whatever runs beside it (WGRAD_TEST_SEED=<n> tries another).
 pub fn test_seed() -> u64 {
-    next_bits(); // the stream is this test's from now on, so a failure prints its seed
-    STREAM.with(|s| s.borrow().as_ref().unwrap().1)
+    with_stream(|(_, seed, _)| *seed)
 }
 
 fn seed_of(name: &str) -> u64 {
@@ -96,8 +95,9 @@ fn report_seed_on_panic() {
     });
 }
 
-/// The next 64 random bits of the running test's stream (xorshift64, never zero).
-fn next_bits() -> u64 {
+/// Run `f` on the running test's stream (name, seed, state), started from the test's seed
+/// if this thread last ran another test; from then on a failure prints the seed.
+fn with_stream<R>(f: impl FnOnce(&mut (String, u64, u64)) -> R) -> R {
     report_seed_on_panic();
     STREAM.with(|s| {
         let mut s = s.borrow_mut();
@@ -106,7 +106,13 @@ fn next_bits() -> u64 {
             let seed = seed_of(&name);
             *s = Some((name, seed, seed | 1));
         }
-        let state = &mut s.as_mut().unwrap().2;
+        f(s.as_mut().expect("started above"))
+    })
+}
+
+/// The next 64 random bits of the running test's stream (xorshift64, never zero).
+fn next_bits() -> u64 {
+    with_stream(|(_, _, state)| {
         *state ^= *state << 13;
         *state ^= *state >> 7;
         *state ^= *state << 17;

@@ -101,71 +101,68 @@ pub(crate) struct Lazy {
     dependents: AtomicUsize,
 }
 
-/// A tensor's hold on a deferred value (counted in [`Lazy`]'s holders).
-pub(crate) struct LazyHandle(Arc<Lazy>);
+/// Which of a [`Lazy`]'s counts a [`Counted`] handle is in.
+pub(crate) trait Count {
+    fn of(lazy: &Lazy) -> &AtomicUsize;
+}
 
-impl LazyHandle {
-    fn new(lazy: Arc<Lazy>) -> LazyHandle {
-        lazy.holders.fetch_add(1, Ordering::Relaxed);
-        LazyHandle(lazy)
+/// Counted in the holders: the tensors that hold the value.
+pub(crate) struct Holder;
+impl Count for Holder {
+    fn of(lazy: &Lazy) -> &AtomicUsize {
+        &lazy.holders
     }
 }
 
-impl Clone for LazyHandle {
-    fn clone(&self) -> LazyHandle {
-        LazyHandle::new(self.0.clone())
+/// Counted in the dependents: the pending nodes that read the value.
+pub(crate) struct Dependent;
+impl Count for Dependent {
+    fn of(lazy: &Lazy) -> &AtomicUsize {
+        &lazy.dependents
     }
 }
 
-impl Drop for LazyHandle {
-    fn drop(&mut self) {
-        self.0.holders.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+/// A handle on a deferred value that is counted, in the count `C`, for as long as it lives.
+pub(crate) struct Counted<C: Count>(Arc<Lazy>, std::marker::PhantomData<C>);
 
-impl std::ops::Deref for LazyHandle {
-    type Target = Arc<Lazy>;
-    fn deref(&self) -> &Arc<Lazy> {
-        &self.0
-    }
-}
+/// A tensor's hold on a deferred value.
+pub(crate) type LazyHandle = Counted<Holder>;
+/// A pending node's read of another pending value.
+pub(super) type Edge = Counted<Dependent>;
 
-impl std::fmt::Debug for LazyHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+impl<C: Count> Counted<C> {
+    fn new(lazy: Arc<Lazy>) -> Self {
+        C::of(&lazy).fetch_add(1, Ordering::Relaxed);
+        Counted(lazy, std::marker::PhantomData)
     }
-}
-
-/// A pending node's read of another pending value (counted in its dependents).
-pub(super) struct Edge(Arc<Lazy>);
-
-impl Edge {
-    fn new(lazy: Arc<Lazy>) -> Edge {
-        lazy.dependents.fetch_add(1, Ordering::Relaxed);
-        Edge(lazy)
-    }
-    /// The value, no longer counted as read by a pending node.
+    /// The value, no longer counted.
     pub(super) fn into_arc(self) -> Arc<Lazy> {
         self.0.clone()
     }
 }
 
-impl Clone for Edge {
-    fn clone(&self) -> Edge {
-        Edge::new(self.0.clone())
+impl<C: Count> Clone for Counted<C> {
+    fn clone(&self) -> Self {
+        Self::new(self.0.clone())
     }
 }
 
-impl Drop for Edge {
+impl<C: Count> Drop for Counted<C> {
     fn drop(&mut self) {
-        self.0.dependents.fetch_sub(1, Ordering::Relaxed);
+        C::of(&self.0).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl std::ops::Deref for Edge {
+impl<C: Count> std::ops::Deref for Counted<C> {
     type Target = Arc<Lazy>;
     fn deref(&self) -> &Arc<Lazy> {
         &self.0
+    }
+}
+
+impl<C: Count> std::fmt::Debug for Counted<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 

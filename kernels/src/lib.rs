@@ -14,11 +14,12 @@ mod linalg;
 mod matmul;
 mod matmul_vec4;
 mod nn;
+mod profile;
 mod reduce;
 pub mod source;
 
 pub use buffer::{GpuBuffer, POISON_WORD};
-pub use context::{AdapterSummary, Context, KernelTime, ProfileTable, READBACK_TIMEOUT};
+pub use context::{AdapterSummary, Context, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};
 pub use fused::{
@@ -29,6 +30,7 @@ pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RAN
 pub use linalg::LuFactors;
 pub use matmul_vec4::{Block as MatmulBlock, MatmulVec4, Vec4Layout};
 pub use nn::{softmax_rows_fit, AdamParams, ConvGeometry, MultiStep, MultiStepKind};
+pub use profile::{KernelTime, ProfileTable};
 pub use reduce::two_level_strides;
 pub use source::{
     all_kernels, register_user_unary, validate_wgsl, ArgReduceOp, BinaryOp, KDType, Kernel, KernelKey, ReduceOp,

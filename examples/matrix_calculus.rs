@@ -102,7 +102,7 @@ fn main() -> Result<()> {
     println!("{}", "-".repeat(94));
 
     let n = 4;
-    let rnd = |seed| Tensor::randn(&[n, n], seed, DType::F64, &Device::Cpu).unwrap();
+    let rnd = |seed| Tensor::randn_dtype(&[n, n], seed, DType::F64, &Device::Cpu).unwrap();
     let eye = Tensor::eye(n, DType::F64, &Device::Cpu)?;
     let r1 = rnd(1);
     let x_spd = r1.matmul(&r1.t()?)?.mul_scalar(0.25)?.add(&eye)?; // SPD

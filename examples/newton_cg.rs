@@ -56,7 +56,7 @@ fn main() -> Result<()> {
             hvps += 1;
             no_grad(|| -> Result<()> {
                 // once the residual is ~0, the guards keep 0/0 out: alpha and beta become 0
-                let tiny = Tensor::full(1e-30, &[], DType::F32, &dev)?;
+                let tiny = Tensor::full_dtype(1e-30, &[], DType::F32, &dev)?;
                 let alpha = rr.div(&dot(&d, &hd)?.maximum(&tiny)?)?;
                 p = p.add(&d.mul(&alpha)?)?;
                 r = r.sub(&hd.mul(&alpha)?)?;

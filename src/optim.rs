@@ -296,7 +296,7 @@ impl GradAccumulator {
         self.sum = if self.count == 0 {
             grads.iter().map(|g| g.detach()).collect()
         } else {
-            self.sum.iter().zip(grads).map(|(s, g)| s.add(&g.detach())).collect::<Result<_>>()?
+            self.sum.iter().zip(grads).map(|(s, g)| s.add(g.detach())).collect::<Result<_>>()?
         };
         self.count += 1;
         Ok(())

@@ -32,8 +32,9 @@ pub enum Error {
     UnsupportedDType { op: &'static str, dtype: crate::DType, device: String, why: String },
     /// A primitive without a rule for a transform ran under it (never a silent zero).
     #[error(
-        "{op} has no {transform} rule (a user kernel gets its rules from wgrad::custom_op: a \
-         CustomOp's vjp, and optionally its jvp and batch)"
+        "{op} has no {transform} rule: give a user kernel its derivative with \
+         ElementwiseKernel::with_derivative(wgsl, cpu) (call it again for each higher order), \
+         or run it inside wgrad::custom_op with a CustomOp's vjp (and optionally jvp and batch)"
     )]
     MissingRule { op: String, transform: &'static str },
     /// An op that needs a single element got more (a loss for grad, a value to read as a

@@ -10,6 +10,7 @@ mod cpu_buffers;
 pub mod cpu_linalg;
 mod cpu_profile;
 mod device;
+mod display;
 mod dtype;
 mod error;
 pub mod fusion;
@@ -30,10 +31,10 @@ pub use error::{Error, KernelError, Result};
 pub use fusion::{fusion_enabled, with_fusion};
 pub use graph::Node;
 pub use layout::Layout;
-pub use ops::ElementwiseKernel;
+pub use ops::{ElementwiseKernel, Operand};
 pub use primitive::{
-    bind, custom_op, jvp_from_vjp, register_interpreter, vmap_fallback_loops, Batch, CustomOp, Interpreter, LevelKind,
-    OutSpec, Primitive,
+    bind, custom_op, jvp_from_vjp, register_interpreter, vmap_fallback_loops, Batch, CustomForward, CustomOp,
+    Interpreter, LevelKind, OutSpec, Primitive, UserForward,
 };
 pub use tensor::Tensor;
 pub use transform::{is_recording, no_grad};

@@ -308,13 +308,23 @@ impl Tensor {
         Ok(t)
     }
 
-    /// A 0-d tensor.
+    /// A 0-d tensor. An f64 value makes an f32 tensor, as PyTorch's and JAX's default
+    /// float dtype does (`Tensor::full_dtype(v, &[], DType::F64, dev)` keeps f64); f32, f16
+    /// and u32 values keep their type.
     pub fn scalar<T: Element>(value: T, device: &Device) -> Result<Tensor> {
+        if T::DTYPE == DType::F64 {
+            return Tensor::full(value.to_f64(), &[], device);
+        }
         Tensor::from_slice(&[value], &[], device)
     }
 
+    /// An f32 tensor of `shape` filled with `value`.
+    pub fn full(value: f64, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::full_dtype(value, shape, DType::F32, device)
+    }
+
     /// A tensor of `shape` filled with `value` (converted to `dtype`).
-    pub fn full(value: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn full_dtype(value: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         match device {
             Device::Cpu => {
                 let s = CpuStorage::from_f64(vec![value; numel(shape)], dtype);
@@ -327,7 +337,7 @@ impl Tensor {
                     return Tensor::from_slice(&data, shape, device);
                 }
                 if dtype == DType::F16 {
-                    return Tensor::full(value, shape, DType::F32, device)?.to_dtype(DType::F16);
+                    return Tensor::full_dtype(value, shape, DType::F32, device)?.to_dtype(DType::F16);
                 }
                 let buf = ctx.fill(numel(shape), value as f32)?;
                 Ok(Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), shape, dtype, device.clone()))
@@ -336,10 +346,10 @@ impl Tensor {
     }
 
     pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        Tensor::full(0.0, shape, dtype, device)
+        Tensor::full_dtype(0.0, shape, dtype, device)
     }
     pub fn ones(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        Tensor::full(1.0, shape, dtype, device)
+        Tensor::full_dtype(1.0, shape, dtype, device)
     }
     pub fn zeros_like(&self) -> Result<Tensor> {
         Tensor::zeros(self.shape(), self.dtype(), self.device())
@@ -348,13 +358,45 @@ impl Tensor {
         Tensor::ones(self.shape(), self.dtype(), self.device())
     }
     pub fn full_like(&self, value: f64) -> Result<Tensor> {
-        Tensor::full(value, self.shape(), self.dtype(), self.device())
+        Tensor::full_dtype(value, self.shape(), self.dtype(), self.device())
     }
 
-    /// 0, 1, ..., n-1.
-    pub fn arange(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-        let v: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    /// start, start + 1, ... below `end`, as f32 (`Tensor::arange(0.0, 5.0, &dev)`).
+    pub fn arange(start: f64, end: f64, device: &Device) -> Result<Tensor> {
+        Tensor::arange_dtype(start, end, 1.0, DType::F32, device)
+    }
+
+    /// start, start + step, ... up to (not including) `end`, as f32.
+    pub fn arange_step(start: f64, end: f64, step: f64, device: &Device) -> Result<Tensor> {
+        Tensor::arange_dtype(start, end, step, DType::F32, device)
+    }
+
+    /// start, start + step, ... up to (not including) `end`, as `dtype` (u32 for indices).
+    pub fn arange_dtype(start: f64, end: f64, step: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::Invalid { op: "arange", msg: format!("start {start}, end {end}, step {step}") });
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Tensor::from_f64_vec(v, &[n], dtype, device)
+    }
+
+    /// `steps` values evenly spaced from `start` to `end` inclusive, as f32.
+    pub fn linspace(start: f64, end: f64, steps: usize, device: &Device) -> Result<Tensor> {
+        Tensor::linspace_dtype(start, end, steps, DType::F32, device)
+    }
+
+    /// `steps` values evenly spaced from `start` to `end` inclusive, as `dtype`.
+    pub fn linspace_dtype(start: f64, end: f64, steps: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+        let v: Vec<f64> = match steps {
+            1 => vec![start],
+            _ => {
+                let d = (end - start) / (steps as f64 - 1.0);
+                // the last value is `end` exactly, as numpy's is
+                (0..steps).map(|i| if i + 1 == steps { end } else { start + i as f64 * d }).collect()
+            }
+        };
+        Tensor::from_f64_vec(v, &[steps], dtype, device)
     }
 
     pub(crate) fn from_f64_vec(v: Vec<f64>, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
@@ -368,15 +410,32 @@ impl Tensor {
         }
     }
 
-    /// Uniform samples in [low, high), reproducible for a seed on every device.
-    pub fn rand(shape: &[usize], low: f64, high: f64, seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
+    /// f32 uniform samples in [low, high), reproducible for a seed on every device.
+    pub fn rand(shape: &[usize], low: f64, high: f64, seed: u64, device: &Device) -> Result<Tensor> {
+        Tensor::rand_dtype(shape, low, high, seed, DType::F32, device)
+    }
+
+    /// Uniform samples in [low, high) as `dtype`, reproducible for a seed on every device.
+    pub fn rand_dtype(
+        shape: &[usize],
+        low: f64,
+        high: f64,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let v: Vec<f64> = (0..numel(shape)).map(|_| rng.random_range(low..high)).collect();
         Tensor::from_f64_vec(v, shape, dtype, device)
     }
 
-    /// Standard normal samples, reproducible for a seed on every device.
-    pub fn randn(shape: &[usize], seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
+    /// f32 standard normal samples, reproducible for a seed on every device.
+    pub fn randn(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
+        Tensor::randn_dtype(shape, seed, DType::F32, device)
+    }
+
+    /// Standard normal samples as `dtype`, reproducible for a seed on every device.
+    pub fn randn_dtype(shape: &[usize], seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
         use rand_distr::Distribution;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let normal = rand_distr::StandardNormal;
@@ -386,11 +445,29 @@ impl Tensor {
 
     // ---------------------------------------------------------------- reading back
 
-    /// The elements in row-major order. `T` must be the tensor's dtype.
+    /// The elements in row-major order, converted to `T` (any dtype reads as any float
+    /// type; a float tensor does not read as u32).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        self.check_not_batched("to_vec")?;
+        self.read_as("to_vec")
+    }
+
+    /// The elements as `T`, for the call `op`: read directly when `T` is the dtype, else
+    /// widened to f64 and converted.
+    fn read_as<T: Element>(&self, op: &'static str) -> Result<Vec<T>> {
+        if T::DTYPE == self.dtype() {
+            return self.read_exact(op);
+        }
+        if T::DTYPE == DType::U32 {
+            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE });
+        }
+        Ok(self.read_f64(op)?.into_iter().map(T::from_f64).collect())
+    }
+
+    /// The elements of the tensor's own dtype `T`.
+    fn read_exact<T: Element>(&self, op: &'static str) -> Result<Vec<T>> {
+        self.check_not_batched(op)?;
         if T::DTYPE != self.dtype() {
-            return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
+            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE });
         }
         let this = self.materialized()?;
         match this.storage() {
@@ -434,20 +511,60 @@ impl Tensor {
 
     /// Elements widened to f64 (any dtype).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        self.read_f64("to_f64_vec")
+    }
+
+    fn read_f64(&self, op: &'static str) -> Result<Vec<f64>> {
         match self.dtype() {
-            DType::F32 => Ok(self.to_vec::<f32>()?.into_iter().map(|x| x as f64).collect()),
-            DType::F64 => self.to_vec::<f64>(),
-            DType::U32 => Ok(self.to_vec::<u32>()?.into_iter().map(|x| x as f64).collect()),
-            DType::F16 => Ok(self.to_vec::<half::f16>()?.into_iter().map(|x| x.to_f64()).collect()),
+            DType::F32 => Ok(self.read_exact::<f32>(op)?.into_iter().map(|x| x as f64).collect()),
+            DType::F64 => self.read_exact::<f64>(op),
+            DType::U32 => Ok(self.read_exact::<u32>(op)?.into_iter().map(|x| x as f64).collect()),
+            DType::F16 => Ok(self.read_exact::<half::f16>(op)?.into_iter().map(|x| x.to_f64()).collect()),
         }
     }
 
-    /// The value of a one-element tensor.
+    /// The value of a one-element tensor, converted to `T` as [`Tensor::to_vec`] does.
     pub fn to_scalar<T: Element>(&self) -> Result<T> {
         if self.numel() != 1 {
             return Err(Error::NotScalar { op: "to_scalar", shape: self.shape().to_vec(), hint: "" });
         }
-        Ok(self.to_vec::<T>()?[0])
+        Ok(self.read_as::<T>("to_scalar")?[0])
+    }
+
+    /// The value of a one-element tensor of any dtype, as f64 (PyTorch's `item`).
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::NotScalar { op: "item", shape: self.shape().to_vec(), hint: "" });
+        }
+        Ok(self.read_f64("item")?[0])
+    }
+
+    /// The rows of a matrix, converted to `T` as [`Tensor::to_vec`] does.
+    pub fn to_vec2<T: Element>(&self) -> Result<Vec<Vec<T>>> {
+        let [rows, cols] = *self.shape() else {
+            return Err(self.rank_error("to_vec2", 2));
+        };
+        let flat = self.read_as::<T>("to_vec2")?;
+        Ok((0..rows).map(|r| flat[r * cols..(r + 1) * cols].to_vec()).collect())
+    }
+
+    /// The matrices of a rank-3 tensor, converted to `T` as [`Tensor::to_vec`] does.
+    pub fn to_vec3<T: Element>(&self) -> Result<Vec<Vec<Vec<T>>>> {
+        let [n, rows, cols] = *self.shape() else {
+            return Err(self.rank_error("to_vec3", 3));
+        };
+        let flat = self.read_as::<T>("to_vec3")?;
+        let at = |m: usize, r: usize| flat[(m * rows + r) * cols..(m * rows + r + 1) * cols].to_vec();
+        Ok((0..n).map(|m| (0..rows).map(|r| at(m, r)).collect()).collect())
+    }
+
+    fn rank_error(&self, op: &'static str, rank: usize) -> Error {
+        Error::ShapeMismatch {
+            op,
+            lhs: self.shape().to_vec(),
+            rhs: vec![],
+            msg: format!("needs a tensor of rank {rank}, got rank {}", self.rank()),
+        }
     }
 
     // ---------------------------------------------------------------- conversions

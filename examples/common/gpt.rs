@@ -92,7 +92,7 @@ impl Gpt {
                 msg: format!("a sequence of {t} is longer than the context of {} (ids {:?})", self.ctx, ids.shape()),
             });
         }
-        let pos = Tensor::arange(t, DType::U32, ids.device())?;
+        let pos = Tensor::arange_dtype(0.0, t as f64, 1.0, DType::U32, ids.device())?;
         let mut x = self.wte.forward(c, ids)?.add(&self.wpe.forward(c, &pos)?)?;
         for block in &self.blocks {
             x = if self.checkpoint {

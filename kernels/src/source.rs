@@ -76,6 +76,18 @@ impl KDType {
     }
 }
 
+/// `AddScalar` -> `add_scalar`.
+fn snake_case(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
 macro_rules! op_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $body:expr),* $(,)? }) => {
         $(#[$m])*
@@ -86,6 +98,14 @@ macro_rules! op_enum {
             /// The WGSL body of this op's function.
             pub fn wgsl_body(self) -> &'static str {
                 match self { $($name::$variant => $body),* }
+            }
+            /// The op's name as users call it (`AddScalar` is `add_scalar`).
+            pub fn name(self) -> &'static str {
+                static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+                let names = NAMES.get_or_init(|| {
+                    $name::ALL.iter().map(|op| &*snake_case(&format!("{op:?}")).leak()).collect()
+                });
+                names[self as usize]
             }
         }
     };
@@ -190,7 +210,8 @@ pub fn register_user_unary(name: &str, wgsl_body: &str) -> Result<u32, String> {
     Ok(id)
 }
 
-fn user_kernel(id: u32) -> (String, String) {
+/// (name, WGSL body) of a registered user kernel.
+pub(crate) fn user_kernel(id: u32) -> (String, String) {
     let reg = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner());
     let k = &reg[id as usize];
     (k.name.clone(), k.body.clone())

@@ -22,7 +22,10 @@ impl Embedding {
         seed: u64,
         dev: &Device,
     ) -> Result<Self> {
-        let w = p.add(&format!("{name}.weight"), Tensor::randn(&[vocab, dim], seed, DType::F32, dev)?.mul_scalar(std)?);
+        let w = p.add(
+            &format!("{name}.weight"),
+            Tensor::randn_dtype(&[vocab, dim], seed, DType::F32, dev)?.mul_scalar(std)?,
+        );
         Ok(Embedding { w })
     }
     /// The weight's index in the model's [`Params`].

@@ -92,10 +92,11 @@ pub fn scaled_dot_product_attention(
 fn causal_mask(sq: usize, sk: usize, like: &Tensor) -> Result<Tensor> {
     let dev = like.device();
     let dt = if like.dtype() == DType::F16 { DType::F32 } else { like.dtype() };
-    let rows = Tensor::arange(sq, dt, dev)?.reshape(&[sq, 1])?.add_scalar(sk as f64 - sq as f64)?;
-    let cols = Tensor::arange(sk, dt, dev)?.reshape(&[1, sk])?;
+    let rows =
+        Tensor::arange_dtype(0.0, sq as f64, 1.0, dt, dev)?.reshape(&[sq, 1])?.add_scalar(sk as f64 - sq as f64)?;
+    let cols = Tensor::arange_dtype(0.0, sk as f64, 1.0, dt, dev)?.reshape(&[1, sk])?;
     let hidden = cols.gt(&rows)?;
-    let neg_inf = Tensor::full(f64::NEG_INFINITY, &[], dt, dev)?;
+    let neg_inf = Tensor::full_dtype(f64::NEG_INFINITY, &[], dt, dev)?;
     let zero = Tensor::zeros(&[], dt, dev)?;
     hidden.where_(&neg_inf, &zero)?.to_dtype(like.dtype())
 }

@@ -21,16 +21,18 @@ impl Init {
     pub fn tensor(self, shape: &[usize], fan_in: usize, fan_out: usize, seed: u64, dev: &Device) -> Result<Tensor> {
         let (fi, fo) = (fan_in as f64, fan_out as f64);
         match self {
-            Init::KaimingNormal => Tensor::randn(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / fi).sqrt()),
-            Init::XavierNormal => Tensor::randn(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / (fi + fo)).sqrt()),
-            Init::Normal(std) => Tensor::randn(shape, seed, DType::F32, dev)?.mul_scalar(std),
+            Init::KaimingNormal => Tensor::randn_dtype(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / fi).sqrt()),
+            Init::XavierNormal => {
+                Tensor::randn_dtype(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / (fi + fo)).sqrt())
+            }
+            Init::Normal(std) => Tensor::randn_dtype(shape, seed, DType::F32, dev)?.mul_scalar(std),
             Init::KaimingUniform => {
                 let b = (6.0 / fi).sqrt();
-                Tensor::rand(shape, -b, b, seed, DType::F32, dev)
+                Tensor::rand_dtype(shape, -b, b, seed, DType::F32, dev)
             }
             Init::XavierUniform => {
                 let b = (6.0 / (fi + fo)).sqrt();
-                Tensor::rand(shape, -b, b, seed, DType::F32, dev)
+                Tensor::rand_dtype(shape, -b, b, seed, DType::F32, dev)
             }
         }
     }
@@ -193,7 +195,7 @@ impl Module for Dropout {
         if !(0.0..1.0).contains(&self.p) {
             return Err(Error::Invalid { op: "Dropout", msg: format!("p = {} is not in [0, 1)", self.p) });
         }
-        let u = Tensor::rand(
+        let u = Tensor::rand_dtype(
             x.shape(),
             0.0,
             1.0,

@@ -41,7 +41,7 @@ fn signed(op: UnaryOp, x: &Tensor) -> Tensor {
 fn projected_grad(f: &dyn Fn(&Tensor) -> Result<Tensor>, x64: &Tensor, dev: &Device, dtype: DType) -> Tensor {
     let x = x64.to_dtype(dtype).unwrap().to_device(dev).unwrap();
     let y = f(&x).unwrap();
-    let w = Tensor::randn(y.shape(), 99, dtype, dev).unwrap();
+    let w = Tensor::randn_dtype(y.shape(), 99, dtype, dev).unwrap();
     let g = grad(|x| f(x)?.mul(&w)?.sum_all(), &x).unwrap();
     g.to_device(&cpu()).unwrap().to_dtype(DType::F64).unwrap()
 }
@@ -258,7 +258,7 @@ fn fused_softmax_and_its_vjp_match_the_composite_to_third_order() {
     let (z, v) = (input(&[37, 11], -3.0, 3.0, &cpu(), DType::F64), input(&[37, 11], -1.0, 1.0, &cpu(), DType::F64));
     let s = z.softmax(-1).unwrap();
     let sv = s.mul(&v).unwrap();
-    let want = sv.sub(&s.mul(&sv.sum(&[-1], true).unwrap()).unwrap()).unwrap().mul_scalar(0.25 * 3.0).unwrap();
+    let want = sv.sub(s.mul(sv.sum(&[-1], true).unwrap()).unwrap()).unwrap().mul_scalar(0.25 * 3.0).unwrap();
     let dev = |t: &Tensor| rounded(t).to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
     let scale = Tensor::from_slice(&[3.0f32], &[1], &g).unwrap();
     let got = dev(&z).softmax_vjp(&dev(&v), Some(&scale), 0.25).unwrap();

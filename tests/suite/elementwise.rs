@@ -107,21 +107,15 @@ fn strided_transposed_sliced_and_broadcast_inputs() {
     );
     // sliced
     let sl = |t: &wgrad::Tensor| t.narrow(1, 2, 5).unwrap().narrow(0, 1, 4).unwrap();
-    assert_close(
-        &sl(&dd).mul(&sl(&dd)).unwrap(),
-        &rounded(&sl(&rr).mul(&sl(&rr)).unwrap()),
-        1e-6,
-        1e-6,
-        "mul of slices",
-    );
+    assert_close(&sl(&dd).mul(sl(&dd)).unwrap(), &rounded(&sl(&rr).mul(sl(&rr)).unwrap()), 1e-6, 1e-6, "mul of slices");
     // broadcast (stride 0) operand
     let row = dd.narrow(0, 0, 1).unwrap().broadcast_to(&[6, 9]).unwrap();
     let rrow = rr.narrow(0, 0, 1).unwrap().broadcast_to(&[6, 9]).unwrap();
     assert_close(&row.sub(&dd).unwrap(), &rounded(&rrow.sub(&rr).unwrap()), 1e-6, 1e-6, "sub of broadcast");
     // transposed + broadcast mixed
     assert_close(
-        &dd.t().unwrap().add(&row.t().unwrap()).unwrap(),
-        &rounded(&rr.t().unwrap().add(&rrow.t().unwrap()).unwrap()),
+        &dd.t().unwrap().add(row.t().unwrap()).unwrap(),
+        &rounded(&rr.t().unwrap().add(rrow.t().unwrap()).unwrap()),
         1e-6,
         1e-6,
         "mixed",
@@ -133,7 +127,7 @@ fn a_grid_over_65535_workgroups_is_folded_and_fully_written() {
     with_gpu!(g);
     // 65,535 * 256 + 1000 elements needs more than 65,535 workgroups in one dimension.
     let n = 65_535 * 256 + 1000;
-    let x = Tensor::full(1.5, &[n], DType::F32, &g).unwrap();
+    let x = Tensor::full_dtype(1.5, &[n], DType::F32, &g).unwrap();
     let y = x.add_scalar(1.0).unwrap().to_vec::<f32>().unwrap();
     assert_eq!(y.len(), n);
     assert!(y.iter().all(|&v| v == 2.5), "an element was not written");
@@ -235,7 +229,7 @@ fn vec4_paths(g: &wgrad::Device) {
         );
         assert_close(
             &d.add(&d).unwrap(),
-            &rounded(&rounded(&r).add(&rounded(&r)).unwrap()),
+            &rounded(&rounded(&r).add(rounded(&r)).unwrap()),
             1e-6,
             1e-6,
             "add of offset rows",
@@ -323,7 +317,7 @@ fn cpu_vectorized_transcendentals_meet_the_tolerance_over_a_dense_sweep() {
     for n in [65_535usize, 65_536, 65_537, 200_003] {
         let (r, c) = pair(&[n], -3.0, 3.0, &cpu());
         let (r2, c2) = pair(&[n], -3.0, 3.0, &cpu());
-        assert_close(&c.add(&c2).unwrap(), &rounded(&rounded(&r).add(&rounded(&r2)).unwrap()), 0.0, 0.0, "add");
+        assert_close(&c.add(&c2).unwrap(), &rounded(&rounded(&r).add(rounded(&r2)).unwrap()), 0.0, 0.0, "add");
         assert_close(&c.exp().unwrap(), &rounded(&r).exp().unwrap(), 2e-5, 0.0, "exp");
     }
 }

@@ -11,7 +11,7 @@ fn all_errors(dev: &Device) {
         .unwrap()
         .matmul(&Tensor::ones(&[3, 3, 1], DType::F32, dev).unwrap()));
     assert!(matches!(e, Error::Broadcast { op: "matmul", .. }), "{e}");
-    assert!(matches!(err(a.add(&b)), Error::Broadcast { op: "binary", .. }));
+    assert!(matches!(err(a.add(&b)), Error::Broadcast { op: "add", .. }));
     assert!(err(a.add(&b)).to_string().contains("[2, 3]"));
     assert!(matches!(err(a.reshape(&[4, 2])), Error::ElementCount { op: "reshape", .. }));
     assert!(matches!(err(a.sum(&[2], false)), Error::AxisOutOfRange { op: "sum", axis: 2, rank: 2 }));
@@ -36,7 +36,7 @@ fn all_errors(dev: &Device) {
     assert!(matches!(err(a.gather(1, &unknown)), Error::IndexOutOfRange { op: "gather", index: 9, .. }));
     let labels = Tensor::from_slice(&[1u32, 2], &[2], dev).unwrap();
     assert!(matches!(
-        err(a.add(&labels.to_dtype(DType::F32).unwrap().to_dtype(DType::U32).unwrap())),
+        err(a.add(labels.to_dtype(DType::F32).unwrap().to_dtype(DType::U32).unwrap())),
         Error::DTypeMismatch { .. }
     ));
     assert!(matches!(a.to_vec::<u32>(), Err(Error::DTypeMismatch { op: "to_vec", .. })));
@@ -60,10 +60,10 @@ fn bad_input_gives_typed_errors_and_keeps_the_device_usable() {
 fn mixed_devices_and_unsupported_dtypes_are_errors() {
     let c = Tensor::ones(&[2], DType::F32, &cpu()).unwrap();
     let c64 = Tensor::ones(&[2], DType::F64, &cpu()).unwrap();
-    assert!(matches!(c.add(&c64), Err(Error::DTypeMismatch { op: "binary", .. })));
+    assert!(matches!(c.add(&c64), Err(Error::DTypeMismatch { op: "add", .. })));
     with_gpu!(g);
     let a = Tensor::ones(&[2], DType::F32, &g).unwrap();
-    assert!(matches!(a.add(&c), Err(Error::DeviceMismatch { op: "binary", .. })));
+    assert!(matches!(a.add(&c), Err(Error::DeviceMismatch { op: "add", .. })));
     assert!(matches!(a.matmul(&c), Err(Error::DeviceMismatch { op: "matmul", .. })));
     let e = Tensor::ones(&[2], DType::F64, &g).unwrap_err();
     assert!(matches!(e, Error::UnsupportedDType { dtype: DType::F64, .. }), "{e}");

@@ -64,8 +64,8 @@ fn layouts_match_the_cpu_in_both_orders() {
             let (ra, rb, rc) = (rounded(&ra), rounded(&rb), rounded(&rc));
             // a broadcast row (the vec4 period mode when k % 4 == 0), a transposed operand
             assert_close(&da.add(&db).unwrap(), &ra.add(&rb).unwrap(), 1e-6, 1e-6, &what("a + row"));
-            let want = ra.mul(&rc.transpose(0, 1).unwrap()).unwrap();
-            assert_close(&da.mul(&dc.transpose(0, 1).unwrap()).unwrap(), &want, 1e-6, 1e-6, &what("a * c^T"));
+            let want = ra.mul(rc.transpose(0, 1).unwrap()).unwrap();
+            assert_close(&da.mul(dc.transpose(0, 1).unwrap()).unwrap(), &want, 1e-6, 1e-6, &what("a * c^T"));
             // the copy kernel (a transposed view made contiguous) and a column slice
             let t = da.transpose(0, 1).unwrap().contiguous().unwrap();
             assert_close(&t, &ra.transpose(0, 1).unwrap(), 0.0, 0.0, &what("transpose copy"));

@@ -7,7 +7,7 @@ fn dominant(batch: &[usize], n: usize, dev: &Device, dtype: DType) -> Tensor {
     let mut shape = batch.to_vec();
     shape.extend([n, n]);
     let r = Tensor::from_slice(&rand_vec(shape.iter().product(), -1.0, 1.0), &shape, &cpu()).unwrap();
-    let a = r.add(&Tensor::eye(n, DType::F64, &cpu()).unwrap().mul_scalar(n as f64 + 1.0).unwrap()).unwrap();
+    let a = r.add(Tensor::eye(n, DType::F64, &cpu()).unwrap().mul_scalar(n as f64 + 1.0).unwrap()).unwrap();
     a.to_dtype(dtype).unwrap().to_device(dev).unwrap()
 }
 
@@ -21,7 +21,7 @@ fn spd(batch: &[usize], n: usize, dev: &Device, dtype: DType) -> Tensor {
         .unwrap()
         .mul_scalar(1.0 / n as f64)
         .unwrap()
-        .add(&Tensor::eye(n, DType::F64, &cpu()).unwrap())
+        .add(Tensor::eye(n, DType::F64, &cpu()).unwrap())
         .unwrap();
     a.to_dtype(dtype).unwrap().to_device(dev).unwrap()
 }
@@ -64,7 +64,7 @@ fn factorizations_on_the_gpu_match_the_cpu() {
     }
     // n = 512 takes several dispatches per factorization and solve on lavapipe
     let a = dominant(&[], 512, &g, DType::F32);
-    let resid = a.matmul(&a.inverse().unwrap()).unwrap().sub(&Tensor::eye(512, DType::F32, &g).unwrap()).unwrap();
+    let resid = a.matmul(&a.inverse().unwrap()).unwrap().sub(Tensor::eye(512, DType::F32, &g).unwrap()).unwrap();
     assert!(resid.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() < 1e-4, "A A^-1 = I at n = 512");
     let p = spd(&[], 512, &g, DType::F32);
     let l = p.cholesky().unwrap();
@@ -209,7 +209,7 @@ fn closed_forms_of_the_notes() {
         let s = dominant(&[], 4, &dev, dt);
         // grad of <S, X> - log det X is S - X^-T
         let got = grad(|x| s.inner(x)?.sub(&x.logdet()?), &x).unwrap();
-        let want = s.sub(&x.inverse().unwrap().t().unwrap()).unwrap();
+        let want = s.sub(x.inverse().unwrap().t().unwrap()).unwrap();
         assert_close(&f64_of(&got), &f64_of(&want), tol, tol, "grad <S,X> - logdet X");
         // f(x) = ln <Ax, x> for SPD A: grad 2Ax / q, Hessian 2A/q - 4 (Ax)(Ax)^T / q^2
         let a = spd(&[], 4, &dev, dt);
@@ -229,11 +229,11 @@ fn closed_forms_of_the_notes() {
             .unwrap()
             .div(&q)
             .unwrap()
-            .sub(&ax.outer(&ax).unwrap().mul_scalar(4.0).unwrap().div(&q.square().unwrap()).unwrap())
+            .sub(ax.outer(&ax).unwrap().mul_scalar(4.0).unwrap().div(q.square().unwrap()).unwrap())
             .unwrap();
         assert_close(&f64_of(&hessian(f, &v).unwrap()), &f64_of(&want_h), tol * 5.0, tol * 5.0, "Hessian ln <Ax,x>");
         // grad of det X is det(X) X^-T
-        let want = x.inverse().unwrap().t().unwrap().mul(&x.det().unwrap()).unwrap();
+        let want = x.inverse().unwrap().t().unwrap().mul(x.det().unwrap()).unwrap();
         assert_close(&f64_of(&grad(|x| x.det(), &x).unwrap()), &f64_of(&want), tol, tol, "grad det");
         // ||AX - B||_F^2 has gradient 2 A^T (AX - B)
         let bm = dominant(&[], 4, &dev, dt);

@@ -48,6 +48,8 @@ pub enum Fusible {
     /// op(x, scalar)
     Unary(UnaryOp, f64),
     Binary(BinaryOp),
+    /// A user elementwise kernel (its registered id) with its scalar operand.
+    User(u32, f64),
     /// cond != 0 ? a : b
     Where,
     /// A matrix product: deferred like the others, so that the elementwise ops that read
@@ -239,9 +241,9 @@ impl Lazy {
     /// Whether this value is pending as an elementwise op (one that can join a DAG, not a
     /// deferred matmul, reduction or softmax).
     fn is_pending_map(&self) -> bool {
-        crate::lock(&self.pending)
-            .as_ref()
-            .is_some_and(|p| matches!(p.op, Fusible::Unary(..) | Fusible::Binary(_) | Fusible::Where))
+        crate::lock(&self.pending).as_ref().is_some_and(|p| {
+            matches!(p.op, Fusible::Unary(..) | Fusible::User(..) | Fusible::Binary(_) | Fusible::Where)
+        })
     }
     /// Store this node's computed value and release its arguments.
     fn resolve(&self, buf: GpuBuffer) -> Arc<GpuBuffer> {

@@ -74,6 +74,10 @@ impl Plan {
                 self.scalars.push(s as f32);
                 FusedStep::Unary { op, x: operands[0], scalar: self.scalars.len() as u32 - 1 }
             }
+            Fusible::User(id, s) => {
+                self.scalars.push(s as f32);
+                FusedStep::User { id, x: operands[0], scalar: self.scalars.len() as u32 - 1 }
+            }
             Fusible::Binary(op) => FusedStep::Binary { op, a: operands[0], b: operands[1] },
             Fusible::Where => FusedStep::Where { c: operands[0], a: operands[1], b: operands[2] },
             Fusible::Matmul(_) | Fusible::Reduce { .. } | Fusible::Softmax { .. } => unreachable!("handled above"),

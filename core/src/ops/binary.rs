@@ -2,7 +2,7 @@
 //! where. One block per primitive: the binary table below lists, for each op, what its
 //! VJP saves, its CPU reference, its VJP and its JVP; the GPU launch is the binary skeleton
 //! with the op's WGSL body (`wgrad_kernels::BinaryOp`).
-use super::unsaved;
+use super::{unsaved, Operand};
 use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
 use crate::storage::CpuStorage;
@@ -190,9 +190,10 @@ impl Primitive for Binary {
         format!("{:?}", self.op).to_lowercase()
     }
     fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
-        check_same("binary", &[x[0], x[1]])?;
-        check_float("binary", x[0])?;
-        Ok(OutSpec::new(&broadcast_shapes("binary", x[0].shape(), x[1].shape())?, x[0].dtype()))
+        let name = self.op.name();
+        check_same(name, &[x[0], x[1]])?;
+        check_float(name, x[0])?;
+        Ok(OutSpec::new(&broadcast_shapes(name, x[0].shape(), x[1].shape())?, x[0].dtype()))
     }
     fn saves_input(&self, _i: usize) -> bool {
         binary_rule(self.op).saves_ab
@@ -250,7 +251,7 @@ impl Primitive for Binary {
 impl Tensor {
     /// Apply a binary primitive with numpy broadcasting.
     pub fn binary(&self, op: BinaryOp, rhs: &Tensor) -> Result<Tensor> {
-        let name = "binary";
+        let name = op.name();
         check_same(name, &[self, rhs])?;
         if self.dtype() == DType::U32 {
             if is_comparison(op) {
@@ -261,47 +262,64 @@ impl Tensor {
         bind(Arc::new(Binary { op }), &[self, rhs])
     }
 
-    pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Add, rhs)
+    /// `self op rhs` for a tensor or a number `rhs` (in `self`'s dtype and device): sums,
+    /// differences and products with a number run as the scalar primitives, and a power
+    /// as `powf`; the other ops against a 0-d constant.
+    fn binary_operand<'a>(&self, op: BinaryOp, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        match rhs.into() {
+            Operand::Number(v) if self.dtype().is_float() => match op {
+                BinaryOp::Add => self.add_scalar(v),
+                BinaryOp::Sub => self.add_scalar(-v),
+                BinaryOp::Mul => self.mul_scalar(v),
+                BinaryOp::Pow => self.powf(v),
+                _ => self.binary(op, &*Operand::Number(v).to_tensor(self)?),
+            },
+            rhs => self.binary(op, &*rhs.to_tensor(self)?),
+        }
     }
-    pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Sub, rhs)
+
+    pub fn add<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Add, rhs)
     }
-    pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Mul, rhs)
+    pub fn sub<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Sub, rhs)
     }
-    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Div, rhs)
+    pub fn mul<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Mul, rhs)
     }
-    pub fn pow(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Pow, rhs)
+    pub fn div<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Div, rhs)
+    }
+    /// `self ^ rhs` elementwise (a number exponent runs as `powf`).
+    pub fn pow<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Pow, rhs)
     }
     /// Elementwise max; NaN propagates.
-    pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Maximum, rhs)
+    pub fn maximum<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Maximum, rhs)
     }
     /// Elementwise min; NaN propagates.
-    pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Minimum, rhs)
+    pub fn minimum<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Minimum, rhs)
     }
     /// 1 where equal, else 0 (a mask in the float dtype; f32 for u32 inputs).
-    pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Eq, rhs)
+    pub fn eq<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Eq, rhs)
     }
-    pub fn ne(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Ne, rhs)
+    pub fn ne<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Ne, rhs)
     }
-    pub fn lt(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Lt, rhs)
+    pub fn lt<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Lt, rhs)
     }
-    pub fn le(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Le, rhs)
+    pub fn le<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Le, rhs)
     }
-    pub fn gt(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Gt, rhs)
+    pub fn gt<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Gt, rhs)
     }
-    pub fn ge(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(BinaryOp::Ge, rhs)
+    pub fn ge<'a>(&self, rhs: impl Into<Operand<'a>>) -> Result<Tensor> {
+        self.binary_operand(BinaryOp::Ge, rhs)
     }
 }
 
@@ -364,7 +382,19 @@ impl Primitive for Where {
 
 impl Tensor {
     /// `self != 0 ? on_true : on_false`, all three broadcast together (`self` is the mask).
-    pub fn where_(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+    /// Either branch may be a number, in the other branch's dtype and device (f32 on the
+    /// mask's device when both are numbers).
+    pub fn where_<'a, 'b>(&self, on_true: impl Into<Operand<'a>>, on_false: impl Into<Operand<'b>>) -> Result<Tensor> {
+        let (on_true, on_false) = (on_true.into(), on_false.into());
+        let like = match (&on_true, &on_false) {
+            (Operand::Tensor(t), _) | (_, Operand::Tensor(t)) => t.as_ref().clone(),
+            _ => Tensor::zeros(&[], DType::F32, self.device())?,
+        };
+        let (on_true, on_false) = (on_true.to_tensor(&like)?, on_false.to_tensor(&like)?);
+        self.where_tensors(&on_true, &on_false)
+    }
+
+    fn where_tensors(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         let name = "where";
         check_same(name, &[on_true, on_false])?;
         let cond =

@@ -13,12 +13,14 @@ mod loss;
 pub(crate) mod matmul;
 mod movement;
 mod norm;
+mod operators;
 mod optim;
 mod pool;
 pub(crate) mod reduce;
 mod unary;
 mod user;
 
+pub use operators::Operand;
 pub use user::ElementwiseKernel;
 
 use crate::storage::CpuStorage;

@@ -306,7 +306,7 @@ impl Primitive for Unary {
         format!("{:?}", self.op).to_lowercase()
     }
     fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
-        check_float("unary", x[0])?;
+        check_float(self.op.name(), x[0])?;
         Ok(OutSpec::new(x[0].shape(), x[0].dtype()))
     }
     fn saves_input(&self, _i: usize) -> bool {
@@ -348,7 +348,7 @@ impl Primitive for Unary {
 impl Tensor {
     /// Apply a unary primitive; `s` is the scalar operand of the scalar forms.
     pub fn unary(&self, op: UnaryOp, s: f64) -> Result<Tensor> {
-        check_float("unary", self)?;
+        check_float(op.name(), self)?;
         bind(Arc::new(Unary { op, scalar: s }), &[self])
     }
 

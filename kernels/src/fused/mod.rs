@@ -39,6 +39,12 @@ pub enum FusedStep {
         a: u32,
         b: u32,
     },
+    /// A user elementwise kernel (`crate::register_user_unary`): `user_id(x, scalars[scalar])`.
+    User {
+        id: u32,
+        x: u32,
+        scalar: u32,
+    },
     /// `c != 0 ? a : b`.
     Where {
         c: u32,
@@ -53,6 +59,7 @@ impl FusedStep {
             FusedStep::Load(_) | FusedStep::Acc => None,
             FusedStep::Unary { op, .. } => Some(format!("{op:?}").to_lowercase()),
             FusedStep::Binary { op, .. } => Some(format!("{op:?}").to_lowercase()),
+            FusedStep::User { id, .. } => Some(crate::source::user_kernel(*id).0),
             FusedStep::Where { .. } => Some("where".into()),
         }
     }

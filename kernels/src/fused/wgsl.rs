@@ -44,6 +44,10 @@ fn expression(p: &Program, scalar_at: usize) -> String {
             FusedStep::Binary { op, .. } => {
                 (format!("b_{op:?}"), format!("fn b_{op:?}(a: T, b: T) -> T {{ {} }}", op.wgsl_body()))
             }
+            FusedStep::User { id, .. } => {
+                let body = crate::source::user_kernel(*id).1;
+                (format!("user_{id}"), format!("fn user_{id}(x: T, s: T) -> T {{ {body} }}"))
+            }
             _ => continue,
         };
         if !seen.contains(&fname) {
@@ -68,6 +72,9 @@ fn expression(p: &Program, scalar_at: usize) -> String {
                 format!("u_{op:?}(v{x}, bitcast<f32>(param({}u)))", scalar_at + scalar as usize)
             }
             FusedStep::Binary { op, a, b } => format!("b_{op:?}(v{a}, v{b})"),
+            FusedStep::User { id, x, scalar } => {
+                format!("user_{id}(v{x}, bitcast<f32>(param({}u)))", scalar_at + scalar as usize)
+            }
             FusedStep::Where { c, a, b } => format!("select(v{b}, v{a}, v{c} != T(0))"),
         };
         let _ = writeln!(s, "    let v{k} = {e};");

@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::time::Duration;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
 use wgrad::optim::{Optimizer, Sgd};
-use wgrad::{grad, hvp, value_and_grad_many, DType, Device, Tensor};
+use wgrad::{grad, hvp, value_and_grad_many, Device, Tensor};
 
 fn devices() -> Vec<(&'static str, Device)> {
     let mut v = Vec::new();
@@ -33,8 +33,8 @@ fn matmul(c: &mut Criterion) {
         .unwrap_or(vec![256, 512, 1024, 2048]);
     for (name, dev) in devices() {
         for &n in &sizes {
-            let a = Tensor::randn_dtype(&[n, n], 1, DType::F32, &dev).unwrap();
-            let b = Tensor::randn_dtype(&[n, n], 2, DType::F32, &dev).unwrap();
+            let a = Tensor::randn(&[n, n], 1, &dev).unwrap();
+            let b = Tensor::randn(&[n, n], 2, &dev).unwrap();
             group.throughput(Throughput::Elements((2 * n * n * n) as u64));
             group.bench_with_input(BenchmarkId::new(format!("{name}/matmul"), n), &n, |bench, _| {
                 bench.iter(|| run(&dev, || a.matmul(&b).unwrap()))
@@ -48,8 +48,8 @@ fn elementwise(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     let n = 16 << 20;
     for (name, dev) in devices() {
-        let x = Tensor::rand_dtype(&[n], -1.0, 1.0, 1, DType::F32, &dev).unwrap();
-        let y = Tensor::rand_dtype(&[n], -1.0, 1.0, 2, DType::F32, &dev).unwrap();
+        let x = Tensor::rand(&[n], -1.0, 1.0, 1, &dev).unwrap();
+        let y = Tensor::rand(&[n], -1.0, 1.0, 2, &dev).unwrap();
         group.throughput(Throughput::Bytes((12 * n) as u64));
         group.bench_function(format!("{name}/add_16M"), |b| b.iter(|| run(&dev, || x.add(&y).unwrap())));
         group.throughput(Throughput::Elements(n as u64));
@@ -64,7 +64,7 @@ fn reduce(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     let n = 16 << 20;
     for (name, dev) in devices() {
-        let x = Tensor::rand_dtype(&[n], -1.0, 1.0, 1, DType::F32, &dev).unwrap();
+        let x = Tensor::rand(&[n], -1.0, 1.0, 1, &dev).unwrap();
         group.throughput(Throughput::Bytes((4 * n) as u64));
         group.bench_function(format!("{name}/sum_16M"), |b| b.iter(|| run(&dev, || x.sum_all().unwrap())));
         let m = x.reshape(&[4096, 4096]).unwrap();
@@ -92,7 +92,7 @@ fn training(c: &mut Criterion) {
     for (name, dev) in devices() {
         let mut params = Params::new();
         let model = mlp(&mut params, &dev);
-        let xb = Tensor::rand_dtype(&[128, 784], 0.0, 1.0, 5, DType::F32, &dev).unwrap();
+        let xb = Tensor::rand(&[128, 784], 0.0, 1.0, 5, &dev).unwrap();
         let yb = Tensor::from_slice(&(0..128u32).map(|i| i % 10).collect::<Vec<_>>(), &[128], &dev).unwrap();
         let mut sgd = Sgd::new(0.1);
         group.bench_function(format!("{name}/mlp_step_b128"), |b| {
@@ -112,7 +112,7 @@ fn training(c: &mut Criterion) {
             q[0] = w.clone();
             nn::cross_entropy(&model.forward(&Ctx::eval(&q), &xb)?, &yb)
         };
-        let v = Tensor::randn_dtype(p[0].shape(), 9, DType::F32, &dev).unwrap();
+        let v = Tensor::randn(p[0].shape(), 9, &dev).unwrap();
         group.bench_function(format!("{name}/loss"), |b| b.iter(|| run(&dev, || loss_of(&p[0]).unwrap())));
         group.bench_function(format!("{name}/grad"), |b| b.iter(|| run(&dev, || grad(loss_of, &p[0]).unwrap())));
         group.bench_function(format!("{name}/hvp"), |b| b.iter(|| run(&dev, || hvp(loss_of, &p[0], &v).unwrap())));

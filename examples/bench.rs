@@ -134,18 +134,15 @@ fn main() -> Result<()> {
             // lavapipe still finds Mesa's on-disk shader cache unless
             // MESA_SHADER_CACHE_DISABLE=true)
             let first_dev = if *tag == "gpu" { Device::new_gpu()? } else { dev.clone() };
-            let (fa, fb) = (
-                Tensor::randn_dtype(&[n, n], 1, DType::F32, &first_dev)?,
-                Tensor::randn_dtype(&[n, n], 2, DType::F32, &first_dev)?,
-            );
+            let (fa, fb) = (Tensor::randn(&[n, n], 1, &first_dev)?, Tensor::randn(&[n, n], 2, &first_dev)?);
             first_dev.synchronize()?;
             let s = Instant::now();
             let c = fa.matmul(&fb)?;
             first_dev.synchronize()?;
             let first = s.elapsed().as_secs_f64() * 1e3;
             drop((fa, fb, first_dev));
-            let a = Tensor::randn_dtype(&[n, n], 1, DType::F32, dev)?;
-            let b = Tensor::randn_dtype(&[n, n], 2, DType::F32, dev)?;
+            let a = Tensor::randn(&[n, n], 1, dev)?;
+            let b = Tensor::randn(&[n, n], 2, dev)?;
             if *tag == "gpu" && n <= 1024 {
                 let want = a.to_device(&cpu)?.matmul(&b.to_device(&cpu)?)?;
                 check("matmul", &c, &want, 1e-4)?;
@@ -174,8 +171,8 @@ fn main() -> Result<()> {
             });
         }
         // W2 elementwise
-        let x = Tensor::rand_dtype(&[big], -1.0, 1.0, 3, DType::F32, dev)?;
-        let y = Tensor::rand_dtype(&[big], -1.0, 1.0, 4, DType::F32, dev)?;
+        let x = Tensor::rand(&[big], -1.0, 1.0, 3, dev)?;
+        let y = Tensor::rand(&[big], -1.0, 1.0, 4, dev)?;
         let (md, mn, mx) = time(dev, reps, || x.add(&y))?;
         let gb = 12.0 * big as f64 / 1e9;
         recs.push(Rec {
@@ -265,7 +262,7 @@ fn main() -> Result<()> {
         // W4 MLP train step
         let mut params = Params::new();
         let model = mlp(&mut params, dev)?;
-        let xb = Tensor::rand_dtype(&[128, 784], 0.0, 1.0, 5, DType::F32, dev)?;
+        let xb = Tensor::rand(&[128, 784], 0.0, 1.0, 5, dev)?;
         let yb = Tensor::from_slice(&(0..128u32).map(|i| i % 10).collect::<Vec<_>>(), &[128], dev)?;
         let mut sgd = Sgd::new(0.1);
         let mut step = |params: &mut Params| -> Result<()> {
@@ -421,7 +418,7 @@ fn main() -> Result<()> {
             q[0] = w.clone();
             nn::cross_entropy(&model.forward(&Ctx::eval(&q), &xb)?, &yb)
         };
-        let v = Tensor::randn_dtype(p[0].shape(), 9, DType::F32, dev)?;
+        let v = Tensor::randn(p[0].shape(), 9, dev)?;
         // the reverse-over-reverse HVP, grad(w -> <grad loss(w), v>), for comparison
         let hvp_rev = |w: &Tensor| grad(|w| grad(loss_of, w)?.mul(&v)?.sum_all(), w);
         let reps5 = if quick { 10 } else { 15 };
@@ -542,9 +539,9 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
     };
     let ms = |(a, b, c): (f64, f64, f64)| (a * 1e3, b * 1e3, c * 1e3);
     for &n in if quick { &[16usize, 64][..] } else { &[16, 64, 256, 1024][..] } {
-        let w = Tensor::randn_dtype(&[n, n], 3, DType::F32, dev)?.mul_scalar(1.0 / (n as f64).sqrt())?;
-        let x = Tensor::randn_dtype(&[n, 1], 4, DType::F32, dev)?;
-        let v = Tensor::randn_dtype(&[n, 1], 5, DType::F32, dev)?;
+        let w = Tensor::randn(&[n, n], 3, dev)?.mul_scalar(1.0 / (n as f64).sqrt())?;
+        let x = Tensor::randn(&[n, 1], 4, dev)?;
+        let v = Tensor::randn(&[n, 1], 5, dev)?;
         let f = |x: &Tensor| w.matmul(x)?.tanh()?.sum_all()?.add(&x.square()?.sum_all()?.mul_scalar(0.5)?);
         let g = |x: &Tensor| w.matmul(x)?.tanh();
         let r = if n >= 1024 { 3 } else { 5 };
@@ -566,7 +563,7 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
     let model = mlp(&mut params, dev)?;
     let ps = params.tensors().to_vec();
     let b = if quick { 32 } else { 128 };
-    let xb = Tensor::rand_dtype(&[b, 784], 0.0, 1.0, 5, DType::F32, dev)?;
+    let xb = Tensor::rand(&[b, 784], 0.0, 1.0, 5, dev)?;
     let yb = Tensor::from_slice(&(0..b as u32).map(|i| i % 10).collect::<Vec<_>>(), &[b], dev)?;
     let batched = || value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::eval(p), &xb)?, &yb), &ps);
     let per_example = || {

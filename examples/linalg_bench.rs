@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     for dev in &devices {
         for &n in &[64usize, 256] {
             for &batch in &[1usize, 32] {
-                let r = Tensor::randn_dtype(&[batch, n, n], 1, DType::F32, dev)?;
+                let r = Tensor::randn(&[batch, n, n], 1, dev)?;
                 let a = r.add(&Tensor::eye(n, DType::F32, dev)?.mul_scalar(n as f64)?)?;
                 let reps = if n == 256 && batch == 32 { 3 } else { 5 };
                 let t_inv = median_ms(dev, reps, || a.inverse_ex().map(|r| r.0))?;

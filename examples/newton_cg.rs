@@ -4,7 +4,7 @@
 //! plain gradient descent.
 //! `cargo run --release --example newton_cg -- [--device gpu|cpu|best]`
 use std::time::Instant;
-use wgrad::{grad, hvp, nn, no_grad, value_and_grad, DType, Device, Result, Tensor};
+use wgrad::{grad, hvp, nn, value_and_grad, DType, Device, Result, Tensor};
 
 const LAMBDA: f64 = 1e-3;
 
@@ -30,14 +30,10 @@ fn main() -> Result<()> {
     let (x, y, n) = pick(&data.train)?;
     let (xt, yt, nt) = pick(&data.test)?;
     println!("device: {}   digits 3 vs 8: {n} training, {nt} test images, 785 weights, lambda {LAMBDA}", dev.name());
-    let loss = |w: &Tensor| -> Result<Tensor> {
-        nn::binary_cross_entropy_with_logits(&x.matmul(w)?, &y)?.add(&w.square()?.sum_all()?.mul_scalar(LAMBDA / 2.0)?)
-    };
-    let accuracy = |w: &Tensor| -> Result<f64> {
-        let pred = xt.matmul(w)?.gt(&Tensor::zeros(&[], DType::F32, &dev)?)?;
-        Ok(pred.eq(&yt)?.mean_all()?.to_scalar::<f32>()? as f64)
-    };
-    let dot = |a: &Tensor, b: &Tensor| a.mul(b)?.sum_all();
+    let loss =
+        |w: &Tensor| nn::binary_cross_entropy_with_logits(&x.matmul(w)?, &y)? + w.square()?.sum_all()? * (LAMBDA / 2.0);
+    let accuracy = |w: &Tensor| xt.matmul(w)?.gt(0.0)?.eq(&yt)?.mean_all()?.item();
+    let dot = |a: &Tensor, b: &Tensor| (a * b)?.sum_all();
 
     // Newton-CG: solve H p = -g by conjugate gradients with Hessian-vector products only.
     // CG's scalars stay on the device as 0-d tensors: no readback inside the solve.
@@ -47,28 +43,21 @@ fn main() -> Result<()> {
     let mut hvps = 0;
     for it in 1..=8 {
         let g = grad(loss, &w)?;
-        let mut p = Tensor::zeros(&[785], DType::F32, &dev)?;
-        let mut r = g.neg()?;
-        let mut d = r.clone();
-        let mut rr = dot(&r, &r)?;
+        let (mut p, mut r) = (w.zeros_like()?, (-&g)?);
+        let (mut d, mut rr) = (r.clone(), dot(&r, &r)?);
         for _ in 0..10 {
             let hd = hvp(loss, &w, &d)?;
             hvps += 1;
-            no_grad(|| -> Result<()> {
-                // once the residual is ~0, the guards keep 0/0 out: alpha and beta become 0
-                let tiny = Tensor::full_dtype(1e-30, &[], DType::F32, &dev)?;
-                let alpha = rr.div(&dot(&d, &hd)?.maximum(&tiny)?)?;
-                p = p.add(&d.mul(&alpha)?)?;
-                r = r.sub(&hd.mul(&alpha)?)?;
-                let rr_new = dot(&r, &r)?;
-                d = r.add(&d.mul(&rr_new.div(&rr.maximum(&tiny)?)?)?)?;
-                rr = rr_new;
-                Ok(())
-            })?;
+            // once the residual is ~0, the guards keep 0/0 out: alpha and beta become 0
+            let alpha = (&rr / dot(&d, &hd)?.maximum(1e-30)?)?;
+            p = (&p + &d * &alpha)?;
+            r = (&r - &hd * &alpha)?;
+            let rr_new = dot(&r, &r)?;
+            d = (&r + &d * (&rr_new / rr.maximum(1e-30)?))?;
+            rr = rr_new;
         }
-        w = no_grad(|| w.add(&p))?;
-        let l = loss(&w)?.to_scalar::<f32>()? as f64;
-        let gn = g.square()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
+        w = (&w + &p)?;
+        let (l, gn) = (loss(&w)?.item()?, g.square()?.sum_all()?.sqrt()?.item()?);
         newton_log.push(l);
         println!("newton-cg  iter {it:>2}: loss {l:.6}  |grad| before step {gn:.2e}");
     }
@@ -84,10 +73,10 @@ fn main() -> Result<()> {
     let mut gd_loss = f64::INFINITY;
     while gd_steps < 1000 {
         let (l, g) = value_and_grad(loss, &v)?;
-        v = no_grad(|| v.sub(&g.mul_scalar(lr)?))?;
+        v = (&v - lr * &g)?;
         gd_steps += 1;
         if gd_steps % 50 == 0 {
-            gd_loss = l.to_scalar::<f32>()? as f64;
+            gd_loss = l.item()?;
             if gd_steps % 250 == 0 {
                 println!("gradient descent step {gd_steps:>4}: loss {gd_loss:.6}");
             }

@@ -1,15 +1,15 @@
 //! A first look at wgrad: the same matmul and reduction on the GPU and on the CPU.
 //! `cargo run --release --example quickstart`
 use std::time::Instant;
-use wgrad::{DType, Device, Result, Tensor};
+use wgrad::{Device, Result, Tensor};
 
 fn main() -> Result<()> {
     let gpu = Device::best();
     let cpu = Device::cpu();
     println!("device: {}", gpu.name());
     let n = 512;
-    let a = Tensor::randn_dtype(&[n, n], 1, DType::F32, &cpu)?;
-    let b = Tensor::randn_dtype(&[n, n], 2, DType::F32, &cpu)?;
+    let a = Tensor::randn(&[n, n], 1, &cpu)?;
+    let b = Tensor::randn(&[n, n], 2, &cpu)?;
     for dev in [&gpu, &cpu] {
         let (a, b) = (a.to_device(dev)?, b.to_device(dev)?);
         let c = a.matmul(&b)?; // warm-up: compiles the kernel once
@@ -29,8 +29,8 @@ fn main() -> Result<()> {
     }
     if gpu.is_gpu() {
         // what one 1024 x 1024 matmul costs the runtime
-        let a = Tensor::randn_dtype(&[1024, 1024], 3, DType::F32, &gpu)?;
-        let b = Tensor::randn_dtype(&[1024, 1024], 4, DType::F32, &gpu)?;
+        let a = Tensor::randn(&[1024, 1024], 3, &gpu)?;
+        let b = Tensor::randn(&[1024, 1024], 4, &gpu)?;
         gpu.synchronize()?;
         let before = gpu.counters();
         let c = a.matmul(&b)?;

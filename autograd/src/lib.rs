@@ -15,6 +15,6 @@ pub use check::{check_grads, check_grads_with, CheckOptions};
 pub use engine::{backward, unbroadcast};
 pub use transforms::{
     grad, hessian, hvp, jacfwd, jacfwd_chunked, jacobian, jacrev, jacrev_chunked, jvp, value_and_grad,
-    value_and_grad_many, vjp, vmap, vmap_many,
+    value_and_grad_many, vjp, vmap, vmap_many, VmapOutput,
 };
 pub use wgrad_core::{custom_op, no_grad, CustomOp};

@@ -321,18 +321,22 @@ where
 /// error, since host control flow would depend on one example), nor keep one past the
 /// call (using it later is an error). Tensors made inside `f` (`zeros`, `randn`, ...)
 /// are shared by every example: a random op draws one sample for all of them.
-pub fn vmap<F>(f: F, x: &Tensor, in_axis: usize, out_axis: usize) -> Result<Tensor>
+pub fn vmap<F, O>(f: F, x: &Tensor, in_axis: usize, out_axis: usize) -> Result<O>
 where
-    F: Fn(&Tensor) -> Result<Tensor>,
+    F: Fn(&Tensor) -> Result<O>,
+    O: VmapOutput,
 {
     vmap_many(|xs| f(&xs[0]), std::slice::from_ref(x), &[Some(in_axis)], out_axis)
 }
 
 /// [`vmap`] over several inputs: input i is mapped over axis `in_axes[i]`, or shared by
 /// every example when that is None. All mapped axes must have one size.
-pub fn vmap_many<F>(f: F, xs: &[Tensor], in_axes: &[Option<usize>], out_axis: usize) -> Result<Tensor>
+/// `f` may return one tensor, a `Vec<Tensor>` or a pair: every output gets the examples on
+/// `out_axis` (per-example gradients of a weight and a bias in one call).
+pub fn vmap_many<F, O>(f: F, xs: &[Tensor], in_axes: &[Option<usize>], out_axis: usize) -> Result<O>
 where
-    F: Fn(&[Tensor]) -> Result<Tensor>,
+    F: Fn(&[Tensor]) -> Result<O>,
+    O: VmapOutput,
 {
     if xs.len() != in_axes.len() {
         return Err(Error::Invalid { op: "vmap", msg: format!("{} inputs but {} axes", xs.len(), in_axes.len()) });
@@ -370,6 +374,11 @@ where
         })
         .collect::<Result<Vec<_>>>()?;
     let y = f(&inputs)?;
+    y.unbatch(&|y| unbatch_one(y, level, size, out_axis))
+}
+
+/// The stacked result of one output of vmap's `f`: the examples of `level` on `out_axis`.
+fn unbatch_one(y: Tensor, level: u64, size: usize, out_axis: usize) -> Result<Tensor> {
     let physical = match physical_at(&y, level) {
         Some(p) => p,
         // an output that does not depend on the mapped inputs is the same for every example
@@ -383,6 +392,29 @@ where
         return Err(Error::AxisOutOfRange { op: "vmap", axis: out_axis as isize, rank: y.rank() + 1 });
     }
     move_axis(&physical, 0, out_axis)
+}
+
+/// What vmap's `f` may return: each tensor in it is stacked over the examples.
+pub trait VmapOutput: Sized {
+    fn unbatch(self, one: &dyn Fn(Tensor) -> Result<Tensor>) -> Result<Self>;
+}
+
+impl VmapOutput for Tensor {
+    fn unbatch(self, one: &dyn Fn(Tensor) -> Result<Tensor>) -> Result<Self> {
+        one(self)
+    }
+}
+
+impl VmapOutput for Vec<Tensor> {
+    fn unbatch(self, one: &dyn Fn(Tensor) -> Result<Tensor>) -> Result<Self> {
+        self.into_iter().map(one).collect()
+    }
+}
+
+impl VmapOutput for (Tensor, Tensor) {
+    fn unbatch(self, one: &dyn Fn(Tensor) -> Result<Tensor>) -> Result<Self> {
+        Ok((one(self.0)?, one(self.1)?))
+    }
 }
 
 /// `x` with axis `from` moved to position `to` (a view).

@@ -1,6 +1,6 @@
 //! Token embeddings and multi-head attention.
 use super::{scaled_dot_product_attention, Ctx, Init, Linear, Module, Params};
-use crate::{DType, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 /// A lookup table [vocab, dim]: u32 ids of any shape -> `ids.shape ++ [dim]`.
 pub struct Embedding {
@@ -22,10 +22,7 @@ impl Embedding {
         seed: u64,
         dev: &Device,
     ) -> Result<Self> {
-        let w = p.add(
-            &format!("{name}.weight"),
-            Tensor::randn_dtype(&[vocab, dim], seed, DType::F32, dev)?.mul_scalar(std)?,
-        );
+        let w = p.add(&format!("{name}.weight"), Tensor::randn(&[vocab, dim], seed, dev)?.mul_scalar(std)?);
         Ok(Embedding { w })
     }
     /// The weight's index in the model's [`Params`].

@@ -1,6 +1,6 @@
 //! Layers. Each holds indices into the model's [`Params`]; weights are seeded.
 use super::{Ctx, Module, Params};
-use crate::{DType, Device, Error, Result, Tensor};
+use crate::{DType, Device, ElementwiseKernel, Error, Result, Tensor};
 
 /// Weight initialisations (fan_in = inputs per output; fan_out = outputs per input).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,18 +21,16 @@ impl Init {
     pub fn tensor(self, shape: &[usize], fan_in: usize, fan_out: usize, seed: u64, dev: &Device) -> Result<Tensor> {
         let (fi, fo) = (fan_in as f64, fan_out as f64);
         match self {
-            Init::KaimingNormal => Tensor::randn_dtype(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / fi).sqrt()),
-            Init::XavierNormal => {
-                Tensor::randn_dtype(shape, seed, DType::F32, dev)?.mul_scalar((2.0 / (fi + fo)).sqrt())
-            }
-            Init::Normal(std) => Tensor::randn_dtype(shape, seed, DType::F32, dev)?.mul_scalar(std),
+            Init::KaimingNormal => Tensor::randn(shape, seed, dev)?.mul_scalar((2.0 / fi).sqrt()),
+            Init::XavierNormal => Tensor::randn(shape, seed, dev)?.mul_scalar((2.0 / (fi + fo)).sqrt()),
+            Init::Normal(std) => Tensor::randn(shape, seed, dev)?.mul_scalar(std),
             Init::KaimingUniform => {
                 let b = (6.0 / fi).sqrt();
-                Tensor::rand_dtype(shape, -b, b, seed, DType::F32, dev)
+                Tensor::rand(shape, -b, b, seed, dev)
             }
             Init::XavierUniform => {
                 let b = (6.0 / (fi + fo)).sqrt();
-                Tensor::rand_dtype(shape, -b, b, seed, DType::F32, dev)
+                Tensor::rand(shape, -b, b, seed, dev)
             }
         }
     }
@@ -229,6 +227,25 @@ impl Module for Activation {
             Activation::Gelu => x.gelu(),
             Activation::GeluTanh => x.gelu_tanh(),
         }
+    }
+}
+
+/// A user elementwise kernel as a layer (its scalar operand 0): it trains through the
+/// derivatives [`ElementwiseKernel::with_derivative`] gave it.
+impl Module for ElementwiseKernel {
+    fn forward(&self, _: &Ctx, x: &Tensor) -> Result<Tensor> {
+        x.map_kernel(self, 0.0)
+    }
+}
+
+/// A boxed module is a module (`Sequential::push(Box<dyn Module>)`, layers chosen at run
+/// time).
+impl Module for Box<dyn Module> {
+    fn forward(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
+        (**self).forward(c, x)
+    }
+    fn forward_many(&self, c: &Ctx, inputs: &[&Tensor]) -> Result<Tensor> {
+        (**self).forward_many(c, inputs)
     }
 }
 

@@ -291,9 +291,7 @@ fn mlp_params(dev: &Device) -> Vec<Tensor> {
     let mut p = Vec::new();
     for i in 0..3 {
         let scale = (2.0 / dims[i] as f64).sqrt();
-        p.push(
-            Tensor::randn_dtype(&[dims[i], dims[i + 1]], i as u64, DType::F32, dev).unwrap().mul_scalar(scale).unwrap(),
-        );
+        p.push(Tensor::randn(&[dims[i], dims[i + 1]], i as u64, dev).unwrap().mul_scalar(scale).unwrap());
         p.push(Tensor::zeros(&[dims[i + 1]], DType::F32, dev).unwrap());
     }
     p
@@ -303,7 +301,7 @@ fn mlp_params(dev: &Device) -> Vec<Tensor> {
 fn an_mlp_backward_pass_on_the_gpu_reads_nothing_back_and_matches_the_cpu() {
     let Some(g) = fresh_gpu() else { return };
     let batch = 128;
-    let x = Tensor::rand_dtype(&[batch, 784], 0.0, 1.0, 5, DType::F32, &g).unwrap();
+    let x = Tensor::rand(&[batch, 784], 0.0, 1.0, 5, &g).unwrap();
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7) % 10).collect();
     let y = Tensor::from_slice(&labels, &[batch, 1], &g).unwrap();
     let params = mlp_params(&g);
@@ -328,8 +326,8 @@ fn a_loop_of_1000_value_and_grad_calls_holds_gpu_memory_flat() {
     let Some(g) = fresh_gpu() else { return };
     // poisoning writes every output from the host, which the pool must not reuse mid-batch
     g.context().unwrap().set_poison_outputs(false);
-    let x = Tensor::randn_dtype(&[16, 8], 1, DType::F32, &g).unwrap();
-    let w = Tensor::randn_dtype(&[8, 4], 2, DType::F32, &g).unwrap();
+    let x = Tensor::randn(&[16, 8], 1, &g).unwrap();
+    let w = Tensor::randn(&[8, 4], 2, &g).unwrap();
     let step = |w: &Tensor| value_and_grad(|w| x.matmul(w)?.tanh()?.square()?.mean_all(), w).unwrap();
     let mut w = w;
     for _ in 0..50 {

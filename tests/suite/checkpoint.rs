@@ -267,10 +267,9 @@ fn without_a_reverse_transform_a_checkpoint_is_just_the_function() {
 fn a_checkpointed_backward_pass_holds_less_gpu_memory() {
     let Some(g) = fresh_gpu() else { return };
     g.context().unwrap().set_poison_outputs(false);
-    let x = Tensor::randn_dtype(&[256, 256], 1, DType::F32, &g).unwrap();
-    let ws: Vec<Tensor> = (0..8)
-        .map(|i| Tensor::randn_dtype(&[256, 256], 10 + i, DType::F32, &g).unwrap().mul_scalar(0.06).unwrap())
-        .collect();
+    let x = Tensor::randn(&[256, 256], 1, &g).unwrap();
+    let ws: Vec<Tensor> =
+        (0..8).map(|i| Tensor::randn(&[256, 256], 10 + i, &g).unwrap().mul_scalar(0.06).unwrap()).collect();
     let peak = |ckpt: bool| {
         let loss = |p: &[Tensor]| -> Result<Tensor> {
             let mut h = x.clone();

@@ -127,7 +127,7 @@ fn a_grid_over_65535_workgroups_is_folded_and_fully_written() {
     with_gpu!(g);
     // 65,535 * 256 + 1000 elements needs more than 65,535 workgroups in one dimension.
     let n = 65_535 * 256 + 1000;
-    let x = Tensor::full_dtype(1.5, &[n], DType::F32, &g).unwrap();
+    let x = Tensor::full(1.5, &[n], &g).unwrap();
     let y = x.add_scalar(1.0).unwrap().to_vec::<f32>().unwrap();
     assert_eq!(y.len(), n);
     assert!(y.iter().all(|&v| v == 2.5), "an element was not written");

@@ -78,7 +78,7 @@ fn host_buffers_wrap_as_tensors_and_tensors_hand_their_buffers_back() {
 }
 
 fn train(dev: &Device, seed: u64) -> Vec<f32> {
-    let x = Tensor::randn_dtype(&[64, 8], seed, DType::F32, dev).unwrap();
+    let x = Tensor::randn(&[64, 8], seed, dev).unwrap();
     let y = Tensor::from_slice(&(0..64u32).map(|i| (i + seed as u32) % 3).collect::<Vec<_>>(), &[64], dev).unwrap();
     let mut p = Params::new();
     let m = Sequential::new()

@@ -10,6 +10,7 @@ mod autograd_transforms;
 mod checkpoint;
 mod elementwise;
 mod embed_threads;
+mod ergonomics;
 mod errors;
 mod f16;
 mod forward_mode;

@@ -85,7 +85,7 @@ fn conversions_round_trip() {
     );
     let u = Tensor::from_slice(&[3u32, 9], &[2], &g).unwrap();
     assert_eq!(u.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 9.0]);
-    let r = Tensor::randn_dtype(&[3, 3], 7, DType::F32, &g).unwrap();
-    let rc = Tensor::randn_dtype(&[3, 3], 7, DType::F32, &cpu()).unwrap();
+    let r = Tensor::randn(&[3, 3], 7, &g).unwrap();
+    let rc = Tensor::randn(&[3, 3], 7, &cpu()).unwrap();
     assert_eq!(r.to_vec::<f32>().unwrap(), rc.to_vec::<f32>().unwrap(), "seeded randn is the same on every device");
 }

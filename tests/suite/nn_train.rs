@@ -217,7 +217,7 @@ fn layers_have_the_expected_shapes_and_gradients() {
         .push(MaxPool2d(2))
         .push(Flatten)
         .push(Linear::new(&mut p, "fc", 4 * 4 * 4, 3, 1, &dev).unwrap());
-    let xb = Tensor::randn_dtype(&[5, 1, 8, 8], 3, DType::F32, &dev).unwrap();
+    let xb = Tensor::randn(&[5, 1, 8, 8], 3, &dev).unwrap();
     assert_eq!(m.forward(&Ctx::eval(p.tensors()), &xb).unwrap().shape(), &[5, 3]);
     assert_eq!(p.names(), &["c1.weight", "c1.bias", "fc.weight", "fc.bias"]);
     let labels = [0u32, 2, 1, 1, 0];
@@ -311,7 +311,7 @@ fn two_spirals_are_learned_to_nearly_100_percent() {
 fn a_1000_step_training_loop_holds_gpu_memory_flat() {
     let Some(g) = fresh_gpu() else { return };
     g.context().unwrap().set_poison_outputs(false);
-    let x = Tensor::randn_dtype(&[32, 16], 0, DType::F32, &g).unwrap();
+    let x = Tensor::randn(&[32, 16], 0, &g).unwrap();
     let y = Tensor::from_slice(&(0..32u32).map(|i| i % 4).collect::<Vec<_>>(), &[32], &g).unwrap();
     let mut p = Params::new();
     let m = Sequential::new()
@@ -346,8 +346,8 @@ fn params_round_trip_through_safetensors_and_bad_files_are_named() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.safetensors");
     let mut p = Params::new();
-    p.add("a.weight", Tensor::randn_dtype(&[3, 4], 1, DType::F32, &g).unwrap());
-    p.add("a.bias", Tensor::randn_dtype(&[4], 2, DType::F32, &g).unwrap());
+    p.add("a.weight", Tensor::randn(&[3, 4], 1, &g).unwrap());
+    p.add("a.bias", Tensor::randn(&[4], 2, &g).unwrap());
     p.save(&path).unwrap();
     let mut q = Params::new();
     q.add("a.weight", Tensor::zeros(&[3, 4], DType::F32, &cpu()).unwrap());

@@ -131,7 +131,7 @@ fn softmax_and_logsumexp_are_stable_for_large_logits() {
         let ls = x.log_softmax(1).unwrap().to_vec::<f32>().unwrap();
         assert!(ls.iter().enumerate().all(|(i, v)| v.is_finite() || i == 4), "{ls:?}");
         // a row of only -inf has logsumexp -inf, not NaN
-        let ninf = Tensor::full_dtype(f64::NEG_INFINITY, &[1, 3], DType::F32, &dev).unwrap();
+        let ninf = Tensor::full(f64::NEG_INFINITY, &[1, 3], &dev).unwrap();
         assert_eq!(ninf.logsumexp(&[1], false).unwrap().to_vec::<f32>().unwrap(), vec![f32::NEG_INFINITY]);
     }
     with_gpu!(g);

@@ -28,7 +28,7 @@ fn one_matmul_is_one_dispatch_and_no_submit_until_read() {
 fn the_pool_reuses_buffers_in_a_loop() {
     let Some(g) = fresh_gpu() else { return };
     g.context().unwrap().set_poison_outputs(false);
-    let x = Tensor::randn_dtype(&[256, 64], 1, DType::F32, &g).unwrap();
+    let x = Tensor::randn(&[256, 64], 1, &g).unwrap();
     let step = |x: &Tensor| x.exp().unwrap().mul(x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     for _ in 0..3 {
         step(&x);

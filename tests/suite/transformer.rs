@@ -59,7 +59,7 @@ fn layer_norm_and_rms_norm_match_the_formula_on_both_devices() {
     }
     // forward: one dispatch (the row kernel) on a fresh device
     let Some(d) = fresh_gpu() else { return };
-    let x = Tensor::randn_dtype(&[64, 128], 1, DType::F32, &d).unwrap();
+    let x = Tensor::randn(&[64, 128], 1, &d).unwrap();
     let (w, b) = (Tensor::ones(&[128], DType::F32, &d).unwrap(), Tensor::zeros(&[128], DType::F32, &d).unwrap());
     d.synchronize().unwrap();
     let c0 = d.counters().dispatches;
@@ -473,8 +473,8 @@ fn attention_layers_reject_bad_shapes_with_typed_errors() {
         other => panic!("{other:?}"),
     }
     // cross-attention through forward_many, with a mask of the scores' shape
-    let q = Tensor::randn_dtype(&[2, 3, 8], 1, DType::F32, &dev).unwrap();
-    let kv = Tensor::randn_dtype(&[2, 5, 8], 2, DType::F32, &dev).unwrap();
+    let q = Tensor::randn(&[2, 3, 8], 1, &dev).unwrap();
+    let kv = Tensor::randn(&[2, 5, 8], 2, &dev).unwrap();
     let mask = Tensor::zeros(&[3, 5], DType::F32, &dev).unwrap();
     let y = mha.forward_many(&Ctx::eval(p.tensors()), &[&q, &kv, &kv, &mask]).unwrap();
     assert_eq!(y.shape(), &[2, 3, 8]);
@@ -583,12 +583,7 @@ fn batch_norm_2d_normalizes_each_channel_over_batch_and_space() {
     let dev = cpu();
     let mut p = Params::new();
     let bn = nn::BatchNorm2d::new(&mut p, "bn", 3, &dev).unwrap();
-    let x = Tensor::randn_dtype(&[2, 3, 4, 4], 9, DType::F32, &dev)
-        .unwrap()
-        .mul_scalar(3.0)
-        .unwrap()
-        .add_scalar(1.0)
-        .unwrap();
+    let x = Tensor::randn(&[2, 3, 4, 4], 9, &dev).unwrap().mul_scalar(3.0).unwrap().add_scalar(1.0).unwrap();
     let y = bn.forward(&Ctx::train(p.tensors(), 0).with_buffers(p.buffers()), &x).unwrap();
     let m = y.mean(&[0, 2, 3], false).unwrap().to_f64_vec().unwrap();
     let v = y.square().unwrap().mean(&[0, 2, 3], false).unwrap().to_f64_vec().unwrap();

@@ -209,7 +209,7 @@ fn per_example_gradients_of_the_mlp_equal_separate_grads() {
         .push(Activation::Relu)
         .push(Linear::new(&mut p, "l3", 256, 10, 2, &dev).unwrap());
     let params: Vec<Tensor> = p.tensors().to_vec();
-    let xb = Tensor::rand_dtype(&[32, 784], 0.0, 1.0, 5, DType::F32, &dev).unwrap();
+    let xb = Tensor::rand(&[32, 784], 0.0, 1.0, 5, &dev).unwrap();
     let yb = Tensor::from_slice(&(0..32u32).map(|i| i % 10).collect::<Vec<_>>(), &[32], &dev).unwrap();
     // loss of one example (a batch of one) as a function of the first weight
     let loss = |w: &Tensor, x: &Tensor, y: &Tensor| -> Result<Tensor> {
@@ -273,8 +273,8 @@ fn grad_and_jvp_of_vmap_match_finite_differences_to_second_order() {
 #[test]
 fn a_gpu_hessian_reads_nothing_back() {
     let Some(g) = fresh_gpu() else { return };
-    let w = Tensor::randn_dtype(&[8, 8], 1, DType::F32, &g).unwrap();
-    let x = Tensor::randn_dtype(&[8, 1], 2, DType::F32, &g).unwrap();
+    let w = Tensor::randn(&[8, 8], 1, &g).unwrap();
+    let x = Tensor::randn(&[8, 1], 2, &g).unwrap();
     let f = |x: &Tensor| w.matmul(x)?.tanh()?.sum_all()?.add(&x.square()?.sum_all()?.mul_scalar(0.5)?);
     g.synchronize().unwrap();
     let before = g.counters();
@@ -352,7 +352,7 @@ fn custom_ops_batch_by_their_rule_or_a_counted_loop() {
 fn a_gpu_loop_fallback_shows_in_counters_and_the_profile() {
     use std::sync::Arc;
     let Some(g) = fresh_gpu() else { return };
-    let x = Tensor::randn_dtype(&[3, 4], 1, DType::F32, &g).unwrap();
+    let x = Tensor::randn(&[3, 4], 1, &g).unwrap();
     let op = Arc::new(Cube { rule: false, forward: true });
     let ctx = g.context().unwrap();
     ctx.set_profiling(true);

@@ -1,6 +1,6 @@
 //! The arithmetic operators and the numbers binary methods take.
 //!
-//! `+ - * /` are implemented for `Tensor`, `&Tensor` and a number (`f64`, `f32`) on either
+//! `+ - * /` are implemented for `Tensor`, `&Tensor` and a number (`f64`) on either
 //! side, and for a `Result<Tensor>` on either side of a tensor, each returning
 //! `Result<Tensor>`, so a chain needs one `?`: `let w = (&w - lr * &g)?;`,
 //! `((&a * 2.0) + &b)?.exp()`. (Rust's orphan rule forbids `Result + Result`,
@@ -150,8 +150,8 @@ macro_rules! tensor_number {
         }
     };
 }
+// f64 only: with a second float type, `lr * &g` for `let lr = 0.1` could not infer lr
 tensor_number!(f64);
-tensor_number!(f32);
 
 impl std::ops::Neg for &Tensor {
     type Output = Result<Tensor>;

@@ -1,11 +1,11 @@
 //! The GPU-vs-CPU benchmark tool. Each workload runs after a warm-up with the device
 //! synchronized before the timer stops; GPU results are checked against the CPU.
-//! `cargo run --release --example bench -- [--device gpu|cpu|both] [--json FILE] [--quick] [--profile]
-//!     [--only transforms|memory]` (`WGRAD_CPU_THREADS=1` and `MATMUL_NUM_THREADS=1`: one core)
+//! `cargo run --release --example bench -- [--device gpu|cpu|both|noop] [--json FILE] [--quick] [--profile]
+//!     [--only transforms|memory|host]` (`WGRAD_CPU_THREADS=1` and `MATMUL_NUM_THREADS=1`: one core)
 //! (`--profile`: per-kernel times of the W4 step on the GPU, each dispatch waited for).
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
-use wgrad::optim::{Optimizer, Sgd};
+use wgrad::optim::{clip_grad_norm, Adam, LrSchedule, Optimizer, Sgd};
 use wgrad::{
     grad, hessian, hvp, jacobian, jvp, value_and_grad_many, vmap_many, with_fusion, DType, Device, ElementwiseKernel,
     Result, Tensor,
@@ -73,6 +73,11 @@ fn main() -> Result<()> {
     let profile = args.iter().any(|a| a == "--profile");
     let mut devices: Vec<(&'static str, Device)> = Vec::new();
     let mut recs: Vec<Rec> = Vec::new();
+    // `--device noop` (or `--only host`): W9, the host cost of a training step
+    let only_host = opt("--only").as_deref() == Some("host") || which == "noop";
+    if which == "noop" {
+        devices.push(("noop", Device::noop()?));
+    }
     if which == "gpu" || which == "both" {
         // cold start: a fresh device (own wgpu device and queue) and its first op
         let s = Instant::now();
@@ -124,6 +129,10 @@ fn main() -> Result<()> {
     let gpu_name = devices.iter().find(|d| d.0 == "gpu").map(|d| d.1.name());
     for (tag, dev) in &devices {
         eprintln!("running on {}", dev.name());
+        if only_host {
+            host_workloads(dev, tag, quick, &mut recs)?;
+            continue;
+        }
         if only_transforms {
             transform_workloads(dev, tag, quick, &mut recs)?;
             continue;
@@ -589,5 +598,90 @@ fn transform_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut 
     push("W7 batched grad", p.clone(), ms(tb), "ms");
     push("W7 vmap(grad) per example", p.clone(), ms(tp), "ms");
     push("W7 vmap(grad) / grad", p, (tp.0 / tb.0, tp.0 / tb.0, tp.0 / tb.0), "ratio");
+    Ok(())
+}
+
+#[path = "common/gpt.rs"]
+mod gpt;
+
+/// Median, min and max of per-step wall times (seconds) of `steps` calls after `warmup`,
+/// with the dispatches of one step; the device is synchronized every step, so on the noop
+/// device (where no kernel runs) the time is the host's work alone.
+fn host_per_step(
+    dev: &Device,
+    warmup: usize,
+    steps: usize,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64, f64, u64)> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    dev.synchronize()?;
+    let c0 = dev.counters();
+    let mut t = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let s = Instant::now();
+        step()?;
+        dev.synchronize()?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    let dispatches = (dev.counters() - c0).dispatches / steps as u64;
+    t.sort_by(f64::total_cmp);
+    Ok((t[t.len() / 2], t[0], t[t.len() - 1], dispatches))
+}
+
+/// W9: host time and dispatches per training step of the W4 MLP (SGD) and of the char-GPT
+/// step (examples/char_gpt.rs defaults: AdamW, warm-up + cosine, clipping), eager.
+fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<Rec>) -> Result<()> {
+    let mut push = |workload: &str, (md, mn, mx): (f64, f64, f64), unit: &'static str| {
+        recs.push(Rec {
+            workload: workload.into(),
+            param: String::new(),
+            device: tag,
+            median: md,
+            min: mn,
+            max: mx,
+            unit,
+        });
+    };
+    // the W4 MLP step
+    let mut params = Params::new();
+    let model = mlp(&mut params, dev)?;
+    let xb = Tensor::rand(&[128, 784], 0.0, 1.0, 5, dev)?;
+    let yb = Tensor::from_slice(&(0..128u32).map(|i| i % 10).collect::<Vec<_>>(), &[128], dev)?;
+    let mut sgd = Sgd::new(0.1);
+    let mut step = || -> Result<()> {
+        let (_, g) =
+            value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &xb)?, &yb), params.tensors())?;
+        sgd.step(&mut params, &g)
+    };
+    let (md, mn, mx, d) = host_per_step(dev, 5, if quick { 30 } else { 200 }, &mut step)?;
+    push("W9 MLP step host eager", (md * 1e6, mn * 1e6, mx * 1e6), "us");
+    push("W9 MLP step dispatches eager", (d as f64, d as f64, d as f64), "count");
+    // the char-GPT step
+    let corpus = gpt::Corpus::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/data/shakespeare/input.txt"
+    )))?;
+    let config = gpt::GptConfig { vocab: corpus.chars.len(), layers: 4, heads: 4, embd: 128, ctx: 64, seed: 0 };
+    let mut params = Params::new();
+    let model = gpt::Gpt::new(&mut params, &config, dev)?;
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    let (x, y) = gpt::sample_batch(&corpus.train, 32, 64, &mut rng, dev)?;
+    let mut opt = Adam::adamw(1e-3).betas(0.9, 0.95).eps(1e-8).weight_decay(0.1).decay_matrices_only(true);
+    let schedule = LrSchedule::WarmupCosine { lr: 1e-3, warmup: 100, total: 2000, min_lr: 1e-4 };
+    let mut n = 0u64;
+    let mut step = || -> Result<()> {
+        let (_, grads) =
+            value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, n), &x)?, &y), params.tensors())?;
+        let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
+        opt.set_lr(schedule.lr_at(n));
+        opt.step(&mut params, &grads)?;
+        n += 1;
+        Ok(())
+    };
+    let (md, mn, mx, d) = host_per_step(dev, 3, if quick { 10 } else { 40 }, &mut step)?;
+    push("W9 char-GPT step host eager", (md * 1e3, mn * 1e3, mx * 1e3), "ms");
+    push("W9 char-GPT step dispatches eager", (d as f64, d as f64, d as f64), "count");
     Ok(())
 }

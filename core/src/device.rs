@@ -55,14 +55,24 @@ impl Device {
     }
 
     /// Parse `cpu`, `gpu` or `best` (for command-line flags).
+    /// A GPU device on wgpu's noop backend, to measure wgrad's host cost on any machine:
+    /// every op does its host work (shape rules, graph, fusion, validation, bind groups,
+    /// encoding, submission) but no kernel runs, so values read back are not computed
+    /// ones (only what was uploaded or copied). It reports the WebGPU default limits and a
+    /// discrete GPU. `WGRAD_ADAPTER=noop` makes it the default GPU device.
+    pub fn noop() -> Result<Device> {
+        Ok(Device::Gpu(Context::noop()?))
+    }
+
     pub fn from_name(name: &str) -> Result<Device> {
         match name {
             "cpu" => Ok(Device::Cpu),
             "gpu" => Device::gpu(),
             "best" => Ok(Device::best()),
+            "noop" => Device::noop(),
             other => Err(crate::Error::Invalid {
                 op: "Device::from_name",
-                msg: format!("unknown device '{other}' (cpu, gpu or best)"),
+                msg: format!("unknown device '{other}' (cpu, gpu, best or noop)"),
             }),
         }
     }

@@ -130,7 +130,40 @@ impl Context {
     /// otherwise a discrete GPU is preferred over integrated, virtual and CPU adapters.
     pub fn new() -> KResult<Arc<Context>> {
         let wanted = std::env::var("WGRAD_ADAPTER").ok().filter(|s| !s.is_empty());
+        if wanted.as_deref() == Some("noop") {
+            return Self::noop();
+        }
         Self::on_adapter(wanted.as_deref())
+    }
+
+    /// A context on wgpu's noop backend: everything a real device does on the host
+    /// (validation, pipelines, bind groups, encoding, submission, buffer copies and maps)
+    /// except the GPU's work, which never runs. It reports the WebGPU default limits and
+    /// a discrete GPU, so that wgrad takes its GPU paths. Host cost is measured on it; its
+    /// readbacks return what was written into a buffer (uploads, copies), never a kernel's
+    /// result.
+    pub fn noop() -> KResult<Arc<Context>> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::NOOP;
+        desc.backend_options.noop = wgpu::NoopBackendOptions {
+            enable: true,
+            limits: Some(wgpu::Limits::default()),
+            features: Some(wgpu::Features::empty()),
+            device_type: Some(wgpu::DeviceType::DiscreteGpu),
+            ..Default::default()
+        };
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::NOOP));
+        let adapter = adapters.into_iter().next().ok_or(KernelError::NoAdapter { hint: " (noop backend)".into() })?;
+        let info = adapter.get_info();
+        let device_desc = wgpu::DeviceDescriptor {
+            label: Some("wgrad noop"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&device_desc))
+            .map_err(|e| KernelError::RequestDevice { adapter: info.name.clone(), msg: e.to_string() })?;
+        Ok(Self::from_parts(device, queue, &info))
     }
 
     /// Create a context on the best adapter whose name contains `wanted` (any adapter for

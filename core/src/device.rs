@@ -96,7 +96,8 @@ impl Device {
             Some(c) => c.counters(),
             None => {
                 let (live_buffers, live_bytes, peak_live_bytes) = crate::storage::cpu_live();
-                Counters { live_buffers, live_bytes, peak_live_bytes, ..Default::default() }
+                let primitives = crate::primitive::cpu_primitives();
+                Counters { live_buffers, live_bytes, peak_live_bytes, primitives, ..Default::default() }
             }
         }
     }

@@ -19,6 +19,7 @@ mod interop;
 mod layout;
 mod ops;
 pub mod primitive;
+pub mod random;
 pub mod shape;
 mod storage;
 mod tensor;
@@ -36,6 +37,7 @@ pub use primitive::{
     bind, custom_op, jvp_from_vjp, register_interpreter, vmap_fallback_loops, Batch, CustomForward, CustomOp,
     Interpreter, LevelKind, OutSpec, Primitive, UserForward,
 };
+pub use random::{manual_seed, Distribution};
 pub use tensor::Tensor;
 pub use transform::{is_recording, no_grad};
 pub use wgrad_kernels as kernels;

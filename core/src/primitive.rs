@@ -140,8 +140,27 @@ impl Batch {
     }
 }
 
+thread_local! {
+    static CPU_PRIMITIVES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Primitives this thread ran through [`bind`] on the CPU device.
+pub(crate) fn cpu_primitives() -> u64 {
+    CPU_PRIMITIVES.with(|n| n.get())
+}
+
+/// Count a primitive on its device ([`crate::Counters::primitives`]).
+fn note_primitive(inputs: &[&Tensor]) {
+    match inputs.first().map(|t| t.device()) {
+        Some(Device::Gpu(ctx)) => ctx.note_primitive(),
+        Some(Device::Cpu) => CPU_PRIMITIVES.with(|n| n.set(n.get() + 1)),
+        None => {}
+    }
+}
+
 /// Run `prim` on `inputs` through every active transform.
 pub fn bind(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
+    note_primitive(inputs);
     let spec = prim.shape_rule(inputs)?;
     if prim.computes_in_f32(inputs) {
         // the dtype policy: f16 inputs computed in f32, an f16 result stored back

@@ -4,7 +4,6 @@ use crate::shape::numel;
 use crate::storage::{CpuStorage, Storage};
 use crate::transform::no_grad;
 use crate::{DType, Device, Element, Error, Layout, Result};
-use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -410,12 +409,14 @@ impl Tensor {
         }
     }
 
-    /// f32 uniform samples in [low, high), reproducible for a seed on every device.
+    /// f32 uniform samples in [low, high), drawn on the device by Philox 4x32-10 keyed by
+    /// `seed`: the same numbers on every device (see [`crate::manual_seed`] for the global
+    /// generator).
     pub fn rand(shape: &[usize], low: f64, high: f64, seed: u64, device: &Device) -> Result<Tensor> {
         Tensor::rand_dtype(shape, low, high, seed, DType::F32, device)
     }
 
-    /// Uniform samples in [low, high) as `dtype`, reproducible for a seed on every device.
+    /// Uniform samples in [low, high) as `dtype` (see [`Tensor::rand`]).
     pub fn rand_dtype(
         shape: &[usize],
         low: f64,
@@ -424,23 +425,18 @@ impl Tensor {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let v: Vec<f64> = (0..numel(shape)).map(|_| rng.random_range(low..high)).collect();
-        Tensor::from_f64_vec(v, shape, dtype, device)
+        crate::random::draw(shape, crate::random::Distribution::Uniform { low, high }, seed, 0, dtype, device)
     }
 
-    /// f32 standard normal samples, reproducible for a seed on every device.
+    /// f32 standard normal samples, drawn on the device keyed by `seed` (see
+    /// [`Tensor::rand`]).
     pub fn randn(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
         Tensor::randn_dtype(shape, seed, DType::F32, device)
     }
 
-    /// Standard normal samples as `dtype`, reproducible for a seed on every device.
+    /// Standard normal samples as `dtype` (see [`Tensor::randn`]).
     pub fn randn_dtype(shape: &[usize], seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
-        use rand_distr::Distribution;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let normal = rand_distr::StandardNormal;
-        let v: Vec<f64> = (0..numel(shape)).map(|_| normal.sample(&mut rng)).collect();
-        Tensor::from_f64_vec(v, shape, dtype, device)
+        crate::random::draw(shape, crate::random::Distribution::Normal, seed, 0, dtype, device)
     }
 
     // ---------------------------------------------------------------- reading back

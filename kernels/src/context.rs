@@ -461,6 +461,11 @@ impl Context {
         self.record_profile(format!("vmap loop fallback: {op}"), seconds);
     }
 
+    /// Count a primitive run through the entry point on this device.
+    pub fn note_primitive(&self) {
+        AtomicCounters::add(&self.counters.primitives, 1);
+    }
+
     /// The kernels compiled on this device so far (what ran, for tests and diagnostics).
     pub fn compiled_kernels(&self) -> Vec<KernelKey> {
         crate::lock(&self.pipelines).keys().copied().collect()

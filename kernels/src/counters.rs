@@ -12,6 +12,8 @@ pub(crate) struct AtomicCounters {
     pub live_bytes: AtomicU64,
     pub peak_live_bytes: AtomicU64,
     pub vmap_fallback_loops: AtomicU64,
+    pub primitives: AtomicU64,
+    pub bind_group_creations: AtomicU64,
 }
 
 /// A snapshot of the runtime counters. Subtract two snapshots to count the work in between.
@@ -36,6 +38,11 @@ pub struct Counters {
     pub peak_live_bytes: u64,
     /// Times vmap ran a loop over the examples (a user op without a batching rule).
     pub vmap_fallback_loops: u64,
+    /// Primitives run through the entry point (`bind`) on this device (on the CPU device:
+    /// by the calling thread, where CPU primitives run).
+    pub primitives: u64,
+    /// Bind groups created (eager dispatches create one each).
+    pub bind_group_creations: u64,
 }
 
 impl AtomicCounters {
@@ -50,6 +57,8 @@ impl AtomicCounters {
             live_bytes: self.live_bytes.load(Relaxed),
             peak_live_bytes: self.peak_live_bytes.load(Relaxed),
             vmap_fallback_loops: self.vmap_fallback_loops.load(Relaxed),
+            primitives: self.primitives.load(Relaxed),
+            bind_group_creations: self.bind_group_creations.load(Relaxed),
         }
     }
     pub fn add(c: &AtomicU64, n: u64) {
@@ -79,6 +88,8 @@ impl std::ops::Sub for Counters {
             live_bytes: self.live_bytes.wrapping_sub(o.live_bytes),
             peak_live_bytes: self.peak_live_bytes,
             vmap_fallback_loops: self.vmap_fallback_loops - o.vmap_fallback_loops,
+            primitives: self.primitives - o.primitives,
+            bind_group_creations: self.bind_group_creations - o.bind_group_creations,
         }
     }
 }

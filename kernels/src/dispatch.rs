@@ -125,6 +125,7 @@ impl Context {
             st.end_pass();
         }
         AtomicCounters::add(&self.counters.dispatches, 1);
+        AtomicCounters::add(&self.counters.bind_group_creations, 1);
         if st.bump_dispatches() >= self.max_batch() {
             st.submit(self);
         }

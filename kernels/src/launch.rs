@@ -237,6 +237,34 @@ impl Context {
         Ok(out)
     }
 
+    /// `n` f32 samples of Philox 4x32-10 keyed by `seed` at counter offset `offset`:
+    /// uniform in [low, high), or standard normal (see shaders/random.wgsl).
+    pub fn random(
+        self: &Arc<Self>,
+        n: usize,
+        seed: u64,
+        offset: u64,
+        normal: bool,
+        low: f32,
+        high: f32,
+    ) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::Random, KDType::F32);
+        let out = self.alloc_output((n * 4) as u64)?;
+        let p = [
+            u32_of(n, "element count")?,
+            seed as u32,
+            (seed >> 32) as u32,
+            offset as u32,
+            (offset >> 32) as u32,
+            normal as u32,
+            low.to_bits(),
+            high.to_bits(),
+        ];
+        let grid = self.grid_stride(key, n as u64)?;
+        self.dispatch(key, &[], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
     /// A buffer of `n` zero words (0u32 has the bits of 0.0f32).
     pub fn zeros_u32(self: &Arc<Self>, n: usize) -> KResult<GpuBuffer> {
         self.fill(n, 0.0)

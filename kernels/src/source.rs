@@ -16,6 +16,7 @@ const CAST: &str = include_str!("../../shaders/cast.wgsl");
 const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
 const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
+const RANDOM: &str = include_str!("../../shaders/random.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_IO: &str = include_str!("../../shaders/reduce_io.wgsl");
 const REDUCE_VEC4_IO: &str = include_str!("../../shaders/reduce_vec4_io.wgsl");
@@ -236,6 +237,8 @@ pub enum Kernel {
     /// Conversion from the first dtype to the second.
     Cast(KDType, KDType),
     Fill,
+    /// Philox 4x32-10 uniform or normal samples.
+    Random,
     Reduce(ReduceOp),
     /// Reduction of contiguous rows read as vec4.
     ReduceVec4(ReduceOp),
@@ -359,7 +362,7 @@ impl KernelKey {
             | Kernel::IndexSelect
             | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
-            Kernel::Fill => (0, 1),
+            Kernel::Fill | Kernel::Random => (0, 1),
             Kernel::Lu => (0, 4),
             Kernel::LuSolve => (2, 1),
             Kernel::Cholesky => (0, 2),
@@ -436,6 +439,7 @@ impl KernelKey {
             Kernel::Cast(_, KDType::F16) => (PACK_F16, String::new()),
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
+            Kernel::Random => (RANDOM, String::new()),
             Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulVec4(v) => {
@@ -549,6 +553,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
     v.extend(ArgReduceOp::ALL.iter().map(|&o| KernelKey::new(Kernel::ArgReduce(o), f)));
     for k in [
         Kernel::Fill,
+        Kernel::Random,
         Kernel::Matmul,
         Kernel::MatmulReg,
         Kernel::IndexSelect,

@@ -19,6 +19,21 @@ pub fn embedding(ids: &Tensor, weight: &Tensor) -> Result<Tensor> {
     weight.embedding(ids)
 }
 
+/// Dropout in training (`torch.nn.functional.dropout`): each element zeroed with
+/// probability `p`, the rest scaled by 1 / (1 - p). The mask is drawn on the device from the
+/// global generator ([`crate::manual_seed`]), so calls draw fresh masks and the sequence
+/// repeats after the same seed; a checkpoint's replay redraws the same mask.
+pub fn dropout(x: &Tensor, p: f64) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::Invalid { op: "dropout", msg: format!("p = {p} is not in [0, 1)") });
+    }
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = x.rand_like(0.0, 1.0)?.ge(p)?;
+    (x * &keep)? * (1.0 / (1.0 - p))
+}
+
 /// gelu(x) = x Phi(x), exact (with erf), PyTorch's default.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     x.gelu()

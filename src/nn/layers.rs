@@ -179,16 +179,28 @@ impl Module for Flatten {
 }
 
 /// Zeroes each element with probability p in training (scaling the rest by 1/(1-p));
-/// the identity in eval mode. The mask is seeded by (seed, ctx.step).
+/// the identity in eval mode. `Dropout::new(p)` draws its masks from the global generator
+/// ([`crate::manual_seed`], as [`super::dropout`] does); a nonzero `seed` keys each mask by
+/// (seed, ctx.step) instead.
 pub struct Dropout {
     pub p: f64,
     pub seed: u64,
+}
+
+impl Dropout {
+    /// Dropout with probability `p`, masks from the global generator.
+    pub fn new(p: f64) -> Self {
+        Dropout { p, seed: 0 }
+    }
 }
 
 impl Module for Dropout {
     fn forward(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
         if !c.train || self.p == 0.0 {
             return Ok(x.clone());
+        }
+        if self.seed == 0 {
+            return super::dropout(x, self.p);
         }
         if !(0.0..1.0).contains(&self.p) {
             return Err(Error::Invalid { op: "Dropout", msg: format!("p = {} is not in [0, 1)", self.p) });

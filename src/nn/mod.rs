@@ -28,7 +28,9 @@ mod norm;
 mod params;
 
 pub use attention::{Embedding, MultiheadAttention};
-pub use functional::{batch_norm, embedding, gelu, gelu_tanh, layer_norm, rms_norm, scaled_dot_product_attention};
+pub use functional::{
+    batch_norm, dropout, embedding, gelu, gelu_tanh, layer_norm, rms_norm, scaled_dot_product_attention,
+};
 pub use layers::{
     Activation, AvgPool2d, Cast, Checkpointed, Conv2d, Dropout, Flatten, Init, Linear, MaxPool2d, Sequential,
 };

@@ -21,6 +21,7 @@ mod linalg;
 mod matmul;
 mod movement_index;
 mod nn_train;
+mod random;
 mod reduce;
 mod runtime;
 mod transformer;

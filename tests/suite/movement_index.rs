@@ -87,5 +87,7 @@ fn conversions_round_trip() {
     assert_eq!(u.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 9.0]);
     let r = Tensor::randn(&[3, 3], 7, &g).unwrap();
     let rc = Tensor::randn(&[3, 3], 7, &cpu()).unwrap();
-    assert_eq!(r.to_vec::<f32>().unwrap(), rc.to_vec::<f32>().unwrap(), "seeded randn is the same on every device");
+    // the same Philox words; log and cos may differ in the last bits between WGSL and Rust
+    let (r, rc) = (r.to_vec::<f64>().unwrap(), rc.to_vec::<f64>().unwrap());
+    assert!(r.iter().zip(&rc).all(|(a, b)| close(*a, *b, 1e-5, 1e-6)), "seeded randn on both devices: {r:?} vs {rc:?}");
 }

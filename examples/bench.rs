@@ -658,6 +658,15 @@ fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<R
     let (md, mn, mx, d) = host_per_step(dev, 5, if quick { 30 } else { 200 }, &mut step)?;
     push("W9 MLP step host eager", (md * 1e6, mn * 1e6, mx * 1e6), "us");
     push("W9 MLP step dispatches eager", (d as f64, d as f64, d as f64), "count");
+    // the same step jitted: traced on its first calls, replayed after
+    let mut jitted = wgrad::jit(|a: &[Tensor]| -> Result<Vec<Tensor>> {
+        step()?;
+        Ok(a.to_vec())
+    });
+    let xs = [xb.clone()];
+    let (md, mn, mx, d) = host_per_step(dev, 5, if quick { 30 } else { 200 }, || jitted.call(&xs).map(drop))?;
+    push("W9 MLP step host jit", (md * 1e6, mn * 1e6, mx * 1e6), "us");
+    push("W9 MLP step dispatches jit", (d as f64, d as f64, d as f64), "count");
     // the char-GPT step
     let corpus = gpt::Corpus::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -54,6 +54,9 @@ pub enum Error {
     GradCheck { order: usize, mode: &'static str, analytic: f64, numeric: f64, diff: f64, tol: f64 },
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
+    /// What `jit` cannot trace or replay faithfully: `op` is the call or kernel involved.
+    #[error("jit: {op}: {msg}")]
+    Jit { op: String, msg: String },
     #[error("{op}: {path}: {msg}")]
     Io { op: &'static str, path: String, msg: String },
     #[error("{what}: {msg}")]

@@ -16,6 +16,7 @@ mod error;
 pub mod fusion;
 pub mod graph;
 mod interop;
+mod jit;
 mod layout;
 mod ops;
 pub mod primitive;
@@ -31,6 +32,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, KernelError, Result};
 pub use fusion::{fusion_enabled, with_fusion};
 pub use graph::Node;
+pub use jit::{jit, Jit, JitStats};
 pub use layout::Layout;
 pub use ops::{ElementwiseKernel, Operand};
 pub use primitive::{

@@ -462,6 +462,7 @@ impl Tensor {
     /// The elements of the tensor's own dtype `T`.
     fn read_exact<T: Element>(&self, op: &'static str) -> Result<Vec<T>> {
         self.check_not_batched(op)?;
+        crate::jit::check_not_tracing(op)?;
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE });
         }

@@ -50,9 +50,12 @@ impl Drop for GpuBuffer {
             if self.external {
                 return;
             }
+            let mut st = self.ctx.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.keep_if_pinned(&buf) {
+                return;
+            }
             AtomicCounters::sub(&self.ctx.counters.live_buffers, 1);
             AtomicCounters::sub(&self.ctx.counters.live_bytes, self.class);
-            let mut st = self.ctx.state.lock().unwrap_or_else(|p| p.into_inner());
             st.defer_free(self.class, buf);
         }
     }
@@ -122,6 +125,12 @@ impl Context {
         Ok(buf)
     }
 
+    /// A buffer that a device copy will fill (ordered after earlier reads, like a kernel
+    /// output; never poisoned: the copy writes what is read).
+    pub fn alloc_for_copy(self: &Arc<Self>, bytes: u64) -> KResult<GpuBuffer> {
+        self.alloc_for(bytes, false)
+    }
+
     /// Wrap a buffer the host owns (it is not returned to the pool on drop).
     pub fn wrap_external(self: &Arc<Self>, buffer: wgpu::Buffer) -> GpuBuffer {
         let class = buffer.size();
@@ -133,6 +142,9 @@ impl Context {
         let mut st = crate::lock(&self.state);
         self.queue.write_buffer(buf.raw(), offset, bytes);
         st.mark_dirty();
+        if let Some(c) = st.capture.as_mut() {
+            c.writes.push(bytes.to_vec());
+        }
     }
 
     /// Upload host bytes (a multiple of 4) into a fresh buffer.

@@ -45,6 +45,12 @@ pub(crate) struct BatchState {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     /// Set when a queue write must be flushed even without a command.
     dirty: bool,
+    /// The launches recorded since `begin_capture` (see `capture.rs`).
+    pub(crate) capture: Option<crate::capture::Capture>,
+    /// Buffers replay plans reference, with how many plans do: never returned to the pool.
+    pinned: HashMap<wgpu::Buffer, u32>,
+    /// Pinned buffers whose tensors were dropped: the plans keep them (still live memory).
+    pinned_dropped: std::collections::HashSet<wgpu::Buffer>,
 }
 
 /// The wgpu runtime of one device.
@@ -256,6 +262,9 @@ impl Context {
                 pending_free: HashMap::new(),
                 free: HashMap::new(),
                 dirty: false,
+                capture: None,
+                pinned: HashMap::new(),
+                pinned_dropped: Default::default(),
             }),
             counters: AtomicCounters::default(),
             fault,
@@ -568,6 +577,54 @@ impl BatchState {
     }
     pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// Whether `buf` is pinned by a plan; a dropped pinned buffer is kept for the plan
+    /// (and its bytes stay live) instead of going back to the pool.
+    pub(crate) fn keep_if_pinned(&mut self, buf: &wgpu::Buffer) -> bool {
+        if self.pinned.contains_key(buf) {
+            self.pinned_dropped.insert(buf.clone());
+            return true;
+        }
+        false
+    }
+
+    /// Pin a plan's buffers; those already back in the pool are taken out of it (their
+    /// bytes become live again: returned so the caller counts them).
+    pub(crate) fn pin(&mut self, buffers: &[wgpu::Buffer]) -> Vec<u64> {
+        let mut revived = Vec::new();
+        for b in buffers {
+            *self.pinned.entry(b.clone()).or_insert(0) += 1;
+            for list in [&mut self.free, &mut self.pending_free] {
+                if let Some(v) = list.get_mut(&b.size()) {
+                    if let Some(i) = v.iter().position(|x| x == b) {
+                        v.swap_remove(i);
+                        self.pinned_dropped.insert(b.clone());
+                        revived.push(b.size());
+                    }
+                }
+            }
+        }
+        revived
+    }
+
+    /// Unpin a plan's buffers; the bytes of those no tensor holds any more (now back in the
+    /// pool) are returned so the caller stops counting them as live.
+    pub(crate) fn unpin(&mut self, buffers: &[wgpu::Buffer]) -> Vec<u64> {
+        let mut released = Vec::new();
+        for b in buffers {
+            let Some(n) = self.pinned.get_mut(b) else { continue };
+            *n -= 1;
+            if *n > 0 {
+                continue;
+            }
+            self.pinned.remove(b);
+            if self.pinned_dropped.remove(b) {
+                released.push(b.size());
+                self.pending_free.entry(b.size()).or_default().push(b.clone());
+            }
+        }
+        released
     }
 
     /// Submit the open batch (params first, then commands); returns the submission index.

@@ -4,6 +4,7 @@
 #![allow(clippy::needless_range_loop)]
 
 mod buffer;
+mod capture;
 mod context;
 mod counters;
 mod dispatch;
@@ -19,6 +20,7 @@ mod reduce;
 pub mod source;
 
 pub use buffer::{GpuBuffer, POISON_WORD};
+pub use capture::{Capture, CapturedDispatch, Copy as PlanCopy, Plan};
 pub use context::{AdapterSummary, Context, READBACK_TIMEOUT};
 pub use counters::Counters;
 pub use error::{KResult, KernelError};

@@ -17,6 +17,7 @@ mod forward_mode;
 mod fusion;
 mod grad_check;
 mod grid_order;
+mod jit;
 mod linalg;
 mod matmul;
 mod movement_index;

@@ -1,0 +1,307 @@
+//! `jit`: trace a step once and replay it with no per-op host work (tinygrad's TinyJit,
+//! CUDA graphs), recorded at the dispatch layer (`wgrad_kernels::Capture`).
+//!
+//! For each signature of the arguments (shapes, dtypes, device) the first calls run the
+//! closure eagerly while the device records every kernel launch and upload. Two
+//! recordings in a row must agree launch for launch (kernel, launch params, grid) and
+//! upload for upload. The first call may differ from the second (it may set up state, such
+//! as an optimizer's moments), and then the third call traces too; a second difference in
+//! a row, such as a host value that reaches a kernel and changes between calls (a learning
+//! rate computed on the host, a step count), is an error naming `jit` and the kernel, never
+//! a frozen value. From the third call on (the fourth after a set-up call) the latest
+//! recording replays: one submission of
+//! cached pipelines and bind groups over the same buffers, with the new arguments copied
+//! into the recorded argument buffers first and the results copied out into fresh
+//! buffers, so returned tensors stay valid through later calls. No primitive, shape rule,
+//! graph node, fusion plan, params word or bind group is made by a replay.
+//!
+//! In-place updates of tensors the closure captured (optimizer steps on parameters)
+//! happen on every replay, since they are launches on those tensors' buffers. The closure
+//! must otherwise be pure: state it replaces by assignment (`w = w - g`) is not updated
+//! by replays. Reading a value back inside it is an error naming `jit`; so is a tracked
+//! argument (a jitted function is not differentiated from outside; transforms inside it
+//! are traced like any op). On the CPU device, calls run the closure eagerly (the same
+//! results; no replay yet).
+use crate::storage::Storage;
+use crate::{DType, Device, Error, Layout, Result, Tensor};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wgrad_kernels::{Capture, Context, GpuBuffer, Plan, PlanCopy};
+
+thread_local! {
+    /// Whether this thread is running a jitted closure under trace.
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// An error when a readback (`op`) happens inside a traced closure.
+pub(crate) fn check_not_tracing(op: &'static str) -> Result<()> {
+    if TRACING.with(|t| t.get()) {
+        return Err(Error::Jit {
+            op: op.into(),
+            msg: "reading a value back inside a jitted function would freeze it into the replay; \
+                  return the tensor from the function and read it after the call"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// What a [`Jit`] has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JitStats {
+    /// Calls that ran the closure (traced on a GPU; eager on the CPU).
+    pub traces: u64,
+    /// Calls served by replaying a plan.
+    pub replays: u64,
+    /// Plans held (one per signature seen twice on a GPU).
+    pub plans: usize,
+    /// Launches in the most recently built plan.
+    pub launches: usize,
+}
+
+/// A closure traced once per signature and replayed (see the module docs).
+pub struct Jit<F> {
+    f: F,
+    entries: HashMap<Signature, Entry>,
+    stats: JitStats,
+}
+
+type Signature = Vec<(Vec<usize>, DType, String)>;
+
+enum Entry {
+    /// Traced: the latest recording, to compare the next trace against, and whether an
+    /// earlier pair already differed (the first call may set up state: lazily made
+    /// optimizer moments, caches; a second difference in a row is an error).
+    Traced {
+        capture: Capture,
+        differed: bool,
+    },
+    Ready(Box<Ready>),
+}
+
+/// A replayable step: the plan, the argument buffers it reads, the results it writes.
+struct Ready {
+    ctx: Arc<Context>,
+    plan: Plan,
+    /// The tensors whose buffers the plan reads as its arguments.
+    args: Vec<Tensor>,
+    /// The results the plan writes (their layouts and buffers).
+    outputs: Vec<Tensor>,
+}
+
+/// Trace `f` on its first two calls per signature and replay it after (see [`Jit`]).
+pub fn jit<F>(f: F) -> Jit<F>
+where
+    F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+{
+    Jit { f, entries: HashMap::new(), stats: JitStats::default() }
+}
+
+impl<F> Jit<F>
+where
+    F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+{
+    /// What the closure returns for `args`, traced or replayed.
+    pub fn call(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
+        for (i, a) in args.iter().enumerate() {
+            if a.is_tracked() || !a.duals().is_empty() || a.batch().is_some() {
+                return Err(Error::Jit {
+                    op: "call".into(),
+                    msg: format!(
+                        "argument {i} is tracked by a transform: a jitted function is not differentiated \
+                         from outside (put the transform inside the function)"
+                    ),
+                });
+            }
+        }
+        let ctx = match args.first().map(|a| a.device()) {
+            Some(Device::Gpu(ctx))
+                if args.iter().all(|a| a.device().context().is_some_and(|c| Arc::ptr_eq(c, ctx))) =>
+            {
+                ctx.clone()
+            }
+            _ => {
+                // the CPU device (or mixed / no arguments): the closure, eagerly
+                self.stats.traces += 1;
+                return (self.f)(args);
+            }
+        };
+        let sig: Signature = args.iter().map(|a| (a.shape().to_vec(), a.dtype(), a.device().name())).collect();
+        if let Some(Entry::Ready(ready)) = self.entries.get(&sig) {
+            let out = replay(ready, args)?;
+            self.stats.replays += 1;
+            return Ok(out);
+        }
+        let (user_out, traced) = trace(&mut self.f, &ctx, args)?;
+        self.stats.traces += 1;
+        match self.entries.remove(&sig) {
+            None => {
+                self.entries.insert(sig, Entry::Traced { capture: traced.capture, differed: false });
+            }
+            Some(Entry::Traced { capture: previous, differed }) => {
+                if let Some((i, kernel, what)) = previous.first_difference(&traced.capture) {
+                    if !differed {
+                        // the first call may have set up state: trace once more
+                        self.entries.insert(sig, Entry::Traced { capture: traced.capture, differed: true });
+                        return Ok(user_out);
+                    }
+                    return Err(Error::Jit {
+                        op: kernel,
+                        msg: format!(
+                            "{what} of launch {i} changed between two traces in a row: a host value \
+                             reaches the kernel and would be frozen by a replay (keep it in a tensor, or \
+                             call reset() to trace again)"
+                        ),
+                    });
+                }
+                let plan = ctx.build_plan(&traced.capture)?;
+                self.stats.launches = plan.len();
+                let ready = Ready { ctx: ctx.clone(), plan, args: traced.args, outputs: traced.outputs };
+                self.entries.insert(sig, Entry::Ready(Box::new(ready)));
+            }
+            Some(Entry::Ready(_)) => unreachable!("served by the replay above"),
+        }
+        self.stats.plans = self.entries.values().filter(|e| matches!(e, Entry::Ready(_))).count();
+        Ok(user_out)
+    }
+
+    pub fn stats(&self) -> JitStats {
+        self.stats
+    }
+
+    /// Drop the plans and recordings: the next call traces again.
+    pub fn reset(&mut self) {
+        self.entries.clear();
+        self.stats.plans = 0;
+    }
+}
+
+/// A trace's recording with the tensors its launches read as arguments and wrote as
+/// results.
+struct Traced {
+    capture: Capture,
+    args: Vec<Tensor>,
+    outputs: Vec<Tensor>,
+}
+
+/// Run `f` once while the device records it. The closure gets copies of the arguments
+/// in buffers of their own (what a replay copies new arguments into), and the caller
+/// gets copies of the results (what a replay writes stays the plan's).
+fn trace<F>(f: &mut F, ctx: &Arc<Context>, args: &[Tensor]) -> Result<(Vec<Tensor>, Traced)>
+where
+    F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+{
+    let own_args = args.iter().map(|a| dense_copy(ctx, a)).collect::<Result<Vec<_>>>()?;
+    ctx.begin_capture()?;
+    TRACING.with(|t| t.set(true));
+    let run = (|| -> Result<Vec<Tensor>> {
+        let out = f(&own_args)?;
+        out.iter().map(|t| t.materialized()).collect()
+    })();
+    TRACING.with(|t| t.set(false));
+    let capture = ctx.end_capture();
+    let outputs = run?;
+    let mut user = Vec::with_capacity(outputs.len());
+    for (i, t) in outputs.iter().enumerate() {
+        if !t.device().context().is_some_and(|c| Arc::ptr_eq(c, ctx)) {
+            return Err(Error::Jit {
+                op: "call".into(),
+                msg: format!("result {i} is on {}, not on the arguments' device", t.device()),
+            });
+        }
+        user.push(copy_out(ctx, t)?);
+    }
+    Ok((user, Traced { capture, args: own_args, outputs }))
+}
+
+/// The GPU buffer of a materialized GPU tensor.
+fn buffer_of(t: &Tensor) -> Result<&GpuBuffer> {
+    match t.storage() {
+        Storage::Gpu(b) => Ok(b),
+        _ => Err(Error::Internal { op: "jit", msg: "a materialized GPU tensor without a buffer".into() }),
+    }
+}
+
+/// Where `t`'s elements start and how many bytes they span, in its buffer, for a dense
+/// (contiguous) tensor; None when a copy cannot express it (f16 at an odd element).
+fn dense_span(t: &Tensor) -> Option<(u64, u64)> {
+    let size = t.dtype().size_in_bytes() as u64;
+    let (start, bytes) = (t.layout().offset as u64 * size, t.numel() as u64 * size);
+    (start % 4 == 0 && t.layout().is_contiguous()).then_some((start, bytes.div_ceil(4) * 4))
+}
+
+/// A contiguous copy of `t` in a buffer of its own.
+fn dense_copy(ctx: &Arc<Context>, t: &Tensor) -> Result<Tensor> {
+    let mut t = t.materialized()?;
+    if dense_span(&t).is_none() {
+        t = crate::no_grad(|| t.contiguous())?.materialized()?;
+    }
+    let (start, bytes) = dense_span(&t).ok_or_else(|| Error::Jit {
+        op: "call".into(),
+        msg: format!("argument of shape {:?} and dtype {:?} starts inside a word", t.shape(), t.dtype()),
+    })?;
+    let buf = ctx.copy_to_new(buffer_of(&t)?, start, bytes)?;
+    let copy = Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), t.shape(), t.dtype(), t.device().clone());
+    // indices keep their known bound (what index ops check on the host)
+    Ok(copy.with_index_bound(t.index_bound()))
+}
+
+/// A copy of a result (its whole buffer, the same layout) for the caller.
+fn copy_out(ctx: &Arc<Context>, t: &Tensor) -> Result<Tensor> {
+    let src = buffer_of(t)?;
+    let buf = ctx.copy_to_new(src, 0, src.capacity())?;
+    Ok(with_buffer(t, buf))
+}
+
+fn with_buffer(like: &Tensor, buf: GpuBuffer) -> Tensor {
+    let layout: Layout = like.layout().clone();
+    Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), like.shape(), like.dtype(), like.device().clone())
+        .with_layout(layout)
+}
+
+/// One replay: the new arguments into the plan's argument buffers, the launches, the
+/// results out into fresh buffers.
+fn replay(ready: &Ready, args: &[Tensor]) -> Result<Vec<Tensor>> {
+    let mut inputs = Vec::with_capacity(args.len());
+    let mut keep = Vec::new();
+    for (i, (a, own)) in args.iter().zip(&ready.args).enumerate() {
+        if let (Some(new), Some(traced)) = (a.index_bound(), own.index_bound()) {
+            if new > traced {
+                return Err(Error::Jit {
+                    op: "call".into(),
+                    msg: format!(
+                        "argument {i} holds indices up to {} but was traced with indices below {traced}: \
+                         the replay skips the host's range checks (call reset() to trace again)",
+                        new - 1
+                    ),
+                });
+            }
+        }
+        let mut a = a.materialized()?;
+        if dense_span(&a).is_none() {
+            a = crate::no_grad(|| a.contiguous())?.materialized()?;
+        }
+        let (start, bytes) = dense_span(&a).ok_or_else(|| Error::Jit {
+            op: "call".into(),
+            msg: format!("argument of shape {:?} and dtype {:?} starts inside a word", a.shape(), a.dtype()),
+        })?;
+        inputs.push(PlanCopy {
+            from: (buffer_of(&a)?.raw().clone(), start),
+            to: (buffer_of(own)?.raw().clone(), 0),
+            bytes,
+        });
+        keep.push(a);
+    }
+    let mut outputs = Vec::with_capacity(ready.outputs.len());
+    let mut results = Vec::with_capacity(ready.outputs.len());
+    for t in &ready.outputs {
+        let src = buffer_of(t)?;
+        let buf = ready.ctx.alloc_for_copy(src.capacity())?;
+        outputs.push(PlanCopy { from: (src.raw().clone(), 0), to: (buf.raw().clone(), 0), bytes: src.capacity() });
+        results.push(with_buffer(t, buf));
+    }
+    ready.plan.replay(&inputs, &outputs)?;
+    drop(keep);
+    Ok(results)
+}

@@ -1,0 +1,253 @@
+//! Capture and replay of kernel launches (what `wgrad::jit` records): while a capture is
+//! open, every dispatch runs as usual and is also recorded (kernel, buffers, params,
+//! grid). A [`Plan`] built from a capture replays the same launches on the same buffers
+//! from cached pipelines and bind groups: no params are computed, no buffer is allocated
+//! and no bind group is created per replay.
+//!
+//! Buffers: the plan references every buffer its launches touched. Those buffers are
+//! *pinned* while the plan lives: when the tensor holding one is dropped, the buffer does
+//! not go back to the pool (where another tensor could get it and be overwritten by a
+//! replay); the plan keeps it, and it counts as live memory until the plan is dropped.
+//! Buffers reused within the capture keep the same reuse in every replay, in the same
+//! order, so that is safe.
+// wgpu buffers hash and compare by identity (the handle), never by their contents.
+#![allow(clippy::mutable_key_type)]
+
+use crate::buffer::GpuBuffer;
+use crate::context::{Context, PARAMS_BYTES};
+use crate::counters::AtomicCounters;
+use crate::error::{KResult, KernelError};
+use crate::source::KernelKey;
+use std::collections::HashSet;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+/// One recorded launch.
+#[derive(Clone, Debug)]
+pub struct CapturedDispatch {
+    pub key: KernelKey,
+    pub(crate) buffers: Vec<wgpu::Buffer>,
+    pub params: Vec<u32>,
+    pub groups: (u32, u32, u32),
+}
+
+/// The launches of one capture, in order, and the host bytes written into buffers.
+#[derive(Default, Debug)]
+pub struct Capture {
+    pub dispatches: Vec<CapturedDispatch>,
+    /// The bytes of every queue write (uploads), in order: a replay does not write them
+    /// again, so two captures must agree on them.
+    pub writes: Vec<Vec<u8>>,
+}
+
+impl Capture {
+    /// The first launch at which two captures differ in kernel, launch params or grid
+    /// (None: the same launches), as (index, kernel name, what differs).
+    pub fn first_difference(&self, other: &Capture) -> Option<(usize, String, &'static str)> {
+        for (i, (a, b)) in self.dispatches.iter().zip(&other.dispatches).enumerate() {
+            if a.key != b.key {
+                return Some((i, format!("{} / {}", a.key.name(), b.key.name()), "the kernel"));
+            }
+            if a.params != b.params {
+                return Some((i, a.key.name(), "a launch parameter"));
+            }
+            if a.groups != b.groups {
+                return Some((i, a.key.name(), "the grid"));
+            }
+        }
+        if self.writes != other.writes {
+            return Some((self.dispatches.len(), "an upload".into(), "the uploaded host values"));
+        }
+        if self.dispatches.len() != other.dispatches.len() {
+            let i = self.dispatches.len().min(other.dispatches.len());
+            let name = self.dispatches.get(i).or(other.dispatches.get(i)).map_or(String::new(), |d| d.key.name());
+            return Some((i, name, "the number of launches"));
+        }
+        None
+    }
+}
+
+/// A replayable capture: pipelines, bind groups and a params buffer of its own.
+pub struct Plan {
+    ctx: Arc<Context>,
+    steps: Vec<(wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32, u32))>,
+    /// Every buffer the launches touch (pinned while the plan lives).
+    buffers: Vec<wgpu::Buffer>,
+    _params: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Plan({} launches, {} buffers)", self.steps.len(), self.buffers.len())
+    }
+}
+
+impl Context {
+    /// Start recording launches on this device (one capture at a time).
+    pub fn begin_capture(&self) -> KResult<()> {
+        let mut st = crate::lock(&self.state);
+        if st.capture.is_some() {
+            return Err(KernelError::Unsupported("jit: a capture is already open on this device".into()));
+        }
+        st.capture = Some(Capture::default());
+        Ok(())
+    }
+
+    /// Stop recording; the launches since [`Context::begin_capture`].
+    pub fn end_capture(&self) -> Capture {
+        crate::lock(&self.state).capture.take().unwrap_or_default()
+    }
+
+    /// Whether a capture is open on this device.
+    pub fn capturing(&self) -> bool {
+        crate::lock(&self.state).capture.is_some()
+    }
+
+    /// Record a launch into the open capture, if any.
+    pub(crate) fn note_launch(
+        st: &mut crate::context::BatchState,
+        key: KernelKey,
+        buffers: &[&GpuBuffer],
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) {
+        if let Some(c) = st.capture.as_mut() {
+            c.dispatches.push(CapturedDispatch {
+                key,
+                buffers: buffers.iter().map(|b| b.raw().clone()).collect(),
+                params: params.to_vec(),
+                groups,
+            });
+        }
+    }
+
+    /// A plan replaying `capture`: its pipelines (compiled already), one bind group per
+    /// launch over the recorded buffers and a params buffer holding every launch's params.
+    pub fn build_plan(self: &Arc<Self>, capture: &Capture) -> KResult<Plan> {
+        let align = self.params_align();
+        let slot = PARAMS_BYTES.div_ceil(align) * align;
+        let n = capture.dispatches.len() as u64;
+        let params = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad jit params"),
+            size: (slot * n.max(1)).max(PARAMS_BYTES),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut words = vec![0u32; (slot * n.max(1) / 4) as usize];
+        let mut steps = Vec::with_capacity(capture.dispatches.len());
+        let mut buffers: Vec<wgpu::Buffer> = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, d) in capture.dispatches.iter().enumerate() {
+            let at = (i as u64 * slot / 4) as usize;
+            words[at..at + d.params.len()].copy_from_slice(&d.params);
+            let pipeline = self.pipeline(d.key)?;
+            let (n_in, n_out) = d.key.bindings();
+            let layout = self.layout(n_in, n_out);
+            let mut entries: Vec<wgpu::BindGroupEntry> = d
+                .buffers
+                .iter()
+                .enumerate()
+                .map(|(b, buf)| wgpu::BindGroupEntry { binding: b as u32, resource: buf.as_entire_binding() })
+                .collect();
+            entries.push(wgpu::BindGroupEntry {
+                binding: n_in + n_out,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: i as u64 * slot,
+                    size: NonZeroU64::new(PARAMS_BYTES),
+                }),
+            });
+            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgrad jit"),
+                layout: &layout,
+                entries: &entries,
+            });
+            steps.push((pipeline, bind_group, d.groups));
+            for b in &d.buffers {
+                if seen.insert(b.clone()) {
+                    buffers.push(b.clone());
+                }
+            }
+        }
+        self.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
+        let revived = crate::lock(&self.state).pin(&buffers);
+        for bytes in revived {
+            AtomicCounters::add(&self.counters.live_buffers, 1);
+            self.counters.add_live_bytes(bytes);
+        }
+        Ok(Plan { ctx: self.clone(), steps, buffers, _params: params })
+    }
+}
+
+impl Plan {
+    /// Launches in the plan.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Replay: copy each `(source, destination)` input pair, run every launch, then copy
+    /// each output pair (plan buffer into the caller's), all in one submission. Each pair
+    /// is (buffer, byte offset) with a byte count.
+    pub fn replay(&self, inputs: &[Copy], outputs: &[Copy]) -> KResult<()> {
+        self.ctx.check_health()?;
+        let mut st = crate::lock(&self.ctx.state);
+        {
+            let enc = st.encoder(&self.ctx.device);
+            for c in inputs {
+                enc.copy_buffer_to_buffer(&c.from.0, c.from.1, &c.to.0, c.to.1, c.bytes);
+            }
+        }
+        {
+            let pass = st.pass(&self.ctx.device);
+            for (pipeline, bind_group, g) in &self.steps {
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, bind_group, &[]);
+                pass.dispatch_workgroups(g.0, g.1, g.2);
+            }
+        }
+        {
+            let enc = st.encoder(&self.ctx.device);
+            for c in outputs {
+                enc.copy_buffer_to_buffer(&c.from.0, c.from.1, &c.to.0, c.to.1, c.bytes);
+            }
+        }
+        AtomicCounters::add(&self.ctx.counters.dispatches, self.steps.len() as u64);
+        st.submit(&self.ctx);
+        Ok(())
+    }
+}
+
+impl Context {
+    /// A fresh buffer holding a copy of `bytes` bytes of `buf` from byte `offset`
+    /// (multiples of 4), copied on the device.
+    pub fn copy_to_new(self: &Arc<Self>, buf: &GpuBuffer, offset: u64, bytes: u64) -> KResult<GpuBuffer> {
+        let out = self.alloc_for_copy(bytes)?;
+        if bytes > 0 {
+            let mut st = crate::lock(&self.state);
+            st.encoder(&self.device).copy_buffer_to_buffer(buf.raw(), offset, out.raw(), 0, bytes);
+        }
+        Ok(out)
+    }
+}
+
+/// A buffer-to-buffer copy of a replay: (buffer, byte offset) to (buffer, byte offset).
+pub struct Copy {
+    pub from: (wgpu::Buffer, u64),
+    pub to: (wgpu::Buffer, u64),
+    pub bytes: u64,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        let mut st = crate::lock(&self.ctx.state);
+        let released = st.unpin(&self.buffers);
+        drop(st);
+        for bytes in released {
+            AtomicCounters::sub(&self.ctx.counters.live_buffers, 1);
+            AtomicCounters::sub(&self.ctx.counters.live_bytes, bytes);
+        }
+    }
+}

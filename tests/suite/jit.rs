@@ -1,0 +1,198 @@
+//! jit against eager: the same results call for call, no host work per replay (counted),
+//! retraces on a new signature, and the errors for what a replay cannot keep faithful.
+use crate::common::*;
+use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
+use wgrad::optim::{Optimizer, Sgd};
+use wgrad::{grad, jit, value_and_grad_many, vmap, DType, Device, Error, Result, Tensor};
+
+fn mlp(p: &mut Params, dev: &Device) -> Sequential {
+    Sequential::new()
+        .push(Linear::new(p, "l1", 8, 16, 0, dev).unwrap())
+        .push(Activation::Relu)
+        .push(Linear::new(p, "l2", 16, 3, 1, dev).unwrap())
+}
+
+fn batch(step: u64, dev: &Device) -> (Tensor, Tensor) {
+    let x = Tensor::randn(&[12, 8], 100 + step, dev).unwrap();
+    let y = Tensor::from_slice(&(0..12u32).map(|i| (i + step as u32) % 3).collect::<Vec<_>>(), &[12], dev).unwrap();
+    (x, y)
+}
+
+/// (losses per call, final parameters) of 8 SGD steps, jitted or not.
+fn train(dev: &Device, jitted: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut params = Params::new();
+    let model = mlp(&mut params, dev);
+    let mut opt = Sgd::new(0.1);
+    let mut step = |args: &[Tensor]| -> Result<Vec<Tensor>> {
+        let (loss, grads) = value_and_grad_many(
+            |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &args[0])?, &args[1]),
+            params.tensors(),
+        )?;
+        opt.step(&mut params, &grads)?;
+        Ok(vec![loss])
+    };
+    let mut losses = Vec::new();
+    if jitted {
+        let mut f = jit(&mut step);
+        for s in 0..8 {
+            let (x, y) = batch(s % 2, dev);
+            losses.push(f.call(&[x, y]).unwrap()[0].to_vec::<f32>().unwrap());
+        }
+        let stats = f.stats();
+        if dev.is_gpu() {
+            // the first call sets up the optimizer's state, so three traces
+            assert_eq!((stats.traces, stats.replays, stats.plans), (3, 5, 1), "{stats:?}");
+        }
+    } else {
+        for s in 0..8 {
+            let (x, y) = batch(s % 2, dev);
+            losses.push(step(&[x, y]).unwrap()[0].to_vec::<f32>().unwrap());
+        }
+    }
+    let _ = step;
+    (losses, params.tensors().iter().map(|t| t.to_vec::<f32>().unwrap()).collect())
+}
+
+#[test]
+fn a_jitted_sgd_step_equals_the_eager_one_on_both_devices() {
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let eager = train(&dev, false);
+        let jitted = train(&dev, true);
+        // the replay runs the traced kernels on the same values: bitwise the eager result
+        assert_eq!(eager.0, jitted.0, "{dev}: losses");
+        assert_eq!(eager.1, jitted.1, "{dev}: parameters");
+        assert!(eager.0[6][0] < eager.0[0][0], "{dev}: it learns");
+    }
+}
+
+#[test]
+fn a_replay_does_no_host_work_per_op() {
+    with_gpu!(_g);
+    let dev = fresh_gpu().unwrap();
+    let mut params = Params::new();
+    let model = mlp(&mut params, &dev);
+    let mut opt = Sgd::new(0.05);
+    let mut f = jit(|args: &[Tensor]| -> Result<Vec<Tensor>> {
+        let (loss, grads) = value_and_grad_many(
+            |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &args[0])?, &args[1]),
+            params.tensors(),
+        )?;
+        opt.step(&mut params, &grads)?;
+        Ok(vec![loss])
+    });
+    let mut live = Vec::new();
+    for s in 0..40u64 {
+        let (x, y) = batch(s % 3, &dev);
+        dev.synchronize().unwrap();
+        let before = (dev.counters(), f.stats().replays);
+        let out = f.call(&[x, y]).unwrap();
+        let used = dev.counters() - before.0;
+        if f.stats().replays > before.1 {
+            // a replay: no primitive, no new buffer, pipeline or bind group
+            assert_eq!(
+                (used.primitives, used.buffer_allocations, used.pipeline_compilations, used.bind_group_creations),
+                (0, 0, 0, 0),
+                "call {s}: {used:?}"
+            );
+            assert_eq!(used.dispatches as usize, f.stats().launches);
+            assert_eq!(used.submits, 1, "one submission per replay");
+        }
+        drop(out);
+        if s == 10 || s == 39 {
+            dev.synchronize().unwrap();
+            live.push(dev.counters().live_buffers);
+        }
+    }
+    assert_eq!(f.stats().replays, 37, "the calls after three traces replay");
+    assert_eq!(live[0], live[1], "live buffers stay flat over replays");
+}
+
+#[test]
+fn transforms_inside_a_jitted_function_replay() {
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let w = Tensor::randn(&[4, 3], 1, &dev).unwrap();
+        let f = |args: &[Tensor]| -> Result<Vec<Tensor>> {
+            // per-example gradients and a Hessian of a small loss
+            let loss = |w: &Tensor, x: &Tensor| x.matmul(w)?.tanh()?.square()?.sum_all();
+            let per_example = vmap(|x| grad(|w| loss(w, x), &w), &args[0], 0, 0)?;
+            let h = wgrad::hessian(|x| x.matmul(&w)?.tanh()?.sum_all(), &args[0].narrow(0, 0, 1)?.squeeze(0)?)?;
+            Ok(vec![per_example, h])
+        };
+        let mut jitted = jit(f);
+        for s in 0..5 {
+            let x = Tensor::randn(&[6, 4], 10 + s, &dev).unwrap();
+            let want = f(std::slice::from_ref(&x)).unwrap();
+            let got = jitted.call(&[x]).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.shape(), w.shape());
+                assert_eq!(g.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap(), "{dev} call {s}");
+            }
+        }
+        if dev.is_gpu() {
+            assert_eq!(jitted.stats().replays, 3);
+        }
+    }
+}
+
+#[test]
+fn a_new_signature_traces_again_and_results_stay_valid() {
+    with_gpu!(_g);
+    let dev = fresh_gpu().unwrap();
+    let mut f = jit(|a: &[Tensor]| Ok(vec![a[0].exp()?.sum(&[0], false)?]));
+    let mut kept = Vec::new();
+    for n in [3usize, 3, 3, 5, 5, 5, 3] {
+        let x = Tensor::arange(0.0, n as f64, &dev).unwrap().reshape(&[n, 1]).unwrap();
+        let out = f.call(std::slice::from_ref(&x)).unwrap().remove(0);
+        kept.push((n, out));
+    }
+    let s = f.stats();
+    assert_eq!((s.traces, s.replays, s.plans), (4, 3, 2), "{s:?}");
+    // every returned tensor still holds its own call's value
+    for (n, out) in &kept {
+        let want: f64 = (0..*n).map(|i| (i as f64).exp()).sum();
+        assert!(close(out.item().unwrap(), want, 1e-6, 0.0), "n {n}");
+    }
+    f.reset();
+    let x = Tensor::ones(&[3, 1], DType::F32, &dev).unwrap();
+    f.call(&[x]).unwrap();
+    assert_eq!(f.stats().traces, 5);
+}
+
+#[test]
+fn what_a_replay_cannot_keep_is_an_error_naming_jit() {
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let x = Tensor::ones(&[4], DType::F32, &dev).unwrap();
+        // a tracked argument
+        let f = std::cell::RefCell::new(jit(|a: &[Tensor]| Ok(vec![a[0].exp()?])));
+        let e = grad(|x| f.borrow_mut().call(std::slice::from_ref(x))?.remove(0).sum_all(), &x).unwrap_err();
+        assert!(matches!(&e, Error::Jit { .. }), "{dev}: {e}");
+        let y = f.borrow_mut().call(std::slice::from_ref(&x)).unwrap()[0].to_vec::<f64>().unwrap();
+        assert!(y.iter().all(|v| close(*v, 1f64.exp(), 1e-6, 0.0)), "{y:?}");
+        if !dev.is_gpu() {
+            continue;
+        }
+        // a readback inside
+        let mut g = jit(|a: &[Tensor]| {
+            let s = a[0].sum_all()?.item()?;
+            Ok(vec![a[0].mul(s)?])
+        });
+        let e = g.call(std::slice::from_ref(&x)).unwrap_err();
+        assert!(matches!(&e, Error::Jit { op, .. } if op == "item"), "{e}");
+        // a host scalar that changes between the two traces
+        let mut k = 0.0;
+        let mut h = jit(|a: &[Tensor]| {
+            k += 1.0;
+            Ok(vec![a[0].mul_scalar(k)?])
+        });
+        h.call(std::slice::from_ref(&x)).unwrap();
+        h.call(std::slice::from_ref(&x)).unwrap(); // a first difference may be set-up
+        let e = h.call(std::slice::from_ref(&x)).unwrap_err();
+        assert!(matches!(&e, Error::Jit { msg, .. } if msg.contains("launch parameter")), "{e}");
+        // everything still works: the device, the inputs, a plain op
+        assert_eq!(x.add(&x).unwrap().to_vec::<f32>().unwrap(), vec![2.0; 4]);
+        let mut ok = jit(|a: &[Tensor]| Ok(vec![a[0].mul_scalar(3.0)?]));
+        for _ in 0..3 {
+            assert_eq!(ok.call(std::slice::from_ref(&x)).unwrap()[0].to_vec::<f32>().unwrap(), vec![3.0; 4]);
+        }
+    }
+}

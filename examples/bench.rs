@@ -679,12 +679,12 @@ fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<R
     let (x, y) = gpt::sample_batch(&corpus.train, 32, 64, &mut rng, dev)?;
     let mut opt = Adam::adamw(1e-3).betas(0.9, 0.95).eps(1e-8).weight_decay(0.1).decay_matrices_only(true);
     let schedule = LrSchedule::WarmupCosine { lr: 1e-3, warmup: 100, total: 2000, min_lr: 1e-4 };
+    opt.set_schedule(schedule);
     let mut n = 0u64;
     let mut step = || -> Result<()> {
         let (_, grads) =
             value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, n), &x)?, &y), params.tensors())?;
         let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
-        opt.set_lr(schedule.lr_at(n));
         opt.step(&mut params, &grads)?;
         n += 1;
         Ok(())
@@ -692,5 +692,19 @@ fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<R
     let (md, mn, mx, d) = host_per_step(dev, 3, if quick { 10 } else { 40 }, &mut step)?;
     push("W9 char-GPT step host eager", (md * 1e3, mn * 1e3, mx * 1e3), "ms");
     push("W9 char-GPT step dispatches eager", (d as f64, d as f64, d as f64), "count");
+    // the same step jitted (the batch is its argument)
+    let mut jitted = wgrad::jit(|a: &[Tensor]| -> Result<Vec<Tensor>> {
+        let (loss, grads) = value_and_grad_many(
+            |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &a[0])?, &a[1]),
+            params.tensors(),
+        )?;
+        let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
+        opt.step(&mut params, &grads)?;
+        Ok(vec![loss])
+    });
+    let xy = [x.clone(), y.clone()];
+    let (md, mn, mx, d) = host_per_step(dev, 3, if quick { 10 } else { 40 }, || jitted.call(&xy).map(drop))?;
+    push("W9 char-GPT step host jit", (md * 1e3, mn * 1e3, mx * 1e3), "ms");
+    push("W9 char-GPT step dispatches jit", (d as f64, d as f64, d as f64), "count");
     Ok(())
 }

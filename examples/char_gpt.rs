@@ -194,6 +194,7 @@ fn main() -> Result<()> {
     );
     let mut opt = Adam::adamw(a.lr).betas(0.9, 0.95).eps(1e-8).weight_decay(0.1).decay_matrices_only(true);
     let schedule = LrSchedule::WarmupCosine { lr: a.lr, warmup: 100, total: a.steps, min_lr: a.lr * 0.1 };
+    opt.set_schedule(schedule); // followed on the device from the optimizer's step count
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
     let mut eval_rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed + 1);
     let (mut curve_steps, mut train_curve, mut val_curve) = (Vec::new(), Vec::new(), Vec::new());
@@ -220,7 +221,6 @@ fn main() -> Result<()> {
             params.tensors(),
         )?;
         let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
-        opt.set_lr(schedule.lr_at(step));
         opt.step(&mut params, &grads)?;
         step_secs.push(t_step.elapsed().as_secs_f64()); // the whole step on the CPU (it is synchronous)
         peak_bytes = peak_bytes.max(dev.counters().peak_live_bytes);

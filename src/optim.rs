@@ -8,8 +8,50 @@ use crate::{AdamParams, Error, Result, Tensor};
 /// Anything that updates parameters from their gradients.
 pub trait Optimizer {
     fn step(&mut self, params: &mut Params, grads: &[Tensor]) -> Result<()>;
-    /// The learning rate, for schedules.
+    /// A constant learning rate from now on (a value set from the host each step reaches
+    /// the update as a launch parameter: under `jit` that is an error, use a schedule).
     fn set_lr(&mut self, lr: f64);
+    /// Follow `schedule` from the optimizer's own step count, which lives where the
+    /// parameters do: on a GPU the learning rate (and Adam's bias corrections) are
+    /// computed on the device each step, so eager and jitted steps follow it alike.
+    fn set_schedule(&mut self, schedule: LrSchedule);
+}
+
+/// An optimizer's step state on a GPU (`[lr, 1 - b1^t, 1 - b2^t, t]`).
+type DeviceState = std::sync::Arc<wgrad_core::kernels::GpuBuffer>;
+
+/// The step count, learning rate and bias corrections of an optimizer: on a GPU a
+/// device-side state advanced by one kernel per step (optim_schedule.wgsl); on the CPU
+/// the same values on the host.
+#[derive(Default)]
+struct StepCounter {
+    device: Option<DeviceState>,
+    host_steps: u64,
+}
+
+impl StepCounter {
+    /// Advance one step under `schedule`. GPU: the device state (returned, for the
+    /// update to read); CPU: (lr, 1 - b1^t, 1 - b2^t) on the host.
+    fn advance(
+        &mut self,
+        params: &Params,
+        schedule: &LrSchedule,
+        betas: (f64, f64),
+    ) -> Result<(Option<DeviceState>, (f64, f64, f64))> {
+        let lr = schedule.lr_at(self.host_steps);
+        self.host_steps += 1;
+        let t = self.host_steps as i32;
+        let host = (lr, 1.0 - betas.0.powi(t), 1.0 - betas.1.powi(t));
+        let Some(ctx) = params.tensors().first().and_then(|p| p.device().context()) else {
+            return Ok((None, host));
+        };
+        let state = self.device.get_or_insert_with(|| std::sync::Arc::new(ctx.optim_step_state()));
+        let (kind, mut values) = schedule.words();
+        values[1] = (1.0 - betas.0) as f32;
+        values[2] = (1.0 - betas.1) as f32;
+        ctx.optim_schedule(state, kind, values)?;
+        Ok((Some(state.clone()), host))
+    }
 }
 
 fn check(params: &Params, grads: &[Tensor]) -> Result<()> {
@@ -32,11 +74,20 @@ pub struct Sgd {
     pub momentum: f64,
     pub weight_decay: f64,
     velocity: Vec<Tensor>,
+    schedule: LrSchedule,
+    steps: StepCounter,
 }
 
 impl Sgd {
     pub fn new(lr: f64) -> Self {
-        Sgd { lr, momentum: 0.0, weight_decay: 0.0, velocity: Vec::new() }
+        Sgd {
+            lr,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            velocity: Vec::new(),
+            schedule: LrSchedule::Constant { lr },
+            steps: StepCounter::default(),
+        }
     }
     pub fn momentum(mut self, m: f64) -> Self {
         self.momentum = m;
@@ -54,17 +105,28 @@ impl Optimizer for Sgd {
         if self.velocity.is_empty() {
             self.velocity = zeros_like_all(params)?;
         }
+        if let LrSchedule::Constant { .. } = self.schedule {
+            // without a schedule the public `lr` field is the rate
+            self.schedule = LrSchedule::Constant { lr: self.lr };
+        }
+        let (state, (lr, _, _)) = self.steps.advance(params, &self.schedule, (0.0, 0.0))?;
         Tensor::sgd_update_many_(
             params.tensors_mut(),
             grads,
             &mut self.velocity,
-            self.lr,
+            lr,
             self.momentum,
             self.weight_decay,
+            state.as_deref(),
         )
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+        self.schedule = LrSchedule::Constant { lr };
+    }
+    fn set_schedule(&mut self, schedule: LrSchedule) {
+        self.lr = schedule.lr_at(0);
+        self.schedule = schedule;
     }
 }
 
@@ -76,9 +138,10 @@ pub struct Adam {
     pub weight_decay: f64,
     decoupled: bool,
     matrices_only: bool,
-    t: u64,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    schedule: LrSchedule,
+    steps: StepCounter,
 }
 
 impl Adam {
@@ -90,9 +153,10 @@ impl Adam {
             weight_decay: 0.0,
             decoupled: false,
             matrices_only: false,
-            t: 0,
             m: Vec::new(),
             v: Vec::new(),
+            schedule: LrSchedule::Constant { lr },
+            steps: StepCounter::default(),
         }
     }
     /// AdamW with decoupled weight decay (default 0.01, as PyTorch).
@@ -126,19 +190,51 @@ impl Optimizer for Adam {
             self.m = zeros_like_all(params)?;
             self.v = zeros_like_all(params)?;
         }
-        self.t += 1;
+        if let LrSchedule::Constant { .. } = self.schedule {
+            // without a schedule the public `lr` field is the rate
+            self.schedule = LrSchedule::Constant { lr: self.lr };
+        }
+        // on a GPU the step's lr and bias corrections are computed on the device (`state`);
+        // the host values serve the CPU
+        let (state, (lr, bc1, bc2)) = self.steps.advance(params, &self.schedule, self.betas)?;
         let h = AdamParams {
-            lr: self.lr as f32,
+            lr: lr as f32,
             beta1: self.betas.0 as f32,
             beta2: self.betas.1 as f32,
             eps: self.eps as f32,
             weight_decay: self.weight_decay as f32,
-            bias_correction1: (1.0 - self.betas.0.powi(self.t as i32)) as f32,
-            bias_correction2: (1.0 - self.betas.1.powi(self.t as i32)) as f32,
+            bias_correction1: bc1 as f32,
+            bias_correction2: bc2 as f32,
             decoupled: self.decoupled,
         };
+        if state.is_some() {
+            // nothing step-dependent in the launch params: a jitted step replays faithfully
+            let h = AdamParams { lr: 0.0, bias_correction1: 1.0, bias_correction2: 1.0, ..h };
+            return self.update(params, grads, h, state.as_deref());
+        }
+        self.update(params, grads, h, None)
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+        self.schedule = LrSchedule::Constant { lr };
+    }
+    fn set_schedule(&mut self, schedule: LrSchedule) {
+        self.lr = schedule.lr_at(0);
+        self.schedule = schedule;
+    }
+}
+
+impl Adam {
+    /// One update of every parameter (two groups under `decay_matrices_only`).
+    fn update(
+        &mut self,
+        params: &mut Params,
+        grads: &[Tensor],
+        h: AdamParams,
+        state: Option<&wgrad_core::kernels::GpuBuffer>,
+    ) -> Result<()> {
         if !self.matrices_only || self.weight_decay == 0.0 {
-            return Tensor::adam_update_many_(params.tensors_mut(), grads, &mut self.m, &mut self.v, h);
+            return Tensor::adam_update_many_(params.tensors_mut(), grads, &mut self.m, &mut self.v, h, state);
         }
         // two groups, each one multi-tensor step: matrices with decay, the rest without
         let decayed: Vec<bool> = params.tensors().iter().map(|t| t.rank() >= 2).collect();
@@ -156,6 +252,7 @@ impl Optimizer for Adam {
                 &mut m[..n],
                 &mut v[..n],
                 AdamParams { weight_decay: wd, ..h },
+                state,
             );
             for s in [p, m, v] {
                 undo_group_first(s, &idx);
@@ -163,9 +260,6 @@ impl Optimizer for Adam {
             res?;
         }
         Ok(())
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
     }
 }
 
@@ -186,7 +280,8 @@ fn undo_group_first(v: &mut [Tensor], idx: &[usize]) {
 }
 
 /// A learning rate as a function of the step (0-based), for any [`Optimizer`] through
-/// [`Optimizer::set_lr`]: `opt.set_lr(schedule.lr_at(step))` before each step. Computed on
+/// [`Optimizer::set_schedule`] (followed on the device from the optimizer's step count), or
+/// `opt.set_lr(schedule.lr_at(step))` before each step (eager only). Computed on
 /// the host from the step number alone (nothing is read back).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LrSchedule {
@@ -205,6 +300,27 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// The schedule as optim_schedule.wgsl reads it: (kind, [lr, 1 - b1, 1 - b2, a, b, c,
+    /// d]) with the betas' complements left 0 for the optimizer to fill.
+    fn words(&self) -> (u32, [f32; 7]) {
+        match *self {
+            LrSchedule::Constant { lr } => (0, [lr as f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            LrSchedule::Step { lr, step_size, gamma } => {
+                (1, [lr as f32, 0.0, 0.0, step_size.max(1) as f32, gamma as f32, 0.0, 0.0])
+            }
+            LrSchedule::WarmupCosine { lr, warmup, total, min_lr } => {
+                (2, [lr as f32, 0.0, 0.0, warmup as f32, total as f32, min_lr as f32, 0.0])
+            }
+            LrSchedule::OneCycle { max_lr, total, pct_start, div_factor, final_div_factor } => {
+                let initial = max_lr / div_factor;
+                let peak = (pct_start * total as f64 - 1.0).max(0.0);
+                let last = (total as f64 - 1.0).max(peak + 1.0);
+                let min_lr = initial / final_div_factor;
+                (3, [max_lr as f32, 0.0, 0.0, peak as f32, last as f32, initial as f32, min_lr as f32])
+            }
+        }
+    }
+
     /// [`LrSchedule::OneCycle`] with PyTorch's defaults: pct_start 0.3, div_factor 25,
     /// final_div_factor 1e4.
     pub fn one_cycle(max_lr: f64, total: u64) -> LrSchedule {

@@ -142,12 +142,17 @@ impl Context {
             words[at..at + d.params.len()].copy_from_slice(&d.params);
             let pipeline = self.pipeline(d.key)?;
             let (n_in, n_out) = d.key.bindings();
-            let layout = self.layout(n_in, n_out);
+            let layout = self.layout(n_in, n_out, d.key.extra_uniforms());
+            // storage buffers at 0.., the params block next, extra uniforms after it
+            let binding_of = |b: u32| if b < n_in + n_out { b } else { b + 1 };
             let mut entries: Vec<wgpu::BindGroupEntry> = d
                 .buffers
                 .iter()
                 .enumerate()
-                .map(|(b, buf)| wgpu::BindGroupEntry { binding: b as u32, resource: buf.as_entire_binding() })
+                .map(|(b, buf)| wgpu::BindGroupEntry {
+                    binding: binding_of(b as u32),
+                    resource: buf.as_entire_binding(),
+                })
                 .collect();
             entries.push(wgpu::BindGroupEntry {
                 binding: n_in + n_out,

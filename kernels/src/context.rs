@@ -59,7 +59,7 @@ pub struct Context {
     pub(crate) queue: wgpu::Queue,
     info: AdapterSummary,
     limits: wgpu::Limits,
-    layouts: Mutex<HashMap<(u32, u32), wgpu::BindGroupLayout>>,
+    layouts: Mutex<HashMap<(u32, u32, u32), wgpu::BindGroupLayout>>,
     pipelines: Mutex<HashMap<KernelKey, wgpu::ComputePipeline>>,
     pub(crate) state: Mutex<BatchState>,
     pub(crate) counters: AtomicCounters,
@@ -406,10 +406,12 @@ impl Context {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why.to_string());
     }
 
-    pub(crate) fn layout(&self, n_in: u32, n_out: u32) -> wgpu::BindGroupLayout {
+    /// The layout of `n_in` read-only and `n_out` read-write storage buffers, the params
+    /// block, then `n_uniform` 16-byte uniforms.
+    pub(crate) fn layout(&self, n_in: u32, n_out: u32, n_uniform: u32) -> wgpu::BindGroupLayout {
         let mut layouts = crate::lock(&self.layouts);
         layouts
-            .entry((n_in, n_out))
+            .entry((n_in, n_out, n_uniform))
             .or_insert_with(|| {
                 let entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
                     binding,
@@ -434,6 +436,18 @@ impl Context {
                     },
                     count: None,
                 });
+                for u in 0..n_uniform {
+                    entries.push(wgpu::BindGroupLayoutEntry {
+                        binding: n_in + n_out + 1 + u,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Uniform,
+                            has_dynamic_offset: false,
+                            min_binding_size: std::num::NonZeroU64::new(16),
+                        },
+                        count: None,
+                    });
+                }
                 self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some("wgrad layout"),
                     entries: &entries,
@@ -485,7 +499,7 @@ impl Context {
             return Ok(p.clone());
         }
         let (n_in, n_out) = key.bindings();
-        let layout = self.layout(n_in, n_out);
+        let layout = self.layout(n_in, n_out, key.extra_uniforms());
         let source = key.source();
         let name = key.name();
         // the grid-stride order: an override that common.wgsl declares (every kernel, built

@@ -62,6 +62,19 @@ impl Context {
         params: &[u32],
         groups: (u32, u32, u32),
     ) -> KResult<()> {
+        self.dispatch_with(key, inputs, outputs, &[], params, groups)
+    }
+
+    /// [`Context::dispatch`] with the key's extra uniform buffers, bound after the params.
+    pub(crate) fn dispatch_with(
+        self: &Arc<Self>,
+        key: KernelKey,
+        inputs: &[&GpuBuffer],
+        outputs: &[&GpuBuffer],
+        uniforms: &[&GpuBuffer],
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) -> KResult<()> {
         self.check_health()?;
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
             return Ok(());
@@ -70,7 +83,15 @@ impl Context {
         let started = self.profiling().then(std::time::Instant::now);
         let (n_in, n_out) = key.bindings();
         debug_assert_eq!((inputs.len() as u32, outputs.len() as u32), (n_in, n_out));
-        let layout = self.layout(n_in, n_out);
+        if uniforms.len() as u32 != key.extra_uniforms() {
+            return Err(KernelError::Unsupported(format!(
+                "{}: {} uniform buffers given, the kernel binds {}",
+                key.name(),
+                uniforms.len(),
+                key.extra_uniforms()
+            )));
+        }
+        let layout = self.layout(n_in, n_out, key.extra_uniforms());
         if params.len() as u64 * 4 > PARAMS_BYTES {
             return Err(KernelError::Unsupported(format!(
                 "{}: {} launch params (at most {})",
@@ -110,6 +131,12 @@ impl Context {
                 size: NonZeroU64::new(bytes),
             }),
         });
+        for (i, u) in uniforms.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: n_in + n_out + 1 + i as u32,
+                resource: u.raw().as_entire_binding(),
+            });
+        }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &layout,
@@ -126,7 +153,7 @@ impl Context {
         }
         AtomicCounters::add(&self.counters.dispatches, 1);
         AtomicCounters::add(&self.counters.bind_group_creations, 1);
-        let bound: Vec<&GpuBuffer> = inputs.iter().chain(outputs.iter()).copied().collect();
+        let bound: Vec<&GpuBuffer> = inputs.iter().chain(outputs.iter()).chain(uniforms.iter()).copied().collect();
         Context::note_launch(&mut st, key, &bound, params, groups);
         if st.bump_dispatches() >= self.max_batch() {
             st.submit(self);

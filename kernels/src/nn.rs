@@ -370,6 +370,10 @@ pub struct MultiStep {
     pub tensors: u32,
     /// Read and written as vec4 (every buffer holds whole quads).
     pub vec4: bool,
+    /// The learning rate and Adam's bias corrections come from a device-side state
+    /// (`[lr, bc1, bc2, t]`, a uniform bound after the params; see optim_schedule.wgsl)
+    /// instead of the launch params.
+    pub dyn_hyper: bool,
 }
 
 impl MultiStep {
@@ -403,15 +407,25 @@ impl MultiStep {
         );
         // hyperparameters at 1..9, tensor starts at 10.., the total at 0
         s += "fn hp(i: u32) -> f32 { return bitcast<f32>(param(i)); }\n";
+        // the step-dependent ones from the device-side state, or from the params
+        if self.dyn_hyper {
+            s += &format!("@group(0) @binding({}) var<uniform> step_state: vec4<f32>;\n", k * (1 + self.states()) + 1);
+            s += "fn sgd_h() -> SgdHyper { var h = sgd_hyper(); h.lr = step_state.x; return h; }\n\
+                  fn adam_h() -> AdamHyper { var h = adam_hyper(9u); h.lr = step_state.x; \
+                  h.bc1 = step_state.y; h.bc2 = step_state.z; return h; }\n";
+        } else {
+            s += "fn sgd_h() -> SgdHyper { return sgd_hyper(); }\n\
+                  fn adam_h() -> AdamHyper { return adam_hyper(9u); }\n";
+        }
         // the update functions of optim_update.wgsl, the same as the one-tensor kernels'
         let body = |t: u32| match self.kind {
             MultiStepKind::Sgd => format!(
-                "let r = sgd_update(w{t}[j], g{t}[j], s{t}_1[j], sgd_hyper());\n\
+                "let r = sgd_update(w{t}[j], g{t}[j], s{t}_1[j], sgd_h());\n\
                  if (hp(2u) != 0.0) {{ s{t}_1[j] = r.velocity; }}\n\
                  w{t}[j] = r.w;"
             ),
             MultiStepKind::Adam => format!(
-                "let r = adam_update(w{t}[j], g{t}[j], s{t}_1[j], s{t}_2[j], adam_hyper(9u));\n\
+                "let r = adam_update(w{t}[j], g{t}[j], s{t}_1[j], s{t}_2[j], adam_h());\n\
                  s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;"
             ),
         };
@@ -435,7 +449,7 @@ impl Context {
     /// Tensors one [`MultiStep`] dispatch of `kind` may update: as many as the adapter's
     /// storage-buffer limit allows (at most 16).
     fn multi_step_group(&self, kind: MultiStepKind) -> usize {
-        let per = 1 + MultiStep { kind, tensors: 1, vec4: false }.states();
+        let per = 1 + MultiStep { kind, tensors: 1, vec4: false, dyn_hyper: false }.states();
         (self.limits().max_storage_buffers_per_shader_stage / per).clamp(1, 16) as usize
     }
 
@@ -443,12 +457,15 @@ impl Context {
     /// for all of them on most adapters). `tensors[i]` is (grad, [weights, state..], n);
     /// `hyper` are the kind's hyperparameters (see [`MultiStep::wgsl`]): SGD [lr, momentum,
     /// wd], Adam [lr, b1, b2, eps, wd, bc1, bc2, decoupled as 0 / 1].
+    /// With `step_state` (see [`Context::optim_schedule`]) the learning rate and bias
+    /// corrections are read from it on the device, not from `hyper`.
     pub fn multi_step(
         self: &Arc<Self>,
         kind: MultiStepKind,
         tensors: &[(&GpuBuffer, Vec<&GpuBuffer>, usize)],
         hyper: &[f32],
         decoupled: bool,
+        step_state: Option<&GpuBuffer>,
     ) -> KResult<()> {
         let group = self.multi_step_group(kind);
         for chunk in tensors.chunks(group) {
@@ -460,7 +477,7 @@ impl Context {
                 g.capacity() >= bytes && s.iter().all(|b| b.capacity() >= bytes)
             };
             let vec4 = chunk.iter().all(|t| quads_fit(&t));
-            let step = MultiStep { kind, tensors: chunk.len() as u32, vec4 };
+            let step = MultiStep { kind, tensors: chunk.len() as u32, vec4, dyn_hyper: step_state.is_some() };
             let key = KernelKey::new(Kernel::MultiStep(step), KDType::F32);
             let unit = if vec4 { 4 } else { 1 };
             let mut p = vec![0u32; 10];
@@ -477,8 +494,35 @@ impl Context {
             let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(g, _, _)| *g).collect();
             let outputs: Vec<&GpuBuffer> = chunk.iter().flat_map(|(_, s, _)| s.iter().copied()).collect();
             let grid = self.grid_stride(key, (start * unit) as u64)?;
-            self.dispatch(key, &inputs, &outputs, &p, grid)?;
+            let uniforms: Vec<&GpuBuffer> = step_state.into_iter().collect();
+            self.dispatch_with(key, &inputs, &outputs, &uniforms, &p, grid)?;
         }
         Ok(())
+    }
+
+    /// A fresh optimizer step state `[lr, bc1, bc2, t]` = 0 on the device (bound as a
+    /// storage buffer by [`Context::optim_schedule`] and as a uniform by the updates).
+    pub fn optim_step_state(self: &Arc<Self>) -> GpuBuffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad optimizer step state"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        // wgpu zero-initializes every buffer
+        self.wrap_external(buf)
+    }
+
+    /// Advance an optimizer's step state on the device: lr = schedule(t), then t + 1 and
+    /// the bias corrections 1 - b^t. `schedule` is [kind, lr, 1 - b1, 1 - b2, a, b, c, d] as
+    /// optim_schedule.wgsl reads them (kind as a u32, the rest as f32).
+    pub fn optim_schedule(self: &Arc<Self>, state: &GpuBuffer, kind: u32, values: [f32; 7]) -> KResult<()> {
+        let key = KernelKey::new(Kernel::OptimSchedule, KDType::F32);
+        let mut p = vec![kind];
+        p.extend(values.iter().map(|v| v.to_bits()));
+        self.dispatch(key, &[], &[state], &p, (1, 1, 1))
     }
 }

@@ -17,6 +17,7 @@ const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
 const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
 const RANDOM: &str = include_str!("../../shaders/random.wgsl");
+const OPTIM_SCHEDULE: &str = include_str!("../../shaders/optim_schedule.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_IO: &str = include_str!("../../shaders/reduce_io.wgsl");
 const REDUCE_VEC4_IO: &str = include_str!("../../shaders/reduce_vec4_io.wgsl");
@@ -239,6 +240,8 @@ pub enum Kernel {
     Fill,
     /// Philox 4x32-10 uniform or normal samples.
     Random,
+    /// An optimizer's learning rate, step count and bias corrections, advanced on the device.
+    OptimSchedule,
     Reduce(ReduceOp),
     /// Reduction of contiguous rows read as vec4.
     ReduceVec4(ReduceOp),
@@ -336,7 +339,16 @@ impl KernelKey {
         format!("{:?}_{}", self.kernel, self.dtype.wgsl()).to_lowercase()
     }
 
-    /// (read-only inputs, read-write outputs); a params buffer is always bound last.
+    /// Uniform buffers bound after the params block (an optimizer's device-side state).
+    pub fn extra_uniforms(&self) -> u32 {
+        match self.kernel {
+            Kernel::MultiStep(m) if m.dyn_hyper => 1,
+            _ => 0,
+        }
+    }
+
+    /// (read-only inputs, read-write outputs); a params buffer is bound after them, then
+    /// any [`KernelKey::extra_uniforms`].
     pub fn bindings(&self) -> (u32, u32) {
         match self.kernel {
             Kernel::Fused(id) => {
@@ -362,7 +374,7 @@ impl KernelKey {
             | Kernel::IndexSelect
             | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
-            Kernel::Fill | Kernel::Random => (0, 1),
+            Kernel::Fill | Kernel::Random | Kernel::OptimSchedule => (0, 1),
             Kernel::Lu => (0, 4),
             Kernel::LuSolve => (2, 1),
             Kernel::Cholesky => (0, 2),
@@ -440,6 +452,7 @@ impl KernelKey {
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
             Kernel::Random => (RANDOM, String::new()),
+            Kernel::OptimSchedule => (OPTIM_SCHEDULE, String::new()),
             Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulVec4(v) => {
@@ -554,6 +567,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
     for k in [
         Kernel::Fill,
         Kernel::Random,
+        Kernel::OptimSchedule,
         Kernel::Matmul,
         Kernel::MatmulReg,
         Kernel::IndexSelect,
@@ -582,7 +596,10 @@ pub fn all_kernels() -> Vec<KernelKey> {
     for kind in [crate::nn::MultiStepKind::Sgd, crate::nn::MultiStepKind::Adam] {
         for tensors in [1, 3, 16] {
             for vec4 in [false, true] {
-                v.push(KernelKey::new(Kernel::MultiStep(crate::nn::MultiStep { kind, tensors, vec4 }), f));
+                for dyn_hyper in [false, true] {
+                    let m = crate::nn::MultiStep { kind, tensors, vec4, dyn_hyper };
+                    v.push(KernelKey::new(Kernel::MultiStep(m), f));
+                }
             }
         }
     }

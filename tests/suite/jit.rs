@@ -2,7 +2,7 @@
 //! retraces on a new signature, and the errors for what a replay cannot keep faithful.
 use crate::common::*;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
-use wgrad::optim::{Optimizer, Sgd};
+use wgrad::optim::{Adam, LrSchedule, Optimizer, Sgd};
 use wgrad::{grad, jit, value_and_grad_many, vmap, DType, Device, Error, Result, Tensor};
 
 fn mlp(p: &mut Params, dev: &Device) -> Sequential {
@@ -18,11 +18,15 @@ fn batch(step: u64, dev: &Device) -> (Tensor, Tensor) {
     (x, y)
 }
 
-/// (losses per call, final parameters) of 8 SGD steps, jitted or not.
+/// (losses per call, final parameters) of 8 steps of SGD, or of AdamW following a
+/// warm-up + cosine schedule, jitted or not.
 fn train(dev: &Device, jitted: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    train_with(dev, jitted, Box::new(Sgd::new(0.1)))
+}
+
+fn train_with(dev: &Device, jitted: bool, mut opt: Box<dyn Optimizer>) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut params = Params::new();
     let model = mlp(&mut params, dev);
-    let mut opt = Sgd::new(0.1);
     let mut step = |args: &[Tensor]| -> Result<Vec<Tensor>> {
         let (loss, grads) = value_and_grad_many(
             |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &args[0])?, &args[1]),
@@ -62,6 +66,26 @@ fn a_jitted_sgd_step_equals_the_eager_one_on_both_devices() {
         assert_eq!(eager.0, jitted.0, "{dev}: losses");
         assert_eq!(eager.1, jitted.1, "{dev}: parameters");
         assert!(eager.0[6][0] < eager.0[0][0], "{dev}: it learns");
+    }
+}
+
+#[test]
+fn a_jitted_adam_step_follows_its_schedule_as_the_eager_one() {
+    let adam = || {
+        let mut a = Adam::adamw(0.05).weight_decay(0.1).decay_matrices_only(true);
+        a.set_schedule(LrSchedule::WarmupCosine { lr: 0.05, warmup: 3, total: 8, min_lr: 0.005 });
+        Box::new(a) as Box<dyn Optimizer>
+    };
+    let on_cpu = train_with(&cpu(), false, adam());
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let eager = train_with(&dev, false, adam());
+        let jitted = train_with(&dev, true, adam());
+        assert_eq!(eager.0, jitted.0, "{dev}: losses");
+        assert_eq!(eager.1, jitted.1, "{dev}: parameters");
+        // the device-side schedule and bias corrections agree with the host's
+        for (g, c) in eager.1.iter().flatten().zip(on_cpu.1.iter().flatten()) {
+            assert!(close(*g as f64, *c as f64, 1e-3, 1e-4), "{dev}: {g} vs {c}");
+        }
     }
 }
 

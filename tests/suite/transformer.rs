@@ -509,6 +509,7 @@ fn small_gpt_learns(dev: &Device) -> (f64, f64) {
     let model = gpt::Gpt::new(&mut p, &cfg, dev).unwrap();
     let mut opt = Adam::adamw(3e-3).betas(0.9, 0.95).weight_decay(0.1).decay_matrices_only(true);
     let sched = LrSchedule::WarmupCosine { lr: 3e-3, warmup: 20, total: 200, min_lr: 3e-4 };
+    opt.set_schedule(sched);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let (b, t) = (16, cfg.ctx);
     let (mut last, mut live) = (Vec::new(), Vec::new());
@@ -518,7 +519,6 @@ fn small_gpt_learns(dev: &Device) -> (f64, f64) {
             value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &x)?, &y), p.tensors())
                 .unwrap();
         let (grads, _) = clip_grad_norm(&grads, 1.0).unwrap();
-        opt.set_lr(sched.lr_at(step));
         opt.step(&mut p, &grads).unwrap();
         if step == 100 || step == 179 {
             // live GPU buffers stay flat after warm-up (nothing accumulates step to step)

@@ -210,6 +210,14 @@ fn check_many(op: &'static str, params: &[Tensor], grads: &[Tensor], states: &[&
     Ok(())
 }
 
+/// The hyperparameters of one multi-tensor step: the values in launch params, AdamW's
+/// flag, and the device-side step state that overrides the step-dependent values.
+struct Hyper<'a> {
+    values: &'a [f32],
+    decoupled: bool,
+    step_state: Option<&'a wgrad_kernels::GpuBuffer>,
+}
+
 /// One multi-tensor step on the GPU: pending values are computed first (the step writes in
 /// place), then every (param, grad, states) triple is updated by as few dispatches as the
 /// binding limit allows.
@@ -219,8 +227,7 @@ fn gpu_multi_step(
     params: &[Tensor],
     grads: &[Tensor],
     states: &[&[Tensor]],
-    hyper: &[f32],
-    decoupled: bool,
+    hyper: Hyper,
 ) -> Result<()> {
     crate::fusion::flush(ctx)?;
     let gs = grads.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
@@ -234,13 +241,15 @@ fn gpu_multi_step(
             (buf(g), bufs, p.numel())
         })
         .collect();
-    ctx.multi_step(kind, &items, hyper, decoupled)?;
+    ctx.multi_step(kind, &items, hyper.values, hyper.decoupled, hyper.step_state)?;
     Ok(())
 }
 
 impl Tensor {
     /// [`Tensor::sgd_update_`] on every parameter at once: on one GPU a single dispatch
-    /// updates them all (as many as the adapter's binding limit allows per dispatch).
+    /// updates them all (as many as the adapter's binding limit allows per dispatch). With
+    /// a `step_state` ([`wgrad_kernels::Context::optim_step_state`]) the GPU update reads
+    /// its learning rate from that device-side state instead of `lr`.
     pub fn sgd_update_many_(
         params: &mut [Tensor],
         grads: &[Tensor],
@@ -248,6 +257,7 @@ impl Tensor {
         lr: f64,
         momentum: f64,
         weight_decay: f64,
+        step_state: Option<&wgrad_kernels::GpuBuffer>,
     ) -> Result<()> {
         check_many("sgd", params, grads, &[velocity])?;
         let Some(ctx) = one_gpu(params) else {
@@ -257,17 +267,20 @@ impl Tensor {
             return Ok(());
         };
         let hyper = [lr as f32, momentum as f32, weight_decay as f32];
-        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Sgd, params, grads, &[velocity], &hyper, false)
+        let hyper = Hyper { values: &hyper, decoupled: false, step_state };
+        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Sgd, params, grads, &[velocity], hyper)
     }
 
     /// [`Tensor::adam_update_`] on every parameter at once (one dispatch on one GPU, as
-    /// [`Tensor::sgd_update_many_`]).
+    /// [`Tensor::sgd_update_many_`]; a `step_state` supplies the learning rate and the bias
+    /// corrections on the device).
     pub fn adam_update_many_(
         params: &mut [Tensor],
         grads: &[Tensor],
         m: &mut [Tensor],
         v: &mut [Tensor],
         h: AdamParams,
+        step_state: Option<&wgrad_kernels::GpuBuffer>,
     ) -> Result<()> {
         check_many("adam", params, grads, &[m, v])?;
         let Some(ctx) = one_gpu(params) else {
@@ -277,6 +290,7 @@ impl Tensor {
             return Ok(());
         };
         let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
-        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Adam, params, grads, &[m, v], &hyper, h.decoupled)
+        let hyper = Hyper { values: &hyper, decoupled: h.decoupled, step_state };
+        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Adam, params, grads, &[m, v], hyper)
     }
 }

@@ -23,6 +23,8 @@ struct Args {
     out: Option<PathBuf>,
     resume: bool,
     f16: bool,
+    /// Run every step eagerly instead of through `wgrad::jit`.
+    eager: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -37,6 +39,7 @@ fn parse_args() -> Result<Args> {
         out: None,
         resume: false,
         f16: false,
+        eager: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let bad = |m: String| Error::Invalid { op: "mnist", msg: m };
@@ -59,6 +62,10 @@ fn parse_args() -> Result<Args> {
             },
             "--resume" => {
                 a.resume = true;
+                i -= 1;
+            }
+            "--eager" => {
+                a.eager = true;
                 i -= 1;
             }
             other => return Err(bad(format!("unknown argument {other}"))),
@@ -187,8 +194,21 @@ fn main() -> Result<()> {
     let (mut losses, mut accs) = (Vec::new(), Vec::new());
     let start = Instant::now();
     let mut train_time = 0.0;
-    let mut step = 0u64;
     for epoch in 1..=args.epochs {
+        // one training step, jitted by default: traced on its first calls per batch shape,
+        // then replayed with no per-op host work (`--eager` runs it op by op)
+        let train_step = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+            let loss_of = |p: &[Tensor]| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &a[0])?, &a[1]);
+            let (loss, grads) = value_and_grad_many(loss_of, params.tensors())?;
+            opt.step(&mut params, &grads)?;
+            Ok(vec![loss])
+        };
+        let mut run_step: Box<dyn FnMut(&[Tensor]) -> Result<Vec<Tensor>>> = if args.eager {
+            Box::new(train_step)
+        } else {
+            let mut jitted = wgrad::jit(train_step);
+            Box::new(move |a: &[Tensor]| jitted.call(a))
+        };
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut rng);
         let bar = ProgressBar::new(steps_per_epoch as u64);
@@ -205,13 +225,8 @@ fn main() -> Result<()> {
             let xb = shape_input(&args.model, &train_x.index_select(0, &idx)?)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| train_y[i as usize]).collect();
             let yb = Tensor::from_slice(&labels, &[labels.len()], &dev)?;
-            let (loss, grads) = value_and_grad_many(
-                |p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &xb)?, &yb),
-                params.tensors(),
-            )?;
-            opt.step(&mut params, &grads)?;
+            let loss = run_step(&[xb, yb])?.remove(0);
             loss_sum = no_grad(|| loss_sum.add(&loss))?;
-            step += 1;
             // reading the loss syncs the queue: only every 25 steps
             if b % 25 == 24 || b + 1 == steps_per_epoch {
                 let avg = loss_sum.to_scalar::<f32>()? / (b + 1) as f32;
@@ -220,6 +235,7 @@ fn main() -> Result<()> {
             }
             bar.inc(1);
         }
+        drop(run_step);
         dev.synchronize()?;
         let epoch_secs = t0.elapsed().as_secs_f64();
         train_time += epoch_secs;

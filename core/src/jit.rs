@@ -155,7 +155,7 @@ where
                         ),
                     });
                 }
-                let plan = ctx.build_plan(&traced.capture)?;
+                let plan = ctx.build_plan(traced.capture)?;
                 self.stats.launches = plan.len();
                 let ready = Ready { ctx: ctx.clone(), plan, args: traced.args, outputs: traced.outputs };
                 self.entries.insert(sig, Entry::Ready(Box::new(ready)));

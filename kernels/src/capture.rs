@@ -31,13 +31,31 @@ pub struct CapturedDispatch {
     pub groups: (u32, u32, u32),
 }
 
-/// The launches of one capture, in order, and the host bytes written into buffers.
-#[derive(Default, Debug)]
+/// The launches of one capture, in order, and the host bytes written into buffers. Its
+/// buffers are pinned from the moment the capture ends (so nothing allocated after it,
+/// such as copies of its results, can share one) until it is dropped or becomes a plan.
+#[derive(Default)]
 pub struct Capture {
     pub dispatches: Vec<CapturedDispatch>,
     /// The bytes of every queue write (uploads), in order: a replay does not write them
     /// again, so two captures must agree on them.
     pub writes: Vec<Vec<u8>>,
+    /// The distinct buffers of the launches, pinned by this capture, and their context.
+    pinned: Option<(Arc<Context>, Vec<wgpu::Buffer>)>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Capture({} launches, {} uploads)", self.dispatches.len(), self.writes.len())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some((ctx, buffers)) = self.pinned.take() {
+            ctx.unpin(&buffers);
+        }
+    }
 }
 
 impl Capture {
@@ -93,9 +111,38 @@ impl Context {
         Ok(())
     }
 
-    /// Stop recording; the launches since [`Context::begin_capture`].
-    pub fn end_capture(&self) -> Capture {
-        crate::lock(&self.state).capture.take().unwrap_or_default()
+    /// Stop recording; the launches since [`Context::begin_capture`], their buffers
+    /// pinned (see [`Capture`]).
+    pub fn end_capture(self: &Arc<Self>) -> Capture {
+        let mut st = crate::lock(&self.state);
+        let mut capture = st.capture.take().unwrap_or_default();
+        let mut seen = HashSet::new();
+        let mut buffers = Vec::new();
+        for d in &capture.dispatches {
+            for b in &d.buffers {
+                if seen.insert(b.clone()) {
+                    buffers.push(b.clone());
+                }
+            }
+        }
+        let revived = st.pin(&buffers);
+        drop(st);
+        for bytes in revived {
+            AtomicCounters::add(&self.counters.live_buffers, 1);
+            self.counters.add_live_bytes(bytes);
+        }
+        capture.pinned = Some((self.clone(), buffers));
+        capture
+    }
+
+    /// Release pins (a dropped capture or plan): the bytes of buffers no tensor holds any
+    /// more stop counting as live.
+    fn unpin(&self, buffers: &[wgpu::Buffer]) {
+        let released = crate::lock(&self.state).unpin(buffers);
+        for bytes in released {
+            AtomicCounters::sub(&self.counters.live_buffers, 1);
+            AtomicCounters::sub(&self.counters.live_bytes, bytes);
+        }
     }
 
     /// Whether a capture is open on this device.
@@ -123,7 +170,7 @@ impl Context {
 
     /// A plan replaying `capture`: its pipelines (compiled already), one bind group per
     /// launch over the recorded buffers and a params buffer holding every launch's params.
-    pub fn build_plan(self: &Arc<Self>, capture: &Capture) -> KResult<Plan> {
+    pub fn build_plan(self: &Arc<Self>, mut capture: Capture) -> KResult<Plan> {
         let align = self.params_align();
         let slot = PARAMS_BYTES.div_ceil(align) * align;
         let n = capture.dispatches.len() as u64;
@@ -135,8 +182,6 @@ impl Context {
         });
         let mut words = vec![0u32; (slot * n.max(1) / 4) as usize];
         let mut steps = Vec::with_capacity(capture.dispatches.len());
-        let mut buffers: Vec<wgpu::Buffer> = Vec::new();
-        let mut seen = HashSet::new();
         for (i, d) in capture.dispatches.iter().enumerate() {
             let at = (i as u64 * slot / 4) as usize;
             words[at..at + d.params.len()].copy_from_slice(&d.params);
@@ -168,18 +213,10 @@ impl Context {
                 entries: &entries,
             });
             steps.push((pipeline, bind_group, d.groups));
-            for b in &d.buffers {
-                if seen.insert(b.clone()) {
-                    buffers.push(b.clone());
-                }
-            }
         }
         self.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
-        let revived = crate::lock(&self.state).pin(&buffers);
-        for bytes in revived {
-            AtomicCounters::add(&self.counters.live_buffers, 1);
-            self.counters.add_live_bytes(bytes);
-        }
+        // the plan takes over the capture's pins
+        let buffers = capture.pinned.take().map(|(_, b)| b).unwrap_or_default();
         Ok(Plan { ctx: self.clone(), steps, buffers, _params: params })
     }
 }
@@ -247,12 +284,6 @@ pub struct Copy {
 
 impl Drop for Plan {
     fn drop(&mut self) {
-        let mut st = crate::lock(&self.ctx.state);
-        let released = st.unpin(&self.buffers);
-        drop(st);
-        for bytes in released {
-            AtomicCounters::sub(&self.ctx.counters.live_buffers, 1);
-            AtomicCounters::sub(&self.ctx.counters.live_bytes, bytes);
-        }
+        self.ctx.unpin(&self.buffers);
     }
 }

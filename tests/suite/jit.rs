@@ -36,11 +36,18 @@ fn train_with(dev: &Device, jitted: bool, mut opt: Box<dyn Optimizer>) -> (Vec<V
         Ok(vec![loss])
     };
     let mut losses = Vec::new();
+    // the returned losses also summed lazily (a pending fused chain that reads each
+    // result after later calls ran: results must not share buffers with the plan)
+    let mut sum = Tensor::zeros(&[], DType::F32, dev).unwrap();
     if jitted {
         let mut f = jit(&mut step);
         for s in 0..8 {
             let (x, y) = batch(s % 2, dev);
-            losses.push(f.call(&[x, y]).unwrap()[0].to_vec::<f32>().unwrap());
+            let loss = f.call(&[x, y]).unwrap().remove(0);
+            sum = wgrad::no_grad(|| sum.add(&loss)).unwrap();
+            if s % 3 == 2 {
+                losses.push(loss.to_vec::<f32>().unwrap());
+            }
         }
         let stats = f.stats();
         if dev.is_gpu() {
@@ -50,9 +57,14 @@ fn train_with(dev: &Device, jitted: bool, mut opt: Box<dyn Optimizer>) -> (Vec<V
     } else {
         for s in 0..8 {
             let (x, y) = batch(s % 2, dev);
-            losses.push(step(&[x, y]).unwrap()[0].to_vec::<f32>().unwrap());
+            let loss = step(&[x, y]).unwrap().remove(0);
+            sum = wgrad::no_grad(|| sum.add(&loss)).unwrap();
+            if s % 3 == 2 {
+                losses.push(loss.to_vec::<f32>().unwrap());
+            }
         }
     }
+    losses.push(sum.to_vec::<f32>().unwrap());
     let _ = step;
     (losses, params.tensors().iter().map(|t| t.to_vec::<f32>().unwrap()).collect())
 }
@@ -65,7 +77,7 @@ fn a_jitted_sgd_step_equals_the_eager_one_on_both_devices() {
         // the replay runs the traced kernels on the same values: bitwise the eager result
         assert_eq!(eager.0, jitted.0, "{dev}: losses");
         assert_eq!(eager.1, jitted.1, "{dev}: parameters");
-        assert!(eager.0[6][0] < eager.0[0][0], "{dev}: it learns");
+        assert!(eager.0[1][0] < eager.0[0][0], "{dev}: it learns");
     }
 }
 

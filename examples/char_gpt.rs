@@ -4,7 +4,7 @@
 //!     [--layers N (4)] [--heads N (4)] [--embd N (128)] [--ctx N (64)] [--batch N (32)]
 //!     [--lr X (1e-3)] [--seed N] [--data FILE] [--out DIR] [--eval-every N (250)]
 //!     [--prompt TEXT] [--temperature X (0.8)] [--top-k N (40)] [--resume] [--profile]
-//!     [--checkpoint]`
+//!     [--checkpoint] [--eager]`
 //!
 //! Pre-LayerNorm blocks (LayerNorm, causal self-attention, residual; LayerNorm, MLP 4x
 //! with tanh-GELU, residual), learned positions, a final LayerNorm, the output projection
@@ -45,6 +45,8 @@ struct Args {
     resume: bool,
     profile: bool,
     checkpoint: bool,
+    /// Run every step eagerly instead of through `wgrad::jit`.
+    eager: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -67,6 +69,7 @@ fn parse_args() -> Result<Args> {
         resume: false,
         profile: false,
         checkpoint: false,
+        eager: false,
     };
     let bad = |msg: String| Error::Invalid { op: "char_gpt", msg };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -82,6 +85,10 @@ fn parse_args() -> Result<Args> {
         }
         if flag == "--profile" {
             a.profile = true;
+            continue;
+        }
+        if flag == "--eager" {
+            a.eager = true;
             continue;
         }
         let val = it.next().ok_or_else(|| bad(format!("{flag} needs a value")))?;
@@ -208,6 +215,19 @@ fn main() -> Result<()> {
     let mut profile = Vec::new();
     let mut step_secs = Vec::new();
     let mut peak_bytes = 0u64;
+    // one training step, jitted by default (traced on its first calls, then replayed with
+    // no per-op host work; `--eager` runs it op by op). The parameters and the optimizer
+    // are shared with the validation and the checkpoints between steps.
+    let (params, opt) = (std::cell::RefCell::new(params), std::cell::RefCell::new(opt));
+    let train_step = |b: &[Tensor]| -> Result<Vec<Tensor>> {
+        let mut p = params.borrow_mut();
+        let loss_of = |t: &[Tensor]| nn::cross_entropy(&model.forward(&Ctx::train(t, 0), &b[0])?, &b[1]);
+        let (loss, grads) = value_and_grad_many(loss_of, p.tensors())?;
+        let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
+        opt.borrow_mut().step(&mut p, &grads)?;
+        Ok(vec![loss])
+    };
+    let mut run_step = wgrad::jit(train_step).enabled(!a.eager);
     for step in 0..a.steps {
         if a.profile && step == a.steps.saturating_sub(PROFILED_STEPS) {
             dev.synchronize()?;
@@ -216,12 +236,7 @@ fn main() -> Result<()> {
         let t_step = Instant::now();
         dev.reset_peak_live_bytes();
         let (x, y) = sample_batch(&corpus.train, a.batch, a.ctx, &mut rng, &dev)?;
-        let (loss, grads) = value_and_grad_many(
-            |p| nn::cross_entropy(&model.forward(&Ctx::train(p, step), &x)?, &y),
-            params.tensors(),
-        )?;
-        let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
-        opt.step(&mut params, &grads)?;
+        let loss = run_step.call(&[x, y])?.remove(0);
         step_secs.push(t_step.elapsed().as_secs_f64()); // the whole step on the CPU (it is synchronous)
         peak_bytes = peak_bytes.max(dev.counters().peak_live_bytes);
         if a.profile && step + 1 == a.steps {
@@ -240,7 +255,7 @@ fn main() -> Result<()> {
             bar.set_message(format!("loss {train:.4}  {tps:.0} tokens/s  val {last_val:.4}"));
             if (step + 1) % a.eval_every == 0 || last {
                 let t_eval = Instant::now();
-                last_val = estimate_loss(&model, &params, &corpus.val, &a, &mut eval_rng, &dev)?;
+                last_val = estimate_loss(&model, &params.borrow(), &corpus.val, &a, &mut eval_rng, &dev)?;
                 let mut line = format!(
                     "step {:>5}: train loss {train:.4}  validation loss {last_val:.4}  {tps:.0} tokens/s",
                     step + 1
@@ -258,7 +273,7 @@ fn main() -> Result<()> {
                 curve_steps.push(step + 1);
                 train_curve.push(train);
                 val_curve.push(last_val);
-                params.save(&weights)?;
+                params.borrow().save(&weights)?;
                 eval_secs += t_eval.elapsed().as_secs_f64();
             }
             window = (Instant::now(), 0, Tensor::zeros(&[], DType::F32, &dev)?);
@@ -302,6 +317,8 @@ fn main() -> Result<()> {
         eprintln!("could not write the plot: {e}");
     }
     println!("weights {}; curves {}", weights.display(), curves.display());
+    drop(run_step);
+    let params = params.into_inner();
     let text = generate(&model, &params, &corpus, &a, 300, &dev)?;
     println!("--- sample (temperature {}, top-k {}) ---\n{}{}\n---", a.temperature, a.top_k, a.prompt, text);
     println!("peak memory per step: {peak_bytes} bytes (device: {})", dev.name());

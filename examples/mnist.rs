@@ -203,12 +203,7 @@ fn main() -> Result<()> {
             opt.step(&mut params, &grads)?;
             Ok(vec![loss])
         };
-        let mut run_step: Box<dyn FnMut(&[Tensor]) -> Result<Vec<Tensor>>> = if args.eager {
-            Box::new(train_step)
-        } else {
-            let mut jitted = wgrad::jit(train_step);
-            Box::new(move |a: &[Tensor]| jitted.call(a))
-        };
+        let mut run_step = wgrad::jit(train_step).enabled(!args.eager);
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut rng);
         let bar = ProgressBar::new(steps_per_epoch as u64);
@@ -225,7 +220,7 @@ fn main() -> Result<()> {
             let xb = shape_input(&args.model, &train_x.index_select(0, &idx)?)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| train_y[i as usize]).collect();
             let yb = Tensor::from_slice(&labels, &[labels.len()], &dev)?;
-            let loss = run_step(&[xb, yb])?.remove(0);
+            let loss = run_step.call(&[xb, yb])?.remove(0);
             loss_sum = no_grad(|| loss_sum.add(&loss))?;
             // reading the loss syncs the queue: only every 25 steps
             if b % 25 == 24 || b + 1 == steps_per_epoch {

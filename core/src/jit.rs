@@ -65,6 +65,7 @@ pub struct Jit<F> {
     f: F,
     entries: HashMap<Signature, Entry>,
     stats: JitStats,
+    enabled: bool,
 }
 
 type Signature = Vec<(Vec<usize>, DType, String)>;
@@ -95,15 +96,26 @@ pub fn jit<F>(f: F) -> Jit<F>
 where
     F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
 {
-    Jit { f, entries: HashMap::new(), stats: JitStats::default() }
+    Jit { f, entries: HashMap::new(), stats: JitStats::default(), enabled: true }
 }
 
 impl<F> Jit<F>
 where
     F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
 {
+    /// Whether calls trace and replay (the default) or run the closure eagerly, op by op
+    /// (to compare, as the examples' `--eager` does).
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
+    }
+
     /// What the closure returns for `args`, traced or replayed.
     pub fn call(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
+        if !self.enabled {
+            self.stats.traces += 1;
+            return (self.f)(args);
+        }
         for (i, a) in args.iter().enumerate() {
             if a.is_tracked() || !a.duals().is_empty() || a.batch().is_some() {
                 return Err(Error::Jit {
@@ -129,20 +141,26 @@ where
         };
         let sig: Signature = args.iter().map(|a| (a.shape().to_vec(), a.dtype(), a.device().name())).collect();
         if let Some(Entry::Ready(ready)) = self.entries.get(&sig) {
-            let out = replay(ready, args)?;
-            self.stats.replays += 1;
-            return Ok(out);
+            if within_traced_bounds(ready, args) {
+                let out = replay(ready, args)?;
+                self.stats.replays += 1;
+                return Ok(out);
+            }
+            // indices past those the trace's host checks saw: trace again, checking them
+            self.entries.remove(&sig);
         }
-        let (user_out, traced) = trace(&mut self.f, &ctx, args)?;
+        let (user_out, mut traced) = trace(&mut self.f, &ctx, args)?;
         self.stats.traces += 1;
         match self.entries.remove(&sig) {
             None => {
+                traced.capture.release_buffers();
                 self.entries.insert(sig, Entry::Traced { capture: traced.capture, differed: false });
             }
             Some(Entry::Traced { capture: previous, differed }) => {
                 if let Some((i, kernel, what)) = previous.first_difference(&traced.capture) {
                     if !differed {
                         // the first call may have set up state: trace once more
+                        traced.capture.release_buffers();
                         self.entries.insert(sig, Entry::Traced { capture: traced.capture, differed: true });
                         return Ok(user_out);
                     }
@@ -260,24 +278,21 @@ fn with_buffer(like: &Tensor, buf: GpuBuffer) -> Tensor {
         .with_layout(layout)
 }
 
+/// Whether the arguments' indices stay below those the trace saw: index ops check their
+/// range on the host, which a replay does not do again (an unknown bound is a retrace).
+fn within_traced_bounds(ready: &Ready, args: &[Tensor]) -> bool {
+    args.iter().zip(&ready.args).all(|(a, own)| match own.index_bound() {
+        None => true,
+        Some(traced) => a.index_bound().is_some_and(|b| b <= traced),
+    })
+}
+
 /// One replay: the new arguments into the plan's argument buffers, the launches, the
 /// results out into fresh buffers.
 fn replay(ready: &Ready, args: &[Tensor]) -> Result<Vec<Tensor>> {
     let mut inputs = Vec::with_capacity(args.len());
     let mut keep = Vec::new();
-    for (i, (a, own)) in args.iter().zip(&ready.args).enumerate() {
-        if let (Some(new), Some(traced)) = (a.index_bound(), own.index_bound()) {
-            if new > traced {
-                return Err(Error::Jit {
-                    op: "call".into(),
-                    msg: format!(
-                        "argument {i} holds indices up to {} but was traced with indices below {traced}: \
-                         the replay skips the host's range checks (call reset() to trace again)",
-                        new - 1
-                    ),
-                });
-            }
-        }
+    for (a, own) in args.iter().zip(&ready.args) {
         let mut a = a.materialized()?;
         if dense_span(&a).is_none() {
             a = crate::no_grad(|| a.contiguous())?.materialized()?;

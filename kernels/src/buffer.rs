@@ -142,9 +142,7 @@ impl Context {
         let mut st = crate::lock(&self.state);
         self.queue.write_buffer(buf.raw(), offset, bytes);
         st.mark_dirty();
-        if let Some(c) = st.capture.as_mut() {
-            c.writes.push(bytes.to_vec());
-        }
+        Context::note_write(&mut st, buf.raw(), bytes);
     }
 
     /// Upload host bytes (a multiple of 4) into a fresh buffer.

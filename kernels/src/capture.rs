@@ -40,8 +40,24 @@ pub struct Capture {
     /// The bytes of every queue write (uploads), in order: a replay does not write them
     /// again, so two captures must agree on them.
     pub writes: Vec<Vec<u8>>,
+    /// Buffers uploads wrote during the capture: pinned at once, so that no later launch of
+    /// the capture reuses one (a replay does not upload again: each keeps its bytes).
+    written: Vec<wgpu::Buffer>,
     /// The distinct buffers of the launches, pinned by this capture, and their context.
     pinned: Option<(Arc<Context>, Vec<wgpu::Buffer>)>,
+}
+
+impl Capture {
+    /// Keep only what comparing captures needs: the buffers are unpinned now (a capture
+    /// kept to compare the next one against must not hold their memory).
+    pub fn release_buffers(&mut self) {
+        if let Some((ctx, buffers)) = self.pinned.take() {
+            ctx.unpin(&buffers);
+        }
+        for d in &mut self.dispatches {
+            d.buffers.clear();
+        }
+    }
 }
 
 impl std::fmt::Debug for Capture {
@@ -116,7 +132,8 @@ impl Context {
     pub fn end_capture(self: &Arc<Self>) -> Capture {
         let mut st = crate::lock(&self.state);
         let mut capture = st.capture.take().unwrap_or_default();
-        let mut seen = HashSet::new();
+        // the uploads' buffers are pinned already
+        let mut seen: HashSet<wgpu::Buffer> = capture.written.iter().cloned().collect();
         let mut buffers = Vec::new();
         for d in &capture.dispatches {
             for b in &d.buffers {
@@ -131,6 +148,7 @@ impl Context {
             AtomicCounters::add(&self.counters.live_buffers, 1);
             self.counters.add_live_bytes(bytes);
         }
+        buffers.append(&mut capture.written);
         capture.pinned = Some((self.clone(), buffers));
         capture
     }
@@ -148,6 +166,17 @@ impl Context {
     /// Whether a capture is open on this device.
     pub fn capturing(&self) -> bool {
         crate::lock(&self.state).capture.is_some()
+    }
+
+    /// Note an upload into the open capture, if any: its bytes (compared between captures)
+    /// and its buffer, pinned at once.
+    pub(crate) fn note_write(st: &mut crate::context::BatchState, buf: &wgpu::Buffer, bytes: &[u8]) {
+        let Some(c) = st.capture.as_mut() else { return };
+        c.writes.push(bytes.to_vec());
+        if !c.written.contains(buf) {
+            c.written.push(buf.clone());
+            st.pin(std::slice::from_ref(buf));
+        }
     }
 
     /// Record a launch into the open capture, if any.

@@ -1,7 +1,7 @@
 //! The GPU-vs-CPU benchmark tool. Each workload runs after a warm-up with the device
 //! synchronized before the timer stops; GPU results are checked against the CPU.
 //! `cargo run --release --example bench -- [--device gpu|cpu|both|noop] [--json FILE] [--quick] [--profile]
-//!     [--only transforms|memory|host]` (`WGRAD_CPU_THREADS=1` and `MATMUL_NUM_THREADS=1`: one core)
+//!     [--only transforms|memory|host|device-check]` (`WGRAD_CPU_THREADS=1` and `MATMUL_NUM_THREADS=1`: one core)
 //! (`--profile`: per-kernel times of the W4 step on the GPU, each dispatch waited for).
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
@@ -70,6 +70,8 @@ fn main() -> Result<()> {
     let only_transforms = opt("--only").as_deref() == Some("transforms");
     // `--only memory`: W2 and W3 alone (the memory-bound kernels)
     let only_memory = opt("--only").as_deref() == Some("memory");
+    // `--only device-check`: W1, W4 and W9 (what tools/device_check.sh runs)
+    let only_core = opt("--only").as_deref() == Some("device-check");
     let profile = args.iter().any(|a| a == "--profile");
     let mut devices: Vec<(&'static str, Device)> = Vec::new();
     let mut recs: Vec<Rec> = Vec::new();
@@ -179,40 +181,29 @@ fn main() -> Result<()> {
                 unit: "ms",
             });
         }
-        // W2 elementwise
-        let x = Tensor::rand(&[big], -1.0, 1.0, 3, dev)?;
-        let y = Tensor::rand(&[big], -1.0, 1.0, 4, dev)?;
-        let (md, mn, mx) = time(dev, reps, || x.add(&y))?;
-        let gb = 12.0 * big as f64 / 1e9;
-        recs.push(Rec {
-            workload: "W2 add".into(),
-            param: "16M".into(),
-            device: tag,
-            median: gb / md,
-            min: gb / mx,
-            max: gb / mn,
-            unit: "GB/s",
-        });
-        let chain = || x.exp()?.mul(&x)?.add_scalar(1.0);
-        if *tag == "gpu" {
-            let xc = x.to_device(&cpu)?;
-            check("exp(x)*x+1", &chain()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
-        }
-        let (md, mn, mx) = time(dev, reps, chain)?;
-        recs.push(Rec {
-            workload: "W2 exp(x)*x+1".into(),
-            param: "16M".into(),
-            device: tag,
-            median: md * 1e3,
-            min: mn * 1e3,
-            max: mx * 1e3,
-            unit: "ms",
-        });
-        if *tag == "gpu" {
-            // the same three ops with automatic fusion off, in the same run
-            let (md, mn, mx) = with_fusion(false, || time(dev, reps, chain))?;
+        if !only_core {
+            // W2 elementwise
+            let x = Tensor::rand(&[big], -1.0, 1.0, 3, dev)?;
+            let y = Tensor::rand(&[big], -1.0, 1.0, 4, dev)?;
+            let (md, mn, mx) = time(dev, reps, || x.add(&y))?;
+            let gb = 12.0 * big as f64 / 1e9;
             recs.push(Rec {
-                workload: "W2 exp(x)*x+1 unfused (WGRAD_FUSION=0)".into(),
+                workload: "W2 add".into(),
+                param: "16M".into(),
+                device: tag,
+                median: gb / md,
+                min: gb / mx,
+                max: gb / mn,
+                unit: "GB/s",
+            });
+            let chain = || x.exp()?.mul(&x)?.add_scalar(1.0);
+            if *tag == "gpu" {
+                let xc = x.to_device(&cpu)?;
+                check("exp(x)*x+1", &chain()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
+            }
+            let (md, mn, mx) = time(dev, reps, chain)?;
+            recs.push(Rec {
+                workload: "W2 exp(x)*x+1".into(),
                 param: "16M".into(),
                 device: tag,
                 median: md * 1e3,
@@ -220,51 +211,65 @@ fn main() -> Result<()> {
                 max: mx * 1e3,
                 unit: "ms",
             });
+            if *tag == "gpu" {
+                // the same three ops with automatic fusion off, in the same run
+                let (md, mn, mx) = with_fusion(false, || time(dev, reps, chain))?;
+                recs.push(Rec {
+                    workload: "W2 exp(x)*x+1 unfused (WGRAD_FUSION=0)".into(),
+                    param: "16M".into(),
+                    device: tag,
+                    median: md * 1e3,
+                    min: mn * 1e3,
+                    max: mx * 1e3,
+                    unit: "ms",
+                });
+            }
+            // the same chain fused by hand into one kernel (the documented fusing API)
+            let fused_k =
+                ElementwiseKernel::new("exp_x_mul_x_plus_s", "return exp(x) * x + s;", |x, s| x.exp() * x + s)?
+                    .with_cpu_f32(|x, s| wgrad::cpu::exp_f32(x) * x + s);
+            let fused = || x.map_kernel(&fused_k, 1.0);
+            if *tag == "gpu" {
+                let xc = x.to_device(&cpu)?;
+                check("exp(x)*x+1 fused", &fused()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
+            }
+            let (md, mn, mx) = time(dev, reps, fused)?;
+            recs.push(Rec {
+                workload: "W2 exp(x)*x+1 fused (map_kernel)".into(),
+                param: "16M".into(),
+                device: tag,
+                median: md * 1e3,
+                min: mn * 1e3,
+                max: mx * 1e3,
+                unit: "ms",
+            });
+            // W3 reductions
+            if *tag == "gpu" {
+                check("sum", &x.sum_all()?, &x.to_device(&cpu)?.sum_all()?, 1e-4)?;
+            }
+            let (md, mn, mx) = time(dev, reps, || x.sum_all())?;
+            let gb = 4.0 * big as f64 / 1e9;
+            recs.push(Rec {
+                workload: "W3 sum".into(),
+                param: "16M".into(),
+                device: tag,
+                median: gb / md,
+                min: gb / mx,
+                max: gb / mn,
+                unit: "GB/s",
+            });
+            let m = x.reshape(&[4096, 4096])?;
+            let (md, mn, mx) = time(dev, reps, || m.sum(&[1], false))?;
+            recs.push(Rec {
+                workload: "W3 row-sum".into(),
+                param: "4096x4096".into(),
+                device: tag,
+                median: md * 1e3,
+                min: mn * 1e3,
+                max: mx * 1e3,
+                unit: "ms",
+            });
         }
-        // the same chain fused by hand into one kernel (the documented fusing API)
-        let fused_k = ElementwiseKernel::new("exp_x_mul_x_plus_s", "return exp(x) * x + s;", |x, s| x.exp() * x + s)?
-            .with_cpu_f32(|x, s| wgrad::cpu::exp_f32(x) * x + s);
-        let fused = || x.map_kernel(&fused_k, 1.0);
-        if *tag == "gpu" {
-            let xc = x.to_device(&cpu)?;
-            check("exp(x)*x+1 fused", &fused()?, &xc.exp()?.mul(&xc)?.add_scalar(1.0)?, 1e-5)?;
-        }
-        let (md, mn, mx) = time(dev, reps, fused)?;
-        recs.push(Rec {
-            workload: "W2 exp(x)*x+1 fused (map_kernel)".into(),
-            param: "16M".into(),
-            device: tag,
-            median: md * 1e3,
-            min: mn * 1e3,
-            max: mx * 1e3,
-            unit: "ms",
-        });
-        // W3 reductions
-        if *tag == "gpu" {
-            check("sum", &x.sum_all()?, &x.to_device(&cpu)?.sum_all()?, 1e-4)?;
-        }
-        let (md, mn, mx) = time(dev, reps, || x.sum_all())?;
-        let gb = 4.0 * big as f64 / 1e9;
-        recs.push(Rec {
-            workload: "W3 sum".into(),
-            param: "16M".into(),
-            device: tag,
-            median: gb / md,
-            min: gb / mx,
-            max: gb / mn,
-            unit: "GB/s",
-        });
-        let m = x.reshape(&[4096, 4096])?;
-        let (md, mn, mx) = time(dev, reps, || m.sum(&[1], false))?;
-        recs.push(Rec {
-            workload: "W3 row-sum".into(),
-            param: "4096x4096".into(),
-            device: tag,
-            median: md * 1e3,
-            min: mn * 1e3,
-            max: mx * 1e3,
-            unit: "ms",
-        });
         if only_memory {
             continue;
         }
@@ -418,6 +423,10 @@ fn main() -> Result<()> {
                     unit: "count",
                 });
             }
+        }
+        if only_core {
+            host_workloads(dev, tag, quick, &mut recs)?;
+            continue;
         }
         // W5 loss / grad / jvp / hvp of the W4 loss with respect to the first weight; medians
         // of at least 10 runs after a warm-up (the ratios compare medians of one window)

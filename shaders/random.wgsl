@@ -3,9 +3,10 @@
 // Element i of a uniform draw is lane i % 4 of block i / 4; of a normal draw, Box-Muller on
 // lanes 2 (i % 2) and 2 (i % 2) + 1 of block i / 2. A block's counter is
 // (block, 0, offset_lo, offset_hi) and the key is the seed.
-// params: [numel, seed_lo, seed_hi, offset_lo, offset_hi, normal, low_bits, high_bits]
-@group(0) @binding(0) var<storage, read_write> out: array<T>;
-@group(0) @binding(1) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
+// params: [numel, seed_lo, seed_hi, offset_lo, offset_hi, normal, low_bits, high_bits];
+// the bindings, `out` and where the key and the offset come from (`draw_key`,
+// `draw_offset`) are the variant's: random_io.wgsl (the params) or random_state_io.wgsl (a
+// generator state on the device).
 
 // (high, low) words of the 64-bit product a * b, from 16-bit halves
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {
@@ -43,20 +44,21 @@ fn unit(x: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let n = param(0);
-    let key = vec2<u32>(param(1), param(2));
+    let key = draw_key();
+    let offset = draw_offset();
     let normal = param(5) == 1u;
     let low = bitcast<f32>(param(6));
     let high = bitcast<f32>(param(7));
     let span = stride_range(wid, nwg, lid, n);
     for (var i = span.x; i < span.y; i = i + span.z) {
         if (normal) {
-            let r = philox(vec4<u32>(i >> 1u, 0u, param(3), param(4)), key);
+            let r = philox(vec4<u32>(i >> 1u, 0u, offset.x, offset.y), key);
             let pair = select(r.xy, r.zw, (i & 1u) == 1u);
             let u1 = unit(pair.x) + 5.9604644775390625e-8;
             let u2 = unit(pair.y);
             out[i] = T(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
         } else {
-            let r = philox(vec4<u32>(i >> 2u, 0u, param(3), param(4)), key);
+            let r = philox(vec4<u32>(i >> 2u, 0u, offset.x, offset.y), key);
             out[i] = T(low + (high - low) * unit(r[i & 3u]));
         }
     }

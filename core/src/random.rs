@@ -10,9 +10,9 @@ use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::storage::{CpuStorage, Storage};
 use crate::tensor::check_gpu_dtype;
 use crate::{DType, Device, Node, Result, Tensor};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use wgrad_kernels::Context;
+use wgrad_kernels::{Context, GpuBuffer};
 
 /// What a draw samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,10 +100,14 @@ fn samples_f64(n: usize, dist: Distribution, seed: u64, offset: u64) -> Vec<f64>
 }
 
 thread_local! {
-    /// The global generator of this thread: (seed, next counter offset). Per thread, as
-    /// ops run on the thread that calls them: threads draw independent, reproducible
-    /// sequences.
+    /// The global generator of this thread: (seed, next counter offset) of its CPU draws.
+    /// Per thread, as ops run on the thread that calls them: threads draw independent,
+    /// reproducible sequences.
     static GENERATOR: Cell<(u64, u64)> = const { Cell::new((0x5EED, 0)) };
+    /// Its state on each GPU device this thread drew on: [seed, offset] as four words in
+    /// a device buffer that each draw snapshots and advances on the device (so a replayed
+    /// step draws fresh numbers as an eager one does).
+    static DEVICE_GENERATORS: RefCell<Vec<Arc<GpuBuffer>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Seed the global generator (PyTorch's `torch.manual_seed`; this thread's): the draws
@@ -111,6 +115,22 @@ thread_local! {
 /// seed, on either device.
 pub fn manual_seed(seed: u64) {
     GENERATOR.with(|g| g.set((seed, 0)));
+    DEVICE_GENERATORS.with(|d| d.borrow_mut().clear());
+}
+
+/// This thread's generator state on `ctx`, made from the seed at its first draw.
+fn device_generator(ctx: &Arc<Context>) -> Result<Arc<GpuBuffer>> {
+    DEVICE_GENERATORS.with(|d| {
+        let mut d = d.borrow_mut();
+        if let Some(g) = d.iter().find(|g| Arc::ptr_eq(g.context(), ctx)) {
+            return Ok(g.clone());
+        }
+        let seed = GENERATOR.with(|g| g.get().0);
+        let words = [seed as u32, (seed >> 32) as u32, 0, 0];
+        let g = Arc::new(ctx.upload(bytemuck::cast_slice(&words))?);
+        d.push(g.clone());
+        Ok(g)
+    })
 }
 
 /// (seed, offset) of the next draw of `n` samples, advancing the global generator.
@@ -159,8 +179,11 @@ pub(crate) fn draw(
     }
 }
 
-/// Samples shaped like the input (its shape, dtype and device), keyed by a fixed (seed,
-/// offset): a primitive, so that a checkpoint's replay draws the same sample again.
+/// Samples shaped like input 0 (its shape, dtype and device), keyed by a fixed (seed,
+/// offset) on the CPU, or on a GPU by input 1, a snapshot of the device-side generator: a
+/// primitive whose key is fixed either way, so that a checkpoint's replay draws the same
+/// sample again.
+#[derive(Clone, Copy)]
 struct RandomLike {
     dist: Distribution,
     seed: u64,
@@ -185,11 +208,28 @@ impl Primitive for RandomLike {
         draw(x[0].shape(), self.dist, self.seed, self.offset, out.dtype, &Device::Cpu)
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        draw(x[0].shape(), self.dist, self.seed, self.offset, out.dtype, &Device::Gpu(ctx.clone()))
+        let device = Device::Gpu(ctx.clone());
+        let Some(snapshot) = x.get(1) else {
+            return draw(x[0].shape(), self.dist, self.seed, self.offset, out.dtype, &device);
+        };
+        let snapshot = snapshot.storage().gpu().ok_or_else(|| crate::Error::Internal {
+            op: "rand_like",
+            msg: "the generator snapshot is not on the GPU".into(),
+        })?;
+        let (normal, low, high) = match self.dist {
+            Distribution::Uniform { low, high } => (false, low as f32, high as f32),
+            Distribution::Normal => (true, 0.0, 1.0),
+        };
+        let buf = ctx.random_from_state(x[0].numel(), snapshot, normal, low, high)?;
+        let t = Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), x[0].shape(), DType::F32, device);
+        if out.dtype == DType::F32 {
+            return Ok(t);
+        }
+        t.to_dtype(out.dtype)
     }
     /// none: a sample has no derivative in the tensor it is shaped like
-    fn vjp(&self, _node: &Arc<Node>, _g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![None])
+    fn vjp(&self, node: &Arc<Node>, _g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![None; node.saved_inputs.len()])
     }
     /// none: a sample has no derivative in the tensor it is shaped like
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, _t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
@@ -197,7 +237,8 @@ impl Primitive for RandomLike {
     }
     /// batch: one sample per physical element (every example draws its own)
     fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
-        bind(Arc::new(RandomLike { ..*self }), &[&x[0]])
+        let inputs: Vec<&Tensor> = x.iter().collect();
+        bind(Arc::new(*self), &inputs)
     }
 }
 
@@ -214,6 +255,14 @@ impl Tensor {
     }
 
     fn random_like(&self, dist: Distribution) -> Result<Tensor> {
+        if let Device::Gpu(ctx) = self.device() {
+            // the key comes from the device: a snapshot of this thread's generator there
+            let state = device_generator(ctx)?;
+            let snapshot = ctx.random_advance(&state, dist.blocks(self.numel()))?;
+            let snapshot =
+                Tensor::new_contiguous(Storage::Gpu(Arc::new(snapshot)), &[4], DType::U32, self.device().clone());
+            return bind(Arc::new(RandomLike { dist, seed: 0, offset: 0 }), &[&self.detach(), &snapshot]);
+        }
         let (seed, offset) = next_draw(self.numel(), dist);
         bind(Arc::new(RandomLike { dist, seed, offset }), &[&self.detach()])
     }

@@ -265,6 +265,33 @@ impl Context {
         Ok(out)
     }
 
+    /// `n` f32 samples keyed by a generator snapshot on the device (`[seed_lo, seed_hi,
+    /// offset_lo, offset_hi]`, from [`Context::random_advance`]).
+    pub fn random_from_state(
+        self: &Arc<Self>,
+        n: usize,
+        snapshot: &GpuBuffer,
+        normal: bool,
+        low: f32,
+        high: f32,
+    ) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::RandomFromState, KDType::F32);
+        let out = self.alloc_output((n * 4) as u64)?;
+        let p = [u32_of(n, "element count")?, 0, 0, 0, 0, normal as u32, low.to_bits(), high.to_bits()];
+        let grid = self.grid_stride(key, n as u64)?;
+        self.dispatch(key, &[snapshot], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
+    /// A snapshot of the device-side generator `state` (four words), after which `state`'s
+    /// offset is advanced by `blocks`.
+    pub fn random_advance(self: &Arc<Self>, state: &GpuBuffer, blocks: u64) -> KResult<GpuBuffer> {
+        let key = KernelKey::new(Kernel::RandomAdvance, KDType::F32);
+        let snapshot = self.alloc_output(16)?;
+        self.dispatch(key, &[], &[state, &snapshot], &[blocks as u32, (blocks >> 32) as u32], (1, 1, 1))?;
+        Ok(snapshot)
+    }
+
     /// A buffer of `n` zero words (0u32 has the bits of 0.0f32).
     pub fn zeros_u32(self: &Arc<Self>, n: usize) -> KResult<GpuBuffer> {
         self.fill(n, 0.0)

@@ -17,6 +17,9 @@ const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
 const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
 const RANDOM: &str = include_str!("../../shaders/random.wgsl");
+const RANDOM_IO: &str = include_str!("../../shaders/random_io.wgsl");
+const RANDOM_STATE_IO: &str = include_str!("../../shaders/random_state_io.wgsl");
+const RANDOM_ADVANCE: &str = include_str!("../../shaders/random_advance.wgsl");
 const OPTIM_SCHEDULE: &str = include_str!("../../shaders/optim_schedule.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_IO: &str = include_str!("../../shaders/reduce_io.wgsl");
@@ -238,8 +241,12 @@ pub enum Kernel {
     /// Conversion from the first dtype to the second.
     Cast(KDType, KDType),
     Fill,
-    /// Philox 4x32-10 uniform or normal samples.
+    /// Philox 4x32-10 uniform or normal samples keyed by the launch params.
     Random,
+    /// The same keyed by a generator state on the device (a snapshot, an input).
+    RandomFromState,
+    /// Snapshot a device-side generator state and advance it past one draw.
+    RandomAdvance,
     /// An optimizer's learning rate, step count and bias corrections, advanced on the device.
     OptimSchedule,
     Reduce(ReduceOp),
@@ -375,6 +382,8 @@ impl KernelKey {
             | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
             Kernel::Fill | Kernel::Random | Kernel::OptimSchedule => (0, 1),
+            Kernel::RandomFromState => (1, 1),
+            Kernel::RandomAdvance => (0, 2),
             Kernel::Lu => (0, 4),
             Kernel::LuSolve => (2, 1),
             Kernel::Cholesky => (0, 2),
@@ -451,7 +460,9 @@ impl KernelKey {
             Kernel::Cast(_, KDType::F16) => (PACK_F16, String::new()),
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
-            Kernel::Random => (RANDOM, String::new()),
+            Kernel::Random => (RANDOM, RANDOM_IO.to_string()),
+            Kernel::RandomFromState => (RANDOM, RANDOM_STATE_IO.to_string()),
+            Kernel::RandomAdvance => (RANDOM_ADVANCE, String::new()),
             Kernel::OptimSchedule => (OPTIM_SCHEDULE, String::new()),
             Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
@@ -567,6 +578,8 @@ pub fn all_kernels() -> Vec<KernelKey> {
     for k in [
         Kernel::Fill,
         Kernel::Random,
+        Kernel::RandomFromState,
+        Kernel::RandomAdvance,
         Kernel::OptimSchedule,
         Kernel::Matmul,
         Kernel::MatmulReg,

@@ -232,3 +232,34 @@ fn what_a_replay_cannot_keep_is_an_error_naming_jit() {
         }
     }
 }
+
+#[test]
+fn dropout_inside_a_jitted_function_draws_the_eager_sequence() {
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let w = Tensor::randn(&[16, 16], 3, &dev).unwrap();
+        // a block with dropout, and its gradient
+        let f = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+            let h = nn::dropout(&a[0].matmul(&w)?.gelu_tanh()?, 0.5)?;
+            let g = grad(|x| nn::dropout(&x.matmul(&w)?, 0.25)?.square()?.sum_all(), &a[0])?;
+            Ok(vec![h, g])
+        };
+        let x = Tensor::randn(&[4, 16], 4, &dev).unwrap();
+        wgrad::manual_seed(9);
+        let eager: Vec<Vec<Vec<f32>>> = (0..6)
+            .map(|_| f(std::slice::from_ref(&x)).unwrap().iter().map(|t| t.to_vec::<f32>().unwrap()).collect())
+            .collect();
+        wgrad::manual_seed(9);
+        let mut jitted = jit(f);
+        let got: Vec<Vec<Vec<f32>>> = (0..6)
+            .map(|_| {
+                let out = jitted.call(std::slice::from_ref(&x)).unwrap();
+                out.iter().map(|t| t.to_vec::<f32>().unwrap()).collect()
+            })
+            .collect();
+        assert_eq!(eager, got, "{dev}: the same masks, call for call");
+        assert_ne!(got[4][0], got[5][0], "{dev}: a fresh mask every call");
+        if dev.is_gpu() {
+            assert!(jitted.stats().replays >= 3, "{:?}", jitted.stats());
+        }
+    }
+}

@@ -23,8 +23,23 @@ pub struct Buffers {
 }
 
 impl Clone for Buffers {
+    /// A copy of the values: GPU buffers are updated in place ([`Buffers::set`]), so a
+    /// clone gets buffers of its own.
     fn clone(&self) -> Self {
-        Buffers { names: self.names.clone(), tensors: Mutex::new(self.all()) }
+        let own = |t: Tensor| -> Tensor {
+            if !t.device().is_gpu() {
+                return t;
+            }
+            let mut copy = match t.zeros_like() {
+                Ok(z) => z,
+                Err(_) => return t,
+            };
+            if copy.assign_(&t).is_err() {
+                return t;
+            }
+            copy
+        };
+        Buffers { names: self.names.clone(), tensors: Mutex::new(self.all().into_iter().map(own).collect()) }
     }
 }
 
@@ -33,9 +48,17 @@ impl Buffers {
     pub fn get(&self, i: usize) -> Tensor {
         self.lock()[i].clone()
     }
-    /// Replace buffer `i` (detached: buffers carry no derivatives).
+    /// Set buffer `i` to `t`'s values (detached: buffers carry no derivatives). A GPU
+    /// buffer of the same shape and dtype is overwritten in place (so a jitted step updates
+    /// it on every replay); anything else replaces it.
     pub fn set(&self, i: usize, t: Tensor) {
-        self.lock()[i] = t.detach();
+        let mut all = self.lock();
+        let cur = &mut all[i];
+        let same = cur.shape() == t.shape() && cur.dtype() == t.dtype() && cur.device() == t.device();
+        if same && cur.device().is_gpu() && cur.assign_(&t.detach()).is_ok() {
+            return;
+        }
+        *cur = t.detach();
     }
     /// Every buffer, in registration order.
     pub fn all(&self) -> Vec<Tensor> {

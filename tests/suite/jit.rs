@@ -117,7 +117,7 @@ fn a_replay_does_no_host_work_per_op() {
         Ok(vec![loss])
     });
     let mut live = Vec::new();
-    for s in 0..40u64 {
+    for s in 0..1000u64 {
         let (x, y) = batch(s % 3, &dev);
         dev.synchronize().unwrap();
         let before = (dev.counters(), f.stats().replays);
@@ -134,13 +134,13 @@ fn a_replay_does_no_host_work_per_op() {
             assert_eq!(used.submits, 1, "one submission per replay");
         }
         drop(out);
-        if s == 10 || s == 39 {
+        if s == 100 || s == 999 {
             dev.synchronize().unwrap();
             live.push(dev.counters().live_buffers);
         }
     }
-    assert_eq!(f.stats().replays, 37, "the calls after three traces replay");
-    assert_eq!(live[0], live[1], "live buffers stay flat over replays");
+    assert_eq!(f.stats().replays, 997, "the calls after three traces replay");
+    assert_eq!(live[0], live[1], "live buffers stay flat over 1,000 jitted steps");
 }
 
 #[test]
@@ -261,5 +261,28 @@ fn dropout_inside_a_jitted_function_draws_the_eager_sequence() {
         if dev.is_gpu() {
             assert!(jitted.stats().replays >= 3, "{:?}", jitted.stats());
         }
+    }
+}
+
+#[test]
+fn batch_norm_running_statistics_update_on_every_replay() {
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let run = |jitted: bool| -> Vec<Vec<f32>> {
+            let mut p = Params::new();
+            let bn = nn::BatchNorm1d::new(&mut p, "bn", 3, &dev).unwrap();
+            let step = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+                let c = Ctx::train(p.tensors(), 0).with_buffers(p.buffers());
+                Ok(vec![bn.forward(&c, &a[0])?.sum_all()?])
+            };
+            let mut f = jit(step).enabled(jitted);
+            for s in 0..7 {
+                let x = Tensor::randn(&[8, 3], 50 + s, &dev).unwrap().mul_scalar(1.0 + s as f64).unwrap();
+                f.call(&[x]).unwrap();
+            }
+            p.buffers().all().iter().map(|t| t.to_vec::<f32>().unwrap()).collect()
+        };
+        let (eager, jitted) = (run(false), run(true));
+        assert_eq!(eager, jitted, "{dev}: running statistics");
+        assert!(eager[1].iter().all(|&v| v > 1.5), "{dev}: the variance moved: {:?}", eager[1]);
     }
 }

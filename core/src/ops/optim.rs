@@ -104,6 +104,30 @@ fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl F
 }
 
 impl Tensor {
+    /// Overwrite `self`'s elements with `src`'s (same shape and dtype), in place: on a GPU
+    /// one copy kernel into `self`'s buffer, so every handle to that buffer sees the new
+    /// values, and a jitted step that updates state (running statistics) updates it on
+    /// every replay. Pending fused values that read the old values run first.
+    pub fn assign_(&mut self, src: &Tensor) -> Result<()> {
+        let op = "assign_";
+        check_state(op, self, &[src])?;
+        match self.device().clone() {
+            Device::Gpu(ctx) => {
+                crate::fusion::flush(&ctx)?;
+                let s = src.materialized()?;
+                let dst = self.materialized()?;
+                ctx.copy_into(s.view(), dst.view(), self.shape())?;
+                *self = dst;
+                Ok(())
+            }
+            _ => {
+                // the CPU: a fresh copy replaces the handle
+                *self = src.contiguous()?.detach();
+                Ok(())
+            }
+        }
+    }
+
     /// SGD step in place on `self` (PyTorch semantics): g = grad + wd p; v = momentum v + g;
     /// p -= lr v (v is used only when momentum > 0).
     pub fn sgd_update_(

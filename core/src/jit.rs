@@ -66,9 +66,12 @@ pub struct Jit<F> {
     entries: HashMap<Signature, Entry>,
     stats: JitStats,
     enabled: bool,
+    /// The device of the plans.
+    context: Option<Arc<Context>>,
 }
 
-type Signature = Vec<(Vec<usize>, DType, String)>;
+/// The shapes and dtypes of the arguments (their device is the jit's context).
+type Signature = Vec<(Vec<usize>, DType)>;
 
 enum Entry {
     /// Traced: the latest recording, to compare the next trace against, and whether an
@@ -96,7 +99,7 @@ pub fn jit<F>(f: F) -> Jit<F>
 where
     F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
 {
-    Jit { f, entries: HashMap::new(), stats: JitStats::default(), enabled: true }
+    Jit { f, entries: HashMap::new(), stats: JitStats::default(), enabled: true, context: None }
 }
 
 impl<F> Jit<F>
@@ -139,7 +142,12 @@ where
                 return (self.f)(args);
             }
         };
-        let sig: Signature = args.iter().map(|a| (a.shape().to_vec(), a.dtype(), a.device().name())).collect();
+        let sig: Signature = args.iter().map(|a| (a.shape().to_vec(), a.dtype())).collect();
+        if self.context.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &ctx)) {
+            // plans belong to one device: another device starts over
+            self.entries.clear();
+        }
+        self.context = Some(ctx.clone());
         if let Some(Entry::Ready(ready)) = self.entries.get(&sig) {
             if within_traced_bounds(ready, args) {
                 let out = replay(ready, args)?;

@@ -2,14 +2,14 @@
 //! CUDA graphs), recorded at the dispatch layer (`wgrad_kernels::Capture`).
 //!
 //! For each signature of the arguments (shapes, dtypes, device) the first calls run the
-//! closure eagerly while the device records every kernel launch and upload. Two
-//! recordings in a row must agree launch for launch (kernel, launch params, grid) and
-//! upload for upload. The first call may differ from the second (it may set up state, such
-//! as an optimizer's moments), and then the third call traces too; a second difference in
-//! a row, such as a host value that reaches a kernel and changes between calls (a learning
-//! rate computed on the host, a step count), is an error naming `jit` and the kernel, never
-//! a frozen value. From the third call on (the fourth after a set-up call) the latest
-//! recording replays: one submission of
+//! closure eagerly while the device records every kernel launch and upload. The second
+//! recording must be the first's steady state: the same launches (kernel, launch params,
+//! grid) and uploads, except for set-up that only the first call does (an optimizer's
+//! moments, a generator's state); then the third call replays. When set-up also changed
+//! other launches (what fuses with a fresh fill), a third call traces and must agree with
+//! the second. A host value that reaches a kernel and changes between calls (a learning
+//! rate computed on the host, a step count) is an error naming `jit` and the kernel, never
+//! a frozen value. A replay is one submission of
 //! cached pipelines and bind groups over the same buffers, with the new arguments copied
 //! into the recorded argument buffers first and the results copied out into fresh
 //! buffers, so returned tensors stay valid through later calls. No primitive, shape rule,
@@ -74,12 +74,13 @@ pub struct Jit<F> {
 type Signature = Vec<(Vec<usize>, DType)>;
 
 enum Entry {
-    /// Traced: the latest recording, to compare the next trace against, and whether an
-    /// earlier pair already differed (the first call may set up state: lazily made
-    /// optimizer moments, caches; a second difference in a row is an error).
+    /// Traced: the latest recording, to compare the next trace against, and whether the
+    /// previous pair already failed to agree (the first call may set up state in ways
+    /// that change later launches too, such as what fuses with a fresh fill: one more
+    /// trace is taken then, and a second disagreement in a row is an error).
     Traced {
         capture: Capture,
-        differed: bool,
+        retried: bool,
     },
     Ready(Box<Ready>),
 }
@@ -162,14 +163,15 @@ where
         match self.entries.remove(&sig) {
             None => {
                 traced.capture.release_buffers();
-                self.entries.insert(sig, Entry::Traced { capture: traced.capture, differed: false });
+                self.entries.insert(sig, Entry::Traced { capture: traced.capture, retried: false });
             }
-            Some(Entry::Traced { capture: previous, differed }) => {
-                if let Some((i, kernel, what)) = previous.first_difference(&traced.capture) {
-                    if !differed {
-                        // the first call may have set up state: trace once more
+            Some(Entry::Traced { capture: previous, retried }) => {
+                // this trace must be the previous one's steady state (the first call may also
+                // set up state, such as an optimizer's moments)
+                if let Err((i, kernel, what)) = previous.steady_state(&traced.capture) {
+                    if !retried {
                         traced.capture.release_buffers();
-                        self.entries.insert(sig, Entry::Traced { capture: traced.capture, differed: true });
+                        self.entries.insert(sig, Entry::Traced { capture: traced.capture, retried: true });
                         return Ok(user_out);
                     }
                     return Err(Error::Jit {

@@ -75,29 +75,37 @@ impl Drop for Capture {
 }
 
 impl Capture {
-    /// The first launch at which two captures differ in kernel, launch params or grid
-    /// (None: the same launches), as (index, kernel name, what differs).
-    pub fn first_difference(&self, other: &Capture) -> Option<(usize, String, &'static str)> {
-        for (i, (a, b)) in self.dispatches.iter().zip(&other.dispatches).enumerate() {
-            if a.key != b.key {
-                return Some((i, format!("{} / {}", a.key.name(), b.key.name()), "the kernel"));
-            }
-            if a.params != b.params {
-                return Some((i, a.key.name(), "a launch parameter"));
-            }
-            if a.groups != b.groups {
-                return Some((i, a.key.name(), "the grid"));
+    /// Whether `next` (a later capture of the same step) is this one's steady state: equal,
+    /// or equal without some of this one's launches and uploads (the set-up a first call
+    /// does: optimizer moments, a generator's state). Otherwise the first launch of `next`
+    /// that has no counterpart, as (index, kernel name, what differs): a host value that
+    /// changed between the calls.
+    pub fn steady_state(&self, next: &Capture) -> Result<(), (usize, String, &'static str)> {
+        let same =
+            |a: &CapturedDispatch, b: &CapturedDispatch| a.key == b.key && a.params == b.params && a.groups == b.groups;
+        let mut i = 0;
+        for (j, d) in next.dispatches.iter().enumerate() {
+            let found = self.dispatches[i..].iter().position(|a| same(a, d));
+            match found {
+                Some(k) => i += k + 1,
+                None => {
+                    let what = if self.dispatches[i..].iter().any(|a| a.key == d.key) {
+                        "a launch parameter"
+                    } else {
+                        "the kernel"
+                    };
+                    return Err((j, d.key.name(), what));
+                }
             }
         }
-        if self.writes != other.writes {
-            return Some((self.dispatches.len(), "an upload".into(), "the uploaded host values"));
+        let mut i = 0;
+        for w in &next.writes {
+            match self.writes[i..].iter().position(|a| a == w) {
+                Some(k) => i += k + 1,
+                None => return Err((next.dispatches.len(), "an upload".into(), "the uploaded host values")),
+            }
         }
-        if self.dispatches.len() != other.dispatches.len() {
-            let i = self.dispatches.len().min(other.dispatches.len());
-            let name = self.dispatches.get(i).or(other.dispatches.get(i)).map_or(String::new(), |d| d.key.name());
-            return Some((i, name, "the number of launches"));
-        }
-        None
+        Ok(())
     }
 }
 

@@ -51,7 +51,8 @@ fn train_with(dev: &Device, jitted: bool, mut opt: Box<dyn Optimizer>) -> (Vec<V
         }
         let stats = f.stats();
         if dev.is_gpu() {
-            // the first call sets up the optimizer's state, so three traces
+            // the first call sets up the optimizer's state (which changes what fuses with
+            // its fills), so a third call traces too
             assert_eq!((stats.traces, stats.replays, stats.plans), (3, 5, 1), "{stats:?}");
         }
     } else {
@@ -139,7 +140,8 @@ fn a_replay_does_no_host_work_per_op() {
             live.push(dev.counters().live_buffers);
         }
     }
-    assert_eq!(f.stats().replays, 997, "the calls after three traces replay");
+    let s = f.stats();
+    assert!(s.traces <= 3 && s.traces + s.replays == 1000, "every call after the first two or three replays: {s:?}");
     assert_eq!(live[0], live[1], "live buffers stay flat over 1,000 jitted steps");
 }
 
@@ -221,7 +223,7 @@ fn what_a_replay_cannot_keep_is_an_error_naming_jit() {
             Ok(vec![a[0].mul_scalar(k)?])
         });
         h.call(std::slice::from_ref(&x)).unwrap();
-        h.call(std::slice::from_ref(&x)).unwrap(); // a first difference may be set-up
+        h.call(std::slice::from_ref(&x)).unwrap(); // a first disagreement may be set-up
         let e = h.call(std::slice::from_ref(&x)).unwrap_err();
         assert!(matches!(&e, Error::Jit { msg, .. } if msg.contains("launch parameter")), "{e}");
         // everything still works: the device, the inputs, a plain op

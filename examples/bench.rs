@@ -5,7 +5,7 @@
 //! (`--profile`: per-kernel times of the W4 step on the GPU, each dispatch waited for).
 use std::time::Instant;
 use wgrad::nn::{self, Activation, Ctx, Linear, Module, Params, Sequential};
-use wgrad::optim::{clip_grad_norm, Adam, LrSchedule, Optimizer, Sgd};
+use wgrad::optim::{Adam, LrSchedule, Optimizer, Sgd};
 use wgrad::{
     grad, hessian, hvp, jacobian, jvp, value_and_grad_many, vmap_many, with_fusion, DType, Device, ElementwiseKernel,
     Result, Tensor,
@@ -691,14 +691,14 @@ fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<R
     let model = gpt::Gpt::new(&mut params, &config, dev)?;
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let (x, y) = gpt::sample_batch(&corpus.train, 32, 64, &mut rng, dev)?;
-    let mut opt = Adam::adamw(1e-3).betas(0.9, 0.95).eps(1e-8).weight_decay(0.1).decay_matrices_only(true);
+    let mut opt =
+        Adam::adamw(1e-3).betas(0.9, 0.95).eps(1e-8).weight_decay(0.1).decay_matrices_only(true).clip_grad_norm(1.0);
     let schedule = LrSchedule::WarmupCosine { lr: 1e-3, warmup: 100, total: 2000, min_lr: 1e-4 };
     opt.set_schedule(schedule);
     let mut n = 0u64;
     let mut step = || -> Result<()> {
         let (_, grads) =
             value_and_grad_many(|p| nn::cross_entropy(&model.forward(&Ctx::train(p, n), &x)?, &y), params.tensors())?;
-        let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
         opt.step(&mut params, &grads)?;
         n += 1;
         Ok(())
@@ -712,7 +712,6 @@ fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<R
             |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &a[0])?, &a[1]),
             params.tensors(),
         )?;
-        let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
         opt.step(&mut params, &grads)?;
         Ok(vec![loss])
     });

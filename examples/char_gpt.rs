@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
 use wgrad::nn::{self, Ctx, Params};
-use wgrad::optim::{clip_grad_norm, Adam, LrSchedule, Optimizer};
+use wgrad::optim::{Adam, LrSchedule, Optimizer};
 use wgrad::{no_grad, value_and_grad_many, DType, Device, Error, Result, Tensor};
 
 /// Steps at the end of training that `--profile` times.
@@ -199,7 +199,8 @@ fn main() -> Result<()> {
         a.steps,
         a.lr
     );
-    let mut opt = Adam::adamw(a.lr).betas(0.9, 0.95).eps(1e-8).weight_decay(0.1).decay_matrices_only(true);
+    let mut opt =
+        Adam::adamw(a.lr).betas(0.9, 0.95).eps(1e-8).weight_decay(0.1).decay_matrices_only(true).clip_grad_norm(1.0);
     let schedule = LrSchedule::WarmupCosine { lr: a.lr, warmup: 100, total: a.steps, min_lr: a.lr * 0.1 };
     opt.set_schedule(schedule); // followed on the device from the optimizer's step count
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
@@ -223,7 +224,6 @@ fn main() -> Result<()> {
         let mut p = params.borrow_mut();
         let loss_of = |t: &[Tensor]| nn::cross_entropy(&model.forward(&Ctx::train(t, 0), &b[0])?, &b[1]);
         let (loss, grads) = value_and_grad_many(loss_of, p.tensors())?;
-        let (grads, _norm) = clip_grad_norm(&grads, 1.0)?;
         opt.borrow_mut().step(&mut p, &grads)?;
         Ok(vec![loss])
     };

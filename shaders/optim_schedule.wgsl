@@ -1,14 +1,14 @@
 // An optimizer's step on the device: the learning rate of its schedule at the step count,
-// then the count advanced and Adam's bias corrections for it. The state (f32) is
-// [lr, 1 - b1^t, 1 - b2^t, t]; the updates read it as a uniform, so a replayed step
-// follows the schedule as an eager one does.
+// then the count advanced and Adam's bias corrections for it, and the gradient scale. The
+// state (f32) is [lr, 1 - b1^t, 1 - b2^t, t, grad scale, 0, 0, 0]; the updates read it as a
+// uniform, so a replayed step follows the schedule as an eager one does. The bindings
+// (`state`) and `grad_scale()` are the variant's: optim_schedule_io.wgsl (scale 1) or
+// optim_clip_io.wgsl (a global-norm clip from partial sums of squares).
 // params: [schedule, lr, 1 - b1, 1 - b2, a, b, c, d] (schedule u32, the rest f32 bits; the
 // betas' complements, since 1 - b rounds away a beta near 1's digits in f32):
 //   0 constant lr; 1 step: lr gamma^floor(t / size) (a = size, b = gamma);
 //   2 warm-up + cosine (a = warmup, b = total, c = min_lr);
 //   3 one-cycle (a = peak step, b = last step, c = initial lr, d = final lr).
-@group(0) @binding(0) var<storage, read_write> state: array<f32>;
-@group(0) @binding(1) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 fn pf(i: u32) -> f32 {
     return bitcast<f32>(param(i));
@@ -59,4 +59,5 @@ fn main() {
     state[1] = state[1] + pf(2u) * (1.0 - state[1]);
     state[2] = state[2] + pf(3u) * (1.0 - state[2]);
     state[3] = step + 1.0;
+    state[4] = grad_scale();
 }

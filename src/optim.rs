@@ -17,6 +17,26 @@ pub trait Optimizer {
     fn set_schedule(&mut self, schedule: LrSchedule);
 }
 
+/// A global-norm clip for the device state: (max_norm, the gradients).
+type Clip<'a> = (f64, &'a [Tensor]);
+
+/// The gradients a step updates with and the clip its device state applies: on a GPU the
+/// gradients as they are (the update scales them); on the CPU clipped here.
+fn clip_in_step<'a>(
+    max_norm: Option<f64>,
+    params: &Params,
+    grads: &'a [Tensor],
+) -> Result<(std::borrow::Cow<'a, [Tensor]>, Option<Clip<'a>>)> {
+    let Some(max_norm) = max_norm else { return Ok((grads.into(), None)) };
+    if params.tensors().first().is_some_and(|p| p.device().is_gpu()) {
+        if max_norm.is_nan() || max_norm <= 0.0 {
+            return Err(Error::Invalid { op: "clip_grad_norm", msg: format!("max_norm = {max_norm} must be > 0") });
+        }
+        return Ok((grads.into(), Some((max_norm, grads))));
+    }
+    Ok((clip_grad_norm(grads, max_norm)?.0.into(), None))
+}
+
 /// An optimizer's step state on a GPU (`[lr, 1 - b1^t, 1 - b2^t, t]`).
 type DeviceState = std::sync::Arc<wgrad_core::kernels::GpuBuffer>;
 
@@ -32,11 +52,14 @@ struct StepCounter {
 impl StepCounter {
     /// Advance one step under `schedule`. GPU: the device state (returned, for the
     /// update to read); CPU: (lr, 1 - b1^t, 1 - b2^t) on the host.
+    /// With `clip` = (max_norm, grads) on a GPU the state also gets the scale of a
+    /// global-norm clip of `grads`, which the update applies.
     fn advance(
         &mut self,
         params: &Params,
         schedule: &LrSchedule,
         betas: (f64, f64),
+        clip: Option<Clip>,
     ) -> Result<(Option<DeviceState>, (f64, f64, f64))> {
         let lr = schedule.lr_at(self.host_steps);
         self.host_steps += 1;
@@ -49,7 +72,13 @@ impl StepCounter {
         let (kind, mut values) = schedule.words();
         values[1] = (1.0 - betas.0) as f32;
         values[2] = (1.0 - betas.1) as f32;
-        ctx.optim_schedule(state, kind, values)?;
+        match clip {
+            None => ctx.optim_schedule(state, kind, values, None)?,
+            Some((max_norm, grads)) => {
+                let (partials, n) = Tensor::sum_squares_partials(grads)?;
+                ctx.optim_schedule(state, kind, values, Some((&partials, n, max_norm as f32)))?;
+            }
+        }
         Ok((Some(state.clone()), host))
     }
 }
@@ -76,6 +105,7 @@ pub struct Sgd {
     velocity: Vec<Tensor>,
     schedule: LrSchedule,
     steps: StepCounter,
+    max_grad_norm: Option<f64>,
 }
 
 impl Sgd {
@@ -87,7 +117,15 @@ impl Sgd {
             velocity: Vec::new(),
             schedule: LrSchedule::Constant { lr },
             steps: StepCounter::default(),
+            max_grad_norm: None,
         }
+    }
+    /// Clip the gradients to a global L2 norm of `max_norm` in each step (as
+    /// [`clip_grad_norm`] does), on a GPU inside the update: a few reductions and no
+    /// per-tensor scaling.
+    pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
+        self.max_grad_norm = Some(max_norm);
+        self
     }
     pub fn momentum(mut self, m: f64) -> Self {
         self.momentum = m;
@@ -109,10 +147,11 @@ impl Optimizer for Sgd {
             // without a schedule the public `lr` field is the rate
             self.schedule = LrSchedule::Constant { lr: self.lr };
         }
-        let (state, (lr, _, _)) = self.steps.advance(params, &self.schedule, (0.0, 0.0))?;
+        let (grads, clip) = clip_in_step(self.max_grad_norm, params, grads)?;
+        let (state, (lr, _, _)) = self.steps.advance(params, &self.schedule, (0.0, 0.0), clip)?;
         Tensor::sgd_update_many_(
             params.tensors_mut(),
-            grads,
+            &grads,
             &mut self.velocity,
             lr,
             self.momentum,
@@ -142,6 +181,7 @@ pub struct Adam {
     v: Vec<Tensor>,
     schedule: LrSchedule,
     steps: StepCounter,
+    max_grad_norm: Option<f64>,
 }
 
 impl Adam {
@@ -157,7 +197,15 @@ impl Adam {
             v: Vec::new(),
             schedule: LrSchedule::Constant { lr },
             steps: StepCounter::default(),
+            max_grad_norm: None,
         }
+    }
+    /// Clip the gradients to a global L2 norm of `max_norm` in each step (as
+    /// [`clip_grad_norm`] does), on a GPU inside the update: a few reductions and no
+    /// per-tensor scaling.
+    pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
+        self.max_grad_norm = Some(max_norm);
+        self
     }
     /// AdamW with decoupled weight decay (default 0.01, as PyTorch).
     pub fn adamw(lr: f64) -> Self {
@@ -196,7 +244,9 @@ impl Optimizer for Adam {
         }
         // on a GPU the step's lr and bias corrections are computed on the device (`state`);
         // the host values serve the CPU
-        let (state, (lr, bc1, bc2)) = self.steps.advance(params, &self.schedule, self.betas)?;
+        let (grads, clip) = clip_in_step(self.max_grad_norm, params, grads)?;
+        let grads = &grads[..];
+        let (state, (lr, bc1, bc2)) = self.steps.advance(params, &self.schedule, self.betas, clip)?;
         let h = AdamParams {
             lr: lr as f32,
             beta1: self.betas.0 as f32,

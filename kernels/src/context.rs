@@ -443,7 +443,7 @@ impl Context {
                         ty: wgpu::BindingType::Buffer {
                             ty: wgpu::BufferBindingType::Uniform,
                             has_dynamic_offset: false,
-                            min_binding_size: std::num::NonZeroU64::new(16),
+                            min_binding_size: std::num::NonZeroU64::new(32),
                         },
                         count: None,
                     });

@@ -409,23 +409,28 @@ impl MultiStep {
         s += "fn hp(i: u32) -> f32 { return bitcast<f32>(param(i)); }\n";
         // the step-dependent ones from the device-side state, or from the params
         if self.dyn_hyper {
-            s += &format!("@group(0) @binding({}) var<uniform> step_state: vec4<f32>;\n", k * (1 + self.states()) + 1);
-            s += "fn sgd_h() -> SgdHyper { var h = sgd_hyper(); h.lr = step_state.x; return h; }\n\
-                  fn adam_h() -> AdamHyper { var h = adam_hyper(9u); h.lr = step_state.x; \
-                  h.bc1 = step_state.y; h.bc2 = step_state.z; return h; }\n";
+            s += &format!(
+                "@group(0) @binding({}) var<uniform> step_state: array<vec4<f32>, 2>;\n",
+                k * (1 + self.states()) + 1
+            );
+            s += "fn sgd_h() -> SgdHyper { var h = sgd_hyper(); h.lr = step_state[0].x; return h; }\n\
+                  fn adam_h() -> AdamHyper { var h = adam_hyper(9u); h.lr = step_state[0].x; \
+                  h.bc1 = step_state[0].y; h.bc2 = step_state[0].z; return h; }\n\
+                  fn gs() -> f32 { return step_state[1].x; }\n";
         } else {
             s += "fn sgd_h() -> SgdHyper { return sgd_hyper(); }\n\
-                  fn adam_h() -> AdamHyper { return adam_hyper(9u); }\n";
+                  fn adam_h() -> AdamHyper { return adam_hyper(9u); }\n\
+                  fn gs() -> f32 { return 1.0; }\n";
         }
         // the update functions of optim_update.wgsl, the same as the one-tensor kernels'
         let body = |t: u32| match self.kind {
             MultiStepKind::Sgd => format!(
-                "let r = sgd_update(w{t}[j], g{t}[j], s{t}_1[j], sgd_h());\n\
+                "let r = sgd_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], sgd_h());\n\
                  if (hp(2u) != 0.0) {{ s{t}_1[j] = r.velocity; }}\n\
                  w{t}[j] = r.w;"
             ),
             MultiStepKind::Adam => format!(
-                "let r = adam_update(w{t}[j], g{t}[j], s{t}_1[j], s{t}_2[j], adam_h());\n\
+                "let r = adam_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], s{t}_2[j], adam_h());\n\
                  s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;"
             ),
         };
@@ -445,7 +450,81 @@ impl MultiStep {
     }
 }
 
+/// The sum of squares of several tensors' elements (a global gradient norm), one partial
+/// sum per workgroup (`partials[out_at + workgroup]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SumSquares {
+    /// Tensors read by one dispatch.
+    pub tensors: u32,
+}
+
+impl SumSquares {
+    /// The WGSL: tensor k is `g{k}`; thread i reads element i of the concatenation (tensor
+    /// k starts at param(2 + k)); a workgroup tree-sums its threads' sums.
+    pub(crate) fn wgsl(self) -> String {
+        let k = self.tensors;
+        let mut s = String::new();
+        for t in 0..k {
+            s += &format!("@group(0) @binding({t}) var<storage, read> g{t}: array<f32>;\n");
+        }
+        s += &format!("@group(0) @binding({k}) var<storage, read_write> partials: array<f32>;\n");
+        s += &format!("@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", k + 1);
+        s += "var<workgroup> sums: array<f32, WG>;\n\
+              @compute @workgroup_size(WG)\n\
+              fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
+                      @builtin(local_invocation_index) lid: u32) {\n\
+                  let span = stride_range(wid, nwg, lid, param(0));\n\
+                  var acc = 0.0;\n\
+                  for (var i = span.x; i < span.y; i = i + span.z) {\n\
+                      var t = 0u;\n";
+        s += &format!("        for (var q = 1u; q < {k}u; q = q + 1u) {{ if (i >= param(2u + q)) {{ t = q; }} }}\n");
+        s += "        let j = i - param(2u + t);\n        switch t {\n";
+        for t in 0..k {
+            s += &format!("            case {t}u: {{ acc = acc + g{t}[j] * g{t}[j]; }}\n");
+        }
+        s += "            default: {}\n        }\n    }\n\
+              sums[lid] = acc;\n\
+              for (var w = WG / 2u; w > 0u; w = w / 2u) {\n\
+                  workgroupBarrier();\n\
+                  if (lid < w) { sums[lid] = sums[lid] + sums[lid + w]; }\n\
+              }\n\
+              if (lid == 0u) { partials[param(1) + wid.y * nwg.x + wid.x] = sums[0]; }\n\
+              }\n";
+        s
+    }
+}
+
 impl Context {
+    /// Partial sums of squares of `tensors` (buffer, elements), all written into one fresh
+    /// buffer of f32 partials; returns it and how many partials it holds (their sum is the
+    /// total). As few dispatches as the storage-buffer limit allows.
+    pub fn sum_squares(self: &Arc<Self>, tensors: &[(&GpuBuffer, usize)]) -> KResult<(GpuBuffer, usize)> {
+        let group = (self.limits().max_storage_buffers_per_shader_stage.saturating_sub(1)).clamp(1, 16) as usize;
+        let mut plans = Vec::new();
+        let mut partials = 0usize;
+        for chunk in tensors.chunks(group) {
+            let key = KernelKey::new(Kernel::SumSquares(SumSquares { tensors: chunk.len() as u32 }), KDType::F32);
+            let total: usize = chunk.iter().map(|(_, n)| n).sum();
+            let grid = self.grid_stride(key, total.max(1) as u64)?;
+            let groups = (grid.0 * grid.1) as usize;
+            plans.push((chunk, key, grid, partials));
+            partials += groups;
+        }
+        let out = self.alloc_output((partials.max(1) * 4) as u64)?;
+        for (chunk, key, grid, at) in plans {
+            let mut p = vec![0u32, crate::launch::u32_of(at, "partials")?];
+            let mut start = 0usize;
+            for (_, n) in chunk {
+                p.push(crate::launch::u32_of(start, "elements")?);
+                start += n;
+            }
+            p[0] = crate::launch::u32_of(start, "elements")?;
+            let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(b, _)| *b).collect();
+            self.dispatch(key, &inputs, &[&out], &p, grid)?;
+        }
+        Ok((out, partials))
+    }
+
     /// Tensors one [`MultiStep`] dispatch of `kind` may update: as many as the adapter's
     /// storage-buffer limit allows (at most 16).
     fn multi_step_group(&self, kind: MultiStepKind) -> usize {
@@ -500,12 +579,13 @@ impl Context {
         Ok(())
     }
 
-    /// A fresh optimizer step state `[lr, bc1, bc2, t]` = 0 on the device (bound as a
-    /// storage buffer by [`Context::optim_schedule`] and as a uniform by the updates).
+    /// A fresh optimizer step state `[lr, bc1, bc2, t, grad scale, grad norm, 0, 0]` = 0 on
+    /// the device (bound as a storage buffer by [`Context::optim_schedule`] and as a uniform
+    /// by the updates).
     pub fn optim_step_state(self: &Arc<Self>) -> GpuBuffer {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad optimizer step state"),
-            size: 16,
+            size: 32,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_SRC
@@ -519,10 +599,32 @@ impl Context {
     /// Advance an optimizer's step state on the device: lr = schedule(t), then t + 1 and
     /// the bias corrections 1 - b^t. `schedule` is [kind, lr, 1 - b1, 1 - b2, a, b, c, d] as
     /// optim_schedule.wgsl reads them (kind as a u32, the rest as f32).
-    pub fn optim_schedule(self: &Arc<Self>, state: &GpuBuffer, kind: u32, values: [f32; 7]) -> KResult<()> {
-        let key = KernelKey::new(Kernel::OptimSchedule, KDType::F32);
+    /// With `clip` = (partial sums of squares from [`Context::sum_squares`], their count,
+    /// max_norm) it also sets the gradient scale of a global-norm clip, which the updates
+    /// apply to every gradient.
+    pub fn optim_schedule(
+        self: &Arc<Self>,
+        state: &GpuBuffer,
+        kind: u32,
+        values: [f32; 7],
+        clip: Option<(&GpuBuffer, usize, f32)>,
+    ) -> KResult<()> {
         let mut p = vec![kind];
         p.extend(values.iter().map(|v| v.to_bits()));
-        self.dispatch(key, &[], &[state], &p, (1, 1, 1))
+        match clip {
+            None => self.dispatch(
+                KernelKey::new(Kernel::OptimSchedule { clip: false }, KDType::F32),
+                &[],
+                &[state],
+                &p,
+                (1, 1, 1),
+            ),
+            Some((partials, n, max_norm)) => {
+                p.push(max_norm.to_bits());
+                p.push(crate::launch::u32_of(n, "partials")?);
+                let key = KernelKey::new(Kernel::OptimSchedule { clip: true }, KDType::F32);
+                self.dispatch(key, &[partials], &[state], &p, (1, 1, 1))
+            }
+        }
     }
 }

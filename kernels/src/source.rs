@@ -21,6 +21,8 @@ const RANDOM_IO: &str = include_str!("../../shaders/random_io.wgsl");
 const RANDOM_STATE_IO: &str = include_str!("../../shaders/random_state_io.wgsl");
 const RANDOM_ADVANCE: &str = include_str!("../../shaders/random_advance.wgsl");
 const OPTIM_SCHEDULE: &str = include_str!("../../shaders/optim_schedule.wgsl");
+const OPTIM_SCHEDULE_IO: &str = include_str!("../../shaders/optim_schedule_io.wgsl");
+const OPTIM_CLIP_IO: &str = include_str!("../../shaders/optim_clip_io.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_IO: &str = include_str!("../../shaders/reduce_io.wgsl");
 const REDUCE_VEC4_IO: &str = include_str!("../../shaders/reduce_vec4_io.wgsl");
@@ -247,8 +249,13 @@ pub enum Kernel {
     RandomFromState,
     /// Snapshot a device-side generator state and advance it past one draw.
     RandomAdvance,
-    /// An optimizer's learning rate, step count and bias corrections, advanced on the device.
-    OptimSchedule,
+    /// An optimizer's learning rate, step count and bias corrections, advanced on the device
+    /// (with `clip`: also the gradient scale of a global-norm clip, from partial sums).
+    OptimSchedule {
+        clip: bool,
+    },
+    /// Partial sums of squares of several tensors (see [`crate::nn::SumSquares`]).
+    SumSquares(crate::nn::SumSquares),
     Reduce(ReduceOp),
     /// Reduction of contiguous rows read as vec4.
     ReduceVec4(ReduceOp),
@@ -381,7 +388,9 @@ impl KernelKey {
             | Kernel::IndexSelect
             | Kernel::Gather => (2, 1),
             Kernel::Where => (3, 1),
-            Kernel::Fill | Kernel::Random | Kernel::OptimSchedule => (0, 1),
+            Kernel::Fill | Kernel::Random | Kernel::OptimSchedule { clip: false } => (0, 1),
+            Kernel::OptimSchedule { clip: true } => (1, 1),
+            Kernel::SumSquares(s) => (s.tensors, 1),
             Kernel::RandomFromState => (1, 1),
             Kernel::RandomAdvance => (0, 2),
             Kernel::Lu => (0, 4),
@@ -463,7 +472,12 @@ impl KernelKey {
             Kernel::Random => (RANDOM, RANDOM_IO.to_string()),
             Kernel::RandomFromState => (RANDOM, RANDOM_STATE_IO.to_string()),
             Kernel::RandomAdvance => (RANDOM_ADVANCE, String::new()),
-            Kernel::OptimSchedule => (OPTIM_SCHEDULE, String::new()),
+            Kernel::OptimSchedule { clip: false } => (OPTIM_SCHEDULE, OPTIM_SCHEDULE_IO.to_string()),
+            Kernel::OptimSchedule { clip: true } => (OPTIM_SCHEDULE, OPTIM_CLIP_IO.to_string()),
+            Kernel::SumSquares(s) => {
+                generated = s.wgsl();
+                (generated.as_str(), String::new())
+            }
             Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
             Kernel::MatmulVec4(v) => {
@@ -580,7 +594,10 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::Random,
         Kernel::RandomFromState,
         Kernel::RandomAdvance,
-        Kernel::OptimSchedule,
+        Kernel::OptimSchedule { clip: false },
+        Kernel::OptimSchedule { clip: true },
+        Kernel::SumSquares(crate::nn::SumSquares { tensors: 1 }),
+        Kernel::SumSquares(crate::nn::SumSquares { tensors: 7 }),
         Kernel::Matmul,
         Kernel::MatmulReg,
         Kernel::IndexSelect,

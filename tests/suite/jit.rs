@@ -288,3 +288,47 @@ fn batch_norm_running_statistics_update_on_every_replay() {
         assert!(eager[1].iter().all(|&v| v > 1.5), "{dev}: the variance moved: {:?}", eager[1]);
     }
 }
+
+#[test]
+fn an_optimizer_clips_inside_its_update_as_clip_grad_norm_does() {
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let shapes: [&[usize]; 3] = [&[5, 7], &[7], &[3, 3, 2]];
+        let fresh = || {
+            let mut p = Params::new();
+            for (i, s) in shapes.iter().enumerate() {
+                p.add(&format!("p{i}"), Tensor::randn(s, i as u64, &dev).unwrap());
+            }
+            p
+        };
+        let grads: Vec<Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Tensor::randn(s, 10 + i as u64, &dev).unwrap().mul_scalar(3.0).unwrap())
+            .collect();
+        type MakeOptimizer = fn(bool) -> Box<dyn Optimizer>;
+        let optimizers: [(&str, MakeOptimizer); 2] = [
+            ("adam", |clip| Box::new(if clip { Adam::adamw(0.1).clip_grad_norm(1.0) } else { Adam::adamw(0.1) })),
+            ("sgd", |clip| {
+                Box::new(if clip {
+                    Sgd::new(0.1).momentum(0.9).clip_grad_norm(1.0)
+                } else {
+                    Sgd::new(0.1).momentum(0.9)
+                })
+            }),
+        ];
+        for (name, make) in optimizers {
+            let (mut inside, mut outside) = (fresh(), fresh());
+            let (mut a, mut b) = (make(true), make(false));
+            for _ in 0..3 {
+                a.step(&mut inside, &grads).unwrap();
+                let (clipped, norm) = wgrad::optim::clip_grad_norm(&grads, 1.0).unwrap();
+                assert!(norm.item().unwrap() > 1.0, "the clip is active");
+                b.step(&mut outside, &clipped).unwrap();
+            }
+            for (x, y) in inside.tensors().iter().zip(outside.tensors()) {
+                let (x, y) = (x.to_vec::<f64>().unwrap(), y.to_vec::<f64>().unwrap());
+                assert!(x.iter().zip(&y).all(|(p, q)| close(*p, *q, 1e-5, 1e-6)), "{dev} {name}: {x:?} vs {y:?}");
+            }
+        }
+    }
+}

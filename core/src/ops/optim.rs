@@ -104,6 +104,28 @@ fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl F
 }
 
 impl Tensor {
+    /// Partial sums of the squares of every element of `tensors` (f32, on one GPU): a
+    /// buffer of partials and their count, for an optimizer's global-norm clip
+    /// ([`wgrad_kernels::Context::optim_schedule`]); a few dispatches for all of them.
+    pub fn sum_squares_partials(tensors: &[Tensor]) -> Result<(wgrad_kernels::GpuBuffer, usize)> {
+        let op = "clip_grad_norm";
+        let Some(ctx) = one_gpu(tensors) else {
+            return Err(Error::Invalid { op, msg: "the gradients must be f32 tensors on one GPU".into() });
+        };
+        if tensors.iter().any(|t| t.dtype() != crate::DType::F32) {
+            return Err(Error::Invalid { op, msg: "the gradients must be f32".into() });
+        }
+        crate::fusion::flush(&ctx)?;
+        let dense = tensors.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
+        // a view at an offset: copied so that the kernel reads from element 0
+        let dense = dense
+            .into_iter()
+            .map(|g| if g.layout().offset == 0 { Ok(g) } else { g.mul_scalar(1.0)?.materialized() })
+            .collect::<Result<Vec<_>>>()?;
+        let items: Vec<_> = dense.iter().map(|g| (buf(g), g.numel())).collect();
+        Ok(ctx.sum_squares(&items)?)
+    }
+
     /// Overwrite `self`'s elements with `src`'s (same shape and dtype), in place: on a GPU
     /// one copy kernel into `self`'s buffer, so every handle to that buffer sees the new
     /// values, and a jitted step that updates state (running statistics) updates it on

@@ -332,3 +332,45 @@ fn an_optimizer_clips_inside_its_update_as_clip_grad_norm_does() {
         }
     }
 }
+
+#[test]
+fn a_jitted_step_with_checkpointed_blocks_replays_the_recomputation() {
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        let run = |jitted: bool| -> Vec<Vec<f32>> {
+            let mut params = Params::new();
+            params.add("w1", Tensor::randn(&[6, 6], 1, &dev).unwrap().mul_scalar(0.3).unwrap());
+            params.add("w2", Tensor::randn(&[6, 6], 2, &dev).unwrap().mul_scalar(0.3).unwrap());
+            let mut opt = Sgd::new(0.1);
+            let step = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+                let loss_of = |p: &[Tensor]| {
+                    // each block checkpointed: its activations recomputed in the backward pass
+                    let block = |xs: &[Tensor]| Ok(vec![xs[0].matmul(&xs[1])?.tanh()?]);
+                    let h = wgrad::checkpoint(block, &[a[0].clone(), p[0].clone()])?.remove(0);
+                    let h = wgrad::checkpoint(block, &[h, p[1].clone()])?.remove(0);
+                    h.square()?.mean_all()
+                };
+                let (loss, grads) = value_and_grad_many(loss_of, params.tensors())?;
+                opt.step(&mut params, &grads)?;
+                Ok(vec![loss])
+            };
+            let mut f = jit(step).enabled(jitted);
+            let before = wgrad::checkpoint_replays();
+            let losses: Vec<Vec<f32>> = (0..6)
+                .map(|s| {
+                    let x = Tensor::randn(&[4, 6], 20 + s % 2, &dev).unwrap();
+                    f.call(&[x]).unwrap()[0].to_vec::<f32>().unwrap()
+                })
+                .collect();
+            // the traced calls recomputed the blocks (the replays repeat those launches)
+            assert!(wgrad::checkpoint_replays().ops > before.ops, "the backward recomputed the blocks");
+            if jitted && dev.is_gpu() {
+                assert!(f.stats().replays >= 3, "{:?}", f.stats());
+            }
+            drop(f);
+            let mut out = losses;
+            out.extend(params.tensors().iter().map(|t| t.to_vec::<f32>().unwrap()));
+            out
+        };
+        assert_eq!(run(false), run(true), "{dev}: losses and parameters");
+    }
+}

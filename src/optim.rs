@@ -20,6 +20,79 @@ pub trait Optimizer {
 /// A global-norm clip for the device state: (max_norm, the gradients).
 type Clip<'a> = (f64, &'a [Tensor]);
 
+/// An optimizer's step state on a GPU (`[lr, 1 - b1^t, 1 - b2^t, t, grad scale, ..]`).
+type DeviceState = std::sync::Arc<wgrad_core::kernels::GpuBuffer>;
+
+/// A step's (lr, 1 - b1^t, 1 - b2^t) computed on the host (what the CPU update uses).
+type HostStep = (f64, f64, f64);
+
+/// What every optimizer's step shares: the learning-rate schedule, the step count and an
+/// optional global-norm clip. On a GPU the count lives in a device-side state advanced by
+/// one kernel per step (optim_schedule.wgsl), which the update reads; on the CPU the same
+/// values are computed on the host.
+struct StepControl {
+    schedule: LrSchedule,
+    max_grad_norm: Option<f64>,
+    device: Option<DeviceState>,
+    host_steps: u64,
+}
+
+impl StepControl {
+    fn new(lr: f64) -> Self {
+        StepControl { schedule: LrSchedule::Constant { lr }, max_grad_norm: None, device: None, host_steps: 0 }
+    }
+
+    /// Begin one step: `lr` is the optimizer's public rate, followed while no schedule is
+    /// set. Returns the gradients to update with (clipped here on the CPU; on a GPU the
+    /// update scales them), the device state on a GPU, and the host's (lr, 1 - b1^t,
+    /// 1 - b2^t).
+    fn begin<'a>(
+        &mut self,
+        lr: f64,
+        params: &Params,
+        grads: &'a [Tensor],
+        betas: (f64, f64),
+    ) -> Result<(std::borrow::Cow<'a, [Tensor]>, Option<DeviceState>, HostStep)> {
+        if let LrSchedule::Constant { .. } = self.schedule {
+            self.schedule = LrSchedule::Constant { lr };
+        }
+        let (grads, clip) = clip_in_step(self.max_grad_norm, params, grads)?;
+        let (state, host) = self.advance(params, betas, clip)?;
+        Ok((grads, state, host))
+    }
+
+    /// Advance one step under the schedule. GPU: the device state (returned, for the
+    /// update to read); CPU: (lr, 1 - b1^t, 1 - b2^t) on the host. With `clip` = (max_norm,
+    /// grads) on a GPU the state also gets the scale of a global-norm clip of `grads`,
+    /// which the update applies.
+    fn advance(
+        &mut self,
+        params: &Params,
+        betas: (f64, f64),
+        clip: Option<Clip>,
+    ) -> Result<(Option<DeviceState>, HostStep)> {
+        let lr = self.schedule.lr_at(self.host_steps);
+        self.host_steps += 1;
+        let t = self.host_steps as i32;
+        let host = (lr, 1.0 - betas.0.powi(t), 1.0 - betas.1.powi(t));
+        let Some(ctx) = params.tensors().first().and_then(|p| p.device().context()) else {
+            return Ok((None, host));
+        };
+        let state = self.device.get_or_insert_with(|| std::sync::Arc::new(ctx.optim_step_state()));
+        let (kind, mut values) = self.schedule.words();
+        values[1] = (1.0 - betas.0) as f32;
+        values[2] = (1.0 - betas.1) as f32;
+        match clip {
+            None => ctx.optim_schedule(state, kind, values, None)?,
+            Some((max_norm, grads)) => {
+                let (partials, n) = Tensor::sum_squares_partials(grads)?;
+                ctx.optim_schedule(state, kind, values, Some((&partials, n, max_norm as f32)))?;
+            }
+        }
+        Ok((Some(state.clone()), host))
+    }
+}
+
 /// The gradients a step updates with and the clip its device state applies: on a GPU the
 /// gradients as they are (the update scales them); on the CPU clipped here.
 fn clip_in_step<'a>(
@@ -35,52 +108,6 @@ fn clip_in_step<'a>(
         return Ok((grads.into(), Some((max_norm, grads))));
     }
     Ok((clip_grad_norm(grads, max_norm)?.0.into(), None))
-}
-
-/// An optimizer's step state on a GPU (`[lr, 1 - b1^t, 1 - b2^t, t]`).
-type DeviceState = std::sync::Arc<wgrad_core::kernels::GpuBuffer>;
-
-/// The step count, learning rate and bias corrections of an optimizer: on a GPU a
-/// device-side state advanced by one kernel per step (optim_schedule.wgsl); on the CPU
-/// the same values on the host.
-#[derive(Default)]
-struct StepCounter {
-    device: Option<DeviceState>,
-    host_steps: u64,
-}
-
-impl StepCounter {
-    /// Advance one step under `schedule`. GPU: the device state (returned, for the
-    /// update to read); CPU: (lr, 1 - b1^t, 1 - b2^t) on the host.
-    /// With `clip` = (max_norm, grads) on a GPU the state also gets the scale of a
-    /// global-norm clip of `grads`, which the update applies.
-    fn advance(
-        &mut self,
-        params: &Params,
-        schedule: &LrSchedule,
-        betas: (f64, f64),
-        clip: Option<Clip>,
-    ) -> Result<(Option<DeviceState>, (f64, f64, f64))> {
-        let lr = schedule.lr_at(self.host_steps);
-        self.host_steps += 1;
-        let t = self.host_steps as i32;
-        let host = (lr, 1.0 - betas.0.powi(t), 1.0 - betas.1.powi(t));
-        let Some(ctx) = params.tensors().first().and_then(|p| p.device().context()) else {
-            return Ok((None, host));
-        };
-        let state = self.device.get_or_insert_with(|| std::sync::Arc::new(ctx.optim_step_state()));
-        let (kind, mut values) = schedule.words();
-        values[1] = (1.0 - betas.0) as f32;
-        values[2] = (1.0 - betas.1) as f32;
-        match clip {
-            None => ctx.optim_schedule(state, kind, values, None)?,
-            Some((max_norm, grads)) => {
-                let (partials, n) = Tensor::sum_squares_partials(grads)?;
-                ctx.optim_schedule(state, kind, values, Some((&partials, n, max_norm as f32)))?;
-            }
-        }
-        Ok((Some(state.clone()), host))
-    }
 }
 
 fn check(params: &Params, grads: &[Tensor]) -> Result<()> {
@@ -103,28 +130,18 @@ pub struct Sgd {
     pub momentum: f64,
     pub weight_decay: f64,
     velocity: Vec<Tensor>,
-    schedule: LrSchedule,
-    steps: StepCounter,
-    max_grad_norm: Option<f64>,
+    control: StepControl,
 }
 
 impl Sgd {
     pub fn new(lr: f64) -> Self {
-        Sgd {
-            lr,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            velocity: Vec::new(),
-            schedule: LrSchedule::Constant { lr },
-            steps: StepCounter::default(),
-            max_grad_norm: None,
-        }
+        Sgd { lr, momentum: 0.0, weight_decay: 0.0, velocity: Vec::new(), control: StepControl::new(lr) }
     }
     /// Clip the gradients to a global L2 norm of `max_norm` in each step (as
     /// [`clip_grad_norm`] does), on a GPU inside the update: a few reductions and no
     /// per-tensor scaling.
     pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
-        self.max_grad_norm = Some(max_norm);
+        self.control.max_grad_norm = Some(max_norm);
         self
     }
     pub fn momentum(mut self, m: f64) -> Self {
@@ -143,12 +160,7 @@ impl Optimizer for Sgd {
         if self.velocity.is_empty() {
             self.velocity = zeros_like_all(params)?;
         }
-        if let LrSchedule::Constant { .. } = self.schedule {
-            // without a schedule the public `lr` field is the rate
-            self.schedule = LrSchedule::Constant { lr: self.lr };
-        }
-        let (grads, clip) = clip_in_step(self.max_grad_norm, params, grads)?;
-        let (state, (lr, _, _)) = self.steps.advance(params, &self.schedule, (0.0, 0.0), clip)?;
+        let (grads, state, (lr, _, _)) = self.control.begin(self.lr, params, grads, (0.0, 0.0))?;
         Tensor::sgd_update_many_(
             params.tensors_mut(),
             &grads,
@@ -161,11 +173,11 @@ impl Optimizer for Sgd {
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
-        self.schedule = LrSchedule::Constant { lr };
+        self.control.schedule = LrSchedule::Constant { lr };
     }
     fn set_schedule(&mut self, schedule: LrSchedule) {
         self.lr = schedule.lr_at(0);
-        self.schedule = schedule;
+        self.control.schedule = schedule;
     }
 }
 
@@ -179,9 +191,7 @@ pub struct Adam {
     matrices_only: bool,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
-    schedule: LrSchedule,
-    steps: StepCounter,
-    max_grad_norm: Option<f64>,
+    control: StepControl,
 }
 
 impl Adam {
@@ -195,16 +205,14 @@ impl Adam {
             matrices_only: false,
             m: Vec::new(),
             v: Vec::new(),
-            schedule: LrSchedule::Constant { lr },
-            steps: StepCounter::default(),
-            max_grad_norm: None,
+            control: StepControl::new(lr),
         }
     }
     /// Clip the gradients to a global L2 norm of `max_norm` in each step (as
     /// [`clip_grad_norm`] does), on a GPU inside the update: a few reductions and no
     /// per-tensor scaling.
     pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
-        self.max_grad_norm = Some(max_norm);
+        self.control.max_grad_norm = Some(max_norm);
         self
     }
     /// AdamW with decoupled weight decay (default 0.01, as PyTorch).
@@ -238,15 +246,9 @@ impl Optimizer for Adam {
             self.m = zeros_like_all(params)?;
             self.v = zeros_like_all(params)?;
         }
-        if let LrSchedule::Constant { .. } = self.schedule {
-            // without a schedule the public `lr` field is the rate
-            self.schedule = LrSchedule::Constant { lr: self.lr };
-        }
         // on a GPU the step's lr and bias corrections are computed on the device (`state`);
         // the host values serve the CPU
-        let (grads, clip) = clip_in_step(self.max_grad_norm, params, grads)?;
-        let grads = &grads[..];
-        let (state, (lr, bc1, bc2)) = self.steps.advance(params, &self.schedule, self.betas, clip)?;
+        let (grads, state, (lr, bc1, bc2)) = self.control.begin(self.lr, params, grads, self.betas)?;
         let h = AdamParams {
             lr: lr as f32,
             beta1: self.betas.0 as f32,
@@ -257,20 +259,21 @@ impl Optimizer for Adam {
             bias_correction2: bc2 as f32,
             decoupled: self.decoupled,
         };
-        if state.is_some() {
-            // nothing step-dependent in the launch params: a jitted step replays faithfully
-            let h = AdamParams { lr: 0.0, bias_correction1: 1.0, bias_correction2: 1.0, ..h };
-            return self.update(params, grads, h, state.as_deref());
-        }
-        self.update(params, grads, h, None)
+        // with a device state, nothing step-dependent is in the launch params: a jitted step
+        // replays faithfully
+        let h = match state {
+            Some(_) => AdamParams { lr: 0.0, bias_correction1: 1.0, bias_correction2: 1.0, ..h },
+            None => h,
+        };
+        self.update(params, &grads, h, state.as_deref())
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
-        self.schedule = LrSchedule::Constant { lr };
+        self.control.schedule = LrSchedule::Constant { lr };
     }
     fn set_schedule(&mut self, schedule: LrSchedule) {
         self.lr = schedule.lr_at(0);
-        self.schedule = schedule;
+        self.control.schedule = schedule;
     }
 }
 

@@ -13,7 +13,7 @@
 //! values are inputs of the ops that use them (dropout's mask is drawn from its seed and
 //! held), so a replay sees the same sample.
 use crate::graph::Node;
-use crate::primitive::{bind, Batch, OutSpec, Primitive};
+use crate::primitive::{bind, Identity, Primitive};
 use crate::{transform, Result, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -373,37 +373,5 @@ where
 /// The identity, marking `x` as `name` for [`CheckpointPolicy::Names`] (JAX's
 /// `checkpoint_name`).
 pub fn checkpoint_name(x: &Tensor, name: &str) -> Result<Tensor> {
-    bind(Arc::new(CheckpointName { name: name.to_string() }), &[x])
-}
-
-/// The identity with a name a checkpoint policy can keep.
-struct CheckpointName {
-    name: String,
-}
-
-impl Primitive for CheckpointName {
-    fn name(&self) -> String {
-        format!("checkpoint_name({})", self.name)
-    }
-    fn shape_rule(&self, inputs: &[&Tensor]) -> Result<OutSpec> {
-        Ok(OutSpec::new(inputs[0].shape(), inputs[0].dtype()))
-    }
-    fn forward(&self, inputs: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
-        Ok(inputs[0].clone())
-    }
-    fn checkpoint_name(&self) -> Option<&str> {
-        Some(&self.name)
-    }
-    /// d x = dx
-    fn vjp(&self, _node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.clone())])
-    }
-    /// jvp x = t
-    fn jvp(&self, _p: &[Tensor], _out: &Tensor, tangents: &[Option<Tensor>]) -> Result<Option<Tensor>> {
-        Ok(tangents[0].clone())
-    }
-    /// batch: the identity on the physical tensor
-    fn batch(&self, x: &[Tensor], batched: &[bool], b: &Batch) -> Result<Tensor> {
-        b.expand(&x[0], batched[0])
-    }
+    bind(Arc::new(Identity { marker: Some(name.to_string()) }), &[x])
 }

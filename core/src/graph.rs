@@ -222,6 +222,6 @@ fn record_in_region(
 /// A tracked copy of `x` (same data, same tangents): the input of a transform. Its parent
 /// is x's node, so an enclosing transform still sees through it.
 pub(crate) fn track(x: &Tensor) -> Tensor {
-    let leaf: Arc<dyn Primitive> = Arc::new(crate::primitive::Leaf);
+    let leaf: Arc<dyn Primitive> = Arc::new(crate::primitive::Identity { marker: None });
     x.with_node(Some(Arc::new(new_node(&leaf, &[x], x, |_| false, false, None))))
 }

@@ -259,8 +259,9 @@ fn dense_span(t: &Tensor) -> Option<(u64, u64)> {
     (start % 4 == 0 && t.layout().is_contiguous()).then_some((start, bytes.div_ceil(4) * 4))
 }
 
-/// A contiguous copy of `t` in a buffer of its own.
-fn dense_copy(ctx: &Arc<Context>, t: &Tensor) -> Result<Tensor> {
+/// Argument `t` materialized and dense (made contiguous where it is not), with the byte
+/// where its elements start in its buffer and the bytes they span.
+fn dense_argument(t: &Tensor) -> Result<(Tensor, u64, u64)> {
     let mut t = t.materialized()?;
     if dense_span(&t).is_none() {
         t = crate::no_grad(|| t.contiguous())?.materialized()?;
@@ -269,6 +270,12 @@ fn dense_copy(ctx: &Arc<Context>, t: &Tensor) -> Result<Tensor> {
         op: "call".into(),
         msg: format!("argument of shape {:?} and dtype {:?} starts inside a word", t.shape(), t.dtype()),
     })?;
+    Ok((t, start, bytes))
+}
+
+/// A contiguous copy of `t` in a buffer of its own.
+fn dense_copy(ctx: &Arc<Context>, t: &Tensor) -> Result<Tensor> {
+    let (t, start, bytes) = dense_argument(t)?;
     let buf = ctx.copy_to_new(buffer_of(&t)?, start, bytes)?;
     let copy = Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), t.shape(), t.dtype(), t.device().clone());
     // indices keep their known bound (what index ops check on the host)
@@ -303,14 +310,7 @@ fn replay(ready: &Ready, args: &[Tensor]) -> Result<Vec<Tensor>> {
     let mut inputs = Vec::with_capacity(args.len());
     let mut keep = Vec::new();
     for (a, own) in args.iter().zip(&ready.args) {
-        let mut a = a.materialized()?;
-        if dense_span(&a).is_none() {
-            a = crate::no_grad(|| a.contiguous())?.materialized()?;
-        }
-        let (start, bytes) = dense_span(&a).ok_or_else(|| Error::Jit {
-            op: "call".into(),
-            msg: format!("argument of shape {:?} and dtype {:?} starts inside a word", a.shape(), a.dtype()),
-        })?;
+        let (a, start, bytes) = dense_argument(a)?;
         inputs.push(PlanCopy {
             from: (buffer_of(&a)?.raw().clone(), start),
             to: (buffer_of(own)?.raw().clone(), 0),

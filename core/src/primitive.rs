@@ -306,18 +306,27 @@ fn bind_levels(
     }
 }
 
-/// The tracked input of a transform: the identity.
-pub(crate) struct Leaf;
+/// The identity: the tracked input of a transform (no marker), or a value marked with a
+/// name that a checkpoint policy can keep ([`crate::checkpoint_name`]).
+pub(crate) struct Identity {
+    pub marker: Option<String>,
+}
 
-impl Primitive for Leaf {
+impl Primitive for Identity {
     fn name(&self) -> String {
-        "leaf".into()
+        match &self.marker {
+            None => "leaf".into(),
+            Some(name) => format!("checkpoint_name({name})"),
+        }
     }
     fn shape_rule(&self, inputs: &[&Tensor]) -> Result<OutSpec> {
         Ok(OutSpec::new(inputs[0].shape(), inputs[0].dtype()))
     }
     fn forward(&self, inputs: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
         Ok(inputs[0].clone())
+    }
+    fn checkpoint_name(&self) -> Option<&str> {
+        self.marker.as_deref()
     }
     /// d x = dx
     fn vjp(&self, _node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {

@@ -24,6 +24,14 @@ pub enum Distribution {
 }
 
 impl Distribution {
+    /// What the WGSL kernel takes: (normal, low, high).
+    fn kernel_args(self) -> (bool, f32, f32) {
+        match self {
+            Distribution::Uniform { low, high } => (false, low as f32, high as f32),
+            Distribution::Normal => (true, 0.0, 1.0),
+        }
+    }
+
     /// Philox blocks (of four words) that `n` samples use.
     fn blocks(self, n: usize) -> u64 {
         match self {
@@ -54,49 +62,53 @@ fn unit(x: u32) -> f32 {
     (x >> 8) as f32 * 5.960_464_5e-8
 }
 
-/// The words sample `i` reads: lane i % 4 of block i / 4 (uniform), lanes 2 (i % 2) and
-/// 2 (i % 2) + 1 of block i / 2 (normal).
-fn words(i: usize, seed: u64, offset: u64, normal: bool) -> (u32, u32) {
+/// The words each of `n` samples reads: lane i % 4 of block i / 4 (uniform), lanes
+/// 2 (i % 2) and 2 (i % 2) + 1 of block i / 2 (normal; the second word is 0 for uniform).
+/// One Philox block per four (or two) samples.
+fn words(n: usize, dist: Distribution, seed: u64, offset: u64) -> Vec<(u32, u32)> {
     let key = [seed as u32, (seed >> 32) as u32];
-    let block = if normal { i >> 1 } else { i >> 2 } as u32;
-    let r = philox([block, 0, offset as u32, (offset >> 32) as u32], key);
-    if normal {
-        let j = 2 * (i & 1);
-        (r[j], r[j + 1])
-    } else {
-        (r[i & 3], 0)
+    let block = |b: usize| philox([b as u32, 0, offset as u32, (offset >> 32) as u32], key);
+    let mut out = Vec::with_capacity(n);
+    for b in 0..dist.blocks(n) as usize {
+        let r = block(b);
+        match dist {
+            Distribution::Uniform { .. } => out.extend(r.iter().map(|&w| (w, 0))),
+            Distribution::Normal => out.extend([(r[0], r[1]), (r[2], r[3])]),
+        }
     }
+    out.truncate(n);
+    out
 }
 
 /// `n` samples in f32, as the WGSL kernel computes them.
 pub fn samples_f32(n: usize, dist: Distribution, seed: u64, offset: u64) -> Vec<f32> {
-    (0..n)
-        .map(|i| match dist {
-            Distribution::Uniform { low, high } => {
-                let (low, high) = (low as f32, high as f32);
-                low + (high - low) * unit(words(i, seed, offset, false).0)
-            }
-            Distribution::Normal => {
-                let (a, b) = words(i, seed, offset, true);
+    let words = words(n, dist, seed, offset).into_iter();
+    match dist {
+        Distribution::Uniform { low, high } => {
+            let (low, high) = (low as f32, high as f32);
+            words.map(|(a, _)| low + (high - low) * unit(a)).collect()
+        }
+        Distribution::Normal => words
+            .map(|(a, b)| {
                 let (u1, u2) = (unit(a) + 5.960_464_5e-8, unit(b));
                 (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-            }
-        })
-        .collect()
+            })
+            .collect(),
+    }
 }
 
 /// `n` samples in f64 from the same words (the f64 reference of the f32 draw).
 fn samples_f64(n: usize, dist: Distribution, seed: u64, offset: u64) -> Vec<f64> {
-    (0..n)
-        .map(|i| match dist {
-            Distribution::Uniform { low, high } => low + (high - low) * unit(words(i, seed, offset, false).0) as f64,
-            Distribution::Normal => {
-                let (a, b) = words(i, seed, offset, true);
+    let words = words(n, dist, seed, offset).into_iter();
+    match dist {
+        Distribution::Uniform { low, high } => words.map(|(a, _)| low + (high - low) * unit(a) as f64).collect(),
+        Distribution::Normal => words
+            .map(|(a, b)| {
                 let (u1, u2) = (unit(a) as f64 + 5.960_464_5e-8, unit(b) as f64);
                 (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-            }
-        })
-        .collect()
+            })
+            .collect(),
+    }
 }
 
 thread_local! {
@@ -169,10 +181,7 @@ pub(crate) fn draw(
             if dtype != DType::F32 {
                 return draw(shape, dist, seed, offset, DType::F32, device)?.to_dtype(dtype);
             }
-            let (normal, low, high) = match dist {
-                Distribution::Uniform { low, high } => (false, low as f32, high as f32),
-                Distribution::Normal => (true, 0.0, 1.0),
-            };
+            let (normal, low, high) = dist.kernel_args();
             let buf = ctx.random(n, seed, offset, normal, low, high)?;
             Ok(Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), shape, dtype, device.clone()))
         }
@@ -216,10 +225,7 @@ impl Primitive for RandomLike {
             op: "rand_like",
             msg: "the generator snapshot is not on the GPU".into(),
         })?;
-        let (normal, low, high) = match self.dist {
-            Distribution::Uniform { low, high } => (false, low as f32, high as f32),
-            Distribution::Normal => (true, 0.0, 1.0),
-        };
+        let (normal, low, high) = self.dist.kernel_args();
         let buf = ctx.random_from_state(x[0].numel(), snapshot, normal, low, high)?;
         let t = Tensor::new_contiguous(Storage::Gpu(Arc::new(buf)), x[0].shape(), DType::F32, device);
         if out.dtype == DType::F32 {

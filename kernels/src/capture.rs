@@ -187,18 +187,19 @@ impl Context {
         }
     }
 
-    /// Record a launch into the open capture, if any.
+    /// Record a launch into the open capture, if any: its buffers in binding order
+    /// (inputs, outputs, extra uniforms). Nothing is copied when no capture is open.
     pub(crate) fn note_launch(
         st: &mut crate::context::BatchState,
         key: KernelKey,
-        buffers: &[&GpuBuffer],
+        buffers: [&[&GpuBuffer]; 3],
         params: &[u32],
         groups: (u32, u32, u32),
     ) {
         if let Some(c) = st.capture.as_mut() {
             c.dispatches.push(CapturedDispatch {
                 key,
-                buffers: buffers.iter().map(|b| b.raw().clone()).collect(),
+                buffers: buffers.iter().flat_map(|group| group.iter()).map(|b| b.raw().clone()).collect(),
                 params: params.to_vec(),
                 groups,
             });

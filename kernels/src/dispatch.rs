@@ -153,8 +153,7 @@ impl Context {
         }
         AtomicCounters::add(&self.counters.dispatches, 1);
         AtomicCounters::add(&self.counters.bind_group_creations, 1);
-        let bound: Vec<&GpuBuffer> = inputs.iter().chain(outputs.iter()).chain(uniforms.iter()).copied().collect();
-        Context::note_launch(&mut st, key, &bound, params, groups);
+        Context::note_launch(&mut st, key, [inputs, outputs, uniforms], params, groups);
         if st.bump_dispatches() >= self.max_batch() {
             st.submit(self);
         }

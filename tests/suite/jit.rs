@@ -18,6 +18,20 @@ fn batch(step: u64, dev: &Device) -> (Tensor, Tensor) {
     (x, y)
 }
 
+/// The training step of `model`: its loss on (inputs, labels) and one optimizer step.
+fn train_step<'a>(
+    model: &'a Sequential,
+    params: &'a mut Params,
+    opt: &'a mut dyn Optimizer,
+) -> impl FnMut(&[Tensor]) -> Result<Vec<Tensor>> + 'a {
+    move |args: &[Tensor]| {
+        let loss_of = |p: &[Tensor]| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &args[0])?, &args[1]);
+        let (loss, grads) = value_and_grad_many(loss_of, params.tensors())?;
+        opt.step(params, &grads)?;
+        Ok(vec![loss])
+    }
+}
+
 /// (losses per call, final parameters) of 8 steps of SGD, or of AdamW following a
 /// warm-up + cosine schedule, jitted or not.
 fn train(dev: &Device, jitted: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
@@ -27,14 +41,7 @@ fn train(dev: &Device, jitted: bool) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
 fn train_with(dev: &Device, jitted: bool, mut opt: Box<dyn Optimizer>) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut params = Params::new();
     let model = mlp(&mut params, dev);
-    let mut step = |args: &[Tensor]| -> Result<Vec<Tensor>> {
-        let (loss, grads) = value_and_grad_many(
-            |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &args[0])?, &args[1]),
-            params.tensors(),
-        )?;
-        opt.step(&mut params, &grads)?;
-        Ok(vec![loss])
-    };
+    let mut step = train_step(&model, &mut params, opt.as_mut());
     let mut losses = Vec::new();
     // the returned losses also summed lazily (a pending fused chain that reads each
     // result after later calls ran: results must not share buffers with the plan)
@@ -66,7 +73,7 @@ fn train_with(dev: &Device, jitted: bool, mut opt: Box<dyn Optimizer>) -> (Vec<V
         }
     }
     losses.push(sum.to_vec::<f32>().unwrap());
-    let _ = step;
+    drop(step); // it borrows the parameters
     (losses, params.tensors().iter().map(|t| t.to_vec::<f32>().unwrap()).collect())
 }
 
@@ -109,14 +116,7 @@ fn a_replay_does_no_host_work_per_op() {
     let mut params = Params::new();
     let model = mlp(&mut params, &dev);
     let mut opt = Sgd::new(0.05);
-    let mut f = jit(|args: &[Tensor]| -> Result<Vec<Tensor>> {
-        let (loss, grads) = value_and_grad_many(
-            |p| nn::cross_entropy(&model.forward(&Ctx::train(p, 0), &args[0])?, &args[1]),
-            params.tensors(),
-        )?;
-        opt.step(&mut params, &grads)?;
-        Ok(vec![loss])
-    });
+    let mut f = jit(train_step(&model, &mut params, &mut opt));
     let mut live = Vec::new();
     for s in 0..1000u64 {
         let (x, y) = batch(s % 3, &dev);

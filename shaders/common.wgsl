@@ -58,16 +58,23 @@ fn is_nan(x: T) -> bool {
     return (bitcast<u32>(f32(x)) & 0x7fffffffu) > 0x7f800000u;
 }
 
+// Infinities and NaN come from runtime bits: WGSL makes a constant expression that
+// evaluates to one an error, which Chrome's compiler (Tint) enforces and naga does not.
+fn from_bits(bits: u32) -> T {
+    var b = bits;
+    return T(bitcast<f32>(b));
+}
+
 fn neg_inf() -> T {
-    return T(bitcast<f32>(0xff800000u));
+    return from_bits(0xff800000u);
 }
 
 fn pos_inf() -> T {
-    return T(bitcast<f32>(0x7f800000u));
+    return from_bits(0x7f800000u);
 }
 
 fn nan_value() -> T {
-    return T(bitcast<f32>(0x7fc00000u));
+    return from_bits(0x7fc00000u);
 }
 
 // NaN-propagating max/min (WGSL's max/min may drop NaN, PyTorch propagates it).
@@ -125,6 +132,33 @@ fn sigmoid_safe(x: T) -> T {
     let e = exp(-abs(x));
     let p = T(1) / (T(1) + e);
     return select(p, T(1) - p, x < T(0));
+}
+
+// sin and cos to about 1 ulp in f32, on every adapter: WGSL only promises an absolute error
+// of 2^-11 on [-pi, pi] (SwiftShader, Chrome's software adapter, is that loose). x = k pi/2
+// + r with |r| <= pi/4 (Cody-Waite, pi/2 in three parts, exact to |k| ~ 2^12), then Cephes'
+// minimax polynomials for sin r and cos r, picked and signed by the quadrant k mod 4
+// (`shift` 1 turns sin into cos). Past |x| = 8192 the reduction loses digits: the builtin.
+fn sin_quadrant(xf: f32, shift: i32) -> f32 {
+    if (abs(xf) > 8192.0) {
+        return select(sin(xf), cos(xf), shift == 1);
+    }
+    let k = round(xf * 0.63661977236);
+    let r = ((xf - k * 1.5703125) - k * 4.837512969970703125e-4) - k * 7.54978995489188216e-8;
+    let z = r * r;
+    let s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
+    let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
+    let q = (i32(k) + shift) & 3;
+    let v = select(s, c, (q & 1) == 1);
+    return select(v, -v, q >= 2);
+}
+
+fn sin_accurate(x: T) -> T {
+    return T(sin_quadrant(f32(x), 0));
+}
+
+fn cos_accurate(x: T) -> T {
+    return T(sin_quadrant(f32(x), 1));
 }
 
 // erf: odd Taylor series near 0 (relative accuracy), Abramowitz-Stegun 7.1.26 beyond

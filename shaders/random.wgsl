@@ -56,7 +56,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let pair = select(r.xy, r.zw, (i & 1u) == 1u);
             let u1 = unit(pair.x) + 5.9604644775390625e-8;
             let u2 = unit(pair.y);
-            out[i] = T(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+            out[i] = T(sqrt(-2.0 * log(u1)) * sin_quadrant(6.283185307179586 * u2, 1));
         } else {
             let r = philox(vec4<u32>(i >> 2u, 0u, offset.x, offset.y), key);
             out[i] = T(low + (high - low) * unit(r[i & 3u]));

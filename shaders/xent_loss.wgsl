@@ -21,7 +21,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let base = param(2) + r * classes;
         let ms = row_max_sum(base, classes);
         let y = labels[param(3) + r];
-        var picked = bitcast<f32>(0x7fc00000u);
+        var picked = nan_value();
         if (y < classes) { picked = z[base + y]; }
         total = total + (log(ms.y) - (picked - ms.x));
     }

@@ -44,14 +44,23 @@ pub fn parse_idx(bytes: &[u8], expect_rank: usize, what: &str) -> Result<Idx> {
 pub fn read_idx(path: &Path, expect_rank: usize) -> Result<Idx> {
     let io = |e: std::io::Error| Error::Io { op: "read_idx", path: path.display().to_string(), msg: e.to_string() };
     let raw = std::fs::read(path).map_err(io)?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(io)?;
-        out
-    } else {
-        raw
-    };
+    let bytes = if path.extension().is_some_and(|e| e == "gz") { gunzip(&raw).map_err(io)? } else { raw };
     parse_idx(&bytes, expect_rank, &path.display().to_string())
+}
+
+fn gunzip(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Parse IDX bytes that may be gzipped (recognized by gzip's magic number 1f 8b).
+pub fn parse_idx_maybe_gz(bytes: &[u8], expect_rank: usize, what: &str) -> Result<Idx> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let plain = gunzip(bytes).map_err(|e| Error::Format { what: what.to_string(), msg: format!("gunzip: {e}") })?;
+        return parse_idx(&plain, expect_rank, what);
+    }
+    parse_idx(bytes, expect_rank, what)
 }
 
 /// One split of MNIST: images as bytes [n, rows * cols] and labels.
@@ -105,6 +114,11 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 fn split(dir: &Path, prefix: &str) -> Result<MnistSplit> {
     let imgs = read_idx(&find(dir, &format!("{prefix}-images-idx3-ubyte"))?, 3)?;
     let labels = read_idx(&find(dir, &format!("{prefix}-labels-idx1-ubyte"))?, 1)?;
+    split_of(imgs, labels, prefix)
+}
+
+/// A split from its parsed image and label files (checked against each other).
+fn split_of(imgs: Idx, labels: Idx, prefix: &str) -> Result<MnistSplit> {
     if imgs.dims[0] != labels.dims[0] {
         return Err(Error::Format {
             what: format!("MNIST {prefix}"),
@@ -125,5 +139,22 @@ impl Mnist {
     pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
         let dir = dir.as_ref();
         Ok(Mnist { train: split(dir, "train")?, test: split(dir, "t10k")? })
+    }
+
+    /// The splits from the bytes of the four IDX files, each gzipped or plain, in the
+    /// original distribution's order (train images, train labels, test images, test
+    /// labels): for programs that fetch them rather than read a directory (a web page).
+    pub fn from_bytes(
+        train_images: &[u8],
+        train_labels: &[u8],
+        test_images: &[u8],
+        test_labels: &[u8],
+    ) -> Result<Mnist> {
+        let part = |images: &[u8], labels: &[u8], prefix: &str| {
+            let imgs = parse_idx_maybe_gz(images, 3, &format!("MNIST {prefix} images"))?;
+            let labels = parse_idx_maybe_gz(labels, 1, &format!("MNIST {prefix} labels"))?;
+            split_of(imgs, labels, prefix)
+        };
+        Ok(Mnist { train: part(train_images, train_labels, "train")?, test: part(test_images, test_labels, "t10k")? })
     }
 }

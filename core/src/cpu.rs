@@ -45,8 +45,11 @@ pub fn min_nan(a: f64, b: f64) -> f64 {
 const PAR_MIN: usize = 1 << 16;
 
 /// Cores used by the CPU backend's parallel loops: `WGRAD_CPU_THREADS` when set, else
-/// every core (at most 8).
+/// every core (at most 8). One in the browser, where the CPU device spawns no threads.
 pub fn threads() -> usize {
+    if cfg!(target_arch = "wasm32") {
+        return 1;
+    }
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
         let all = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
@@ -144,6 +147,7 @@ fn map_slices<const K: usize>(out: &mut [f32], ins: [&[f32]; K], wide: bool, f: 
             return unsafe { each_avx2(out, ins, f) };
         }
     }
+    let _ = wide; // only x86_64 has the AVX2 form
     each(out, ins, f)
 }
 

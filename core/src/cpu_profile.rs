@@ -4,7 +4,7 @@
 //! calls other ops (a composite reference) is one row holding all of its time.
 use std::cell::Cell;
 use std::sync::LazyLock;
-use std::time::Instant;
+use web_time::Instant;
 use wgrad_kernels::{KernelTime, ProfileTable};
 
 static TABLE: LazyLock<ProfileTable> = LazyLock::new(ProfileTable::default);

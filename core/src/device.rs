@@ -1,6 +1,7 @@
 //! Where tensors live: the CPU reference backend or one wgpu device.
 use crate::Result;
 use std::sync::{Arc, OnceLock};
+use wgrad_kernels::KernelError;
 pub use wgrad_kernels::{AdapterSummary, Context, Counters};
 
 /// A compute device. Cloning is cheap; GPU devices compare equal when they share a context.
@@ -18,10 +19,35 @@ impl Device {
     }
 
     /// The process-wide default GPU device (created once; `WGRAD_ADAPTER` picks the adapter).
-    /// Errs with instructions when no adapter exists.
+    /// Errs with instructions when no adapter exists. Creating it blocks: in the browser
+    /// it is an error naming [`Device::gpu_async`] until that has created it.
     pub fn gpu() -> Result<Device> {
+        if cfg!(target_arch = "wasm32") {
+            return match DEFAULT_GPU.get() {
+                Some(ctx) => Ok(Device::Gpu(ctx.clone()?)),
+                None => Err(KernelError::Blocking { call: "Device::gpu", use_instead: "Device::gpu_async" }.into()),
+            };
+        }
         let ctx = DEFAULT_GPU.get_or_init(Context::new).clone()?;
         Ok(Device::Gpu(ctx))
+    }
+
+    /// [`Device::gpu`] as a future: the form that works in the browser (WebGPU). The
+    /// device it creates is the default one, which `Device::gpu()` then returns too.
+    pub async fn gpu_async() -> Result<Device> {
+        if let Some(ctx) = DEFAULT_GPU.get() {
+            return Ok(Device::Gpu(ctx.clone()?));
+        }
+        let created = Context::new_async().await;
+        // another task may have finished first: the first one stays the default
+        let ctx = DEFAULT_GPU.get_or_init(|| created).clone()?;
+        Ok(Device::Gpu(ctx))
+    }
+
+    /// [`Device::best`] as a future: the GPU (WebGPU in the browser) when there is one,
+    /// otherwise the CPU.
+    pub async fn best_async() -> Device {
+        Device::gpu_async().await.unwrap_or(Device::Cpu)
     }
 
     /// A GPU device with a context of its own (its own wgpu device and queue).
@@ -54,7 +80,6 @@ impl Device {
         }
     }
 
-    /// Parse `cpu`, `gpu` or `best` (for command-line flags).
     /// A GPU device on wgpu's noop backend, to measure wgrad's host cost on any machine:
     /// every op does its host work (shape rules, graph, fusion, validation, bind groups,
     /// encoding, submission) but no kernel runs, so values read back are not computed
@@ -64,6 +89,7 @@ impl Device {
         Ok(Device::Gpu(Context::noop()?))
     }
 
+    /// Parse `cpu`, `gpu`, `best` or `noop` (for command-line flags).
     pub fn from_name(name: &str) -> Result<Device> {
         match name {
             "cpu" => Ok(Device::Cpu),
@@ -119,11 +145,21 @@ impl Device {
         Ok(())
     }
 
-    /// Wait until all queued GPU work has finished.
+    /// Wait until all queued GPU work has finished. Blocks: in the browser it is an error
+    /// naming [`Device::synchronize_async`].
     pub fn synchronize(&self) -> Result<()> {
         if let Some(c) = self.context() {
             crate::fusion::flush(c)?;
             c.synchronize()?;
+        }
+        Ok(())
+    }
+
+    /// [`Device::synchronize`] as a future: the form that works in the browser.
+    pub async fn synchronize_async(&self) -> Result<()> {
+        if let Some(c) = self.context() {
+            crate::fusion::flush(c)?;
+            c.synchronize_async().await?;
         }
         Ok(())
     }

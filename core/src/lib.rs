@@ -21,6 +21,7 @@ mod layout;
 mod ops;
 pub mod primitive;
 pub mod random;
+mod readback;
 pub mod shape;
 mod storage;
 mod tensor;

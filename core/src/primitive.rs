@@ -518,7 +518,7 @@ impl Primitive for Custom {
             return out;
         }
         VMAP_LOOPS.with(|n| n.set(n.get() + 1));
-        let started = std::time::Instant::now();
+        let started = web_time::Instant::now();
         let outs = (0..b.size)
             .map(|i| {
                 let example = x

@@ -2,7 +2,6 @@
 use crate::graph::{Node, SavedOutput};
 use crate::shape::numel;
 use crate::storage::{CpuStorage, Storage};
-use crate::transform::no_grad;
 use crate::{DType, Device, Element, Error, Layout, Result};
 use std::sync::Arc;
 
@@ -437,131 +436,6 @@ impl Tensor {
     /// Standard normal samples as `dtype` (see [`Tensor::randn`]).
     pub fn randn_dtype(shape: &[usize], seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
         crate::random::draw(shape, crate::random::Distribution::Normal, seed, 0, dtype, device)
-    }
-
-    // ---------------------------------------------------------------- reading back
-
-    /// The elements in row-major order, converted to `T` (any dtype reads as any float
-    /// type; a float tensor does not read as u32).
-    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        self.read_as("to_vec")
-    }
-
-    /// The elements as `T`, for the call `op`: read directly when `T` is the dtype, else
-    /// widened to f64 and converted.
-    fn read_as<T: Element>(&self, op: &'static str) -> Result<Vec<T>> {
-        if T::DTYPE == self.dtype() {
-            return self.read_exact(op);
-        }
-        if T::DTYPE == DType::U32 {
-            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE });
-        }
-        Ok(self.read_f64(op)?.into_iter().map(T::from_f64).collect())
-    }
-
-    /// The elements of the tensor's own dtype `T`.
-    fn read_exact<T: Element>(&self, op: &'static str) -> Result<Vec<T>> {
-        self.check_not_batched(op)?;
-        crate::jit::check_not_tracing(op)?;
-        if T::DTYPE != self.dtype() {
-            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE });
-        }
-        let this = self.materialized()?;
-        match this.storage() {
-            Storage::Cpu(s) => {
-                let offs = self.layout().offsets();
-                Ok(match s.data() {
-                    CpuStorage::F32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
-                    CpuStorage::F64(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
-                    CpuStorage::U32(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
-                    CpuStorage::F16(v) => offs.iter().map(|&o| bytemuck::cast(v[o])).collect(),
-                })
-            }
-            Storage::Lazy(_) => unreachable!("materialized above"),
-            Storage::Gpu(buf) => {
-                let n = self.numel();
-                if n == 0 {
-                    return Ok(Vec::new());
-                }
-                let ctx = buf.context().clone();
-                if self.dtype() == DType::F16 {
-                    // whole words around the halves; a strided view is repacked first
-                    let t = if self.layout().is_contiguous() {
-                        this.clone()
-                    } else {
-                        no_grad(|| self.to_dtype(DType::F32)?.to_dtype(DType::F16))?
-                    };
-                    let (first, n) = (t.layout().offset, self.numel());
-                    let (w0, w1) = (first / 2, (first + n).div_ceil(2));
-                    let bytes =
-                        ctx.read(t.storage().gpu().expect("gpu storage"), (w0 * 4) as u64, ((w1 - w0) * 4) as u64)?;
-                    let halves: Vec<T> = bytemuck::pod_collect_to_vec(&bytes);
-                    return Ok(halves[first - 2 * w0..first - 2 * w0 + n].to_vec());
-                }
-                let t = if self.layout().is_contiguous() { this.clone() } else { no_grad(|| self.contiguous())? };
-                let tb = t.storage().gpu().expect("gpu storage");
-                let bytes = ctx.read(tb, (t.layout().offset * 4) as u64, (n * 4) as u64)?;
-                Ok(bytemuck::pod_collect_to_vec(&bytes))
-            }
-        }
-    }
-
-    /// Elements widened to f64 (any dtype).
-    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
-        self.read_f64("to_f64_vec")
-    }
-
-    fn read_f64(&self, op: &'static str) -> Result<Vec<f64>> {
-        match self.dtype() {
-            DType::F32 => Ok(self.read_exact::<f32>(op)?.into_iter().map(|x| x as f64).collect()),
-            DType::F64 => self.read_exact::<f64>(op),
-            DType::U32 => Ok(self.read_exact::<u32>(op)?.into_iter().map(|x| x as f64).collect()),
-            DType::F16 => Ok(self.read_exact::<half::f16>(op)?.into_iter().map(|x| x.to_f64()).collect()),
-        }
-    }
-
-    /// The value of a one-element tensor, converted to `T` as [`Tensor::to_vec`] does.
-    pub fn to_scalar<T: Element>(&self) -> Result<T> {
-        if self.numel() != 1 {
-            return Err(Error::NotScalar { op: "to_scalar", shape: self.shape().to_vec(), hint: "" });
-        }
-        Ok(self.read_as::<T>("to_scalar")?[0])
-    }
-
-    /// The value of a one-element tensor of any dtype, as f64 (PyTorch's `item`).
-    pub fn item(&self) -> Result<f64> {
-        if self.numel() != 1 {
-            return Err(Error::NotScalar { op: "item", shape: self.shape().to_vec(), hint: "" });
-        }
-        Ok(self.read_f64("item")?[0])
-    }
-
-    /// The rows of a matrix, converted to `T` as [`Tensor::to_vec`] does.
-    pub fn to_vec2<T: Element>(&self) -> Result<Vec<Vec<T>>> {
-        let [rows, cols] = *self.shape() else {
-            return Err(self.rank_error("to_vec2", 2));
-        };
-        let flat = self.read_as::<T>("to_vec2")?;
-        Ok((0..rows).map(|r| flat[r * cols..(r + 1) * cols].to_vec()).collect())
-    }
-
-    /// The matrices of a rank-3 tensor, converted to `T` as [`Tensor::to_vec`] does.
-    pub fn to_vec3<T: Element>(&self) -> Result<Vec<Vec<Vec<T>>>> {
-        let [n, rows, cols] = *self.shape() else {
-            return Err(self.rank_error("to_vec3", 3));
-        };
-        let flat = self.read_as::<T>("to_vec3")?;
-        let at = |m: usize, r: usize| flat[(m * rows + r) * cols..(m * rows + r + 1) * cols].to_vec();
-        Ok((0..n).map(|m| (0..rows).map(|r| at(m, r)).collect()).collect())
-    }
-
-    fn rank_error(&self, op: &'static str, rank: usize) -> Error {
-        Error::ShapeMismatch {
-            op,
-            lhs: self.shape().to_vec(),
-            rhs: vec![],
-            msg: format!("needs a tensor of rank {rank}, got rank {}", self.rank()),
-        }
     }
 
     // ---------------------------------------------------------------- conversions

@@ -101,7 +101,7 @@ impl Context {
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
-                if let Some(e) = pollster::block_on(scope.pop()) {
+                if let Some(e) = self.pop_error_scope(scope) {
                     return Err(KernelError::OutOfMemory { bytes: class, msg: e.to_string() });
                 }
                 AtomicCounters::add(&self.counters.buffer_allocations, 1);
@@ -161,64 +161,7 @@ impl Context {
         st.submit(self);
         Ok(())
     }
-
-    /// Submit and wait until the GPU has finished all submitted work.
-    pub fn synchronize(&self) -> KResult<()> {
-        self.check_health()?;
-        crate::lock(&self.state).submit(self);
-        self.wait_idle()?;
-        self.check_health()
-    }
-
-    /// Block until the GPU has finished all submitted work, or error after the readback
-    /// timeout ([`Context::set_readback_timeout`]).
-    pub(crate) fn wait_idle(&self) -> KResult<()> {
-        let timeout = self.readback_timeout();
-        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) }).map_err(
-            |e| match e {
-                wgpu::PollError::Timeout => KernelError::ReadbackTimeout(timeout),
-                other => KernelError::Gpu(other.to_string()),
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Read `len` bytes at `offset` of a buffer back to the host (blocks; counted).
-    pub fn read(&self, buf: &GpuBuffer, offset: u64, len: u64) -> KResult<Vec<u8>> {
-        self.check_health()?;
-        if len == 0 {
-            return Ok(Vec::new());
-        }
-        AtomicCounters::add(&self.counters.readbacks, 1);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgrad readback"),
-            size: len,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        {
-            let mut st = crate::lock(&self.state);
-            st.encoder(&self.device).copy_buffer_to_buffer(buf.raw(), offset, &staging, 0, len);
-            st.submit(self);
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait_idle()?;
-        self.check_health()?;
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(KernelError::Gpu(format!("mapping the readback buffer failed: {e}"))),
-            Err(_) => return Err(KernelError::ReadbackTimeout(self.readback_timeout())),
-        }
-        let data = staging.get_mapped_range(..).map_err(|e| KernelError::Gpu(format!("mapped range: {e:?}")))?.to_vec();
-        staging.unmap();
-        Ok(data)
-    }
 }
-
-use std::time::Duration;
 
 /// The fill of poisoned outputs: an f32 NaN (exponent all ones, mantissa 0x407E00) whose
 /// halves are f16 NaNs (0x7FC0 above, 0x7E00 below), so an unwritten f32 element and an

@@ -134,6 +134,7 @@ fn rank_adapter(info: &wgpu::AdapterInfo) -> u32 {
 impl Context {
     /// Create a context on the best adapter: `WGRAD_ADAPTER=<substring>` picks one by name,
     /// otherwise a discrete GPU is preferred over integrated, virtual and CPU adapters.
+    /// Blocks; in the browser it is [`KernelError::Blocking`] (use [`Context::new_async`]).
     pub fn new() -> KResult<Arc<Context>> {
         let wanted = std::env::var("WGRAD_ADAPTER").ok().filter(|s| !s.is_empty());
         if wanted.as_deref() == Some("noop") {
@@ -142,13 +143,26 @@ impl Context {
         Self::on_adapter(wanted.as_deref())
     }
 
+    /// [`Context::new`] as a future: the form that works in the browser (WebGPU).
+    pub async fn new_async() -> KResult<Arc<Context>> {
+        let wanted = std::env::var("WGRAD_ADAPTER").ok().filter(|s| !s.is_empty());
+        if wanted.as_deref() == Some("noop") {
+            return Self::noop_async().await;
+        }
+        Self::on_adapter_async(wanted.as_deref()).await
+    }
+
     /// A context on wgpu's noop backend: everything a real device does on the host
     /// (validation, pipelines, bind groups, encoding, submission, buffer copies and maps)
     /// except the GPU's work, which never runs. It reports the WebGPU default limits and
     /// a discrete GPU, so that wgrad takes its GPU paths. Host cost is measured on it; its
     /// readbacks return what was written into a buffer (uploads, copies), never a kernel's
-    /// result.
+    /// result. Native only.
     pub fn noop() -> KResult<Arc<Context>> {
+        crate::platform::block_on(Self::noop_async(), "Context::noop", "Context::new_async")
+    }
+
+    async fn noop_async() -> KResult<Arc<Context>> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::NOOP;
         desc.backend_options.noop = wgpu::NoopBackendOptions {
@@ -159,7 +173,7 @@ impl Context {
             ..Default::default()
         };
         let instance = wgpu::Instance::new(desc);
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::NOOP));
+        let adapters = instance.enumerate_adapters(wgpu::Backends::NOOP).await;
         let adapter = adapters.into_iter().next().ok_or(KernelError::NoAdapter { hint: " (noop backend)".into() })?;
         let info = adapter.get_info();
         let device_desc = wgpu::DeviceDescriptor {
@@ -167,18 +181,26 @@ impl Context {
             required_limits: adapter.limits(),
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&device_desc))
+        let (device, queue) = adapter
+            .request_device(&device_desc)
+            .await
             .map_err(|e| KernelError::RequestDevice { adapter: info.name.clone(), msg: e.to_string() })?;
         Ok(Self::from_parts(device, queue, &info))
     }
 
     /// Create a context on the best adapter whose name contains `wanted` (any adapter for
-    /// None); none is [`KernelError::NoAdapter`] naming what was asked for.
+    /// None); none is [`KernelError::NoAdapter`] naming what was asked for. Blocks.
     pub fn on_adapter(wanted: Option<&str>) -> KResult<Arc<Context>> {
+        crate::platform::block_on(Self::on_adapter_async(wanted), "Device::gpu", "Device::gpu_async")
+    }
+
+    /// [`Context::on_adapter`] as a future. In the browser the one adapter is the one
+    /// WebGPU offers.
+    pub async fn on_adapter_async(wanted: Option<&str>) -> KResult<Arc<Context>> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
         let instance = wgpu::Instance::new(desc);
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let mut candidates: Vec<wgpu::Adapter> = adapters
             .into_iter()
             .filter(|a| {
@@ -190,6 +212,7 @@ impl Context {
         let Some(adapter) = candidates.into_iter().next() else {
             let hint = match wanted {
                 Some(w) => format!(" whose name contains '{w}' (WGRAD_ADAPTER or Device::gpu_named)"),
+                None if cfg!(target_arch = "wasm32") => " (this browser offers no WebGPU adapter)".to_string(),
                 None => String::new(),
             };
             return Err(KernelError::NoAdapter { hint });
@@ -203,7 +226,9 @@ impl Context {
             required_limits: limits.clone(),
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&device_desc))
+        let (device, queue) = adapter
+            .request_device(&device_desc)
+            .await
             .map_err(|e| KernelError::RequestDevice { adapter: info.name.clone(), msg: e.to_string() })?;
         Ok(Self::from_parts(device, queue, &info))
     }
@@ -245,7 +270,12 @@ impl Context {
             device,
             queue,
             info: AdapterSummary {
-                name: info.name.clone(),
+                // browsers may withhold the adapter's description
+                name: match (info.name.is_empty(), info.backend) {
+                    (false, _) => info.name.clone(),
+                    (true, wgpu::Backend::BrowserWebGpu) => "WebGPU adapter".to_string(),
+                    (true, _) => "unnamed adapter".to_string(),
+                },
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
                 driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
@@ -400,6 +430,12 @@ impl Context {
         Ok(())
     }
 
+    /// Where GPU errors reported later are kept until a call reports them.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn fault_slot(&self) -> Arc<Mutex<Option<String>>> {
+        self.fault.clone()
+    }
+
     /// Mark the device lost (a host that destroyed the device, or a fault test).
     pub fn mark_lost(&self, why: &str) {
         self.lost.store(true, Ordering::SeqCst);
@@ -523,7 +559,7 @@ impl Context {
             compilation_options: wgpu::PipelineCompilationOptions { constants: &runs_constant, ..Default::default() },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = self.pop_error_scope(scope) {
             return Err(KernelError::Compile { kernel: name, msg: e.to_string() });
         }
         AtomicCounters::add(&self.counters.pipeline_compilations, 1);

@@ -80,7 +80,7 @@ impl Context {
             return Ok(());
         }
         let pipeline = self.pipeline(key)?;
-        let started = self.profiling().then(std::time::Instant::now);
+        let started = self.profiling().then(web_time::Instant::now);
         let (n_in, n_out) = key.bindings();
         debug_assert_eq!((inputs.len() as u32, outputs.len() as u32), (n_in, n_out));
         if uniforms.len() as u32 != key.extra_uniforms() {

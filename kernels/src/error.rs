@@ -3,10 +3,7 @@ use thiserror::Error;
 /// Faults of the GPU runtime. The core crate wraps these in the public `wgrad::Error`.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum KernelError {
-    #[error(
-        "no GPU adapter found{hint}. On a machine without a GPU install Mesa's lavapipe \
-             (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`), or use Device::cpu()"
-    )]
+    #[error("no GPU adapter found{hint}. {}", no_adapter_advice())]
     NoAdapter { hint: String },
     #[error("requesting a device from adapter '{adapter}' failed: {msg}")]
     RequestDevice { adapter: String, msg: String },
@@ -20,6 +17,9 @@ pub enum KernelError {
     DeviceLost(String),
     #[error("readback did not complete within {0:?}")]
     ReadbackTimeout(std::time::Duration),
+    /// A blocking call in the browser, where nothing may block: the async form works.
+    #[error("{call} blocks, which the browser forbids: use {use_instead}(...).await instead")]
+    Blocking { call: &'static str, use_instead: &'static str },
     #[error("GPU error: {0}")]
     Gpu(String),
     #[error("unsupported on the GPU: {0}")]
@@ -29,3 +29,14 @@ pub enum KernelError {
 }
 
 pub type KResult<T> = std::result::Result<T, KernelError>;
+
+/// What to do without an adapter, where the program runs.
+fn no_adapter_advice() -> &'static str {
+    if cfg!(target_arch = "wasm32") {
+        "Use a browser with WebGPU enabled (Chrome or Edge 113+, Safari 26+, Firefox 141+ on \
+         Windows), or Device::cpu() (Device::best_async() falls back to it)"
+    } else {
+        "On a machine without a GPU install Mesa's lavapipe (Debian/Ubuntu: `apt-get install \
+         mesa-vulkan-drivers`), or use Device::cpu()"
+    }
+}

@@ -15,7 +15,9 @@ mod linalg;
 mod matmul;
 mod matmul_vec4;
 mod nn;
+mod platform;
 mod profile;
+mod readback;
 mod reduce;
 pub mod source;
 

@@ -5,6 +5,7 @@
 #![allow(clippy::identity_op)]
 mod common;
 
+mod async_api;
 mod autograd_ops;
 mod autograd_transforms;
 mod checkpoint;

@@ -404,6 +404,30 @@ fn the_idx_loader_reads_good_files_and_rejects_corrupt_ones() {
     // the shipped subset (gzipped)
     let m = Mnist::load(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist")).unwrap();
     assert_eq!((m.train.len(), m.test.len(), m.train.rows, m.train.cols), (8000, 2000, 28, 28));
+    // the same files as bytes (what the web page fetches), gzipped and plain
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/mnist");
+    let gz = |name: &str| std::fs::read(format!("{dir}/{name}.gz")).unwrap();
+    let (ti, tl, vi, vl) = (
+        gz("train-images-idx3-ubyte"),
+        gz("train-labels-idx1-ubyte"),
+        gz("t10k-images-idx3-ubyte"),
+        gz("t10k-labels-idx1-ubyte"),
+    );
+    let from_gz = Mnist::from_bytes(&ti, &tl, &vi, &vl).unwrap();
+    assert_eq!(
+        (from_gz.train.images.clone(), from_gz.test.labels.clone()),
+        (m.train.images.clone(), m.test.labels.clone())
+    );
+    let plain = |b: &[u8]| {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(b), &mut out).unwrap();
+        out
+    };
+    let from_plain = Mnist::from_bytes(&plain(&ti), &plain(&tl), &plain(&vi), &plain(&vl)).unwrap();
+    assert_eq!((from_plain.train.labels, from_plain.test.images), (m.train.labels, m.test.images));
+    // a label file where an image file belongs names the split and what is wrong
+    let e = Mnist::from_bytes(&tl, &tl, &vi, &vl).unwrap_err();
+    assert!(e.to_string().contains("MNIST train images") && e.to_string().contains("rank"), "{e}");
 }
 
 #[test]

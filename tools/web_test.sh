@@ -2,7 +2,8 @@
 # The browser tests, run by .ci/run: wgrad on WebGPU in headless Chromium (SwiftShader).
 #  1. installs what it needs: the wasm32 target, wasm-bindgen-cli at the version in
 #     Cargo.lock, and Debian's chromium with chromium-driver;
-#  2. checks that the workspace builds for wasm32-unknown-unknown;
+#  2. checks that the workspace builds for wasm32-unknown-unknown (and lints the code that
+#     only the browser build compiles);
 #  3. runs the wasm-bindgen-test suite (examples/web/tests/browser.rs) in Chromium;
 #  4. builds the example page (tools/web.sh build), serves it, and runs it end to end
 #     (tools/web_e2e.py): at least 90% test accuracy on a WebGPU device.
@@ -26,8 +27,9 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 echo "wasm-bindgen $(wasm-bindgen --version | awk '{print $2}'), $(chromium --version 2>/dev/null | head -n 1)"
 
-echo "== the workspace for wasm32 ($(elapsed))"
+echo "== the workspace for wasm32, and lints of the browser-only code ($(elapsed))"
 cargo build --release --target wasm32-unknown-unknown -p wgrad
+cargo clippy --release --target wasm32-unknown-unknown -p wgrad-web --all-targets -- -D warnings
 
 echo "== browser test suite ($(elapsed))"
 export CHROMEDRIVER=/usr/bin/chromedriver

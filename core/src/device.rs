@@ -55,6 +55,11 @@ impl Device {
         Ok(Device::Gpu(Context::new()?))
     }
 
+    /// [`Device::new_gpu`] as a future (the form that works in the browser).
+    pub async fn new_gpu_async() -> Result<Device> {
+        Ok(Device::Gpu(Context::new_async().await?))
+    }
+
     /// A GPU device of its own on the adapter whose name contains `name` (case-insensitive),
     /// as `WGRAD_ADAPTER=<name>` picks for [`Device::gpu`]; no such adapter is an error.
     pub fn gpu_named(name: &str) -> Result<Device> {

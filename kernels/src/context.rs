@@ -530,6 +530,13 @@ impl Context {
         crate::lock(&self.pipelines).keys().copied().collect()
     }
 
+    /// Compile `key`'s pipeline now (cached like any other): for checks that every kernel
+    /// compiles on an adapter, such as the browser tests against Chrome's WGSL compiler.
+    /// In the browser a compile error arrives later and the next call reports it.
+    pub fn compile(&self, key: KernelKey) -> KResult<()> {
+        self.pipeline(key).map(|_| ())
+    }
+
     pub(crate) fn pipeline(&self, key: KernelKey) -> KResult<wgpu::ComputePipeline> {
         if let Some(p) = crate::lock(&self.pipelines).get(&key) {
             return Ok(p.clone());

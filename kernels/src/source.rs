@@ -347,8 +347,12 @@ impl KernelKey {
 
     /// Name in the candle style `{op}_{dtype}`, used as the pipeline label.
     pub fn name(&self) -> String {
-        if let Kernel::Fused(id) = self.kernel {
-            return crate::fused::entry(id).0;
+        match self.kernel {
+            Kernel::Fused(id) => return crate::fused::entry(id).0,
+            // a user kernel by the name its author gave it
+            Kernel::UserUnary(id) => return format!("{}_{}", user_kernel(id).0, self.dtype.wgsl()),
+            Kernel::UserUnaryVec4(id) => return format!("{}_vec4_{}", user_kernel(id).0, self.dtype.wgsl()),
+            _ => {}
         }
         format!("{:?}_{}", self.kernel, self.dtype.wgsl()).to_lowercase()
     }

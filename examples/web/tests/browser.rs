@@ -76,6 +76,49 @@ async fn the_device_is_webgpu() {
     assert_eq!(Device::best_async().await, g);
 }
 
+#[wasm_bindgen_test]
+async fn every_kernel_compiles_with_chromes_compiler() {
+    // Chrome validates WGSL with Tint, stricter than naga in places (the naga test checks
+    // the same list natively)
+    let g = gpu().await;
+    let ctx = g.context().unwrap();
+    let keys: Vec<_> = wgrad::kernels::all_kernels()
+        .into_iter()
+        .filter(|k| k.dtype == wgrad::kernels::KDType::F32 || ctx.supports_f16())
+        .collect();
+    assert!(keys.len() > 100, "{} kernels", keys.len());
+    let max_buffers = ctx.limits().max_storage_buffers_per_shader_stage;
+    for key in &keys {
+        // variants for adapters with more storage buffers than this one are never built here
+        let (n_in, n_out) = key.bindings();
+        if n_in + n_out > max_buffers {
+            continue;
+        }
+        ctx.compile(*key).unwrap_or_else(|e| panic!("{}: {e}", key.name()));
+    }
+    // a compile error arrives asynchronously: the next call reports the first one
+    g.synchronize_async().await.unwrap();
+    assert_eq!(read(&on(&g, &[1.0, 2.0], &[2]).exp().unwrap()).await.len(), 2);
+}
+
+#[wasm_bindgen_test]
+async fn a_user_kernel_that_chrome_rejects_is_an_error_value() {
+    gpu().await;
+    // a device of its own: the error is this device's, reported by its next call
+    let g = Device::new_gpu_async().await.unwrap();
+    // naga accepts a constant expression that evaluates to infinity; Tint does not
+    let body = "return x + T(bitcast<f32>(0x7f800000u));";
+    let k = wgrad::ElementwiseKernel::new("plus_inf_const", body, |x, _| x).unwrap();
+    let x = on(&g, &[1.0, 2.0], &[2]);
+    let y = with_fusion(false, || x.map_kernel(&k, 0.0));
+    let err = match y {
+        Err(e) => e,
+        Ok(y) => y.to_vec_async::<f32>().await.unwrap_err(),
+    };
+    assert!(matches!(err, Error::Gpu(KernelError::Gpu(_))), "{err}");
+    assert!(err.to_string().contains("plus_inf_const"), "{err}");
+}
+
 type Unary = (&'static str, fn(&Tensor) -> Result<Tensor>);
 
 #[wasm_bindgen_test]

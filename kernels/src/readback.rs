@@ -11,44 +11,55 @@ use crate::error::{KResult, KernelError};
 use crate::GpuBuffer;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
-/// A value that a wgpu callback delivers once, awaited by one task.
+/// A value that a wgpu callback delivers once, awaited by one task (or, natively, waited
+/// for by one thread).
 pub(crate) struct Signal<T> {
-    slot: Arc<Mutex<(Option<T>, Option<Waker>)>>,
+    slot: Arc<(Mutex<(Option<T>, Option<Waker>)>, Condvar)>,
 }
 
 impl<T> Signal<T> {
     pub(crate) fn new() -> Signal<T> {
-        Signal { slot: Arc::new(Mutex::new((None, None))) }
+        Signal { slot: Arc::new((Mutex::new((None, None)), Condvar::new())) }
     }
 
-    /// The sending half, for the callback: stores the value and wakes the waiting task.
+    /// The sending half, for the callback: stores the value and wakes the waiter.
     pub(crate) fn sender(&self) -> impl FnOnce(T) + Send + 'static
     where
         T: Send + 'static,
     {
         let slot = self.slot.clone();
         move |value| {
-            let mut s = crate::lock(&slot);
+            let mut s = crate::lock(&slot.0);
             s.0 = Some(value);
             if let Some(w) = s.1.take() {
                 w.wake();
             }
+            slot.1.notify_all();
         }
     }
 
-    /// The value if it has arrived.
-    pub(crate) fn take(&self) -> Option<T> {
-        crate::lock(&self.slot).0.take()
+    /// The value, waiting up to `timeout` for it. A callback runs on the thread whose
+    /// poll found its work done, which may be another thread still running it after this
+    /// thread's own poll returned.
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<T> {
+        let guard = crate::lock(&self.slot.0);
+        let (mut guard, _) = self
+            .slot
+            .1
+            .wait_timeout_while(guard, timeout, |s| s.0.is_none())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.0.take()
     }
 }
 
 impl<T> Future for Signal<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<T> {
-        let mut s = crate::lock(&self.slot);
+        let mut s = crate::lock(&self.slot.0);
         match s.0.take() {
             Some(v) => Poll::Ready(v),
             None => {
@@ -110,7 +121,7 @@ impl Context {
         }
         let read = self.start_read(buf, offset, len)?;
         self.wait_idle()?;
-        let Some(mapped) = read.mapped.take() else {
+        let Some(mapped) = read.mapped.wait(Duration::from_secs(1)) else {
             return Err(KernelError::ReadbackTimeout(self.readback_timeout()));
         };
         self.finish_read(read, mapped)

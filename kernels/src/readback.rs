@@ -18,12 +18,18 @@ use std::time::Duration;
 /// A value that a wgpu callback delivers once, awaited by one task (or, natively, waited
 /// for by one thread).
 pub(crate) struct Signal<T> {
-    slot: Arc<(Mutex<(Option<T>, Option<Waker>)>, Condvar)>,
+    slot: Arc<Slot<T>>,
+}
+
+/// The value once delivered, the task to wake for it, and the condition a thread waits on.
+struct Slot<T> {
+    state: Mutex<(Option<T>, Option<Waker>)>,
+    delivered: Condvar,
 }
 
 impl<T> Signal<T> {
     pub(crate) fn new() -> Signal<T> {
-        Signal { slot: Arc::new((Mutex::new((None, None)), Condvar::new())) }
+        Signal { slot: Arc::new(Slot { state: Mutex::new((None, None)), delivered: Condvar::new() }) }
     }
 
     /// The sending half, for the callback: stores the value and wakes the waiter.
@@ -33,12 +39,12 @@ impl<T> Signal<T> {
     {
         let slot = self.slot.clone();
         move |value| {
-            let mut s = crate::lock(&slot.0);
+            let mut s = crate::lock(&slot.state);
             s.0 = Some(value);
             if let Some(w) = s.1.take() {
                 w.wake();
             }
-            slot.1.notify_all();
+            slot.delivered.notify_all();
         }
     }
 
@@ -46,10 +52,10 @@ impl<T> Signal<T> {
     /// poll found its work done, which may be another thread still running it after this
     /// thread's own poll returned.
     pub(crate) fn wait(&self, timeout: Duration) -> Option<T> {
-        let guard = crate::lock(&self.slot.0);
+        let guard = crate::lock(&self.slot.state);
         let (mut guard, _) = self
             .slot
-            .1
+            .delivered
             .wait_timeout_while(guard, timeout, |s| s.0.is_none())
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.0.take()
@@ -59,7 +65,7 @@ impl<T> Signal<T> {
 impl<T> Future for Signal<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<T> {
-        let mut s = crate::lock(&self.slot.0);
+        let mut s = crate::lock(&self.slot.state);
         match s.0.take() {
             Some(v) => Poll::Ready(v),
             None => {

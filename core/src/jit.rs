@@ -68,6 +68,8 @@ pub struct Jit<F> {
     enabled: bool,
     /// The device of the plans.
     context: Option<Arc<Context>>,
+    /// Whether replays were submitted since the last trace (waited for on drop).
+    replayed: bool,
 }
 
 /// The shapes and dtypes of the arguments (their device is the jit's context).
@@ -100,7 +102,7 @@ pub fn jit<F>(f: F) -> Jit<F>
 where
     F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
 {
-    Jit { f, entries: HashMap::new(), stats: JitStats::default(), enabled: true, context: None }
+    Jit { f, entries: HashMap::new(), stats: JitStats::default(), enabled: true, context: None, replayed: false }
 }
 
 impl<F> Jit<F>
@@ -153,6 +155,7 @@ where
             if within_traced_bounds(ready, args) {
                 let out = replay(ready, args)?;
                 self.stats.replays += 1;
+                self.replayed = true;
                 return Ok(out);
             }
             // indices past those the trace's host checks saw: trace again, checking them
@@ -202,6 +205,17 @@ where
     pub fn reset(&mut self) {
         self.entries.clear();
         self.stats.plans = 0;
+    }
+}
+
+/// Replays are submitted without waiting: a program that drops its jit and exits right
+/// away would leave them running while the process tears down (software drivers such as
+/// lavapipe crash then). Dropping the jit waits for them, a few seconds at most.
+impl<F> Drop for Jit<F> {
+    fn drop(&mut self) {
+        if let (true, Some(ctx)) = (self.replayed, &self.context) {
+            ctx.finish_in_flight(std::time::Duration::from_secs(5));
+        }
     }
 }
 

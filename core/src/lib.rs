@@ -9,6 +9,7 @@ pub mod cpu;
 mod cpu_buffers;
 pub mod cpu_linalg;
 mod cpu_profile;
+mod custom_op;
 mod device;
 mod display;
 mod dtype;

@@ -178,7 +178,7 @@ impl Context {
 
     /// Note an upload into the open capture, if any: its bytes (compared between captures)
     /// and its buffer, pinned at once.
-    pub(crate) fn note_write(st: &mut crate::context::BatchState, buf: &wgpu::Buffer, bytes: &[u8]) {
+    pub(crate) fn note_write(st: &mut crate::batch::BatchState, buf: &wgpu::Buffer, bytes: &[u8]) {
         let Some(c) = st.capture.as_mut() else { return };
         c.writes.push(bytes.to_vec());
         if !c.written.contains(buf) {
@@ -190,7 +190,7 @@ impl Context {
     /// Record a launch into the open capture, if any: its buffers in binding order
     /// (inputs, outputs, extra uniforms). Nothing is copied when no capture is open.
     pub(crate) fn note_launch(
-        st: &mut crate::context::BatchState,
+        st: &mut crate::batch::BatchState,
         key: KernelKey,
         buffers: [&[&GpuBuffer]; 3],
         params: &[u32],

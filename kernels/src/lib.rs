@@ -3,6 +3,7 @@
 // Numeric loops index several arrays by one counter; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
 
+mod batch;
 mod buffer;
 mod capture;
 mod context;
@@ -15,6 +16,8 @@ mod linalg;
 mod matmul;
 mod matmul_vec4;
 mod nn;
+mod op_tables;
+mod optim;
 mod platform;
 mod profile;
 mod readback;
@@ -33,7 +36,8 @@ pub use fused::{
 pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RANK};
 pub use linalg::LuFactors;
 pub use matmul_vec4::{Block as MatmulBlock, MatmulVec4, Vec4Layout};
-pub use nn::{softmax_rows_fit, AdamParams, ConvGeometry, MultiStep, MultiStepKind};
+pub use nn::{softmax_rows_fit, ConvGeometry};
+pub use optim::{AdamParams, MultiStep, MultiStepKind};
 pub use profile::{KernelTime, ProfileTable};
 pub use reduce::two_level_strides;
 pub use source::{

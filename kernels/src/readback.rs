@@ -173,6 +173,17 @@ impl Context {
         self.check_health()
     }
 
+    /// Submit what is batched and wait up to `timeout` for the GPU to finish it, ignoring
+    /// faults (for a `Drop`: work in flight outliving its owner). Nothing in the browser,
+    /// where nothing may wait.
+    pub fn finish_in_flight(&self, timeout: Duration) {
+        if cfg!(target_arch = "wasm32") {
+            return;
+        }
+        crate::lock(&self.state).submit(self);
+        let _ = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
+    }
+
     /// Block until the GPU has finished all submitted work, or error after the readback
     /// timeout ([`Context::set_readback_timeout`]). A no-op in the browser, whose wgpu
     /// cannot wait.

@@ -1,0 +1,344 @@
+//! Launchers for optimizers: in-place SGD and Adam steps on one tensor or many in one
+//! dispatch ([`MultiStep`]), the sum of squares behind gradient clipping ([`SumSquares`]),
+//! and the device-side step state (learning-rate schedule, bias corrections, clip scale).
+use crate::buffer::GpuBuffer;
+use crate::context::Context;
+use crate::error::KResult;
+use crate::source::{KDType, Kernel, KernelKey};
+use std::sync::Arc;
+
+/// Hyper-parameters of one Adam step (bias corrections already computed).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+    pub decoupled: bool,
+}
+
+impl Context {
+    /// param -= lr * (momentum-averaged) (grad + wd param), in place; all contiguous of n elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgd_step(
+        self: &Arc<Self>,
+        param: &GpuBuffer,
+        grad: &GpuBuffer,
+        velocity: &GpuBuffer,
+        n: usize,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+    ) -> KResult<()> {
+        let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::SgdVec4 } else { Kernel::Sgd }, KDType::F32);
+        let p = [n as u32, lr.to_bits(), momentum.to_bits(), wd.to_bits()];
+        let grid = self.grid_stride(key, n as u64)?;
+        self.dispatch(key, &[grad], &[param, velocity], &p, grid)
+    }
+
+    /// One Adam / AdamW step in place; all buffers contiguous with n elements.
+    pub fn adam_step(
+        self: &Arc<Self>,
+        param: &GpuBuffer,
+        grad: &GpuBuffer,
+        m: &GpuBuffer,
+        v: &GpuBuffer,
+        n: usize,
+        h: AdamParams,
+    ) -> KResult<()> {
+        let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::AdamVec4 } else { Kernel::Adam }, KDType::F32);
+        let f = |x: f32| x.to_bits();
+        let p = [
+            n as u32,
+            f(h.lr),
+            f(h.beta1),
+            f(h.beta2),
+            f(h.eps),
+            f(h.weight_decay),
+            f(h.bias_correction1),
+            f(h.bias_correction2),
+            h.decoupled as u32,
+        ];
+        let grid = self.grid_stride(key, n as u64)?;
+        self.dispatch(key, &[grad], &[param, m, v], &p, grid)
+    }
+}
+
+/// The in-place update a [`Kernel::MultiStep`] applies to each of its tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MultiStepKind {
+    /// SGD with momentum and weight decay: buffers (grad | weights, velocity).
+    Sgd,
+    /// Adam / AdamW: buffers (grad | weights, m, v).
+    Adam,
+}
+
+/// One optimizer step over several tensors in one dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MultiStep {
+    pub kind: MultiStepKind,
+    /// Tensors updated by one dispatch.
+    pub tensors: u32,
+    /// Read and written as vec4 (every buffer holds whole quads).
+    pub vec4: bool,
+    /// The learning rate and Adam's bias corrections come from a device-side state
+    /// (`[lr, bc1, bc2, t]`, a uniform bound after the params; see optim_schedule.wgsl)
+    /// instead of the launch params.
+    pub dyn_hyper: bool,
+}
+
+impl MultiStep {
+    /// Read-write buffers per tensor besides its gradient.
+    pub(crate) fn states(self) -> u32 {
+        match self.kind {
+            MultiStepKind::Sgd => 2,
+            MultiStepKind::Adam => 3,
+        }
+    }
+
+    /// The WGSL: tensor k's gradient is `g{k}`, its weights and state `w{k}`, `s{k}_{j}`;
+    /// thread i updates element i of the concatenation (tensor k starts at param(10 + k)).
+    pub(crate) fn wgsl(self) -> String {
+        let elem = if self.vec4 { "vec4<f32>" } else { "f32" };
+        let k = self.tensors;
+        let mut s = String::new();
+        for t in 0..k {
+            s += &format!("@group(0) @binding({t}) var<storage, read> g{t}: array<{elem}>;\n");
+        }
+        for t in 0..k {
+            let b = k + t * self.states();
+            s += &format!("@group(0) @binding({b}) var<storage, read_write> w{t}: array<{elem}>;\n");
+            for j in 1..self.states() {
+                s += &format!("@group(0) @binding({}) var<storage, read_write> s{t}_{j}: array<{elem}>;\n", b + j);
+            }
+        }
+        s += &format!(
+            "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n",
+            k * (1 + self.states())
+        );
+        // hyperparameters at 1..9, tensor starts at 10.., the total at 0
+        s += "fn hp(i: u32) -> f32 { return bitcast<f32>(param(i)); }\n";
+        // the step-dependent ones from the device-side state, or from the params
+        if self.dyn_hyper {
+            s += &format!(
+                "@group(0) @binding({}) var<uniform> step_state: array<vec4<f32>, 2>;\n",
+                k * (1 + self.states()) + 1
+            );
+            s += "fn sgd_h() -> SgdHyper { var h = sgd_hyper(); h.lr = step_state[0].x; return h; }\n\
+                  fn adam_h() -> AdamHyper { var h = adam_hyper(9u); h.lr = step_state[0].x; \
+                  h.bc1 = step_state[0].y; h.bc2 = step_state[0].z; return h; }\n\
+                  fn gs() -> f32 { return step_state[1].x; }\n";
+        } else {
+            s += "fn sgd_h() -> SgdHyper { return sgd_hyper(); }\n\
+                  fn adam_h() -> AdamHyper { return adam_hyper(9u); }\n\
+                  fn gs() -> f32 { return 1.0; }\n";
+        }
+        // the update functions of optim_update.wgsl, the same as the one-tensor kernels'
+        let body = |t: u32| match self.kind {
+            MultiStepKind::Sgd => format!(
+                "let r = sgd_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], sgd_h());\n\
+                 if (hp(2u) != 0.0) {{ s{t}_1[j] = r.velocity; }}\n\
+                 w{t}[j] = r.w;"
+            ),
+            MultiStepKind::Adam => format!(
+                "let r = adam_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], s{t}_2[j], adam_h());\n\
+                 s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;"
+            ),
+        };
+        s += "@compute @workgroup_size(WG)\n\
+              fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
+                      @builtin(local_invocation_index) lid: u32) {\n\
+                  let span = stride_range(wid, nwg, lid, param(0));\n\
+                  for (var i = span.x; i < span.y; i = i + span.z) {\n\
+                      var t = 0u;\n";
+        s += &format!("        for (var k = 1u; k < {k}u; k = k + 1u) {{ if (i >= param(10u + k)) {{ t = k; }} }}\n");
+        s += "        let j = i - param(10u + t);\n        switch t {\n";
+        for t in 0..k {
+            s += &format!("            case {t}u: {{\n{}\n            }}\n", body(t));
+        }
+        s += "            default: {}\n        }\n    }\n}\n";
+        s
+    }
+}
+
+/// The sum of squares of several tensors' elements (a global gradient norm), one partial
+/// sum per workgroup (`partials[out_at + workgroup]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SumSquares {
+    /// Tensors read by one dispatch.
+    pub tensors: u32,
+}
+
+impl SumSquares {
+    /// The WGSL: tensor k is `g{k}`; thread i reads element i of the concatenation (tensor
+    /// k starts at param(2 + k)); a workgroup tree-sums its threads' sums.
+    pub(crate) fn wgsl(self) -> String {
+        let k = self.tensors;
+        let mut s = String::new();
+        for t in 0..k {
+            s += &format!("@group(0) @binding({t}) var<storage, read> g{t}: array<f32>;\n");
+        }
+        s += &format!("@group(0) @binding({k}) var<storage, read_write> partials: array<f32>;\n");
+        s += &format!("@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", k + 1);
+        s += "var<workgroup> sums: array<f32, WG>;\n\
+              @compute @workgroup_size(WG)\n\
+              fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
+                      @builtin(local_invocation_index) lid: u32) {\n\
+                  let span = stride_range(wid, nwg, lid, param(0));\n\
+                  var acc = 0.0;\n\
+                  for (var i = span.x; i < span.y; i = i + span.z) {\n\
+                      var t = 0u;\n";
+        s += &format!("        for (var q = 1u; q < {k}u; q = q + 1u) {{ if (i >= param(2u + q)) {{ t = q; }} }}\n");
+        s += "        let j = i - param(2u + t);\n        switch t {\n";
+        for t in 0..k {
+            s += &format!("            case {t}u: {{ acc = acc + g{t}[j] * g{t}[j]; }}\n");
+        }
+        s += "            default: {}\n        }\n    }\n\
+              sums[lid] = acc;\n\
+              for (var w = WG / 2u; w > 0u; w = w / 2u) {\n\
+                  workgroupBarrier();\n\
+                  if (lid < w) { sums[lid] = sums[lid] + sums[lid + w]; }\n\
+              }\n\
+              if (lid == 0u) { partials[param(1) + wid.y * nwg.x + wid.x] = sums[0]; }\n\
+              }\n";
+        s
+    }
+}
+
+impl Context {
+    /// Partial sums of squares of `tensors` (buffer, elements), all written into one fresh
+    /// buffer of f32 partials; returns it and how many partials it holds (their sum is the
+    /// total). As few dispatches as the storage-buffer limit allows.
+    pub fn sum_squares(self: &Arc<Self>, tensors: &[(&GpuBuffer, usize)]) -> KResult<(GpuBuffer, usize)> {
+        let group = (self.limits().max_storage_buffers_per_shader_stage.saturating_sub(1)).clamp(1, 16) as usize;
+        let mut plans = Vec::new();
+        let mut partials = 0usize;
+        for chunk in tensors.chunks(group) {
+            let key = KernelKey::new(Kernel::SumSquares(SumSquares { tensors: chunk.len() as u32 }), KDType::F32);
+            let total: usize = chunk.iter().map(|(_, n)| n).sum();
+            let grid = self.grid_stride(key, total.max(1) as u64)?;
+            let groups = (grid.0 * grid.1) as usize;
+            plans.push((chunk, key, grid, partials));
+            partials += groups;
+        }
+        let out = self.alloc_output((partials.max(1) * 4) as u64)?;
+        for (chunk, key, grid, at) in plans {
+            let mut p = vec![0u32, crate::launch::u32_of(at, "partials")?];
+            let mut start = 0usize;
+            for (_, n) in chunk {
+                p.push(crate::launch::u32_of(start, "elements")?);
+                start += n;
+            }
+            p[0] = crate::launch::u32_of(start, "elements")?;
+            let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(b, _)| *b).collect();
+            self.dispatch(key, &inputs, &[&out], &p, grid)?;
+        }
+        Ok((out, partials))
+    }
+
+    /// Tensors one [`MultiStep`] dispatch of `kind` may update: as many as the adapter's
+    /// storage-buffer limit allows (at most 16).
+    fn multi_step_group(&self, kind: MultiStepKind) -> usize {
+        let per = 1 + MultiStep { kind, tensors: 1, vec4: false, dyn_hyper: false }.states();
+        (self.limits().max_storage_buffers_per_shader_stage / per).clamp(1, 16) as usize
+    }
+
+    /// Update many tensors in place, as few dispatches as the binding limit allows (one
+    /// for all of them on most adapters). `tensors[i]` is (grad, [weights, state..], n);
+    /// `hyper` are the kind's hyperparameters (see [`MultiStep::wgsl`]): SGD [lr, momentum,
+    /// wd], Adam [lr, b1, b2, eps, wd, bc1, bc2, decoupled as 0 / 1].
+    /// With `step_state` (see [`Context::optim_schedule`]) the learning rate and bias
+    /// corrections are read from it on the device, not from `hyper`.
+    pub fn multi_step(
+        self: &Arc<Self>,
+        kind: MultiStepKind,
+        tensors: &[(&GpuBuffer, Vec<&GpuBuffer>, usize)],
+        hyper: &[f32],
+        decoupled: bool,
+        step_state: Option<&GpuBuffer>,
+    ) -> KResult<()> {
+        let group = self.multi_step_group(kind);
+        for chunk in tensors.chunks(group) {
+            // whole quads, a ragged tensor's last one included where every buffer has room
+            // for it (pooled buffers do: their sizes are multiples of 256 bytes); the lanes
+            // past the end update slack that no tensor reads
+            let quads_fit = |(g, s, n): &&(&GpuBuffer, Vec<&GpuBuffer>, usize)| {
+                let bytes = (n.div_ceil(4) * 16) as u64;
+                g.capacity() >= bytes && s.iter().all(|b| b.capacity() >= bytes)
+            };
+            let vec4 = chunk.iter().all(|t| quads_fit(&t));
+            let step = MultiStep { kind, tensors: chunk.len() as u32, vec4, dyn_hyper: step_state.is_some() };
+            let key = KernelKey::new(Kernel::MultiStep(step), KDType::F32);
+            let unit = if vec4 { 4 } else { 1 };
+            let mut p = vec![0u32; 10];
+            for (i, h) in hyper.iter().enumerate() {
+                p[1 + i] = h.to_bits();
+            }
+            p[9] = decoupled as u32;
+            let mut start = 0usize;
+            for (_, _, n) in chunk {
+                p.push(crate::launch::u32_of(start, "elements")?);
+                start += n.div_ceil(unit);
+            }
+            p[0] = crate::launch::u32_of(start, "elements")?;
+            let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(g, _, _)| *g).collect();
+            let outputs: Vec<&GpuBuffer> = chunk.iter().flat_map(|(_, s, _)| s.iter().copied()).collect();
+            let grid = self.grid_stride(key, (start * unit) as u64)?;
+            let uniforms: Vec<&GpuBuffer> = step_state.into_iter().collect();
+            self.dispatch_with(key, &inputs, &outputs, &uniforms, &p, grid)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh optimizer step state `[lr, bc1, bc2, t, grad scale, grad norm, 0, 0]` = 0 on
+    /// the device (bound as a storage buffer by [`Context::optim_schedule`] and as a uniform
+    /// by the updates).
+    pub fn optim_step_state(self: &Arc<Self>) -> GpuBuffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad optimizer step state"),
+            size: 32,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        // wgpu zero-initializes every buffer
+        self.wrap_external(buf)
+    }
+
+    /// Advance an optimizer's step state on the device: lr = schedule(t), then t + 1 and
+    /// the bias corrections 1 - b^t. `schedule` is [kind, lr, 1 - b1, 1 - b2, a, b, c, d] as
+    /// optim_schedule.wgsl reads them (kind as a u32, the rest as f32).
+    /// With `clip` = (partial sums of squares from [`Context::sum_squares`], their count,
+    /// max_norm) it also sets the gradient scale of a global-norm clip, which the updates
+    /// apply to every gradient.
+    pub fn optim_schedule(
+        self: &Arc<Self>,
+        state: &GpuBuffer,
+        kind: u32,
+        values: [f32; 7],
+        clip: Option<(&GpuBuffer, usize, f32)>,
+    ) -> KResult<()> {
+        let mut p = vec![kind];
+        p.extend(values.iter().map(|v| v.to_bits()));
+        match clip {
+            None => self.dispatch(
+                KernelKey::new(Kernel::OptimSchedule { clip: false }, KDType::F32),
+                &[],
+                &[state],
+                &p,
+                (1, 1, 1),
+            ),
+            Some((partials, n, max_norm)) => {
+                p.push(max_norm.to_bits());
+                p.push(crate::launch::u32_of(n, "partials")?);
+                let key = KernelKey::new(Kernel::OptimSchedule { clip: true }, KDType::F32);
+                self.dispatch(key, &[partials], &[state], &p, (1, 1, 1))
+            }
+        }
+    }
+}

@@ -72,7 +72,8 @@ impl Layout {
         l.shape[axis] = len;
         l
     }
-    /// A reshape that keeps the data in place; None when the view is not contiguous.
+    /// A reshape that keeps the data in place (see [`view_strides`]); None when it needs a
+    /// copy.
     pub fn reshape(&self, shape: &[usize]) -> Result<Option<Layout>> {
         if numel(shape) != self.numel() {
             return Err(Error::ElementCount {
@@ -85,6 +86,46 @@ impl Layout {
         if self.is_contiguous() {
             return Ok(Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset }));
         }
-        Ok(None)
+        Ok(view_strides(&self.shape, &self.strides, shape).map(|strides| Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        }))
     }
+}
+
+/// Strides that show a view of `old_shape` with `old_strides` as `new_shape` in the same
+/// row-major order, or None when that needs a copy (PyTorch's `computeStride`). The old
+/// dims fall into chunks that are contiguous among themselves (dim d - 1's stride is dim
+/// d's stride times its size); each chunk must be split exactly by consecutive new dims,
+/// which take strides within the chunk. Splitting the last axis of a narrowed tensor
+/// into heads is a view; merging permuted axes is not. The element count matches.
+fn view_strides(old_shape: &[usize], old_strides: &[usize], new_shape: &[usize]) -> Option<Vec<usize>> {
+    if old_shape.is_empty() || numel(old_shape) == 0 {
+        return None;
+    }
+    let mut new_strides = vec![0; new_shape.len()];
+    let mut view_d = new_shape.len() as isize - 1;
+    let mut chunk_stride = *old_strides.last().expect("rank > 0");
+    let (mut tensor_numel, mut view_numel) = (1usize, 1usize);
+    for d in (0..old_shape.len()).rev() {
+        tensor_numel *= old_shape[d];
+        let chunk_ends = d == 0 || (old_shape[d - 1] != 1 && old_strides[d - 1] != tensor_numel * chunk_stride);
+        if chunk_ends {
+            while view_d >= 0 && (view_numel < tensor_numel || new_shape[view_d as usize] == 1) {
+                new_strides[view_d as usize] = view_numel * chunk_stride;
+                view_numel *= new_shape[view_d as usize];
+                view_d -= 1;
+            }
+            if view_numel != tensor_numel {
+                return None;
+            }
+            if d > 0 {
+                chunk_stride = old_strides[d - 1];
+                tensor_numel = 1;
+                view_numel = 1;
+            }
+        }
+    }
+    (view_d == -1).then_some(new_strides)
 }

@@ -200,6 +200,33 @@ impl Context {
         self.dispatch(key, &[src.buffer], &[dst.buffer], &p, grid)
     }
 
+    /// `src` (contiguous words from `src_offset`, shape [outer, len, inner]) placed in the
+    /// window [start, start + len) of the middle axis of a fresh zero buffer [outer, full,
+    /// inner]: one launch.
+    pub fn pad(
+        self: &Arc<Self>,
+        src: &GpuBuffer,
+        src_offset: usize,
+        [outer, full, inner]: [usize; 3],
+        start: usize,
+        len: usize,
+    ) -> KResult<GpuBuffer> {
+        let n = outer * full * inner;
+        let out = self.out_f32(n)?;
+        let key = KernelKey::new(Kernel::Pad, KDType::F32);
+        let p = [
+            u32_of(n, "element count")?,
+            u32_of(full, "padded size")?,
+            u32_of(inner, "inner size")?,
+            u32_of(start, "window start")?,
+            u32_of(len, "window size")?,
+            u32_of(src_offset, "offset")?,
+        ];
+        let grid = self.grid_stride(key, n as u64)?;
+        self.dispatch(key, &[src], &[&out], &p, grid)?;
+        Ok(out)
+    }
+
     /// A contiguous copy of a strided view.
     pub fn contiguous(self: &Arc<Self>, src: View, shape: &[usize]) -> KResult<GpuBuffer> {
         let out = self.out_f32(numel(shape))?;

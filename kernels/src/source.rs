@@ -16,6 +16,7 @@ const CAST: &str = include_str!("../../shaders/cast.wgsl");
 const UNPACK_F16: &str = include_str!("../../shaders/unpack_f16.wgsl");
 const PACK_F16: &str = include_str!("../../shaders/pack_f16.wgsl");
 const FILL: &str = include_str!("../../shaders/fill.wgsl");
+const PAD: &str = include_str!("../../shaders/pad.wgsl");
 const RANDOM: &str = include_str!("../../shaders/random.wgsl");
 const RANDOM_IO: &str = include_str!("../../shaders/random_io.wgsl");
 const RANDOM_STATE_IO: &str = include_str!("../../shaders/random_state_io.wgsl");
@@ -84,6 +85,8 @@ pub enum Kernel {
     /// Conversion from the first dtype to the second.
     Cast(KDType, KDType),
     Fill,
+    /// Zero padding along one axis (shaders/pad.wgsl).
+    Pad,
     /// Philox 4x32-10 uniform or normal samples keyed by the launch params.
     Random,
     /// The same keyed by a generator state on the device (a snapshot, an input).
@@ -218,6 +221,7 @@ impl KernelKey {
             Kernel::Unary(_)
             | Kernel::UserUnary(_)
             | Kernel::Copy
+            | Kernel::Pad
             | Kernel::Cast(..)
             | Kernel::Reduce(_)
             | Kernel::ReduceRows(_) => (1, 1),
@@ -314,6 +318,7 @@ impl KernelKey {
             Kernel::Cast(_, KDType::F16) => (PACK_F16, String::new()),
             Kernel::Cast(..) => (CAST, String::new()),
             Kernel::Fill => (FILL, String::new()),
+            Kernel::Pad => (PAD, String::new()),
             Kernel::Random => (RANDOM, RANDOM_IO.to_string()),
             Kernel::RandomFromState => (RANDOM, RANDOM_STATE_IO.to_string()),
             Kernel::RandomAdvance => (RANDOM_ADVANCE, String::new()),
@@ -483,6 +488,7 @@ pub fn all_kernels() -> Vec<KernelKey> {
     v.extend((0..users).map(|id| KernelKey::new(Kernel::UserUnary(id), f)));
     v.extend((0..users).map(|id| KernelKey::new(Kernel::UserUnaryVec4(id), f)));
     v.push(KernelKey::new(Kernel::Copy, KDType::F32));
+    v.push(KernelKey::new(Kernel::Pad, KDType::F32));
     v.push(KernelKey::new(Kernel::Cast(KDType::U32, KDType::F32), f));
     v.push(KernelKey::new(Kernel::Cast(KDType::F32, KDType::U32), f));
     v.push(KernelKey::new(Kernel::Cast(KDType::F16, KDType::F32), f));

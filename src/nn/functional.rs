@@ -102,18 +102,18 @@ pub fn scaled_dot_product_attention(
 }
 
 /// [seq_q, seq_k] of 0 where query i may see key j (j <= i + seq_k - seq_q), -inf after,
-/// as a comparison of two index vectors on the device (fusion keeps it pending, so it is
-/// computed where it is read).
+/// as the log of a comparison of two index vectors on the device (fusion keeps it pending,
+/// so it is computed where it is read).
 fn causal_mask(sq: usize, sk: usize, like: &Tensor) -> Result<Tensor> {
     let dev = like.device();
     let dt = if like.dtype() == DType::F16 { DType::F32 } else { like.dtype() };
-    let rows =
-        Tensor::arange_dtype(0.0, sq as f64, 1.0, dt, dev)?.reshape(&[sq, 1])?.add_scalar(sk as f64 - sq as f64)?;
+    // query i's last visible key, i + sk - sq (an arange of its own: no launch to shift it)
+    let first = sk as f64 - sq as f64;
+    let rows = Tensor::arange_dtype(first, first + sq as f64, 1.0, dt, dev)?.reshape(&[sq, 1])?;
     let cols = Tensor::arange_dtype(0.0, sk as f64, 1.0, dt, dev)?.reshape(&[1, sk])?;
-    let hidden = cols.gt(&rows)?;
-    let neg_inf = Tensor::full_dtype(f64::NEG_INFINITY, &[], dt, dev)?;
-    let zero = Tensor::zeros(&[], dt, dev)?;
-    hidden.where_(&neg_inf, &zero)?.to_dtype(like.dtype())
+    // log of the visibility mask: log 1 = 0 where a key is visible, log 0 = -inf after it
+    // (elementwise ops that fuse, where a select between two constants filled two tensors)
+    cols.le(&rows)?.log()?.to_dtype(like.dtype())
 }
 
 /// Batch normalization over every axis but 1 (channels) of x [batch, channels, ..]:

@@ -184,3 +184,45 @@ fn outer_products_and_shared_right_operands_take_their_own_paths() {
     assert_matmul_close(&da.matmul(&shared(&db)).unwrap(), &rounded(&ra), &copied, "shared B (GPU)");
     assert_matmul_close(&ra.matmul(&shared(&rb)).unwrap(), &ra, &shared(&rb).contiguous().unwrap(), "shared B (CPU)");
 }
+
+/// The gradient of a weight shared by a batch (a linear layer on [batch, seq, features]) is
+/// one GEMM over the batch folded into rows, with no reduction after it, and comes out in
+/// the weight's own layout (contiguous for `x w^T`: the optimizer copies nothing):
+/// w-bar[o][i] = sum over (b, t) of g[b][t][o] x[b][t][i], by hand.
+#[test]
+fn a_shared_weights_gradient_is_one_gemm_in_the_weights_layout() {
+    let (b, t, fin, fout) = (2, 5, 3, 4);
+    let mut devs = vec![cpu()];
+    devs.extend(fresh_gpu());
+    for dev in devs {
+        let (xr, x) = pair(&[b, t, fin], -1.0, 1.0, &dev);
+        let (gr, g) = pair(&[b, t, fout], -1.0, 1.0, &dev);
+        let (xv, gv) = (rounded(&xr).to_f64_vec().unwrap(), rounded(&gr).to_f64_vec().unwrap());
+        let by_hand = |o: usize, i: usize| -> f64 { (0..b * t).map(|r| gv[r * fout + o] * xv[r * fin + i]).sum() };
+        // x w^T with w [out, in] (a linear layer)
+        let w = Tensor::zeros(&[fout, fin], x.dtype(), &dev).unwrap();
+        dev.synchronize().unwrap();
+        let before = dev.counters().dispatches;
+        let (_, wbar) = wgrad::vjp(|w| x.matmul(&w.t()?), &w, &g).unwrap();
+        dev.synchronize().unwrap();
+        if dev.is_gpu() {
+            assert_eq!(dev.counters().dispatches - before, 1, "one GEMM, no reduction over the batch");
+        }
+        assert!(wbar.layout().is_contiguous(), "w-bar in w's layout: {:?}", wbar.layout());
+        let want: Vec<f64> =
+            (0..fout).flat_map(|o| (0..fin).map(move |i| (o, i))).map(|(o, i)| by_hand(o, i)).collect();
+        assert_close(&wbar, &Tensor::from_slice(&want, &[fout, fin], &cpu()).unwrap(), 1e-5, 1e-6, "x w^T");
+        // x w with w [in, out]
+        let w = Tensor::zeros(&[fin, fout], x.dtype(), &dev).unwrap();
+        let (_, wbar) = wgrad::vjp(|w| x.matmul(w), &w, &g).unwrap();
+        assert!(wbar.layout().is_contiguous());
+        let want: Vec<f64> =
+            (0..fin).flat_map(|i| (0..fout).map(move |o| (o, i))).map(|(o, i)| by_hand(o, i)).collect();
+        assert_close(&wbar, &Tensor::from_slice(&want, &[fin, fout], &cpu()).unwrap(), 1e-5, 1e-6, "x w");
+        // and to second order (the folded form is differentiable like any op)
+        let (_, x64) = pair(&[b, t, fin], -1.0, 1.0, &cpu());
+        let x64 = on(&cpu(), &rounded(&x64));
+        let w64 = on(&cpu(), &Tensor::from_slice(&rand_vec(fout * fin, -1.0, 1.0), &[fout, fin], &cpu()).unwrap());
+        wgrad::check_grads(|w| x64.matmul(&w.t()?)?.tanh()?.sum_all(), &w64, 2).unwrap();
+    }
+}

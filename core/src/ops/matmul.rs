@@ -69,6 +69,21 @@ pub(crate) fn gpu_operands(x: &[&Tensor]) -> Result<GpuOperands> {
     Ok(GpuOperands { a: x[0].with_layout(la), b: x[1].with_layout(lb), batch, m, k, n })
 }
 
+/// For a matrix `b` shared by a batch of `a`s (a linear layer on [batch, seq, features]):
+/// `a` [.., k] and the cotangent `g` [.., n] as matrices [rows, k] and [rows, n], so that
+/// B-bar = sum_i A_i^T G_i is one GEMM A'^T G' (no batched products and no reduction over
+/// the batch afterwards). None when `b` has batch dims itself or `a` has none.
+fn fold_batch_into_rows(a: &Tensor, b: &Tensor, g: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+    if b.rank() != 2 || a.rank() <= 2 || b.numel() == 0 {
+        return Ok(None);
+    }
+    let (k, n) = (b.shape()[0], b.shape()[1]);
+    if g.shape()[..g.rank() - 2] != a.shape()[..a.rank() - 2] {
+        return Ok(None); // the batch broadcast on g's side: leave it to the engine
+    }
+    Ok(Some((a.reshape(&[a.numel() / k, k])?, g.reshape(&[g.numel() / n, n])?)))
+}
+
 /// A matrix stored column-major (its transpose is contiguous, itself is not).
 fn is_transposed(x: &Tensor) -> Result<bool> {
     Ok(!x.layout().is_contiguous() && x.t()?.layout().is_contiguous())
@@ -151,7 +166,16 @@ impl Primitive for Matmul {
             .transpose()?;
         let gb = node
             .needs_grad(1)
-            .then(|| if matrices && is_transposed(b)? { g.t()?.matmul(a)?.t() } else { a.t()?.matmul(g) })
+            .then(|| {
+                if let Some((a2, g2)) = fold_batch_into_rows(a, b, g)? {
+                    return if is_transposed(b)? { g2.t()?.matmul(&a2)?.t() } else { a2.t()?.matmul(&g2) };
+                }
+                if matrices && is_transposed(b)? {
+                    g.t()?.matmul(a)?.t()
+                } else {
+                    a.t()?.matmul(g)
+                }
+            })
             .transpose()?;
         Ok(vec![ga, gb])
     }

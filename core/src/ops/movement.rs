@@ -156,24 +156,9 @@ impl Primitive for Narrow {
     fn forward(&self, x: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
         Ok(x[0].with_layout(x[0].layout().narrow(self.axis, self.start, self.len)))
     }
-    /// x-bar = g placed in its window of zeros of x's shape
+    /// x-bar = g placed in its window of zeros of x's shape (one [`Pad`])
     fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let in_shape = &node.input_shapes[0];
-        let zeros = |n: usize| {
-            let mut s = in_shape.clone();
-            s[self.axis] = n;
-            Tensor::zeros(&s, g.dtype(), g.device())
-        };
-        let mut parts = Vec::new();
-        if self.start > 0 {
-            parts.push(zeros(self.start)?);
-        }
-        parts.push(g.clone());
-        let after = in_shape[self.axis] - self.start - self.len;
-        if after > 0 {
-            parts.push(zeros(after)?);
-        }
-        Ok(vec![Some(Tensor::cat(&parts, self.axis as isize)?)])
+        Ok(vec![Some(g.pad_window(self.axis, self.start, node.input_shapes[0][self.axis])?)])
     }
     /// jvp = narrow(t)
     fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
@@ -182,6 +167,72 @@ impl Primitive for Narrow {
     /// batch: the axis shifts by one
     fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
         x[0].narrow(self.axis as isize + 1, self.start, self.len)
+    }
+}
+
+/// x placed in the window [start, start + x's size) of zeros whose `axis` has size `full`
+/// (narrow's VJP: one launch where fills and a cat took one per part).
+pub struct Pad {
+    pub axis: usize,
+    pub start: usize,
+    pub full: usize,
+}
+
+impl Primitive for Pad {
+    fn name(&self) -> String {
+        "pad".into()
+    }
+    /// the kernel moves whole 32-bit words: f16 halves go through f32
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs) && inputs[0].device().is_gpu()
+    }
+    fn shape_rule(&self, x: &[&Tensor]) -> Result<OutSpec> {
+        let len = x[0].shape()[self.axis];
+        if self.start.checked_add(len).is_none_or(|end| end > self.full) {
+            return Err(Error::SliceOutOfRange {
+                op: "pad",
+                axis: self.axis,
+                start: self.start,
+                end: self.start.saturating_add(len),
+                size: self.full,
+            });
+        }
+        let mut s = x[0].shape().to_vec();
+        s[self.axis] = self.full;
+        Ok(OutSpec::new(&s, x[0].dtype()))
+    }
+    /// zeros before and after x, joined (the CPU join of cat)
+    fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let len = x[0].shape()[self.axis];
+        let zeros = |n: usize| {
+            let mut s = x[0].shape().to_vec();
+            s[self.axis] = n;
+            Tensor::zeros(&s, out.dtype, &crate::Device::Cpu)
+        };
+        let (before, after) = (zeros(self.start)?, zeros(self.full - self.start - len)?);
+        Cat { axis: self.axis }.cpu(&[&before, x[0], &after], out)
+    }
+    fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
+        let shape = x[0].shape();
+        let src = if x[0].layout().is_contiguous() { x[0].clone() } else { crate::no_grad(|| x[0].contiguous())? };
+        let outer = numel(&shape[..self.axis]);
+        let inner = numel(&shape[self.axis + 1..]);
+        let words =
+            src.storage().gpu().ok_or(Error::Internal { op: "pad", msg: "a GPU input without a buffer".into() })?;
+        let buf = ctx.pad(words, src.layout().offset, [outer, self.full, inner], self.start, shape[self.axis])?;
+        Ok(out.gpu(buf, x[0].device()))
+    }
+    /// x-bar = the window of g
+    fn vjp(&self, node: &Arc<Node>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.narrow(self.axis as isize, self.start, node.input_shapes[0][self.axis])?)])
+    }
+    /// jvp = pad(t)
+    fn jvp(&self, _x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+        t[0].as_ref().map(|t| t.pad_window(self.axis, self.start, self.full)).transpose()
+    }
+    /// batch: the axis shifts by one
+    fn batch(&self, x: &[Tensor], _batched: &[bool], _b: &Batch) -> Result<Tensor> {
+        x[0].pad_window(self.axis + 1, self.start, self.full)
     }
 }
 
@@ -379,6 +430,12 @@ impl Tensor {
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Result<Tensor> {
         let axis = normalize_axis("narrow", axis, self.rank())?;
         bind(Arc::new(Narrow { axis, start, len }), &[self])
+    }
+
+    /// This tensor in the window [start, start + size) of zeros whose `axis` has size
+    /// `full` (narrow's VJP).
+    pub(crate) fn pad_window(&self, axis: usize, start: usize, full: usize) -> Result<Tensor> {
+        bind(Arc::new(Pad { axis, start, full }), &[self])
     }
 
     /// Alias of `narrow(axis, start, end - start)`.

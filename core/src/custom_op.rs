@@ -134,8 +134,13 @@ impl Primitive for Custom {
     fn name(&self) -> String {
         self.op.name().to_string()
     }
+    /// The output spec is that of the forward's result (`custom_op` runs the forward
+    /// first); binding the op by itself, with no result, is an error rather than a guess.
     fn shape_rule(&self, _inputs: &[&Tensor]) -> Result<OutSpec> {
-        unreachable!("custom ops bind with the shape of their forward's result")
+        Err(Error::Invalid {
+            op: "custom_op",
+            msg: format!("{} binds through wgrad::custom_op, which takes its shape from the forward", self.op.name()),
+        })
     }
     fn saves_input(&self, _i: usize) -> bool {
         true

@@ -335,6 +335,27 @@ fn custom_ops_loop_under_vmap_with_the_forward_they_were_given() {
     }
 }
 
+/// A custom op's primitive takes its shape from the forward `custom_op` ran: binding it by
+/// itself (as a replay of a recorded node would) is an error naming custom_op, not a panic.
+#[test]
+fn a_custom_ops_primitive_bound_alone_is_an_error() {
+    let x = Tensor::from_slice(&[1.0f64, 2.0], &[2], &cpu()).unwrap();
+    let seen = std::cell::RefCell::new(None);
+    grad(
+        |x| {
+            let y = custom_op(Arc::new(Cube), &[x], |xs: &[Tensor]| xs[0].pow(3.0))?;
+            let node = y.node().expect("recorded under grad");
+            *seen.borrow_mut() = Some(wgrad::bind(node.op.clone(), &[&x.detach()]).unwrap_err());
+            y.sum_all()
+        },
+        &x,
+    )
+    .unwrap();
+    let err = seen.into_inner().unwrap();
+    assert!(matches!(err, Error::Invalid { op: "custom_op", .. }), "{err}");
+    assert!(err.to_string().contains("cube"), "{err}");
+}
+
 #[test]
 fn boxed_modules_and_several_vmap_outputs() {
     let c = cpu();

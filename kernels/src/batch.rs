@@ -110,6 +110,11 @@ impl BatchState {
         false
     }
 
+    /// Whether `buf` is back in the pool (no tensor and no plan holds it).
+    pub(crate) fn in_pool(&self, buf: &wgpu::Buffer) -> bool {
+        [&self.free, &self.pending_free].iter().any(|list| list.get(&buf.size()).is_some_and(|v| v.contains(buf)))
+    }
+
     /// Pin a plan's buffers; those already back in the pool are taken out of it (their
     /// bytes become live again: returned so the caller counts them).
     pub(crate) fn pin(&mut self, buffers: &[wgpu::Buffer]) -> Vec<u64> {

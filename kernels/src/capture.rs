@@ -140,6 +140,7 @@ impl Context {
     pub fn end_capture(self: &Arc<Self>) -> Capture {
         let mut st = crate::lock(&self.state);
         let mut capture = st.capture.take().unwrap_or_default();
+        share_intermediates(&st, &mut capture);
         // the uploads' buffers are pinned already
         let mut seen: HashSet<wgpu::Buffer> = capture.written.iter().cloned().collect();
         let mut buffers = Vec::new();
@@ -256,6 +257,98 @@ impl Context {
         // the plan takes over the capture's pins
         let buffers = capture.pinned.take().map(|(_, b)| b).unwrap_or_default();
         Ok(Plan { ctx: self.clone(), steps, buffers, _params: params })
+    }
+}
+
+/// Memory planning, when a capture ends. The capture's intermediates are the buffers back
+/// in the pool (no tensor holds them) that no upload filled. The pool may have handed one
+/// to several tensors in turn; each value is a *segment* of the buffer's uses, from a launch
+/// that writes it after it was last read (or first) to its last read. A value read before
+/// any write in the capture came from before it: that buffer keeps its own memory.
+/// Segments of one size whose spans do not overlap share one buffer (greedy by first use:
+/// an interval colouring, optimal per size), and the buffers left unused stay in the pool.
+/// A replay then holds only the step's widest set of simultaneously live values, where
+/// eager mode held each tensor until it was dropped.
+fn share_intermediates(st: &crate::batch::BatchState, capture: &mut Capture) {
+    use std::collections::HashMap;
+    let written: HashSet<&wgpu::Buffer> = capture.written.iter().collect();
+    // per buffer: its segments as (first launch, last launch), and whether it was read
+    // since its current segment's last write
+    struct Uses {
+        segments: Vec<(usize, usize)>,
+        read_since_write: bool,
+        read_before_any_write: bool,
+    }
+    let mut uses: HashMap<wgpu::Buffer, Uses> = HashMap::new();
+    // per launch and binding: the segment the binding belongs to
+    let mut segment_of: Vec<Vec<usize>> = Vec::with_capacity(capture.dispatches.len());
+    for (i, d) in capture.dispatches.iter().enumerate() {
+        let (n_in, n_out) = d.key.bindings();
+        let mut here = Vec::with_capacity(d.buffers.len());
+        for (b, buf) in d.buffers.iter().enumerate() {
+            // inputs and the uniforms after the outputs are read; outputs are written
+            let reads = (b as u32) < n_in || (b as u32) >= n_in + n_out;
+            let u = uses.entry(buf.clone()).or_insert(Uses {
+                segments: Vec::new(),
+                read_since_write: false,
+                read_before_any_write: reads,
+            });
+            if u.segments.is_empty() || (!reads && u.read_since_write) {
+                u.segments.push((i, i)); // a new value begins
+                u.read_since_write = false;
+            }
+            let last = u.segments.len() - 1;
+            u.segments[last].1 = i;
+            u.read_since_write |= reads;
+            here.push(last);
+        }
+        segment_of.push(here);
+    }
+    let mut values: Vec<(wgpu::Buffer, usize, usize, usize)> = uses
+        .iter()
+        .filter(|(buf, u)| !u.read_before_any_write && !written.contains(buf) && st.in_pool(buf))
+        .flat_map(|(buf, u)| u.segments.iter().enumerate().map(move |(k, &(a, z))| (buf.clone(), k, a, z)))
+        .collect();
+    values.sort_by_key(|v| v.2);
+    // the distinct buffers the values may go to, by size
+    let mut spare: HashMap<u64, Vec<wgpu::Buffer>> = HashMap::new();
+    for (buf, ..) in &values {
+        let list = spare.entry(buf.size()).or_default();
+        if !list.contains(buf) {
+            list.push(buf.clone());
+        }
+    }
+    // per size: the buffers in use, each busy until a launch
+    let mut kept: HashMap<u64, Vec<(wgpu::Buffer, usize)>> = HashMap::new();
+    let mut assigned: HashMap<(wgpu::Buffer, usize), wgpu::Buffer> = HashMap::new();
+    for (buf, k, first, last) in values {
+        let slots = kept.entry(buf.size()).or_default();
+        let target = match slots.iter_mut().find(|(_, busy_until)| *busy_until < first) {
+            Some(slot) => {
+                slot.1 = last;
+                slot.0.clone()
+            }
+            None => {
+                // a buffer of this size that holds no value yet: the value's own when it
+                // is still free (the trace had at least as many live at once as overlap here)
+                let free = spare.get_mut(&buf.size()).expect("listed above");
+                let Some(at) = free.iter().position(|b| *b == buf).or(if free.is_empty() { None } else { Some(0) })
+                else {
+                    return; // cannot happen; planning nothing is always correct
+                };
+                let fresh = free.swap_remove(at);
+                slots.push((fresh.clone(), last));
+                fresh
+            }
+        };
+        assigned.insert((buf, k), target);
+    }
+    for (d, segments) in capture.dispatches.iter_mut().zip(&segment_of) {
+        for (b, &k) in d.buffers.iter_mut().zip(segments) {
+            if let Some(to) = assigned.get(&(b.clone(), k)) {
+                *b = to.clone();
+            }
+        }
     }
 }
 

@@ -110,6 +110,7 @@ impl Context {
         };
         AtomicCounters::add(&self.counters.live_buffers, 1);
         self.counters.add_live_bytes(class);
+        Context::note_allocation(&mut crate::lock(&self.state), &buffer);
         Ok(GpuBuffer { buffer: Some(buffer), class, ctx: self.clone(), external: false })
     }
 

@@ -43,6 +43,9 @@ pub struct Capture {
     /// Buffers uploads wrote during the capture: pinned at once, so that no later launch of
     /// the capture reuses one (a replay does not upload again: each keeps its bytes).
     written: Vec<wgpu::Buffer>,
+    /// Buffers handed to a tensor during the capture, with the number of launches recorded
+    /// before: where a new value of the buffer begins (memory planning).
+    allocations: Vec<(wgpu::Buffer, usize)>,
     /// The distinct buffers of the launches, pinned by this capture, and their context.
     pinned: Option<(Arc<Context>, Vec<wgpu::Buffer>)>,
 }
@@ -188,6 +191,13 @@ impl Context {
         }
     }
 
+    /// Note a buffer handed to a tensor while a capture is open.
+    pub(crate) fn note_allocation(st: &mut crate::batch::BatchState, buf: &wgpu::Buffer) {
+        if let Some(c) = st.capture.as_mut() {
+            c.allocations.push((buf.clone(), c.dispatches.len()));
+        }
+    }
+
     /// Record a launch into the open capture, if any: its buffers in binding order
     /// (inputs, outputs, extra uniforms). Nothing is copied when no capture is open.
     pub(crate) fn note_launch(
@@ -260,56 +270,51 @@ impl Context {
     }
 }
 
-/// Memory planning, when a capture ends. The capture's intermediates are the buffers back
-/// in the pool (no tensor holds them) that no upload filled. The pool may have handed one
-/// to several tensors in turn; each value is a *segment* of the buffer's uses, from a launch
-/// that writes it after it was last read (or first) to its last read. A value read before
-/// any write in the capture came from before it: that buffer keeps its own memory.
-/// Segments of one size whose spans do not overlap share one buffer (greedy by first use:
-/// an interval colouring, optimal per size), and the buffers left unused stay in the pool.
-/// A replay then holds only the step's widest set of simultaneously live values, where
-/// eager mode held each tensor until it was dropped.
+/// Memory planning, when a capture ends. The capture's intermediates are the buffers the
+/// pool handed to tensors during the capture, back in the pool at its end, that no upload
+/// filled. Each hand-out starts a new value of the buffer, which lives from that point to
+/// its last use before the next hand-out. Values of one size whose lives do not overlap
+/// share one buffer (greedy by first use: an interval colouring, optimal per size), and the
+/// buffers left unused stay in the pool. A replay then holds only the step's widest set of
+/// simultaneously live values, where eager mode held each tensor until it was dropped.
 fn share_intermediates(st: &crate::batch::BatchState, capture: &mut Capture) {
     use std::collections::HashMap;
     let written: HashSet<&wgpu::Buffer> = capture.written.iter().collect();
-    // per buffer: its segments as (first launch, last launch), and whether it was read
-    // since its current segment's last write
-    struct Uses {
-        segments: Vec<(usize, usize)>,
-        read_since_write: bool,
-        read_before_any_write: bool,
+    // per buffer: the launch counts at which it was handed out
+    let mut handed_out: HashMap<wgpu::Buffer, Vec<usize>> = HashMap::new();
+    for (buf, at) in &capture.allocations {
+        handed_out.entry(buf.clone()).or_default().push(*at);
     }
-    let mut uses: HashMap<wgpu::Buffer, Uses> = HashMap::new();
-    // per launch and binding: the segment the binding belongs to
-    let mut segment_of: Vec<Vec<usize>> = Vec::with_capacity(capture.dispatches.len());
+    handed_out.retain(|buf, _| !written.contains(buf) && st.in_pool(buf));
+    // per launch and binding: the value (hand-out index) the binding belongs to; per
+    // (buffer, value): its first and last launch
+    let mut span: HashMap<(wgpu::Buffer, usize), (usize, usize)> = HashMap::new();
+    let mut value_of: Vec<Vec<Option<usize>>> = Vec::with_capacity(capture.dispatches.len());
+    let mut predates = HashSet::new();
     for (i, d) in capture.dispatches.iter().enumerate() {
-        let (n_in, n_out) = d.key.bindings();
         let mut here = Vec::with_capacity(d.buffers.len());
-        for (b, buf) in d.buffers.iter().enumerate() {
-            // inputs and the uniforms after the outputs are read; outputs are written
-            let reads = (b as u32) < n_in || (b as u32) >= n_in + n_out;
-            let u = uses.entry(buf.clone()).or_insert(Uses {
-                segments: Vec::new(),
-                read_since_write: false,
-                read_before_any_write: reads,
-            });
-            if u.segments.is_empty() || (!reads && u.read_since_write) {
-                u.segments.push((i, i)); // a new value begins
-                u.read_since_write = false;
+        for buf in &d.buffers {
+            let value = handed_out.get(buf).and_then(|at| at.iter().rposition(|&a| a <= i));
+            match (handed_out.contains_key(buf), value) {
+                (true, Some(k)) => {
+                    span.entry((buf.clone(), k)).and_modify(|s| s.1 = i).or_insert((i, i));
+                }
+                // used before the capture handed it out: it carries a value from before
+                (true, None) => {
+                    predates.insert(buf.clone());
+                }
+                _ => {}
             }
-            let last = u.segments.len() - 1;
-            u.segments[last].1 = i;
-            u.read_since_write |= reads;
-            here.push(last);
+            here.push(value);
         }
-        segment_of.push(here);
+        value_of.push(here);
     }
-    let mut values: Vec<(wgpu::Buffer, usize, usize, usize)> = uses
-        .iter()
-        .filter(|(buf, u)| !u.read_before_any_write && !written.contains(buf) && st.in_pool(buf))
-        .flat_map(|(buf, u)| u.segments.iter().enumerate().map(move |(k, &(a, z))| (buf.clone(), k, a, z)))
+    let mut values: Vec<(wgpu::Buffer, usize, usize, usize)> = span
+        .into_iter()
+        .filter(|((buf, _), _)| !predates.contains(buf))
+        .map(|((buf, k), (first, last))| (buf, k, first, last))
         .collect();
-    values.sort_by_key(|v| v.2);
+    values.sort_by_key(|v| (v.2, v.3));
     // the distinct buffers the values may go to, by size
     let mut spare: HashMap<u64, Vec<wgpu::Buffer>> = HashMap::new();
     for (buf, ..) in &values {
@@ -343,9 +348,9 @@ fn share_intermediates(st: &crate::batch::BatchState, capture: &mut Capture) {
         };
         assigned.insert((buf, k), target);
     }
-    for (d, segments) in capture.dispatches.iter_mut().zip(&segment_of) {
-        for (b, &k) in d.buffers.iter_mut().zip(segments) {
-            if let Some(to) = assigned.get(&(b.clone(), k)) {
+    for (d, values) in capture.dispatches.iter_mut().zip(&value_of) {
+        for (b, k) in d.buffers.iter_mut().zip(values) {
+            if let Some(to) = k.and_then(|k| assigned.get(&(b.clone(), k))) {
                 *b = to.clone();
             }
         }

@@ -18,7 +18,7 @@ impl Interpreter for ForwardMode {
         level: u64,
         prim: &Arc<dyn Primitive>,
         inputs: &[&Tensor],
-        _spec: &OutSpec,
+        _spec: Option<&OutSpec>,
         lower: &mut dyn FnMut(&[&Tensor]) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let (primals, tangents): (Vec<Tensor>, Vec<Option<Tensor>>) =
@@ -62,7 +62,7 @@ impl Interpreter for Vmap {
         level: u64,
         prim: &Arc<dyn Primitive>,
         inputs: &[&Tensor],
-        spec: &OutSpec,
+        spec: Option<&OutSpec>,
         _lower: &mut dyn FnMut(&[&Tensor]) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let physical_or_shared: Vec<(Tensor, bool)> = inputs
@@ -75,9 +75,8 @@ impl Interpreter for Vmap {
         let (physical, is_batched): (Vec<Tensor>, Vec<bool>) = physical_or_shared.into_iter().unzip();
         let size = physical.iter().zip(&is_batched).find(|(_, &b)| b).map(|(p, _)| p.shape()[0]).unwrap_or(0);
         let out = prim.batch(&physical, &is_batched, &Batch { level, size })?;
-        let mut want = vec![size];
-        want.extend_from_slice(&spec.shape);
-        if prim.checks_batched_shape() && out.shape() != want {
+        let want = spec.map(|spec| [&[size], &spec.shape[..]].concat());
+        if let Some(want) = want.filter(|w| prim.checks_batched_shape() && out.shape() != &w[..]) {
             return Err(Error::Invalid {
                 op: "vmap",
                 msg: format!("the batching rule of {} gave {:?}, not {:?}", prim.name(), out.shape(), want),

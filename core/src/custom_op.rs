@@ -224,12 +224,11 @@ fn enter_custom(
 ) -> Result<Tensor> {
     if inputs.iter().any(|t| t.batch().is_some() || t.duals().iter().any(|(_, d)| d.batch().is_some())) {
         // the shape comes from the batching rule; the base (and this forward) is not reached
-        let spec = OutSpec::new(&[], inputs[0].dtype());
         let mut unreachable = |_: &dyn Primitive, _: &[&Tensor], _: &OutSpec| {
             Err(Error::Internal { op: "vmap", msg: "a custom op's forward ran on a batched input".into() })
         };
         let prim: Arc<dyn Primitive> = Arc::new(prim);
-        return bind_levels(&prim, inputs, inputs, &spec, &mut unreachable);
+        return bind_levels(&prim, inputs, inputs, None, &mut unreachable);
     }
     for t in inputs {
         t.materialized()?;
@@ -254,5 +253,5 @@ fn bind_custom(prim: Custom, inputs: &[&Tensor], out: Tensor) -> Result<Tensor> 
         out.take().ok_or_else(|| Error::Internal { op: "custom_op", msg: "the forward ran twice".into() })
     };
     let prim: Arc<dyn Primitive> = Arc::new(prim);
-    bind_levels(&prim, inputs, inputs, &spec, &mut forward)
+    bind_levels(&prim, inputs, inputs, Some(&spec), &mut forward)
 }

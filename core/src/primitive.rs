@@ -173,7 +173,7 @@ pub fn bind(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
         return if spec.dtype == DType::F16 { out.to_dtype(DType::F16) } else { Ok(out) };
     }
     let mut forward = |p: &dyn Primitive, plain: &[&Tensor], spec: &OutSpec| p.forward(plain, spec);
-    bind_levels(&prim, inputs, inputs, &spec, &mut forward)
+    bind_levels(&prim, inputs, inputs, Some(&spec), &mut forward)
 }
 
 pub(crate) type Forward<'a> = dyn FnMut(&dyn Primitive, &[&Tensor], &OutSpec) -> Result<Tensor> + 'a;
@@ -209,7 +209,8 @@ pub enum LevelKind {
 
 /// How one kind of transform handles a primitive at one of its levels (JAX's
 /// `Trace.process_primitive`): given the primitive, its inputs (some carrying `level`) and
-/// its output spec, produce the output at that level. `lower` runs the primitive on
+/// its output spec (None where only the level's rule can tell it: a custom op under vmap
+/// takes its shape from its batching rule), produce the output at that level. `lower` runs the primitive on
 /// inputs one level down (the remaining levels, then the device). Core defines the
 /// interface and the base (the device, fusion, graph recording); `wgrad-autograd`
 /// implements and registers forward mode and vmap, so a new transform (a jit tracer, a
@@ -220,7 +221,7 @@ pub trait Interpreter: Send + Sync {
         level: u64,
         prim: &Arc<dyn Primitive>,
         inputs: &[&Tensor],
-        spec: &OutSpec,
+        spec: Option<&OutSpec>,
         lower: &mut dyn FnMut(&[&Tensor]) -> Result<Tensor>,
     ) -> Result<Tensor>;
 }
@@ -251,12 +252,13 @@ fn interpreter(kind: LevelKind) -> Result<&'static dyn Interpreter> {
 /// top level's kind handles the op (its `lower` binds one level down); with no level left
 /// the forward runs on plain inputs (deferred for fusion where it can be) and a node is
 /// recorded. `originals` are what the node saves: the inputs as they came, tangents of
-/// enclosing forward levels included (forward-over-reverse reads them).
+/// enclosing forward levels included (forward-over-reverse reads them). `spec` is None for
+/// a custom op under vmap, whose batching rule gives the shape (the base is not reached).
 pub(crate) fn bind_levels(
     prim: &Arc<dyn Primitive>,
     inputs: &[&Tensor],
     originals: &[&Tensor],
-    spec: &OutSpec,
+    spec: Option<&OutSpec>,
     forward: &mut Forward,
 ) -> Result<Tensor> {
     let mut top: Option<(u64, bool)> = None;
@@ -276,6 +278,10 @@ pub(crate) fn bind_levels(
             interpreter(kind)?.process(level, prim, inputs, spec, &mut lower)
         }
         None => {
+            let spec = spec.ok_or_else(|| Error::Internal {
+                op: "bind",
+                msg: format!("{} reached the device without an output spec", prim.name()),
+            })?;
             let plain: Vec<Tensor> = inputs.iter().map(|t| t.plain()).collect();
             if let Some(op) = prim.fusible() {
                 if let Some(out) = crate::fusion::defer(op, &plain, spec)? {

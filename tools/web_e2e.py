@@ -10,6 +10,7 @@ Prints the status, the training throughput and the Hessian difference.
 usage: tools/web_e2e.py URL [--timeout SECONDS]
 """
 import json
+import os
 import re
 import socket
 import subprocess
@@ -17,11 +18,11 @@ import sys
 import time
 import urllib.request
 
-CHROME_ARGS = [
-    "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
-    "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
+# Chromium's flags (headless, WebGPU on SwiftShader): the ones the browser test suite's
+# runner takes, from examples/web/webdriver.json
+WEBDRIVER_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "web", "webdriver.json")
+with open(WEBDRIVER_JSON) as f:
+    CHROME_ARGS = json.load(f)["goog:chromeOptions"]["args"]
 
 
 def free_port():

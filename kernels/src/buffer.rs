@@ -86,7 +86,15 @@ impl Context {
                 max: self.limits().max_buffer_size,
             });
         }
-        let reused = crate::lock(&self.state).take_free(class, for_queue_write);
+        let reused = {
+            // a capture notes the hand-out under the same lock (memory planning, capture.rs)
+            let mut st = crate::lock(&self.state);
+            let reused = st.take_free(class, for_queue_write);
+            if let Some(b) = &reused {
+                Context::note_allocation(&mut st, b);
+            }
+            reused
+        };
         let buffer = match reused {
             Some(b) => b,
             None => {
@@ -105,12 +113,12 @@ impl Context {
                     return Err(KernelError::OutOfMemory { bytes: class, msg: e.to_string() });
                 }
                 AtomicCounters::add(&self.counters.buffer_allocations, 1);
+                Context::note_allocation(&mut crate::lock(&self.state), &b);
                 b
             }
         };
         AtomicCounters::add(&self.counters.live_buffers, 1);
         self.counters.add_live_bytes(class);
-        Context::note_allocation(&mut crate::lock(&self.state), &buffer);
         Ok(GpuBuffer { buffer: Some(buffer), class, ctx: self.clone(), external: false })
     }
 

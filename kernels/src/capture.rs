@@ -337,11 +337,10 @@ fn share_intermediates(st: &crate::batch::BatchState, capture: &mut Capture) {
                 // a buffer of this size that holds no value yet: the value's own when it
                 // is still free (the trace had at least as many live at once as overlap here)
                 let free = spare.get_mut(&buf.size()).expect("listed above");
-                let Some(at) = free.iter().position(|b| *b == buf).or(if free.is_empty() { None } else { Some(0) })
-                else {
+                if free.is_empty() {
                     return; // cannot happen; planning nothing is always correct
-                };
-                let fresh = free.swap_remove(at);
+                }
+                let fresh = free.swap_remove(free.iter().position(|b| *b == buf).unwrap_or(0));
                 slots.push((fresh.clone(), last));
                 fresh
             }

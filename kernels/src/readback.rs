@@ -181,14 +181,18 @@ impl Context {
             return;
         }
         crate::lock(&self.state).submit(self);
-        let _ = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
+        let _ = self.wait_for(timeout);
     }
 
     /// Block until the GPU has finished all submitted work, or error after the readback
     /// timeout ([`Context::set_readback_timeout`]). A no-op in the browser, whose wgpu
     /// cannot wait.
     pub(crate) fn wait_idle(&self) -> KResult<()> {
-        let timeout = self.readback_timeout();
+        self.wait_for(self.readback_timeout())
+    }
+
+    /// Block until the GPU has finished all submitted work, or error after `timeout`.
+    fn wait_for(&self, timeout: Duration) -> KResult<()> {
         self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) }).map_err(
             |e| match e {
                 wgpu::PollError::Timeout => KernelError::ReadbackTimeout(timeout),

@@ -188,6 +188,9 @@ fn main() -> Result<()> {
         params.load(&weights)?;
         println!("resumed from {}", weights.display());
     }
+    // one flat buffer: AdamW updates every parameter in one dispatch, and the clip's norm
+    // is one reduction
+    params.flatten()?;
     println!(
         "model: {} layers, {} heads, embd {}, ctx {} ({} parameters); batch {}, {} steps, AdamW lr {}",
         a.layers,

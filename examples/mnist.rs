@@ -178,6 +178,8 @@ fn main() -> Result<()> {
         params.load(&weights)?;
         println!("resumed from {}", weights.display());
     }
+    // one flat buffer per dtype: Adam updates every parameter in one dispatch
+    params.flatten()?;
     let precision = if args.f16 { "f16 activations, f32 weights" } else { "f32" };
     println!(
         "model: {} ({} parameters, {precision}), Adam lr {}, batch {}, {} epochs",

@@ -1,7 +1,10 @@
 //! Optimizers, learning-rate schedules, gradient clipping and accumulation. Each step is
 //! one in-place GPU kernel for all parameters (as many per dispatch as the adapter's
 //! binding limit allows; no host round-trip, no new buffers after the first step, which
-//! creates the state). Clipping and accumulation are device ops that never read back.
+//! creates the state). With flat parameters ([`Params::flatten`]) the gradients are packed
+//! like them and each flat buffer is one tensor: one update dispatch and one norm
+//! reduction whatever the binding limit. Clipping and accumulation are device ops that
+//! never read back.
 use crate::nn::Params;
 use crate::{AdamParams, Error, Result, Tensor};
 
@@ -120,8 +123,22 @@ fn check(params: &Params, grads: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-fn zeros_like_all(params: &Params) -> Result<Vec<Tensor>> {
-    params.tensors().iter().map(|t| t.zeros_like()).collect()
+/// With flat parameters ([`Params::flatten`]): the gradients packed like them, one flat
+/// gradient per flat buffer; None otherwise.
+fn flat_grads(params: &Params, grads: &[Tensor]) -> Result<Option<Vec<Tensor>>> {
+    match params.check_flat()? {
+        true => Ok(Some(params.pack_grads(grads)?)),
+        false => Ok(None),
+    }
+}
+
+/// Run an in-place update on what an optimizer updates: the flat buffers of flat
+/// parameters (one tensor per buffer), else every parameter.
+fn on_targets(params: &mut Params, flat: bool, update: impl FnOnce(&mut [Tensor]) -> Result<()>) -> Result<()> {
+    match flat {
+        true => params.update_flat(update),
+        false => update(params.tensors_mut()),
+    }
 }
 
 /// Stochastic gradient descent with momentum and weight decay (PyTorch semantics).
@@ -157,19 +174,16 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self, params: &mut Params, grads: &[Tensor]) -> Result<()> {
         check(params, grads)?;
-        if self.velocity.is_empty() {
-            self.velocity = zeros_like_all(params)?;
-        }
+        let packed = flat_grads(params, grads)?;
+        let grads = packed.as_deref().unwrap_or(grads);
         let (grads, state, (lr, _, _)) = self.control.begin(self.lr, params, grads, (0.0, 0.0))?;
-        Tensor::sgd_update_many_(
-            params.tensors_mut(),
-            &grads,
-            &mut self.velocity,
-            lr,
-            self.momentum,
-            self.weight_decay,
-            state.as_deref(),
-        )
+        let (momentum, wd, velocity) = (self.momentum, self.weight_decay, &mut self.velocity);
+        on_targets(params, packed.is_some(), |targets| {
+            if velocity.is_empty() {
+                *velocity = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
+            }
+            Tensor::sgd_update_many_(targets, &grads, velocity, lr, momentum, wd, state.as_deref())
+        })
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
@@ -242,10 +256,8 @@ impl Adam {
 impl Optimizer for Adam {
     fn step(&mut self, params: &mut Params, grads: &[Tensor]) -> Result<()> {
         check(params, grads)?;
-        if self.m.is_empty() {
-            self.m = zeros_like_all(params)?;
-            self.v = zeros_like_all(params)?;
-        }
+        let packed = flat_grads(params, grads)?;
+        let grads = packed.as_deref().unwrap_or(grads);
         // on a GPU the step's lr and bias corrections are computed on the device (`state`);
         // the host values serve the CPU
         let (grads, state, (lr, bc1, bc2)) = self.control.begin(self.lr, params, grads, self.betas)?;
@@ -265,7 +277,21 @@ impl Optimizer for Adam {
             Some(_) => AdamParams { lr: 0.0, bias_correction1: 1.0, bias_correction2: 1.0, ..h },
             None => h,
         };
-        self.update(params, &grads, h, state.as_deref())
+        // weight decay on every element, or (decay_matrices_only) on the matrices: whole
+        // tensors of rank >= 2, or the prefix of a flat buffer that holds them
+        let all = !self.matrices_only || self.weight_decay == 0.0;
+        let decayed: Vec<usize> = match packed.is_some() {
+            true => params.flat_buffers().1.iter().map(|g| if all { g.len() } else { g.matrices_end() }).collect(),
+            false => params.tensors().iter().map(|t| if all || t.rank() >= 2 { t.numel() } else { 0 }).collect(),
+        };
+        let (m, v) = (&mut self.m, &mut self.v);
+        on_targets(params, packed.is_some(), |targets| {
+            if m.is_empty() {
+                *m = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
+                *v = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
+            }
+            Tensor::adam_update_many_decayed_(targets, &grads, m, v, h, state.as_deref(), &decayed)
+        })
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
@@ -274,61 +300,6 @@ impl Optimizer for Adam {
     fn set_schedule(&mut self, schedule: LrSchedule) {
         self.lr = schedule.lr_at(0);
         self.control.schedule = schedule;
-    }
-}
-
-impl Adam {
-    /// One update of every parameter (two groups under `decay_matrices_only`).
-    fn update(
-        &mut self,
-        params: &mut Params,
-        grads: &[Tensor],
-        h: AdamParams,
-        state: Option<&wgrad_core::kernels::GpuBuffer>,
-    ) -> Result<()> {
-        if !self.matrices_only || self.weight_decay == 0.0 {
-            return Tensor::adam_update_many_(params.tensors_mut(), grads, &mut self.m, &mut self.v, h, state);
-        }
-        // two groups, each one multi-tensor step: matrices with decay, the rest without
-        let decayed: Vec<bool> = params.tensors().iter().map(|t| t.rank() >= 2).collect();
-        for (group, wd) in [(true, h.weight_decay), (false, 0.0)] {
-            let idx: Vec<usize> = (0..decayed.len()).filter(|&i| decayed[i] == group).collect();
-            let g: Vec<Tensor> = idx.iter().map(|&i| grads[i].clone()).collect();
-            let n = idx.len();
-            let (p, m, v) = (params.tensors_mut(), &mut self.m[..], &mut self.v[..]);
-            for s in [&mut *p, &mut *m, &mut *v] {
-                group_first(s, &idx);
-            }
-            let res = Tensor::adam_update_many_(
-                &mut p[..n],
-                &g,
-                &mut m[..n],
-                &mut v[..n],
-                AdamParams { weight_decay: wd, ..h },
-                state,
-            );
-            for s in [p, m, v] {
-                undo_group_first(s, &idx);
-            }
-            res?;
-        }
-        Ok(())
-    }
-}
-
-/// Move the elements at the ascending indices `idx` to the front, in order, by swaps
-/// (no clones: an in-place step keeps the only handle to each buffer); element idx[k]
-/// has not moved when swap k brings it to position k.
-fn group_first(v: &mut [Tensor], idx: &[usize]) {
-    for (k, &i) in idx.iter().enumerate() {
-        v.swap(k, i);
-    }
-}
-
-/// The inverse of [`group_first`]: the same swaps in reverse.
-fn undo_group_first(v: &mut [Tensor], idx: &[usize]) {
-    for (k, &i) in idx.iter().enumerate().rev() {
-        v.swap(k, i);
     }
 }
 

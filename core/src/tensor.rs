@@ -81,6 +81,15 @@ impl Tensor {
     pub(crate) fn storage(&self) -> &Storage {
         &self.0.storage
     }
+    /// Whether the two are views of one storage (one buffer on a GPU, one vector on the
+    /// CPU), as flat parameters are of their flat buffer.
+    pub fn shares_storage(&self, other: &Tensor) -> bool {
+        match (self.storage(), other.storage()) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Arc::ptr_eq(a, b),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
     pub fn layout(&self) -> &Layout {
         &self.0.layout
     }

@@ -29,11 +29,27 @@ fn host_per_step(
 }
 
 /// W9: host time and dispatches per training step of the W4 MLP (SGD) and of the char-GPT
-/// step (examples/char_gpt.rs defaults: AdamW, warm-up + cosine, clipping), eager.
+/// step (examples/char_gpt.rs defaults: AdamW, warm-up + cosine, clipping), eager and
+/// jitted, with flat parameters (as the examples train) and, to compare, per-tensor ones.
 pub(super) fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs: &mut Vec<Rec>) -> Result<()> {
-    let mut push = |workload: &str, (md, mn, mx): (f64, f64, f64), unit: &'static str| {
+    for flat in [true, false] {
+        mlp_rows(dev, tag, quick, flat, recs)?;
+        gpt_rows(dev, tag, quick, flat, recs)?;
+    }
+    Ok(())
+}
+
+/// A row pusher: `W9 <workload> <what>`, the workload named for its parameters.
+fn pusher<'a>(
+    tag: &'static str,
+    workload: &'static str,
+    flat: bool,
+    recs: &'a mut Vec<Rec>,
+) -> impl FnMut(&str, (f64, f64, f64), &'static str) + 'a {
+    let name = if flat { workload.to_string() } else { format!("{workload}, per-tensor params") };
+    move |what: &str, (md, mn, mx): (f64, f64, f64), unit: &'static str| {
         recs.push(Rec {
-            workload: workload.into(),
+            workload: format!("W9 {name} {what}"),
             param: String::new(),
             device: tag,
             median: md,
@@ -41,10 +57,17 @@ pub(super) fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs:
             max: mx,
             unit,
         });
-    };
-    // the W4 MLP step
+    }
+}
+
+/// The W4 MLP step (SGD), eager and jitted.
+fn mlp_rows(dev: &Device, tag: &'static str, quick: bool, flat: bool, recs: &mut Vec<Rec>) -> Result<()> {
+    let mut push = pusher(tag, "MLP step", flat, recs);
     let mut params = Params::new();
     let model = mlp(&mut params, dev)?;
+    if flat {
+        params.flatten()?;
+    }
     let xb = Tensor::rand(&[128, 784], 0.0, 1.0, 5, dev)?;
     let yb = Tensor::from_slice(&(0..128u32).map(|i| i % 10).collect::<Vec<_>>(), &[128], dev)?;
     let mut sgd = Sgd::new(0.1);
@@ -54,8 +77,8 @@ pub(super) fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs:
         sgd.step(&mut params, &g)
     };
     let (md, mn, mx, d) = host_per_step(dev, 5, if quick { 30 } else { 200 }, &mut step)?;
-    push("W9 MLP step host eager", (md * 1e6, mn * 1e6, mx * 1e6), "us");
-    push("W9 MLP step dispatches eager", (d as f64, d as f64, d as f64), "count");
+    push("host eager", (md * 1e6, mn * 1e6, mx * 1e6), "us");
+    push("dispatches eager", (d as f64, d as f64, d as f64), "count");
     // the same step jitted: traced on its first calls, replayed after (the labels are its
     // argument, copied in each call; the inputs stay captured, as in the eager step)
     let mut jitted = wgrad::jit(|a: &[Tensor]| -> Result<Vec<Tensor>> {
@@ -68,9 +91,14 @@ pub(super) fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs:
     });
     let ys = [yb.clone()];
     let (md, mn, mx, d) = host_per_step(dev, 5, if quick { 30 } else { 200 }, || jitted.call(&ys).map(drop))?;
-    push("W9 MLP step host jit", (md * 1e6, mn * 1e6, mx * 1e6), "us");
-    push("W9 MLP step dispatches jit", (d as f64, d as f64, d as f64), "count");
-    // the char-GPT step
+    push("host jit", (md * 1e6, mn * 1e6, mx * 1e6), "us");
+    push("dispatches jit", (d as f64, d as f64, d as f64), "count");
+    Ok(())
+}
+
+/// The char-GPT step, eager and jitted.
+fn gpt_rows(dev: &Device, tag: &'static str, quick: bool, flat: bool, recs: &mut Vec<Rec>) -> Result<()> {
+    let mut push = pusher(tag, "char-GPT step", flat, recs);
     let corpus = gpt::Corpus::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/data/shakespeare/input.txt"
@@ -78,6 +106,9 @@ pub(super) fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs:
     let config = gpt::GptConfig { vocab: corpus.chars.len(), layers: 4, heads: 4, embd: 128, ctx: 64, seed: 0 };
     let mut params = Params::new();
     let model = gpt::Gpt::new(&mut params, &config, dev)?;
+    if flat {
+        params.flatten()?;
+    }
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let (x, y) = gpt::sample_batch(&corpus.train, 32, 64, &mut rng, dev)?;
     let mut opt =
@@ -93,8 +124,8 @@ pub(super) fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs:
         Ok(())
     };
     let (md, mn, mx, d) = host_per_step(dev, 3, if quick { 10 } else { 40 }, &mut step)?;
-    push("W9 char-GPT step host eager", (md * 1e3, mn * 1e3, mx * 1e3), "ms");
-    push("W9 char-GPT step dispatches eager", (d as f64, d as f64, d as f64), "count");
+    push("host eager", (md * 1e3, mn * 1e3, mx * 1e3), "ms");
+    push("dispatches eager", (d as f64, d as f64, d as f64), "count");
     // the same step jitted (the batch is its argument)
     let mut jitted = wgrad::jit(|a: &[Tensor]| -> Result<Vec<Tensor>> {
         let (loss, grads) = value_and_grad_many(
@@ -106,7 +137,7 @@ pub(super) fn host_workloads(dev: &Device, tag: &'static str, quick: bool, recs:
     });
     let xy = [x.clone(), y.clone()];
     let (md, mn, mx, d) = host_per_step(dev, 3, if quick { 10 } else { 40 }, || jitted.call(&xy).map(drop))?;
-    push("W9 char-GPT step host jit", (md * 1e3, mn * 1e3, mx * 1e3), "ms");
-    push("W9 char-GPT step dispatches jit", (d as f64, d as f64, d as f64), "count");
+    push("host jit", (md * 1e3, mn * 1e3, mx * 1e3), "ms");
+    push("dispatches jit", (d as f64, d as f64, d as f64), "count");
     Ok(())
 }

@@ -18,6 +18,7 @@ mod matmul_vec4;
 mod nn;
 mod op_tables;
 mod optim;
+mod pack;
 mod platform;
 mod profile;
 mod readback;
@@ -37,7 +38,8 @@ pub use launch::{is_contiguous, row_major_strides, View, MAX_BATCH_RANK, MAX_RAN
 pub use linalg::LuFactors;
 pub use matmul_vec4::{Block as MatmulBlock, MatmulVec4, Vec4Layout};
 pub use nn::{softmax_rows_fit, ConvGeometry};
-pub use optim::{AdamParams, MultiStep, MultiStepKind};
+pub use optim::{AdamParams, MultiStep, MultiStepItem, MultiStepKind};
+pub use pack::{Pack, PackSource};
 pub use profile::{KernelTime, ProfileTable};
 pub use reduce::two_level_strides;
 pub use source::{

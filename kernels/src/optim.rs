@@ -67,6 +67,10 @@ impl Context {
     }
 }
 
+/// One tensor of a multi-tensor step: (its gradient, [weights, state..], its elements,
+/// how many of its first elements get weight decay).
+pub type MultiStepItem<'a> = (&'a GpuBuffer, Vec<&'a GpuBuffer>, usize, usize);
+
 /// The in-place update a [`Kernel::MultiStep`] applies to each of its tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MultiStepKind {
@@ -100,7 +104,8 @@ impl MultiStep {
     }
 
     /// The WGSL: tensor k's gradient is `g{k}`, its weights and state `w{k}`, `s{k}_{j}`;
-    /// thread i updates element i of the concatenation (tensor k starts at param(10 + k)).
+    /// thread i updates element i of the concatenation (tensor k starts at param(10 + k);
+    /// its first param(10 + tensors + k) elements get weight decay).
     pub(crate) fn wgsl(self) -> String {
         let elem = if self.vec4 { "vec4<f32>" } else { "f32" };
         let k = self.tensors;
@@ -137,15 +142,20 @@ impl MultiStep {
                   fn gs() -> f32 { return 1.0; }\n";
         }
         // the update functions of optim_update.wgsl, the same as the one-tensor kernels'
+        // weight decay reaches the first param(10 + k + t) elements of tensor t only
         let body = |t: u32| match self.kind {
             MultiStepKind::Sgd => format!(
-                "let r = sgd_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], sgd_h());\n\
+                "var h = sgd_h();\nif (j >= param({du}u)) {{ h.wd = T(0); }}\n\
+                 let r = sgd_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], h);\n\
                  if (hp(2u) != 0.0) {{ s{t}_1[j] = r.velocity; }}\n\
-                 w{t}[j] = r.w;"
+                 w{t}[j] = r.w;",
+                du = 10 + k + t
             ),
             MultiStepKind::Adam => format!(
-                "let r = adam_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], s{t}_2[j], adam_h());\n\
-                 s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;"
+                "var h = adam_h();\nif (j >= param({du}u)) {{ h.wd = T(0); }}\n\
+                 let r = adam_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], s{t}_2[j], h);\n\
+                 s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;",
+                du = 10 + k + t
             ),
         };
         s += "@compute @workgroup_size(WG)\n\
@@ -247,7 +257,9 @@ impl Context {
     }
 
     /// Update many tensors in place, as few dispatches as the binding limit allows (one
-    /// for all of them on most adapters). `tensors[i]` is (grad, [weights, state..], n);
+    /// for all of them on most adapters). `tensors[i]` is (grad, [weights, state..], n,
+    /// decayed): weight decay applies to its first `decayed` elements only (all of them for
+    /// a tensor of its own; the matrices of a flat buffer);
     /// `hyper` are the kind's hyperparameters (see [`MultiStep::wgsl`]): SGD [lr, momentum,
     /// wd], Adam [lr, b1, b2, eps, wd, bc1, bc2, decoupled as 0 / 1].
     /// With `step_state` (see [`Context::optim_schedule`]) the learning rate and bias
@@ -255,7 +267,7 @@ impl Context {
     pub fn multi_step(
         self: &Arc<Self>,
         kind: MultiStepKind,
-        tensors: &[(&GpuBuffer, Vec<&GpuBuffer>, usize)],
+        tensors: &[MultiStepItem],
         hyper: &[f32],
         decoupled: bool,
         step_state: Option<&GpuBuffer>,
@@ -265,9 +277,11 @@ impl Context {
             // whole quads, a ragged tensor's last one included where every buffer has room
             // for it (pooled buffers do: their sizes are multiples of 256 bytes); the lanes
             // past the end update slack that no tensor reads
-            let quads_fit = |(g, s, n): &&(&GpuBuffer, Vec<&GpuBuffer>, usize)| {
+            // (and a decay boundary inside a tensor falls between quads)
+            let quads_fit = |(g, s, n, decayed): &&MultiStepItem| {
                 let bytes = (n.div_ceil(4) * 16) as u64;
-                g.capacity() >= bytes && s.iter().all(|b| b.capacity() >= bytes)
+                let boundary = decayed >= n || decayed.is_multiple_of(4);
+                boundary && g.capacity() >= bytes && s.iter().all(|b| b.capacity() >= bytes)
             };
             let vec4 = chunk.iter().all(|t| quads_fit(&t));
             let step = MultiStep { kind, tensors: chunk.len() as u32, vec4, dyn_hyper: step_state.is_some() };
@@ -279,13 +293,16 @@ impl Context {
             }
             p[9] = decoupled as u32;
             let mut start = 0usize;
-            for (_, _, n) in chunk {
+            for (_, _, n, _) in chunk {
                 p.push(crate::launch::u32_of(start, "elements")?);
                 start += n.div_ceil(unit);
             }
+            for (_, _, n, decayed) in chunk {
+                p.push(crate::launch::u32_of(decayed.min(n).div_ceil(unit), "elements")?);
+            }
             p[0] = crate::launch::u32_of(start, "elements")?;
-            let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(g, _, _)| *g).collect();
-            let outputs: Vec<&GpuBuffer> = chunk.iter().flat_map(|(_, s, _)| s.iter().copied()).collect();
+            let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(g, _, _, _)| *g).collect();
+            let outputs: Vec<&GpuBuffer> = chunk.iter().flat_map(|(_, s, _, _)| s.iter().copied()).collect();
             let grid = self.grid_stride(key, (start * unit) as u64)?;
             let uniforms: Vec<&GpuBuffer> = step_state.into_iter().collect();
             self.dispatch_with(key, &inputs, &outputs, &uniforms, &p, grid)?;

@@ -100,6 +100,8 @@ pub enum Kernel {
     },
     /// Partial sums of squares of several tensors (see [`crate::optim::SumSquares`]).
     SumSquares(crate::optim::SumSquares),
+    /// Several tensors copied into windows of one flat buffer (see [`crate::pack::Pack`]).
+    Pack(crate::pack::Pack),
     Reduce(ReduceOp),
     /// Reduction of contiguous rows read as vec4.
     ReduceVec4(ReduceOp),
@@ -240,6 +242,7 @@ impl KernelKey {
             Kernel::Fill | Kernel::Random | Kernel::OptimSchedule { clip: false } => (0, 1),
             Kernel::OptimSchedule { clip: true } => (1, 1),
             Kernel::SumSquares(s) => (s.tensors, 1),
+            Kernel::Pack(p) => (p.sources, 1),
             Kernel::RandomFromState => (1, 1),
             Kernel::RandomAdvance => (0, 2),
             Kernel::Lu => (0, 4),
@@ -326,6 +329,10 @@ impl KernelKey {
             Kernel::OptimSchedule { clip: true } => (OPTIM_SCHEDULE, OPTIM_CLIP_IO.to_string()),
             Kernel::SumSquares(s) => {
                 generated = s.wgsl();
+                (generated.as_str(), String::new())
+            }
+            Kernel::Pack(p) => {
+                generated = p.wgsl();
                 (generated.as_str(), String::new())
             }
             Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
@@ -448,6 +455,9 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::OptimSchedule { clip: true },
         Kernel::SumSquares(crate::optim::SumSquares { tensors: 1 }),
         Kernel::SumSquares(crate::optim::SumSquares { tensors: 7 }),
+        Kernel::Pack(crate::pack::Pack { sources: 0 }),
+        Kernel::Pack(crate::pack::Pack { sources: 1 }),
+        Kernel::Pack(crate::pack::Pack { sources: 7 }),
         Kernel::Matmul,
         Kernel::MatmulReg,
         Kernel::IndexSelect,

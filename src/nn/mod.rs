@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 mod attention;
+mod flat;
 mod functional;
 mod layers;
 mod loss;
@@ -28,6 +29,7 @@ mod norm;
 mod params;
 
 pub use attention::{Embedding, MultiheadAttention};
+pub use flat::FlatGroup;
 pub use functional::{
     batch_norm, dropout, embedding, gelu, gelu_tanh, layer_norm, rms_norm, scaled_dot_product_attention,
 };

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 #[derive(Clone, Default)]
 pub struct Params {
     names: Vec<String>,
-    tensors: Vec<Tensor>,
+    pub(super) tensors: Vec<Tensor>,
     buffers: Buffers,
+    /// After [`Params::flatten`]: the flat buffers the parameters are views of.
+    pub(super) flat: super::flat::Flat,
 }
 
 /// A model's named non-trained state: tensors a layer reads in every mode and may replace
@@ -204,7 +206,9 @@ impl Params {
                 self.buffers.set(i - n_params, t);
             }
         }
-        Ok(())
+        // flat parameters: the loaded values go into the flat buffers (in place on a GPU,
+        // so a jitted step keeps reading them), and the parameters become views again
+        self.refill_flat()
     }
 }
 

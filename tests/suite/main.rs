@@ -14,6 +14,7 @@ mod embed_threads;
 mod ergonomics;
 mod errors;
 mod f16;
+mod flat_params;
 mod forward_mode;
 mod fusion;
 mod grad_check;

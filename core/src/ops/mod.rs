@@ -15,6 +15,7 @@ mod movement;
 mod norm;
 mod operators;
 mod optim;
+mod pack;
 mod pool;
 pub(crate) mod reduce;
 mod unary;

@@ -474,6 +474,15 @@ impl Tensor {
         self.reshape(&[self.numel()])
     }
 
+    /// This tensor if its elements are row-major and dense at some offset into its storage
+    /// (a view of a flat buffer), else a contiguous copy: for kernels that take an offset.
+    pub(crate) fn dense(&self) -> Result<Tensor> {
+        match self.layout().is_contiguous() {
+            true => Ok(self.clone()),
+            false => self.contiguous(),
+        }
+    }
+
     /// A contiguous copy (or the tensor itself when it is already contiguous).
     pub fn contiguous(&self) -> Result<Tensor> {
         if self.layout().is_contiguous() && self.layout().offset == 0 {

@@ -170,8 +170,9 @@ impl Primitive for LayerNorm {
         let (w, b) = self.affine(x);
         let n = *x[0].shape().last().expect("rank >= 1");
         let rows = x[0].numel() / n;
-        let xc = x[0].contiguous()?;
-        let (wc, bc) = (w.map(|w| w.contiguous()).transpose()?, b.map(|b| b.contiguous()).transpose()?);
+        // the kernels read each operand at its offset: views of a flat buffer are not copied
+        let xc = x[0].dense()?;
+        let (wc, bc) = (w.map(|w| w.dense()).transpose()?, b.map(|b| b.dense()).transpose()?);
         let views = (wc.as_ref().map(|w| w.view()), bc.as_ref().map(|b| b.view()));
         if let Some(buf) = ctx.layer_norm(xc.view(), views.0, views.1, rows, n, self.eps as f32, self.rms)? {
             return Ok(out.gpu(buf, x[0].device()));
@@ -303,8 +304,8 @@ impl Primitive for LayerNormGrad {
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let n = *x[0].shape().last().expect("rank >= 1");
         let rows = x[0].numel() / n;
-        let (xc, gc) = (x[0].contiguous()?, x[1].contiguous()?);
-        let wc = x.get(2).map(|w| w.contiguous()).transpose()?;
+        let (xc, gc) = (x[0].dense()?, x[1].dense()?);
+        let wc = x.get(2).map(|w| w.dense()).transpose()?;
         let wv = wc.as_ref().map(|w| w.view());
         if let Some(buf) = ctx.layer_norm_grad(xc.view(), gc.view(), wv, rows, n, self.eps as f32, self.rms)? {
             return Ok(out.gpu(buf, x[0].device()));

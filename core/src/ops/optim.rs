@@ -50,24 +50,24 @@ fn update_f32<const N: usize>(
     slices: &mut [&mut [f32]; N],
     n: usize,
     g_at: impl Fn(usize) -> f64,
-    f: &impl Fn(f64, &mut [f64; N]),
+    f: &impl Fn(usize, f64, &mut [f64; N]),
 ) {
     let mut x = [0.0; N];
     for i in 0..n {
         for k in 0..N {
             x[k] = slices[k][i] as f64;
         }
-        f(g_at(i), &mut x);
+        f(i, g_at(i), &mut x);
         for k in 0..N {
             slices[k][i] = x[k] as f32;
         }
     }
 }
 
-/// Apply `f(g_i, [p_i, state_i..])` to every element (in f64). f32 tensors that own their
+/// Apply `f(i, g_i, [p_i, state_i..])` to every element i (in f64). f32 tensors that own their
 /// storage are updated where they are (no allocation in a training loop); others are read
 /// to f64, updated and replaced.
-fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl Fn(f64, &mut [f64; N])) {
+fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl Fn(usize, f64, &mut [f64; N])) {
     let n = grad.numel();
     let gs = grad.storage().cpu().expect("CPU tensor");
     let gl = grad.layout();
@@ -92,7 +92,7 @@ fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl F
         for k in 0..N {
             x[k] = vals[k][i];
         }
-        f(g_at(i), &mut x);
+        f(i, g_at(i), &mut x);
         for k in 0..N {
             vals[k][i] = x[k];
         }
@@ -178,7 +178,7 @@ impl Tensor {
                 )?;
             }
             Device::Cpu => {
-                cpu_update([self, velocity], grad, |g, x| {
+                cpu_update([self, velocity], grad, |_, g, x| {
                     let mut g = g + weight_decay * x[0];
                     if momentum != 0.0 {
                         g += momentum * x[1];
@@ -193,8 +193,28 @@ impl Tensor {
 
     /// Adam / AdamW step in place on `self` with moment estimates `m`, `v`.
     pub fn adam_update_(&mut self, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, h: AdamParams) -> Result<()> {
+        let n = self.numel();
+        self.adam_update_decayed_(grad, m, v, h, n)
+    }
+
+    /// [`Tensor::adam_update_`] with weight decay on the first `decayed` elements only.
+    fn adam_update_decayed_(
+        &mut self,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        h: AdamParams,
+        decayed: usize,
+    ) -> Result<()> {
         check_state("adam", self, &[grad, m, v])?;
         match self.device().clone() {
+            Device::Gpu(ctx) if decayed < self.numel() => {
+                let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
+                let hyper = Hyper { values: &hyper, decoupled: h.decoupled, step_state: None };
+                let (params, grads) = (std::slice::from_ref(self), std::slice::from_ref(grad));
+                let states: [&[Tensor]; 2] = [std::slice::from_ref(m), std::slice::from_ref(v)];
+                gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Adam, params, grads, &states, hyper, &[decayed])?;
+            }
             Device::Gpu(ctx) => {
                 // an in-place write: pending fused values that read these buffers run first
                 crate::fusion::flush(&ctx)?;
@@ -210,12 +230,13 @@ impl Tensor {
             }
             Device::Cpu => {
                 let r = |x: f32| x as f64;
-                cpu_update([self, m, v], grad, |g, x| {
+                cpu_update([self, m, v], grad, |i, g, x| {
                     let (mut p, mut g) = (x[0], g);
+                    let wd = if i < decayed { r(h.weight_decay) } else { 0.0 };
                     if h.decoupled {
-                        p -= r(h.lr) * r(h.weight_decay) * p;
+                        p -= r(h.lr) * wd * p;
                     } else {
-                        g += r(h.weight_decay) * p;
+                        g += wd * p;
                     }
                     x[1] = r(h.beta1) * x[1] + (1.0 - r(h.beta1)) * g;
                     x[2] = r(h.beta2) * x[2] + (1.0 - r(h.beta2)) * g * g;
@@ -274,6 +295,7 @@ fn gpu_multi_step(
     grads: &[Tensor],
     states: &[&[Tensor]],
     hyper: Hyper,
+    decayed: &[usize],
 ) -> Result<()> {
     crate::fusion::flush(ctx)?;
     let gs = grads.iter().map(|g| g.contiguous()?.materialized()).collect::<Result<Vec<_>>>()?;
@@ -284,7 +306,7 @@ fn gpu_multi_step(
         .map(|(i, (p, g))| {
             let mut bufs = vec![buf(p)];
             bufs.extend(states.iter().map(|s| buf(&s[i])));
-            (buf(g), bufs, p.numel())
+            (buf(g), bufs, p.numel(), decayed[i])
         })
         .collect();
     ctx.multi_step(kind, &items, hyper.values, hyper.decoupled, hyper.step_state)?;
@@ -314,7 +336,8 @@ impl Tensor {
         };
         let hyper = [lr as f32, momentum as f32, weight_decay as f32];
         let hyper = Hyper { values: &hyper, decoupled: false, step_state };
-        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Sgd, params, grads, &[velocity], hyper)
+        let decayed: Vec<usize> = params.iter().map(|p| p.numel()).collect();
+        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Sgd, params, grads, &[velocity], hyper, &decayed)
     }
 
     /// [`Tensor::adam_update_`] on every parameter at once (one dispatch on one GPU, as
@@ -328,15 +351,37 @@ impl Tensor {
         h: AdamParams,
         step_state: Option<&wgrad_kernels::GpuBuffer>,
     ) -> Result<()> {
+        let decayed: Vec<usize> = params.iter().map(|p| p.numel()).collect();
+        Tensor::adam_update_many_decayed_(params, grads, m, v, h, step_state, &decayed)
+    }
+
+    /// [`Tensor::adam_update_many_`] with weight decay on the first `decayed[i]` elements
+    /// of tensor i only (a flat buffer whose matrices come first), in the same dispatch.
+    pub fn adam_update_many_decayed_(
+        params: &mut [Tensor],
+        grads: &[Tensor],
+        m: &mut [Tensor],
+        v: &mut [Tensor],
+        h: AdamParams,
+        step_state: Option<&wgrad_kernels::GpuBuffer>,
+        decayed: &[usize],
+    ) -> Result<()> {
         check_many("adam", params, grads, &[m, v])?;
+        if decayed.len() != params.len() {
+            return Err(Error::Invalid {
+                op: "adam",
+                msg: format!("{} parameters but {} decay lengths", params.len(), decayed.len()),
+            });
+        }
         let Some(ctx) = one_gpu(params) else {
-            for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-                p.adam_update_(g, m, v, h)?;
+            let all = params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()).zip(decayed);
+            for ((((p, g), m), v), &d) in all {
+                p.adam_update_decayed_(g, m, v, h, d)?;
             }
             return Ok(());
         };
         let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
         let hyper = Hyper { values: &hyper, decoupled: h.decoupled, step_state };
-        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Adam, params, grads, &[m, v], hyper)
+        gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Adam, params, grads, &[m, v], hyper, decayed)
     }
 }

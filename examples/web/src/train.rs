@@ -88,6 +88,9 @@ pub async fn train_mnist(
     let (test_x, test_y) = data.test.to_tensors(dev)?;
     let mut params = Params::new();
     let model = mlp(&mut params, cfg.seed, dev)?;
+    // one flat buffer: Adam updates all six tensors in one dispatch under the browser's
+    // limit of 8 storage buffers per kernel (otherwise three, of two tensors each)
+    params.flatten()?;
     let mut opt = Adam::new(cfg.lr);
     let steps_per_epoch = data.train.len() / cfg.batch;
     let (mut step, mut train_secs, mut accuracy_now) = (0, 0.0, 0.0);

@@ -1,5 +1,5 @@
-// The optimizer updates, one function each, shared by the one-tensor kernels (sgd.wgsl,
-// adam.wgsl) and the many-tensor kernels (MultiStep, kernels/src/nn.rs). V is the element
+// The optimizer updates, one function each, read by the one update kernel of each optimizer
+// (MultiStep, kernels/src/optim.rs: one tensor or many, scalar or vec4). V is the element
 // (T, or vec4<T>: the scalars broadcast); the hyperparameters are params 1.. (f32 bits).
 
 struct SgdHyper { lr: T, momentum: T, wd: T }

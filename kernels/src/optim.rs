@@ -1,5 +1,5 @@
 //! Launchers for optimizers: in-place SGD and Adam steps on one tensor or many in one
-//! dispatch ([`MultiStep`]), the sum of squares behind gradient clipping ([`SumSquares`]),
+//! dispatch ([`MultiStep`], the one update kernel of each optimizer), the sum of squares behind gradient clipping ([`SumSquares`]),
 //! and the device-side step state (learning-rate schedule, bias corrections, clip scale).
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
@@ -21,7 +21,8 @@ pub struct AdamParams {
 }
 
 impl Context {
-    /// param -= lr * (momentum-averaged) (grad + wd param), in place; all contiguous of n elements.
+    /// param -= lr * (momentum-averaged) (grad + wd param), in place; all contiguous of n
+    /// elements (the many-tensor update with one tensor: one SGD kernel for any count).
     #[allow(clippy::too_many_arguments)]
     pub fn sgd_step(
         self: &Arc<Self>,
@@ -33,13 +34,12 @@ impl Context {
         momentum: f32,
         wd: f32,
     ) -> KResult<()> {
-        let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::SgdVec4 } else { Kernel::Sgd }, KDType::F32);
-        let p = [n as u32, lr.to_bits(), momentum.to_bits(), wd.to_bits()];
-        let grid = self.grid_stride(key, n as u64)?;
-        self.dispatch(key, &[grad], &[param, velocity], &p, grid)
+        let item = (grad, vec![param, velocity], n, n);
+        self.multi_step(MultiStepKind::Sgd, &[item], &[lr, momentum, wd], false, None)
     }
 
-    /// One Adam / AdamW step in place; all buffers contiguous with n elements.
+    /// One Adam / AdamW step in place; all buffers contiguous with n elements (the
+    /// many-tensor update with one tensor).
     pub fn adam_step(
         self: &Arc<Self>,
         param: &GpuBuffer,
@@ -49,21 +49,8 @@ impl Context {
         n: usize,
         h: AdamParams,
     ) -> KResult<()> {
-        let key = KernelKey::new(if n.is_multiple_of(4) { Kernel::AdamVec4 } else { Kernel::Adam }, KDType::F32);
-        let f = |x: f32| x.to_bits();
-        let p = [
-            n as u32,
-            f(h.lr),
-            f(h.beta1),
-            f(h.beta2),
-            f(h.eps),
-            f(h.weight_decay),
-            f(h.bias_correction1),
-            f(h.bias_correction2),
-            h.decoupled as u32,
-        ];
-        let grid = self.grid_stride(key, n as u64)?;
-        self.dispatch(key, &[grad], &[param, m, v], &p, grid)
+        let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
+        self.multi_step(MultiStepKind::Adam, &[(grad, vec![param, m, v], n, n)], &hyper, h.decoupled, None)
     }
 }
 

@@ -45,8 +45,6 @@ const ONE_HOT: &str = include_str!("../../shaders/one_hot.wgsl");
 const LU: &str = include_str!("../../shaders/lu.wgsl");
 const LU_SOLVE: &str = include_str!("../../shaders/lu_solve.wgsl");
 const CHOLESKY: &str = include_str!("../../shaders/cholesky.wgsl");
-const SGD: &str = include_str!("../../shaders/sgd.wgsl");
-const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 const OPTIM_UPDATE: &str = include_str!("../../shaders/optim_update.wgsl");
 const SOFTMAX_COMMON: &str = include_str!("../../shaders/softmax_common.wgsl");
 const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
@@ -124,14 +122,6 @@ pub enum Kernel {
     LuSolve,
     /// Batched Cholesky factorization (in place).
     Cholesky,
-    /// In-place SGD (momentum, weight decay) step.
-    Sgd,
-    /// In-place Adam / AdamW step.
-    Adam,
-    /// Sgd over vec4s (element count a multiple of 4).
-    SgdVec4,
-    /// Adam over vec4s (element count a multiple of 4).
-    AdamVec4,
     /// Softmax of contiguous rows, one thread per row.
     SoftmaxRows,
     /// The (scaled) softmax VJP of contiguous rows, one thread per row.
@@ -173,11 +163,6 @@ pub enum Vec4Operand {
 impl Vec4Operand {
     pub const ALL: [Vec4Operand; 3] = [Vec4Operand::Full, Vec4Operand::Repeat, Vec4Operand::Splat];
 }
-
-/// The element type `V` and count `items()` of the optimizer updates (sgd.wgsl, adam.wgsl):
-/// one element per T, or one per vec4 of T.
-const SCALAR_ITEMS: &str = "alias V = T;\nfn items() -> u32 { return param(0); }";
-const VEC4_ITEMS: &str = "alias V = vec4<T>;\nfn items() -> u32 { return param(0) / 4u; }";
 
 /// A pipeline is compiled once per device for each key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -248,8 +233,6 @@ impl KernelKey {
             Kernel::Lu => (0, 4),
             Kernel::LuSolve => (2, 1),
             Kernel::Cholesky => (0, 2),
-            Kernel::Sgd | Kernel::SgdVec4 => (1, 2),
-            Kernel::Adam | Kernel::AdamVec4 => (1, 3),
             Kernel::Im2Col | Kernel::Col2Im | Kernel::MaxPool => (1, 1),
             Kernel::MaxPoolGrad => (3, 1),
             Kernel::XentLoss => (2, 1),
@@ -350,12 +333,6 @@ impl KernelKey {
             Kernel::Lu => (LU, String::new()),
             Kernel::LuSolve => (LU_SOLVE, String::new()),
             Kernel::Cholesky => (CHOLESKY, String::new()),
-            // one update text per optimizer; the vec4 variant sets its element type and
-            // count (scalars broadcast over vec4 in WGSL)
-            Kernel::Sgd => (SGD, format!("{SCALAR_ITEMS}\n{OPTIM_UPDATE}")),
-            Kernel::Adam => (ADAM, format!("{SCALAR_ITEMS}\n{OPTIM_UPDATE}")),
-            Kernel::SgdVec4 => (SGD, format!("{VEC4_ITEMS}\n{OPTIM_UPDATE}")),
-            Kernel::AdamVec4 => (ADAM, format!("{VEC4_ITEMS}\n{OPTIM_UPDATE}")),
             Kernel::XentLoss => (XENT_LOSS, SOFTMAX_COMMON.to_string()),
             Kernel::SoftmaxRows => (SOFTMAX_ROWS, format!("{SOFTMAX_COMMON}\n{SOFTMAX_ROWS_IO}")),
             Kernel::SoftmaxVjp => (SOFTMAX_VJP, SOFTMAX_COMMON.to_string()),
@@ -466,10 +443,6 @@ pub fn all_kernels() -> Vec<KernelKey> {
         Kernel::Lu,
         Kernel::LuSolve,
         Kernel::Cholesky,
-        Kernel::Sgd,
-        Kernel::Adam,
-        Kernel::SgdVec4,
-        Kernel::AdamVec4,
         Kernel::Im2Col,
         Kernel::Col2Im,
         Kernel::XentLoss,

@@ -4,7 +4,7 @@
 use crate::primitive::{bind, OutSpec, Primitive};
 use crate::storage::CpuStorage;
 use crate::tensor::check_same;
-use crate::{cpu, DType, Error, Node, Result, Tensor};
+use crate::{cpu, DType, Error, Layout, Node, Result, Tensor};
 use std::sync::Arc;
 use wgrad_kernels::{Context, PackSource};
 
@@ -45,22 +45,36 @@ impl Primitive for Pack {
         }
         Ok(OutSpec::new(&[self.len], x[0].dtype()))
     }
+    /// Each input's elements copied straight into its window in their own dtype (a slice
+    /// copy when dense, a row walk when strided): no widening to f64.
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        fn place<T: Copy + Default>(parts: &[&[T]], offsets: &[usize], len: usize) -> Vec<T> {
+        fn place<T: Copy + Default>(parts: &[(&[T], &Layout)], offsets: &[usize], len: usize) -> Vec<T> {
             let mut v = vec![T::default(); len];
-            for (src, &at) in parts.iter().zip(offsets) {
-                v[at..at + src.len()].copy_from_slice(src);
+            for (&(src, l), &at) in parts.iter().zip(offsets) {
+                let dst = &mut v[at..at + l.numel()];
+                if l.is_contiguous() {
+                    dst.copy_from_slice(&src[l.offset..l.offset + l.numel()]);
+                    continue;
+                }
+                let dense = crate::shape::contiguous_strides(&l.shape);
+                let (shape, strides, _) = cpu::coalesce2(&l.shape, &l.strides, &dense);
+                let (n, step) = (*shape.last().unwrap_or(&1), *strides.last().unwrap_or(&1));
+                let mut at = 0;
+                cpu::for_each_row2(&shape, (l.offset, &strides), (0, &strides), |o, _| {
+                    for j in 0..n {
+                        dst[at + j] = src[o + j * step];
+                    }
+                    at += n;
+                });
             }
             v
         }
-        let blocks: Vec<CpuStorage> =
-            x.iter().map(|t| cpu::map(t.cpu_storage(), t.layout(), out.dtype, |v| v)).collect();
         macro_rules! placed {
             ($variant:ident) => {{
-                let parts: Vec<&[_]> = blocks
+                let parts: Vec<(&[_], &Layout)> = x
                     .iter()
-                    .map(|b| match b {
-                        CpuStorage::$variant(v) => &v[..],
+                    .map(|t| match t.cpu_storage() {
+                        CpuStorage::$variant(v) => (&v[..], t.layout()),
                         _ => unreachable!("pack inputs share one dtype"),
                     })
                     .collect();

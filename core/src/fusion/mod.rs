@@ -31,7 +31,7 @@ mod plan;
 use crate::primitive::OutSpec;
 use crate::storage::Storage;
 use crate::{DType, Device, Result, Tensor};
-use hosts::{defer_matmul, defer_reduce, defer_softmax, matmul_of, reduce_of, softmax_of};
+pub use hosts::{FusionHost, HostKind};
 use plan::force_locked;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -52,26 +52,22 @@ pub enum Fusible {
     User(u32, f64),
     /// cond != 0 ? a : b
     Where,
-    /// A matrix product: deferred like the others, so that the elementwise ops that read
-    /// its result run in its store (epilogue fusion: bias, activation, residual, masks).
-    /// The primitive gives the function that lays out its kernel's operands.
-    Matmul(OperandsFn),
-    /// A reduction over `axes`: deferred, so that a pending elementwise input is computed
-    /// as the reduction loads it (prologue fusion: sum(x * y), mean((a - b)^2)).
-    Reduce {
-        op: wgrad_kernels::ReduceOp,
-        axes: Vec<usize>,
-    },
-    /// softmax over the last axis: deferred, so that a pending input is computed as the
-    /// row kernel loads it (its row max and sum read the producer directly).
-    Softmax {
-        axis: usize,
-    },
+    /// A kernel that runs pending elementwise work inside it, declared by its primitive
+    /// ([`FusionHost`]): a matrix product whose store runs the ops that read its result
+    /// (an epilogue), a reduction or row softmax whose loads compute its pending input (a
+    /// prologue).
+    Host(Arc<dyn FusionHost>),
+}
+
+impl std::fmt::Debug for dyn FusionHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name())
+    }
 }
 
 /// What a GPU product multiplies: A and B as views with their batch dims broadcast (or
-/// folded into the rows), and the dims. The matmul primitive builds it
-/// (`ops::matmul::gpu_operands`); a deferred product keeps it.
+/// folded into the rows), and the dims. An epilogue host builds it
+/// ([`FusionHost::operands`]); a deferred product keeps it.
 #[derive(Clone)]
 pub struct GpuOperands {
     pub a: Tensor,
@@ -81,9 +77,6 @@ pub struct GpuOperands {
     pub k: usize,
     pub n: usize,
 }
-
-/// How a product's primitive lays out its kernel's operands.
-pub type OperandsFn = fn(&[&Tensor]) -> Result<GpuOperands>;
 
 /// Ops one generated kernel holds at most (longer chains are split).
 const MAX_OPS: usize = 48;
@@ -171,8 +164,8 @@ impl<C: Count> std::fmt::Debug for Counted<C> {
 struct Pending {
     op: Fusible,
     args: Vec<Arg>,
-    /// The operands of a matmul node (its `args` are empty).
-    matmul: Option<GpuOperands>,
+    /// The operands of an epilogue host's node (its `args` are empty).
+    operands: Option<GpuOperands>,
     /// What the DAG under this node binds (an upper bound once parts of it materialize).
     cost: Cost,
 }
@@ -239,7 +232,7 @@ impl Lazy {
         Arc::as_ptr(self) as usize
     }
     /// Whether this value is pending as an elementwise op (one that can join a DAG, not a
-    /// deferred matmul, reduction or softmax).
+    /// deferred host kernel).
     fn is_pending_map(&self) -> bool {
         crate::lock(&self.pending).as_ref().is_some_and(|p| {
             matches!(p.op, Fusible::Unary(..) | Fusible::User(..) | Fusible::Binary(_) | Fusible::Where)
@@ -304,11 +297,8 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
     if inputs.iter().any(|t| t.dtype() != DType::F32 || t.device() != inputs[0].device()) {
         return Ok(None);
     }
-    match op {
-        Fusible::Matmul(operands_of) => return defer_matmul(ctx, operands_of, inputs, spec),
-        Fusible::Reduce { .. } => return defer_reduce(ctx, op, &inputs[0], spec),
-        Fusible::Softmax { axis } => return defer_softmax(ctx, axis, &inputs[0], spec),
-        _ => {}
+    if let Fusible::Host(host) = op {
+        return hosts::defer_host(ctx, host, inputs, spec);
     }
     let st = state();
     let mut args: Vec<Arg> = Vec::with_capacity(inputs.len());
@@ -326,7 +316,7 @@ pub(crate) fn defer(op: Fusible, inputs: &[Tensor], spec: &OutSpec) -> Result<Op
         }
         cost = cost_of(&args);
     }
-    Ok(Some(pending_tensor(st, ctx, spec, Pending { op, args, matmul: None, cost })))
+    Ok(Some(pending_tensor(st, ctx, spec, Pending { op, args, operands: None, cost })))
 }
 
 /// A tensor whose value is `pending`, noted for `flush` (under the state lock `st`).

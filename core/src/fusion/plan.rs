@@ -1,7 +1,7 @@
 //! Materialization: the DAG under a pending value as one plan (steps in topological
 //! order, leaves, which values must be written) and its launch, split where one kernel
 //! could not bind it.
-use super::hosts::{run_matmul, run_reduce, run_softmax};
+use super::hosts::{host_of, run_product, run_prologue_host};
 use super::*;
 
 /// One DAG ready to launch: the steps in topological order (root last).
@@ -49,13 +49,10 @@ impl Plan {
             })?;
             (p.op.clone(), p.args.clone())
         };
-        if let Fusible::Reduce { .. } | Fusible::Softmax { .. } = op {
-            // a reduction read by an elementwise op of its own shape: computed first
-            self.must_force = Some(n.clone());
-            return Ok(0);
-        }
-        if let Fusible::Matmul(_) = op {
-            if self.acc.is_some() {
+        if let Fusible::Host(host) = &op {
+            // a prologue host (a reduction read by an elementwise op of its own shape) or a
+            // second product: computed first; the first product hosts the DAG
+            if host.kind() == HostKind::Prologue || self.acc.is_some() {
                 self.must_force = Some(n.clone());
                 return Ok(0);
             }
@@ -80,7 +77,7 @@ impl Plan {
             }
             Fusible::Binary(op) => FusedStep::Binary { op, a: operands[0], b: operands[1] },
             Fusible::Where => FusedStep::Where { c: operands[0], a: operands[1], b: operands[2] },
-            Fusible::Matmul(_) | Fusible::Reduce { .. } | Fusible::Softmax { .. } => unreachable!("handled above"),
+            Fusible::Host(_) => unreachable!("handled above"),
         };
         Ok(self.add_node(n, step))
     }
@@ -160,14 +157,15 @@ pub(super) fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
         if let Some(b) = root.result.get() {
             return Ok(b.clone());
         }
-        if let Some(op) = matmul_of(root) {
-            return run_matmul(root, &op);
-        }
-        if let Some((op, axes, arg)) = reduce_of(root) {
-            return run_reduce(root, op, &axes, arg);
-        }
-        if let Some(arg) = softmax_of(root) {
-            return run_softmax(root, arg);
+        if let Some((host, operands, arg)) = host_of(root) {
+            return match (operands, arg) {
+                (Some(op), _) => run_product(root, host.as_ref(), &op),
+                (None, Some(arg)) => run_prologue_host(root, host.as_ref(), arg),
+                (None, None) => Err(crate::Error::Internal {
+                    op: "fusion",
+                    msg: format!("a pending {} has neither operands nor an argument", host.name()),
+                }),
+            };
         }
         let device = Device::Gpu(root.ctx.clone());
         let mut plan = Plan::new();
@@ -178,7 +176,7 @@ pub(super) fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
             continue;
         }
         let outputs = plan.outputs();
-        // the matmul runs the DAG in its store only if nothing else reads its own result
+        // the product runs the DAG in its store only if nothing else reads its own result
         let acc = plan.acc.map(|i| plan.nodes[i].0.clone());
         if let (Some(i), Some(m)) = (plan.acc, &acc) {
             if outputs.contains(&i) {
@@ -217,16 +215,21 @@ pub(super) fn force_locked(root: &Arc<Lazy>) -> Result<Arc<GpuBuffer>> {
         let bufs = match &acc {
             None => root.ctx.fused(&plan.steps, &views, &plan.scalars, &out_steps, &root.shape)?,
             Some(m) => {
-                let op = matmul_of(m).expect("a pending matmul");
+                let Some((host, Some(op), _)) = host_of(m) else {
+                    return Err(crate::Error::Internal {
+                        op: "fusion",
+                        msg: "an epilogue host without operands".into(),
+                    });
+                };
                 let epi = plan.program(&views, out_steps.clone(), &root.shape);
-                match root.ctx.matmul_fused(op.a.view(), op.b.view(), &op.batch, op.m, op.k, op.n, &epi)? {
+                match host.launch_product(&root.ctx, &op, Some(&epi))? {
                     Some(bufs) => bufs,
                     None => {
                         // this product cannot take an epilogue (split-K): alone, then the DAG
                         drop(epi);
                         drop(views);
                         drop(plan);
-                        run_matmul(m, &op)?;
+                        run_product(m, host.as_ref(), &op)?;
                         continue;
                     }
                 }

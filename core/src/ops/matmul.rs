@@ -1,6 +1,6 @@
 //! Batched matrix product with numpy batch broadcasting; transposed views need no copy.
 use super::cpu_of;
-use crate::fusion::GpuOperands;
+use crate::fusion::{Fusible, FusionHost, GpuOperands, HostKind};
 use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
 use crate::tensor::{check_float, check_same};
@@ -10,6 +10,34 @@ use wgrad_kernels::Context;
 
 /// [.., m, k] @ [.., k, n] -> [.., m, n] with broadcast batch dims (both operands rank >= 2).
 pub struct Matmul;
+
+/// The product as a fusion host: deferred, its store runs the elementwise ops that read
+/// its result (an epilogue: bias, activation, residual, masks).
+struct MatmulHost;
+
+impl FusionHost for MatmulHost {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+    fn kind(&self) -> HostKind {
+        HostKind::Epilogue
+    }
+    fn operands(&self, inputs: &[&Tensor]) -> Result<GpuOperands> {
+        gpu_operands(inputs)
+    }
+    fn launch_product(
+        &self,
+        ctx: &Arc<Context>,
+        op: &GpuOperands,
+        epilogue: Option<&wgrad_kernels::Epilogue>,
+    ) -> Result<Option<Vec<wgrad_kernels::GpuBuffer>>> {
+        let (a, b) = (op.a.view(), op.b.view());
+        Ok(match epilogue {
+            None => Some(vec![ctx.matmul(a, b, &op.batch, op.m, op.k, op.n)?]),
+            Some(epi) => ctx.matmul_fused(a, b, &op.batch, op.m, op.k, op.n, epi)?,
+        })
+    }
+}
 
 /// (batch, m, k, n) of a product, or an error naming both shapes.
 fn dims(a: &Tensor, b: &Tensor) -> Result<(Vec<usize>, usize, usize, usize)> {
@@ -149,8 +177,8 @@ impl Primitive for Matmul {
     }
     /// Deferred on the GPU, so that the elementwise ops reading its result run in its store
     /// (epilogue fusion, see `fusion/`).
-    fn fusible(&self) -> Option<crate::fusion::Fusible> {
-        Some(crate::fusion::Fusible::Matmul(gpu_operands))
+    fn fusible(&self) -> Option<Fusible> {
+        Some(Fusible::Host(Arc::new(MatmulHost)))
     }
     /// d(A B) = dA B + A dB, so A-bar = G B^T and B-bar = A^T G (batch dims unbroadcast by
     /// the engine). Each cotangent takes its primal's memory layout: for a transposed

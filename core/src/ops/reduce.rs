@@ -2,6 +2,7 @@
 //! reductions, the fused softmax / log-softmax primitives, and the stable composites
 //! built on them (mean, logsumexp).
 use super::cpu_of;
+use crate::fusion::{Fusible, FusionHost, HostKind};
 use crate::graph::ReduceKind;
 use crate::primitive::{bind, Batch, OutSpec, Primitive};
 use crate::shape::{normalize_axes, normalize_axis, numel};
@@ -9,7 +10,75 @@ use crate::storage::CpuStorage;
 use crate::tensor::check_float;
 use crate::{cpu, DType, Error, Node, Result, Tensor};
 use std::sync::Arc;
-use wgrad_kernels::{ArgReduceOp, Context, ReduceOp};
+use wgrad_kernels::{ArgReduceOp, Context, Epilogue, GpuBuffer, ReduceOp};
+
+/// A reduction as a fusion host: deferred, its loads compute a pending elementwise input
+/// (a prologue: sum(x * y), mean((a - b)^2)).
+struct ReduceHost {
+    op: ReduceOp,
+    axes: Vec<usize>,
+}
+
+impl FusionHost for ReduceHost {
+    fn name(&self) -> &'static str {
+        "reduce"
+    }
+    fn kind(&self) -> HostKind {
+        HostKind::Prologue
+    }
+    /// the reduced axes walked last, through x's strides
+    fn launch(&self, ctx: &Arc<Context>, x: &Tensor) -> Result<GpuBuffer> {
+        let walk = x.with_layout(x.layout().axes_last(&self.axes));
+        Ok(ctx.reduce(self.op, walk.view(), walk.shape(), self.axes.len())?)
+    }
+    fn launch_with_prologue(
+        &self,
+        ctx: &Arc<Context>,
+        shape: &[usize],
+        prologue: &Epilogue,
+    ) -> Result<Option<(GpuBuffer, Vec<GpuBuffer>)>> {
+        let walk = crate::Layout::contiguous(shape).axes_last(&self.axes);
+        Ok(Some(ctx.reduce_fused(self.op, &walk.strides, &walk.shape, self.axes.len(), prologue)?))
+    }
+}
+
+/// softmax over the last axis as a fusion host: deferred over a pending input, which the
+/// row kernel computes as it loads it (its row max and sum read the producer directly).
+struct SoftmaxHost {
+    axis: usize,
+}
+
+impl FusionHost for SoftmaxHost {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+    fn kind(&self) -> HostKind {
+        HostKind::Prologue
+    }
+    /// only a pending input along its last axis, in rows the kernel's loops take
+    fn defers(&self, x: &Tensor, pending_map: bool) -> bool {
+        let n = x.shape().last().copied().unwrap_or(1);
+        pending_map && self.axis + 1 == x.rank() && x.numel() > 0 && wgrad_kernels::softmax_rows_fit(n)
+    }
+    fn launch(&self, ctx: &Arc<Context>, x: &Tensor) -> Result<GpuBuffer> {
+        let n = x.shape().last().copied().unwrap_or(1);
+        let rows = x.numel() / n;
+        let x = x.dense()?;
+        ctx.softmax_rows(x.view(), rows, n)?.ok_or_else(|| Error::Invalid {
+            op: "softmax",
+            msg: format!("rows of {n} are past the row kernel's limit"),
+        })
+    }
+    fn launch_with_prologue(
+        &self,
+        ctx: &Arc<Context>,
+        shape: &[usize],
+        prologue: &Epilogue,
+    ) -> Result<Option<(GpuBuffer, Vec<GpuBuffer>)>> {
+        let n = shape.last().copied().unwrap_or(1);
+        Ok(ctx.softmax_rows_fused(shape.iter().product::<usize>() / n, n, prologue)?)
+    }
+}
 
 fn split_axes(rank: usize, axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let kept: Vec<usize> = (0..rank).filter(|d| !axes.contains(d)).collect();
@@ -82,8 +151,8 @@ impl Primitive for Reduce {
     }
     /// Deferred on the GPU, so that a pending elementwise input is computed inside the
     /// reduction as it is loaded (prologue fusion, see `fusion/`).
-    fn fusible(&self) -> Option<crate::fusion::Fusible> {
-        Some(crate::fusion::Fusible::Reduce { op: self.reduce_op(), axes: self.axes.clone() })
+    fn fusible(&self) -> Option<Fusible> {
+        Some(Fusible::Host(Arc::new(ReduceHost { op: self.reduce_op(), axes: self.axes.clone() })))
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let x = x[0];
@@ -349,8 +418,8 @@ impl Primitive for Softmax {
     }
     /// Along the last axis, deferred on the GPU: a pending input is computed inside the row
     /// kernel as it loads it (its row max and sum read the producer; see `fusion/`).
-    fn fusible(&self) -> Option<crate::fusion::Fusible> {
-        Some(crate::fusion::Fusible::Softmax { axis: self.axis })
+    fn fusible(&self) -> Option<Fusible> {
+        Some(Fusible::Host(Arc::new(SoftmaxHost { axis: self.axis })))
     }
     /// The row kernel along the last axis (f32, rows within its loop limit); elsewhere
     /// the same math as kernels of other ops.

@@ -244,7 +244,7 @@ impl Context {
                 .iter()
                 .enumerate()
                 .map(|(b, buf)| wgpu::BindGroupEntry {
-                    binding: binding_of(b as u32),
+                    binding: binding_of(crate::launch::small_u32(b)),
                     resource: buf.as_entire_binding(),
                 })
                 .collect();

@@ -270,7 +270,9 @@ impl Context {
             pass_per_dispatch: std::env::var("WGRAD_PASS_PER_DISPATCH").as_deref() == Ok("1"),
             profile: ProfileTable::new(std::env::var("WGRAD_PROFILE").as_deref() == Ok("1")),
             params_align,
-            readback_timeout_ns: std::sync::atomic::AtomicU64::new(READBACK_TIMEOUT.as_nanos() as u64),
+            readback_timeout_ns: std::sync::atomic::AtomicU64::new(
+                u64::try_from(READBACK_TIMEOUT.as_nanos()).unwrap_or(u64::MAX),
+            ),
             inject_oom: AtomicBool::new(false),
         })
     }
@@ -285,7 +287,7 @@ impl Context {
     /// stays queued and the tensors stay valid, so a later read (with a longer timeout)
     /// returns the values.
     pub fn set_readback_timeout(&self, timeout: Duration) {
-        self.readback_timeout_ns.store(timeout.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.readback_timeout_ns.store(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Test aid: while on, every allocation that the pool cannot serve fails as the driver's

@@ -4,6 +4,7 @@ use crate::buffer::GpuBuffer;
 use crate::context::{Context, PARAMS_BYTES};
 use crate::counters::AtomicCounters;
 use crate::error::{KResult, KernelError};
+use crate::launch::small_u32;
 use crate::source::{KernelKey, WG};
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -42,15 +43,16 @@ impl Context {
     }
 
     pub(crate) fn grid_groups(&self, key: KernelKey, groups: u64) -> KResult<(u32, u32, u32)> {
-        let max = self.limits().max_compute_workgroups_per_dimension as u64;
-        if groups <= max {
-            return Ok((groups as u32, 1, 1));
+        let max = self.limits().max_compute_workgroups_per_dimension;
+        // both fit in 32 bits once within the limit (a u32)
+        let within = |g: u64| u32::try_from(g).ok().filter(|&g| g <= max);
+        if let Some(g) = within(groups) {
+            return Ok((g, 1, 1));
         }
-        let y = groups.div_ceil(max);
-        if y > max {
-            return Err(KernelError::GridTooLarge { kernel: key.name(), groups, max: max as u32 });
+        match within(groups.div_ceil(max as u64)) {
+            Some(y) => Ok((max, y, 1)),
+            None => Err(KernelError::GridTooLarge { kernel: key.name(), groups, max }),
         }
-        Ok((max as u32, y as u32, 1))
     }
 
     /// Encode one dispatch; `params` go to this dispatch's slot of the batch arena.
@@ -82,8 +84,8 @@ impl Context {
         let pipeline = self.pipeline(key)?;
         let started = self.profiling().then(web_time::Instant::now);
         let (n_in, n_out) = key.bindings();
-        debug_assert_eq!((inputs.len() as u32, outputs.len() as u32), (n_in, n_out));
-        if uniforms.len() as u32 != key.extra_uniforms() {
+        debug_assert_eq!((small_u32(inputs.len()), small_u32(outputs.len())), (n_in, n_out));
+        if small_u32(uniforms.len()) != key.extra_uniforms() {
             return Err(KernelError::Unsupported(format!(
                 "{}: {} uniform buffers given, the kernel binds {}",
                 key.name(),
@@ -121,7 +123,7 @@ impl Context {
         let params_buf = st.params_buf().clone();
         let mut entries: Vec<wgpu::BindGroupEntry> = Vec::with_capacity(inputs.len() + outputs.len() + 1);
         for (i, b) in inputs.iter().chain(outputs.iter()).enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32, resource: b.raw().as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry { binding: small_u32(i), resource: b.raw().as_entire_binding() });
         }
         entries.push(wgpu::BindGroupEntry {
             binding: n_in + n_out,
@@ -133,7 +135,7 @@ impl Context {
         });
         for (i, u) in uniforms.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
-                binding: n_in + n_out + 1 + i as u32,
+                binding: n_in + n_out + 1 + small_u32(i),
                 resource: u.raw().as_entire_binding(),
             });
         }

@@ -31,6 +31,34 @@ pub(crate) fn u32_of(v: usize, what: &str) -> KResult<u32> {
     u32::try_from(v).map_err(|_| KernelError::Unsupported(format!("{what} {v} does not fit in 32 bits")))
 }
 
+/// Launch words from sizes, offsets and strides, each checked to fit in 32 bits (`what`
+/// names them in the error).
+pub(crate) fn words<const N: usize>(values: [usize; N], what: &str) -> KResult<[u32; N]> {
+    let mut out = [0u32; N];
+    for (o, v) in out.iter_mut().zip(values) {
+        *o = u32_of(v, what)?;
+    }
+    Ok(out)
+}
+
+/// [`words`] of a slice.
+pub(crate) fn words_of(values: &[usize], what: &str) -> KResult<Vec<u32>> {
+    values.iter().map(|&v| u32_of(v, what)).collect()
+}
+
+/// A count bounded far below 2^32 by construction (a binding slot, a registry id, a rank,
+/// tensors per dispatch): saturates instead of wrapping, so it can never alias a small
+/// value.
+pub(crate) fn small_u32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// The (low, high) 32-bit words of a 64-bit launch value (a seed, a counter).
+#[allow(clippy::cast_possible_truncation)] // the split is the point
+pub(crate) fn lo_hi(v: u64) -> (u32, u32) {
+    (v as u32, (v >> 32) as u32)
+}
+
 pub(crate) fn check_rank(shape: &[usize], kernel: &str) -> KResult<()> {
     if shape.len() > MAX_RANK {
         return Err(KernelError::Unsupported(format!("{kernel} of rank {} (at most {MAX_RANK})", shape.len())));
@@ -63,10 +91,8 @@ pub(crate) fn push_view(p: &mut Vec<u32>, v: &View) -> KResult<()> {
 }
 
 pub(crate) fn header(shape: &[usize], contiguous: bool, scalar_bits: u32) -> KResult<Vec<u32>> {
-    let mut p = vec![u32_of(numel(shape), "element count")?, shape.len() as u32, contiguous as u32, scalar_bits];
-    for &d in shape {
-        p.push(d as u32);
-    }
+    let mut p = vec![u32_of(numel(shape), "element count")?, small_u32(shape.len()), contiguous as u32, scalar_bits];
+    p.extend(words_of(shape, "dimension")?);
     Ok(p)
 }
 
@@ -148,7 +174,8 @@ impl Context {
             if let (Some((am, ao, ap)), Some((bm, bo, bp))) = (vec4_operand(&a, shape), vec4_operand(&b, shape)) {
                 let key = KernelKey::new(Kernel::BinaryVec4(op, am, bm), KDType::F32);
                 let out = self.out_f32(n)?;
-                let p = [u32_of(n / 4, "quads")?, u32_of(ao, "offset")?, ap as u32, u32_of(bo, "offset")?, bp as u32];
+                let [quads, ao, ap, bo, bp] = words([n / 4, ao, ap, bo, bp], "vec4 operand")?;
+                let p = [quads, ao, ap, bo, bp];
                 let grid = self.grid_stride(key, n as u64)?;
                 self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, grid)?;
                 return Ok(out);
@@ -279,10 +306,10 @@ impl Context {
         let out = self.alloc_output((n * 4) as u64)?;
         let p = [
             u32_of(n, "element count")?,
-            seed as u32,
-            (seed >> 32) as u32,
-            offset as u32,
-            (offset >> 32) as u32,
+            lo_hi(seed).0,
+            lo_hi(seed).1,
+            lo_hi(offset).0,
+            lo_hi(offset).1,
             normal as u32,
             low.to_bits(),
             high.to_bits(),
@@ -315,7 +342,7 @@ impl Context {
     pub fn random_advance(self: &Arc<Self>, state: &GpuBuffer, blocks: u64) -> KResult<GpuBuffer> {
         let key = KernelKey::new(Kernel::RandomAdvance, KDType::F32);
         let snapshot = self.alloc_output(16)?;
-        self.dispatch(key, &[], &[state, &snapshot], &[blocks as u32, (blocks >> 32) as u32], (1, 1, 1))?;
+        self.dispatch(key, &[], &[state, &snapshot], &[lo_hi(blocks).0, lo_hi(blocks).1], (1, 1, 1))?;
         Ok(snapshot)
     }
 
@@ -337,7 +364,7 @@ impl Context {
         let key = KernelKey::new(Kernel::IndexSelect, KDType::F32);
         let out = self.out_f32(numel(out_shape))?;
         let mut p = header(out_shape, false, 0)?;
-        p[2] = axis as u32;
+        p[2] = small_u32(axis);
         p[3] = u32_of(dim_size, "dim")?;
         push_view(&mut p, &x)?;
         push_view(&mut p, &idx)?;
@@ -359,7 +386,7 @@ impl Context {
         let key = KernelKey::new(Kernel::Gather, KDType::F32);
         let out = self.out_f32(numel(out_shape))?;
         let mut p = header(out_shape, false, 0)?;
-        p[2] = axis as u32;
+        p[2] = small_u32(axis);
         p[3] = u32_of(dim_size, "dim")?;
         push_view(&mut p, &x)?;
         push_view(&mut p, &idx)?;

@@ -2,6 +2,9 @@
 //! autograd: the core crate maps its ops onto the launchers here.
 // Numeric loops index several arrays by one counter; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
+// Every conversion to a launch word is checked (`launch::u32_of`, `words`) or bounded by
+// construction (`small_u32`): a size past 32 bits is an error, never a wrapped value.
+#![deny(clippy::cast_possible_truncation)]
 
 mod batch;
 mod buffer;

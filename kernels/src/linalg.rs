@@ -61,7 +61,7 @@ impl Context {
         let sign = self.fill(batch, 1.0)?;
         let grid = self.grid_groups(key, batch as u64)?;
         for (k0, k1) in segments(n, |k| factor_step_cost(n, k)) {
-            let p = [n as u32, batch as u32, k0 as u32, k1 as u32];
+            let p = crate::launch::words([n, batch, k0, k1], "factorization size")?;
             self.dispatch(key, &[], &[&lu, &piv, &info, &sign], &p, grid)?;
         }
         Ok(LuFactors { lu, piv, info, sign })
@@ -75,12 +75,13 @@ impl Context {
         let key = KernelKey::new(Kernel::LuSolve, KDType::F32);
         let x = self.contiguous(b, shape)?;
         let grid = self.grid_1d(key, (batch * r) as u64)?;
-        let head = [n as u32, r as u32, batch as u32];
+        let head = crate::launch::words([n, r, batch], "solve size")?;
         self.dispatch(key, &[&f.lu, &f.piv], &[&x], &[head[0], head[1], head[2], 0, 0, 0], grid)?;
         for phase in [1u32, 2] {
             // row i of the forward pass costs i iterations, step s of the backward pass s
             for (i0, i1) in segments(n, |i| i + 1) {
-                let p = [head[0], head[1], head[2], phase, i0 as u32, i1 as u32];
+                let [i0, i1] = crate::launch::words([i0, i1], "row")?;
+                let p = [head[0], head[1], head[2], phase, i0, i1];
                 self.dispatch(key, &[&f.lu, &f.piv], &[&x], &p, grid)?;
             }
         }
@@ -97,7 +98,13 @@ impl Context {
         let info = self.zeros_u32(batch)?;
         let grid = self.grid_groups(key, batch as u64)?;
         for (k0, k1) in segments(n, |k| factor_step_cost(n, k)) {
-            self.dispatch(key, &[], &[&l, &info], &[n as u32, batch as u32, k0 as u32, k1 as u32], grid)?;
+            self.dispatch(
+                key,
+                &[],
+                &[&l, &info],
+                &crate::launch::words([n, batch, k0, k1], "factorization size")?,
+                grid,
+            )?;
         }
         Ok((l, info))
     }

@@ -91,7 +91,7 @@ impl Context {
         p[0] = u32_of(m, "m")?;
         p[1] = u32_of(n, "n")?;
         p[2] = u32_of(k, "k")?;
-        p[3] = br as u32;
+        p[3] = crate::launch::small_u32(br);
         p[5] = u32_of(a.offset, "offset")?;
         p[6] = u32_of(a.strides[br], "stride")?;
         p[7] = u32_of(a.strides[br + 1], "stride")?;
@@ -99,7 +99,7 @@ impl Context {
         p[9] = u32_of(b.strides[br], "stride")?;
         p[10] = u32_of(b.strides[br + 1], "stride")?;
         for d in 0..br {
-            p[12 + d] = batch_shape[d] as u32;
+            p[12 + d] = u32_of(batch_shape[d], "batch dimension")?;
             p[18 + d] = u32_of(a.strides[d], "stride")?;
             p[24 + d] = u32_of(b.strides[d], "stride")?;
         }
@@ -117,25 +117,23 @@ impl Context {
             Kernel::MatmulVec4(v) => v.workgroup_tile(),
             _ => (64, 64),
         };
-        let gx = n.div_ceil(tile_n) as u64;
-        let gy = m.div_ceil(tile_m) as u64;
-        let max = self.limits().max_compute_workgroups_per_dimension as u64;
-        if gx > max || gy > max {
-            return Err(KernelError::GridTooLarge { kernel: key.name(), groups: gx.max(gy), max: max as u32 });
-        }
+        let max = self.limits().max_compute_workgroups_per_dimension;
+        // within the limit (a u32), the grid's sides fit in 32 bits
+        let within = |g: usize| u32::try_from(g).ok().filter(|&g| g <= max);
+        let (Some(gx), Some(gy)) = (within(n.div_ceil(tile_n)), within(m.div_ceil(tile_m))) else {
+            let groups = n.div_ceil(tile_n).max(m.div_ceil(tile_m)) as u64;
+            return Err(KernelError::GridTooLarge { kernel: key.name(), groups, max });
+        };
         if let Some(epi) = epilogue {
-            if batch > max as usize {
-                return Ok(None);
-            }
-            let grid = (gx as u32, gy as u32, batch as u32);
-            return self.matmul_epilogue(key.kernel, [a.buffer, b.buffer], p, grid, epi);
+            let Some(batch) = within(batch) else { return Ok(None) };
+            return self.matmul_epilogue(key.kernel, [a.buffer, b.buffer], p, (gx, gy, batch), epi);
         }
         let out = self.out_f32(batch * m * n)?;
         let mut base = 0usize;
         while base < batch {
             let z = (batch - base).min(max as usize);
-            p[4] = base as u32;
-            self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, (gx as u32, gy as u32, z as u32))?;
+            p[4] = u32_of(base, "batch")?;
+            self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, (gx, gy, u32_of(z, "batch")?))?;
             base += z;
         }
         Ok(Some(vec![out]))

@@ -3,7 +3,7 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
-use crate::launch::View;
+use crate::launch::{u32_of, View};
 use crate::source::{KDType, Kernel, KernelKey, WG};
 use std::sync::Arc;
 
@@ -27,8 +27,8 @@ impl ConvGeometry {
     pub fn out_w(&self) -> usize {
         (self.width + 2 * self.padding - self.kernel_w) / self.stride + 1
     }
-    fn head(&self, numel: usize) -> Vec<u32> {
-        [
+    fn head(&self, numel: usize) -> KResult<Vec<u32>> {
+        let dims = [
             numel,
             self.channels,
             self.height,
@@ -39,10 +39,8 @@ impl ConvGeometry {
             self.padding,
             self.out_h(),
             self.out_w(),
-        ]
-        .iter()
-        .map(|&v| v as u32)
-        .collect()
+        ];
+        crate::launch::words_of(&dims, "convolution size")
     }
 }
 
@@ -52,10 +50,10 @@ impl Context {
         let key = KernelKey::new(Kernel::Im2Col, KDType::F32);
         let n = g.batch * g.channels * g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
         let out = self.alloc_output((n * 4) as u64)?;
-        let mut p = g.head(n);
-        p.push(x.offset as u32);
-        p.extend(x.strides.iter().map(|&s| s as u32));
-        p.extend([0, g.batch as u32]);
+        let mut p = g.head(n)?;
+        p.push(u32_of(x.offset, "offset")?);
+        p.extend(crate::launch::words_of(x.strides, "stride")?);
+        p.extend([0, u32_of(g.batch, "batch")?]);
         let grid = self.grid_stride(key, n as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         Ok(out)
@@ -66,9 +64,9 @@ impl Context {
         let key = KernelKey::new(Kernel::Col2Im, KDType::F32);
         let n = g.batch * g.channels * g.height * g.width;
         let out = self.alloc_output((n * 4) as u64)?;
-        let mut p = g.head(n);
-        p.push(cols.offset as u32);
-        p.extend([cols.strides[1], cols.strides[0], cols.strides[2]].iter().map(|&s| s as u32));
+        let mut p = g.head(n)?;
+        p.push(u32_of(cols.offset, "offset")?);
+        p.extend(crate::launch::words([cols.strides[1], cols.strides[0], cols.strides[2]], "stride")?);
         let grid = self.grid_1d(key, n as u64)?;
         self.dispatch(key, &[cols.buffer], &[&out], &p, grid)?;
         Ok(out)
@@ -89,7 +87,7 @@ impl Context {
         }
         let key = KernelKey::new(Kernel::XentLoss, KDType::F32);
         let out = self.alloc_output(4)?;
-        let p = [b as u32, c as u32, z.offset as u32, labels.offset as u32];
+        let p = crate::launch::words([b, c, z.offset, labels.offset], "cross-entropy size")?;
         self.dispatch(key, &[z.buffer, labels.buffer], &[&out], &p, (1, 1, 1))?;
         Ok(Some(out))
     }
@@ -108,7 +106,7 @@ impl Context {
         }
         let key = KernelKey::new(Kernel::XentGrad, KDType::F32);
         let out = self.alloc_output((b * c * 4) as u64)?;
-        let p = [b as u32, c as u32, z.offset as u32, labels.offset as u32, g.offset as u32];
+        let p = crate::launch::words([b, c, z.offset, labels.offset, g.offset], "cross-entropy size")?;
         let grid = self.grid_1d(key, b as u64)?;
         self.dispatch(key, &[z.buffer, labels.buffer, g.buffer], &[&out], &p, grid)?;
         Ok(Some(out))
@@ -121,7 +119,7 @@ impl Context {
         }
         let key = KernelKey::new(Kernel::SoftmaxRows, KDType::F32);
         let out = self.alloc_output((outer * n * 4) as u64)?;
-        let p = [outer as u32, n as u32, z.offset as u32];
+        let p = crate::launch::words([outer, n, z.offset], "softmax size")?;
         let grid = self.grid_1d(key, outer as u64)?;
         self.dispatch(key, &[z.buffer], &[&out], &p, grid)?;
         Ok(Some(out))
@@ -140,7 +138,7 @@ impl Context {
             return Ok(None);
         }
         let out = self.alloc_output((outer * n * 4) as u64)?;
-        let p = vec![outer as u32, n as u32, 0];
+        let p = crate::launch::words([outer, n, 0], "softmax size")?.to_vec();
         let grid = self.grid_1d(KernelKey::new(Kernel::SoftmaxRows, KDType::F32), outer as u64)?;
         let extras = self.dispatch_prologue(Kernel::SoftmaxRows, prologue, p, &out, grid)?;
         Ok(Some((out, extras)))
@@ -165,10 +163,11 @@ impl Context {
         let key = KernelKey::new(Kernel::SoftmaxVjp, KDType::F32);
         let out = self.alloc_output((outer * n * 4) as u64)?;
         let (g_buf, g_off) = match &g {
-            Some(g) => (g.buffer, g.offset as u32),
+            Some(g) => (g.buffer, u32_of(g.offset, "offset")?),
             None => (z.buffer, u32::MAX),
         };
-        let p = [outer as u32, n as u32, z.offset as u32, v.offset as u32, g_off, k.to_bits()];
+        let [outer_w, n_w, z_off, v_off] = crate::launch::words([outer, n, z.offset, v.offset], "softmax size")?;
+        let p = [outer_w, n_w, z_off, v_off, g_off, k.to_bits()];
         let grid = self.grid_1d(key, outer as u64)?;
         self.dispatch(key, &[z.buffer, v.buffer, g_buf], &[&out], &p, grid)?;
         Ok(Some(out))
@@ -188,7 +187,7 @@ impl Context {
         eps: f32,
         rms: bool,
     ) -> KResult<Option<GpuBuffer>> {
-        let (b_buf, b_off) = bias.map_or((x.buffer, 0), |b| (b.buffer, b.offset as u32));
+        let (b_buf, b_off) = bias.map_or((x.buffer, 0), |b| (b.buffer, b.offset));
         let flags = norm_flags(weight.is_some(), bias.is_some(), rms);
         self.norm_rows(Kernel::LayerNorm, x, weight, (b_buf, b_off), rows, n, eps, flags)
     }
@@ -208,7 +207,7 @@ impl Context {
         rms: bool,
     ) -> KResult<Option<GpuBuffer>> {
         let flags = norm_flags(weight.is_some(), false, rms);
-        self.norm_rows(Kernel::LayerNormGrad, x, weight, (g.buffer, g.offset as u32), rows, n, eps, flags)
+        self.norm_rows(Kernel::LayerNormGrad, x, weight, (g.buffer, g.offset), rows, n, eps, flags)
     }
 
     /// The launch both normalization kernels share: bindings (x, weight or x, third),
@@ -219,7 +218,7 @@ impl Context {
         kernel: Kernel,
         x: View,
         weight: Option<View>,
-        (third, third_off): (&GpuBuffer, u32),
+        (third, third_off): (&GpuBuffer, usize),
         rows: usize,
         n: usize,
         eps: f32,
@@ -230,8 +229,10 @@ impl Context {
         }
         let key = KernelKey::new(kernel, KDType::F32);
         let out = self.alloc_output((rows * n * 4) as u64)?;
-        let (w_buf, w_off) = weight.map_or((x.buffer, 0), |w| (w.buffer, w.offset as u32));
-        let p = [rows as u32, n as u32, x.offset as u32, w_off, third_off, flags, eps.to_bits()];
+        let (w_buf, w_off) = weight.map_or((x.buffer, 0), |w| (w.buffer, w.offset));
+        let [rows_w, n_w, x_off, w_off, third_off] =
+            crate::launch::words([rows, n, x.offset, w_off, third_off], "normalization size")?;
+        let p = [rows_w, n_w, x_off, w_off, third_off, flags, eps.to_bits()];
         let grid = self.grid_1d(key, rows as u64)?;
         self.dispatch(key, &[x.buffer, w_buf, third], &[&out], &p, grid)?;
         Ok(Some(out))
@@ -243,7 +244,7 @@ impl Context {
         let key = KernelKey::new(Kernel::MaxPool, KDType::F32);
         let n = shape[0] * shape[1] * (shape[2] / k) * (shape[3] / k);
         let out = self.alloc_output((n * 4) as u64)?;
-        let p = pool_params(&x, shape, k, n);
+        let p = pool_params(&x, shape, k, n)?;
         let grid = self.grid_1d(key, n as u64)?;
         self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
         Ok(out)
@@ -263,8 +264,8 @@ impl Context {
         let n_out = shape[0] * shape[1] * (shape[2] / k) * (shape[3] / k);
         let n_in: usize = shape.iter().product();
         let out = self.alloc_output((n_in * 4) as u64)?;
-        let mut p = pool_params(&x, shape, k, n_out);
-        p.extend([n_in as u32, pooled.offset as u32, g.offset as u32]);
+        let mut p = pool_params(&x, shape, k, n_out)?;
+        p.extend(crate::launch::words([n_in, pooled.offset, g.offset], "pooling size")?);
         let grid = self.grid_1d(key, n_out as u64)?;
         self.dispatch(key, &[x.buffer, pooled.buffer, g.buffer], &[&out], &p, grid)?;
         Ok(out)
@@ -272,11 +273,11 @@ impl Context {
 }
 
 /// [numel_out, C, OH, OW, k, x_off, xs_b, xs_c, xs_h, xs_w]
-fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> Vec<u32> {
+fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> KResult<Vec<u32>> {
     let mut p =
-        vec![n_out as u32, shape[1] as u32, (shape[2] / k) as u32, (shape[3] / k) as u32, k as u32, x.offset as u32];
-    p.extend(x.strides.iter().map(|&s| s as u32));
-    p
+        crate::launch::words([n_out, shape[1], shape[2] / k, shape[3] / k, k, x.offset], "pooling size")?.to_vec();
+    p.extend(crate::launch::words_of(x.strides, "stride")?);
+    Ok(p)
 }
 
 /// Whether the row softmax kernel takes rows of `n` (each thread reads its row three

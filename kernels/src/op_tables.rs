@@ -146,7 +146,7 @@ static USER_KERNELS: std::sync::Mutex<Vec<UserKernel>> = std::sync::Mutex::new(V
 /// with naga now, so a bad body is an error here, not at dispatch.
 pub fn register_user_unary(name: &str, wgsl_body: &str) -> Result<u32, String> {
     let mut reg = USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner());
-    let id = reg.len() as u32;
+    let id = crate::launch::small_u32(reg.len());
     reg.push(UserKernel { name: name.to_string(), body: wgsl_body.to_string() });
     drop(reg);
     let key = KernelKey::new(Kernel::UserUnary(id), KDType::F32);
@@ -160,7 +160,7 @@ pub fn register_user_unary(name: &str, wgsl_body: &str) -> Result<u32, String> {
 
 /// How many user kernels are registered.
 pub(crate) fn user_kernel_count() -> u32 {
-    USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner()).len() as u32
+    crate::launch::small_u32(USER_KERNELS.lock().unwrap_or_else(|p| p.into_inner()).len())
 }
 
 /// (name, WGSL body) of a registered user kernel.

@@ -214,7 +214,10 @@ impl Context {
         let mut plans = Vec::new();
         let mut partials = 0usize;
         for chunk in tensors.chunks(group) {
-            let key = KernelKey::new(Kernel::SumSquares(SumSquares { tensors: chunk.len() as u32 }), KDType::F32);
+            let key = KernelKey::new(
+                Kernel::SumSquares(SumSquares { tensors: crate::launch::small_u32(chunk.len()) }),
+                KDType::F32,
+            );
             let total: usize = chunk.iter().map(|(_, n)| n).sum();
             let grid = self.grid_stride(key, total.max(1) as u64)?;
             let groups = (grid.0 * grid.1) as usize;
@@ -271,7 +274,12 @@ impl Context {
                 boundary && g.capacity() >= bytes && s.iter().all(|b| b.capacity() >= bytes)
             };
             let vec4 = chunk.iter().all(|t| quads_fit(&t));
-            let step = MultiStep { kind, tensors: chunk.len() as u32, vec4, dyn_hyper: step_state.is_some() };
+            let step = MultiStep {
+                kind,
+                tensors: crate::launch::small_u32(chunk.len()),
+                vec4,
+                dyn_hyper: step_state.is_some(),
+            };
             let key = KernelKey::new(Kernel::MultiStep(step), KDType::F32);
             let unit = if vec4 { 4 } else { 1 };
             let mut p = vec![0u32; 10];

@@ -78,7 +78,8 @@ impl Context {
             // for the first) to the next dispatch's first window (the output's end)
             let base = if c == 0 { 0 } else { chunk[0].at };
             let end = chunks.get(c + 1).map_or(len, |next| next[0].at);
-            let key = KernelKey::new(Kernel::Pack(Pack { sources: chunk.len() as u32 }), KDType::F32);
+            let key =
+                KernelKey::new(Kernel::Pack(Pack { sources: crate::launch::small_u32(chunk.len()) }), KDType::F32);
             let mut p = vec![u32_of(end - base, "elements")?, u32_of(base, "offset")?];
             for s in chunk.iter() {
                 p.push(u32_of(s.at - base, "offset")?);

@@ -22,11 +22,11 @@ impl Context {
         let mut p = vec![
             u32_of(outer, "rows")?,
             u32_of(inner, "row length")?,
-            nchunks as u32,
-            chunk as u32,
-            shape.len() as u32,
+            u32_of(nchunks, "chunks")?,
+            u32_of(chunk, "chunk length")?,
+            crate::launch::small_u32(shape.len()),
         ];
-        p.extend(shape.iter().map(|&d| d as u32));
+        p.extend(crate::launch::words_of(shape, "dimension")?);
         p.push(u32_of(x.offset, "offset")?);
         for &s in x.strides {
             p.push(u32_of(s, "stride")?);
@@ -139,8 +139,8 @@ impl Context {
             vec![
                 u32_of(outer, "rows")?,
                 u32_of(inner, "row length")?,
-                nchunks as u32,
-                chunk as u32,
+                u32_of(nchunks, "chunks")?,
+                u32_of(chunk, "chunk length")?,
                 u32_of(x.offset, "offset")?,
             ]
         } else {

@@ -136,10 +136,10 @@ fn register(p: Program) -> KResult<u32> {
         }
     }
     crate::source::validate_wgsl(&source).map_err(|msg| KernelError::Compile { kernel: name.clone(), msg })?;
-    let id = reg.entries.len() as u32;
+    let id = crate::launch::small_u32(reg.entries.len());
     let inputs = p.buffers
         + if matches!(p.host, Some(Kernel::Matmul | Kernel::MatmulReg | Kernel::MatmulVec4(_))) { 2 } else { 0 };
-    reg.entries.push(Entry { name, source, inputs, outputs: p.outputs.len() as u32 });
+    reg.entries.push(Entry { name, source, inputs, outputs: crate::launch::small_u32(p.outputs.len()) });
     reg.ids.get_or_insert_with(HashMap::new).insert(p, id);
     Ok(id)
 }
@@ -201,7 +201,7 @@ impl<'a> Inputs<'a> {
             } else {
                 Mode::Strided
             };
-            modes.push((b as u32, mode));
+            modes.push((crate::launch::small_u32(b), mode));
         }
         Ok(Inputs { shape, buffers, modes, strides: st })
     }
@@ -214,7 +214,7 @@ impl<'a> Inputs<'a> {
 
     fn check_bindings(&self, ctx: &Context, extra: usize, outputs: usize) -> KResult<()> {
         let limit = FUSED_MAX_BUFFERS.min(ctx.limits().max_storage_buffers_per_shader_stage);
-        if (extra + self.buffers.len() + outputs) as u32 > limit {
+        if crate::launch::small_u32(extra + self.buffers.len() + outputs) > limit {
             return Err(KernelError::Unsupported(format!(
                 "fused kernel of {} buffers and {outputs} outputs (at most {limit} storage buffers)",
                 extra + self.buffers.len(),
@@ -281,15 +281,15 @@ impl Context {
         let program = Program {
             steps: steps.to_vec(),
             inputs: ins.modes.clone(),
-            buffers: ins.buffers.len() as u32,
+            buffers: crate::launch::small_u32(ins.buffers.len()),
             outputs: outputs.to_vec(),
-            scalars: scalars.len() as u32,
+            scalars: crate::launch::small_u32(scalars.len()),
             vec4,
             host: None,
         };
         let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
         let items = if vec4 { n / 4 } else { n };
-        let mut p = vec![u32_of(items, "element count")?, ins.shape.len() as u32, 0, 0];
+        let mut p = vec![u32_of(items, "element count")?, crate::launch::small_u32(ins.shape.len()), 0, 0];
         ins.params(&mut p, inputs, scalars, vec4)?;
         let outs = (0..outputs.len()).map(|_| self.out_f32(n)).collect::<KResult<Vec<_>>>()?;
         let grid = self.grid_stride(key, n as u64)?;
@@ -360,15 +360,15 @@ fn hosted(kernel: Kernel, prog: &Epilogue, ins: &Inputs, p: &mut Vec<u32>) -> KR
     let program = Program {
         steps: prog.steps.to_vec(),
         inputs: ins.modes.clone(),
-        buffers: ins.buffers.len() as u32,
+        buffers: crate::launch::small_u32(ins.buffers.len()),
         outputs: prog.outputs.to_vec(),
-        scalars: prog.scalars.len() as u32,
+        scalars: crate::launch::small_u32(prog.scalars.len()),
         vec4: false,
         host: Some(kernel),
     };
     let key = KernelKey::new(Kernel::Fused(register(program)?), KDType::F32);
     p.resize(EPILOGUE_PARAMS, 0);
-    p.extend_from_slice(&[ins.shape.len() as u32, 0, 0, 0]);
+    p.extend_from_slice(&[crate::launch::small_u32(ins.shape.len()), 0, 0, 0]);
     ins.params(p, &prog.inputs, &prog.scalars, false)?;
     Ok(key)
 }

@@ -2,7 +2,7 @@
 // contiguous like the output (mode 0), a contiguous block repeated along the leading dims
 // (mode 1, e.g. a bias row: quad q reads q % period), or one broadcast element (mode 2).
 // The modes A_MODE and B_MODE are constants of the generated header (one pipeline each).
-// params: [quads, a_off, a_period, b_off, b_period]
+// params: BinaryVec4Params
 // (offsets in quads for modes 0 and 1, in elements for mode 2; periods in quads)
 @group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
@@ -24,11 +24,11 @@ fn operand_b(q: u32, mode: u32, off: u32, period: u32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let quads = param(0);
-    let ao = param(1);
-    let ap = param(2);
-    let bo = param(3);
-    let bp = param(4);
+    let quads = p_quads();
+    let ao = p_a_off();
+    let ap = p_a_period();
+    let bo = p_b_off();
+    let bp = p_b_period();
     let span = stride_range(wid, nwg, lid, quads);
     for (var q = span.x; q < span.y; q = q + span.z) {
         let x = operand_a(q, A_MODE, ao, ap);

@@ -1,7 +1,7 @@
 // In-place Cholesky A = L L^T (lower), one workgroup per matrix (right-looking).
 // l holds the contiguous matrices on entry and L, with zeros above the diagonal, on exit;
 // info[b] is 0, or k + 1 for the first non-positive (or NaN) pivot: not positive definite.
-// params: [n, batch]
+// params: FactorParams
 @group(0) @binding(0) var<storage, read_write> l: array<T>;
 @group(0) @binding(1) var<storage, read_write> info: array<u32>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
@@ -10,12 +10,12 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let b = wid.y * nwg.x + wid.x;
-    let n = param(0);
-    if (b >= param(1)) { return; }
+    let n = p_n();
+    if (b >= p_batch()) { return; }
     let base = b * n * n;
     var bad = info[b];
     workgroupBarrier();
-    for (var k = param(2); k < param(3); k = k + 1u) {
+    for (var k = p_k_begin(); k < p_k_end(); k = k + 1u) {
         let a = l[base + k * n + k];
         if (!(a > T(0)) && bad == 0u) { bad = k + 1u; }
         let d = sqrt(a);
@@ -39,7 +39,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         storageBarrier();
         workgroupBarrier();
     }
-    if (param(3) == n) {
+    if (p_k_end() == n) {
         for (var e = lid; e < n * n; e = e + WG) {
             if (e % n > e / n) { l[base + e] = T(0); }
         }

@@ -1,5 +1,5 @@
 // out[i] = value, for zeros / ones / full without a host upload.
-// params: [numel, value_bits]
+// params: FillParams
 @group(0) @binding(0) var<storage, read_write> out: array<T>;
 @group(0) @binding(1) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
@@ -7,9 +7,9 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride (a bounded grid; see Context::grid_stride)
-    let n = param(0);
+    let n = p_numel();
     let span = stride_range(wid, nwg, lid, n);
     for (var i = span.x; i < span.y; i = i + span.z) {
-        out[i] = T(bitcast<f32>(param(1)));
+        out[i] = T(bitcast<f32>(p_value()));
     }
 }

@@ -2,7 +2,7 @@
 // row: with a = g * w (w optional), xh = (x - mu) r and J = r (I - c/n 11^T - xh xh^T / n)
 // the (symmetric) Jacobian of the normalization (c = 1 centered, 0 for RMS):
 // out[r, :] = J a = r (a - c mean(a) - xh mean(a xh)).
-// params: [rows, n, x_off, w_off, g_off, flags, eps_bits] (norm_common.wgsl)
+// params: NormParams (the third buffer: the cotangent g)
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> w: array<T>;
 @group(0) @binding(2) var<storage, read> g: array<T>;
@@ -11,7 +11,7 @@
 
 fn cot(gb: u32, j: u32) -> T {
     var a = g[gb + j];
-    if (norm_has_weight()) { a = a * w[param(3) + j]; }
+    if (norm_has_weight()) { a = a * w[p_w_off() + j]; }
     return a;
 }
 
@@ -19,10 +19,10 @@ fn cot(gb: u32, j: u32) -> T {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let r = flat_id(wid, nwg, lid);
-    if (r >= param(0)) { return; }
-    let n = param(1);
-    let base = param(2) + r * n;
-    let gb = param(4) + r * n;
+    if (r >= p_rows()) { return; }
+    let n = p_n();
+    let base = p_x_off() + r * n;
+    let gb = p_third_off() + r * n;
     let st = row_stats(base, n);
     var abar = T(0);
     var axh = T(0);

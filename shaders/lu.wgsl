@@ -5,7 +5,7 @@
 // Steps k_begin..k_end run per dispatch (the launcher splits long factorizations: lavapipe
 // caps one invocation at 65,535 loop iterations in total); info and det_sign carry the
 // state between dispatches and must be 0 and 1 before the first.
-// params: [n, batch, k_begin, k_end]
+// params: FactorParams
 @group(0) @binding(0) var<storage, read_write> lu: array<T>;
 @group(0) @binding(1) var<storage, read_write> piv: array<u32>;
 @group(0) @binding(2) var<storage, read_write> info: array<u32>;
@@ -20,13 +20,13 @@ var<workgroup> pivot_row: u32;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let b = wid.y * nwg.x + wid.x;
-    let n = param(0);
-    if (b >= param(1)) { return; }
+    let n = p_n();
+    if (b >= p_batch()) { return; }
     let base = b * n * n;
     var s = det_sign[b];
     var first_zero = info[b];
     workgroupBarrier();
-    for (var k = param(2); k < param(3); k = k + 1u) {
+    for (var k = p_k_begin(); k < p_k_end(); k = k + 1u) {
         // pivot search: the largest |a[i, k]| for i >= k, first row on ties
         var bv = T(-1);
         var bi = k;

@@ -3,7 +3,7 @@
 // phase 1 runs forward substitution (unit lower L) over rows i_begin..i_end, phase 2 back
 // substitution (U) over rows n-1-i for i in i_begin..i_end. The launcher splits the rows
 // over dispatches so no invocation exceeds lavapipe's 65,535 loop iterations.
-// params: [n, nrhs, batch, phase, i_begin, i_end]
+// params: SolveParams
 @group(0) @binding(0) var<storage, read> lu: array<T>;
 @group(0) @binding(1) var<storage, read> piv: array<u32>;
 @group(0) @binding(2) var<storage, read_write> x: array<T>;
@@ -13,14 +13,14 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let t = flat_id(wid, nwg, lid);
-    let n = param(0);
-    let r = param(1);
-    if (t >= r * param(2)) { return; }
+    let n = p_n();
+    let r = p_nrhs();
+    if (t >= r * p_batch()) { return; }
     let b = t / r;
     let j = t % r;
     let a0 = b * n * n;
     let x0 = b * n * r + j;
-    let phase = param(3);
+    let phase = p_phase();
     if (phase == 0u) {
         for (var k = 0u; k < n; k = k + 1u) {
             let p = piv[b * n + k];
@@ -32,7 +32,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         return;
     }
-    for (var s = param(4); s < param(5); s = s + 1u) {
+    for (var s = p_i_begin(); s < p_i_end(); s = s + 1u) {
         if (phase == 1u) {
             let i = s;
             var acc = x[x0 + i * r];

@@ -4,14 +4,15 @@
 // uniform, so a replayed step follows the schedule as an eager one does. The bindings
 // (`state`) and `grad_scale()` are the variant's: optim_schedule_io.wgsl (scale 1) or
 // optim_clip_io.wgsl (a global-norm clip from partial sums of squares).
-// params: [schedule, lr, 1 - b1, 1 - b2, a, b, c, d] (schedule u32, the rest f32 bits; the
-// betas' complements, since 1 - b rounds away a beta near 1's digits in f32):
+// params: ScheduleParams: `kind` and values [lr, 1 - b1, 1 - b2, a, b, c, d] (f32 bits; the
+// betas' complements, since 1 - b rounds away a beta near 1's digits in f32) by kind:
 //   0 constant lr; 1 step: lr gamma^floor(t / size) (a = size, b = gamma);
 //   2 warm-up + cosine (a = warmup, b = total, c = min_lr);
 //   3 one-cycle (a = peak step, b = last step, c = initial lr, d = final lr).
 
-fn pf(i: u32) -> f32 {
-    return bitcast<f32>(param(i));
+// value k of the schedule: 0 lr, 1 1 - b1, 2 1 - b2, 3 a, 4 b, 5 c, 6 d
+fn sv(k: u32) -> f32 {
+    return bitcast<f32>(p_values(k));
 }
 
 // from a to b as p goes 0 -> 1 along half a cosine
@@ -20,27 +21,27 @@ fn cos_anneal(a: f32, b: f32, p: f32) -> f32 {
 }
 
 fn schedule_lr(step: f32) -> f32 {
-    let lr = pf(1u);
-    switch param(0) {
+    let lr = sv(0u);
+    switch p_kind() {
         case 1u: {
-            return lr * pow(pf(5u), floor(step / max(pf(4u), 1.0)));
+            return lr * pow(sv(4u), floor(step / max(sv(3u), 1.0)));
         }
         case 2u: {
-            let warmup = pf(4u);
-            let total = pf(5u);
+            let warmup = sv(3u);
+            let total = sv(4u);
             if (step < warmup) { return lr * (step + 1.0) / warmup; }
-            if (step >= total) { return pf(6u); }
-            return cos_anneal(lr, pf(6u), (step - warmup) / max(total - warmup, 1.0));
+            if (step >= total) { return sv(5u); }
+            return cos_anneal(lr, sv(5u), (step - warmup) / max(total - warmup, 1.0));
         }
         case 3u: {
-            let peak = pf(4u);
-            let last = pf(5u);
+            let peak = sv(3u);
+            let last = sv(4u);
             let t = min(step, last);
             if (t <= peak) {
                 if (peak == 0.0) { return lr; }
-                return cos_anneal(pf(6u), lr, t / peak);
+                return cos_anneal(sv(5u), lr, t / peak);
             }
-            return cos_anneal(lr, pf(7u), (t - peak) / (last - peak));
+            return cos_anneal(lr, sv(6u), (t - peak) / (last - peak));
         }
         default: {
             return lr;
@@ -56,8 +57,8 @@ fn schedule_lr(step: f32) -> f32 {
 fn main() {
     let step = state[3];
     state[0] = schedule_lr(step);
-    state[1] = state[1] + pf(2u) * (1.0 - state[1]);
-    state[2] = state[2] + pf(3u) * (1.0 - state[2]);
+    state[1] = state[1] + sv(1u) * (1.0 - state[1]);
+    state[2] = state[2] + sv(2u) * (1.0 - state[2]);
     state[3] = step + 1.0;
     state[4] = grad_scale();
 }

@@ -1,6 +1,6 @@
 // The optimizer updates, one function each, read by the one update kernel of each optimizer
 // (MultiStep, kernels/src/optim.rs: one tensor or many, scalar or vec4). V is the element
-// (T, or vec4<T>: the scalars broadcast); the hyperparameters are params 1.. (f32 bits).
+// (T, or vec4<T>: the scalars broadcast); the hyperparameters are MultiStepParams.hyper (f32 bits).
 
 struct SgdHyper { lr: T, momentum: T, wd: T }
 struct SgdStep { w: V, velocity: V }
@@ -16,9 +16,9 @@ fn sgd_update(w: V, grad: V, velocity: V, h: SgdHyper) -> SgdStep {
     return SgdStep(w - h.lr * g, g);
 }
 
-// [lr, momentum, weight_decay] at params 1..3.
+// hyper [lr, momentum, weight_decay].
 fn sgd_hyper() -> SgdHyper {
-    return SgdHyper(T(bitcast<f32>(param(1u))), T(bitcast<f32>(param(2u))), T(bitcast<f32>(param(3u))));
+    return SgdHyper(T(bitcast<f32>(p_hyper(0u))), T(bitcast<f32>(p_hyper(1u))), T(bitcast<f32>(p_hyper(2u))));
 }
 
 struct AdamHyper { lr: T, b1: T, b2: T, eps: T, wd: T, bc1: T, bc2: T, decoupled: bool }
@@ -40,9 +40,9 @@ fn adam_update(w: V, grad: V, m: V, v: V, h: AdamHyper) -> AdamStep {
     return AdamStep(p - h.lr * (mi / h.bc1) / (sqrt(vi / h.bc2) + h.eps), mi, vi);
 }
 
-// [lr, b1, b2, eps, weight_decay, bc1, bc2] at params 1..7; AdamW's flag at `decoupled_at`.
-fn adam_hyper(decoupled_at: u32) -> AdamHyper {
-    return AdamHyper(T(bitcast<f32>(param(1u))), T(bitcast<f32>(param(2u))), T(bitcast<f32>(param(3u))),
-                     T(bitcast<f32>(param(4u))), T(bitcast<f32>(param(5u))), T(bitcast<f32>(param(6u))),
-                     T(bitcast<f32>(param(7u))), param(decoupled_at) == 1u);
+// hyper [lr, b1, b2, eps, weight_decay, bc1, bc2]; AdamW's flag `decoupled`.
+fn adam_hyper() -> AdamHyper {
+    return AdamHyper(T(bitcast<f32>(p_hyper(0u))), T(bitcast<f32>(p_hyper(1u))), T(bitcast<f32>(p_hyper(2u))),
+                     T(bitcast<f32>(p_hyper(3u))), T(bitcast<f32>(p_hyper(4u))), T(bitcast<f32>(p_hyper(5u))),
+                     T(bitcast<f32>(p_hyper(6u))), p_decoupled() == 1u);
 }

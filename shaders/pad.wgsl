@@ -2,7 +2,7 @@
 // dst is [outer, full, inner], contiguous; the window [start, start + len) of its middle
 // axis holds src [outer, len, inner] (contiguous from word src_off); the rest is 0.
 // Moves 32-bit words (any 4-byte dtype).
-// params: [numel, full, inner, start, len, src_off]
+// params: PadParams
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
@@ -10,12 +10,12 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let numel = param(0);
-    let full = param(1);
-    let inner = param(2);
-    let start = param(3);
-    let len = param(4);
-    let src_off = param(5);
+    let numel = p_numel();
+    let full = p_full();
+    let inner = p_inner();
+    let start = p_start();
+    let len = p_len();
+    let src_off = p_src_off();
     let span = stride_range(wid, nwg, lid, numel);
     for (var i = span.x; i < span.y; i = i + span.z) {
         let r = i % inner;

@@ -3,13 +3,13 @@
 
 // Offset in x of the top-left element of output o's window.
 fn pool_window_base(o: u32) -> u32 {
-    let C = param(1);
-    let OH = param(2);
-    let OW = param(3);
-    let k = param(4);
+    let C = p_channels();
+    let OH = p_out_h();
+    let OW = p_out_w();
+    let k = p_k();
     let ow = o % OW;
     let oh = (o / OW) % OH;
     let c = (o / (OW * OH)) % C;
     let b = o / (OW * OH * C);
-    return param(5) + b * param(6) + c * param(7) + oh * k * param(8) + ow * k * param(9);
+    return p_x_off() + b * p_x_strides(0u) + c * p_x_strides(1u) + oh * k * p_x_strides(2u) + ow * k * p_x_strides(3u);
 }

@@ -3,7 +3,7 @@
 // Element i of a uniform draw is lane i % 4 of block i / 4; of a normal draw, Box-Muller on
 // lanes 2 (i % 2) and 2 (i % 2) + 1 of block i / 2. A block's counter is
 // (block, 0, offset_lo, offset_hi) and the key is the seed.
-// params: [numel, seed_lo, seed_hi, offset_lo, offset_hi, normal, low_bits, high_bits];
+// params: RandomParams;
 // the bindings, `out` and where the key and the offset come from (`draw_key`,
 // `draw_offset`) are the variant's: random_io.wgsl (the params) or random_state_io.wgsl (a
 // generator state on the device).
@@ -43,12 +43,12 @@ fn unit(x: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let n = param(0);
+    let n = p_numel();
     let key = draw_key();
     let offset = draw_offset();
-    let normal = param(5) == 1u;
-    let low = bitcast<f32>(param(6));
-    let high = bitcast<f32>(param(7));
+    let normal = p_normal() == 1u;
+    let low = bitcast<f32>(p_low());
+    let high = bitcast<f32>(p_high());
     let span = stride_range(wid, nwg, lid, n);
     for (var i = span.x; i < span.y; i = i + span.z) {
         if (normal) {

@@ -1,5 +1,5 @@
 // Random draws keyed by a generator state on the device, [seed_lo, seed_hi, offset_lo,
-// offset_hi] (a snapshot taken by random_advance.wgsl); params words 1-4 are unused.
+// offset_hi] (a snapshot taken by random_advance.wgsl); the params' seed and offset are unused.
 @group(0) @binding(0) var<storage, read> generator: array<u32>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;

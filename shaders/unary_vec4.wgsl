@@ -1,6 +1,6 @@
 // Contiguous f32 elementwise map read and written as vec4 (element count and offset are
 // multiples of 4): on CPU adapters a vec4 load costs about what a scalar load does.
-// params: [quads, x_off / 4, scalar_bits]
+// params: UnaryVec4Params (x_off in quads)
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
@@ -8,9 +8,9 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let quads = param(0);
-    let x0 = param(1);
-    let sc = T(bitcast<f32>(param(2)));
+    let quads = p_quads();
+    let x0 = p_x_off();
+    let sc = T(bitcast<f32>(p_scalar()));
     let span = stride_range(wid, nwg, lid, quads);
     for (var q = span.x; q < span.y; q = q + span.z) {
         let v = x[x0 + q];

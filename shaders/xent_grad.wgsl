@@ -1,6 +1,6 @@
 // Gradient of the mean softmax cross-entropy times the scalar cotangent g, one thread per
 // row: out[r, j] = (softmax(z_r)_j - [j == label_r]) * g / B. g stays on the device.
-// params: [B, C, z_off, labels_off, g_off]
+// params: XentParams
 @group(0) @binding(0) var<storage, read> z: array<T>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read> g: array<T>;
@@ -13,13 +13,13 @@ fn load_z(i: u32) -> T { return z[i]; }
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let r = flat_id(wid, nwg, lid);
-    let rows = param(0);
+    let rows = p_b();
     if (r >= rows) { return; }
-    let classes = param(1);
-    let base = param(2) + r * classes;
+    let classes = p_c();
+    let base = p_z_off() + r * classes;
     let ms = row_max_sum(base, classes);
-    let y = labels[param(3) + r];
-    let scale = g[param(4)] / T(rows);
+    let y = labels[p_labels_off() + r];
+    let scale = g[p_g_off()] / T(rows);
     for (var j = 0u; j < classes; j = j + 1u) {
         let p = row_prob(z[base + j], ms);
         out[r * classes + j] = (p - select(T(0), T(1), j == y)) * scale;

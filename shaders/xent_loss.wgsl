@@ -2,7 +2,7 @@
 // workgroup: thread t takes rows t, t + WG, ... (logsumexp with the row max subtracted),
 // then a fixed tree: deterministic. loss_r = logsumexp(z_r) - z_r[label_r].
 // Labels are bounds-checked on the host; a label >= C still reads no memory (NaN).
-// params: [B, C, z_off, labels_off]
+// params: XentParams
 @group(0) @binding(0) var<storage, read> z: array<T>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<T>;
@@ -14,13 +14,13 @@ var<workgroup> acc: array<T, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    let rows = param(0);
-    let classes = param(1);
+    let rows = p_b();
+    let classes = p_c();
     var total = T(0);
     for (var r = lid; r < rows; r = r + WG) {
-        let base = param(2) + r * classes;
+        let base = p_z_off() + r * classes;
         let ms = row_max_sum(base, classes);
-        let y = labels[param(3) + r];
+        let y = labels[p_labels_off() + r];
         var picked = nan_value();
         if (y < classes) { picked = z[base + y]; }
         total = total + (log(ms.y) - (picked - ms.x));

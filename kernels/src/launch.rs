@@ -6,6 +6,9 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
+use crate::params::{
+    AdvanceParams, BinaryVec4Params, FillParams, LaunchParams, PadParams, RandomParams, UnaryVec4Params,
+};
 use crate::source::{BinaryOp, KDType, Kernel, KernelKey, UnaryOp, Vec4Operand};
 use std::sync::Arc;
 
@@ -149,10 +152,11 @@ impl Context {
             };
             let key = KernelKey::new(kernel, KDType::F32);
             let out = self.out_f32(n)?;
-            let p = [u32_of(n / 4, "quads")?, u32_of(x.offset / 4, "offset")?, scalar.to_bits()];
+            let [quads, x_off] = words([n / 4, x.offset / 4], "vec4 operand")?;
+            let p = UnaryVec4Params { quads, x_off, scalar: scalar.to_bits() };
             // sized by elements, not quads: on lavapipe many short loops beat few long ones
             let grid = self.grid_stride(key, n as u64)?;
-            self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+            self.dispatch(key, &[x.buffer], &[&out], p.words(), grid)?;
             return Ok(out);
         }
         let out = self.out_of(key.dtype, numel(shape))?;
@@ -174,10 +178,10 @@ impl Context {
             if let (Some((am, ao, ap)), Some((bm, bo, bp))) = (vec4_operand(&a, shape), vec4_operand(&b, shape)) {
                 let key = KernelKey::new(Kernel::BinaryVec4(op, am, bm), KDType::F32);
                 let out = self.out_f32(n)?;
-                let [quads, ao, ap, bo, bp] = words([n / 4, ao, ap, bo, bp], "vec4 operand")?;
-                let p = [quads, ao, ap, bo, bp];
+                let [quads, a_off, a_period, b_off, b_period] = words([n / 4, ao, ap, bo, bp], "vec4 operand")?;
+                let p = BinaryVec4Params { quads, a_off, a_period, b_off, b_period };
                 let grid = self.grid_stride(key, n as u64)?;
-                self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, grid)?;
+                self.dispatch(key, &[a.buffer, b.buffer], &[&out], p.words(), grid)?;
                 return Ok(out);
             }
         }
@@ -241,16 +245,10 @@ impl Context {
         let n = outer * full * inner;
         let out = self.out_f32(n)?;
         let key = KernelKey::new(Kernel::Pad, KDType::F32);
-        let p = [
-            u32_of(n, "element count")?,
-            u32_of(full, "padded size")?,
-            u32_of(inner, "inner size")?,
-            u32_of(start, "window start")?,
-            u32_of(len, "window size")?,
-            u32_of(src_offset, "offset")?,
-        ];
+        let [numel, full, inner, start, len, src_off] = words([n, full, inner, start, len, src_offset], "pad size")?;
+        let p = PadParams { numel, full, inner, start, len, src_off };
         let grid = self.grid_stride(key, n as u64)?;
-        self.dispatch(key, &[src], &[&out], &p, grid)?;
+        self.dispatch(key, &[src], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -285,9 +283,9 @@ impl Context {
     pub fn fill(self: &Arc<Self>, n: usize, value: f32) -> KResult<GpuBuffer> {
         let key = KernelKey::new(Kernel::Fill, KDType::F32);
         let out = self.alloc_output((n * 4) as u64)?;
-        let p = [u32_of(n, "element count")?, value.to_bits()];
+        let p = FillParams { numel: u32_of(n, "element count")?, value: value.to_bits() };
         let grid = self.grid_stride(key, n as u64)?;
-        self.dispatch(key, &[], &[&out], &p, grid)?;
+        self.dispatch(key, &[], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -304,18 +302,19 @@ impl Context {
     ) -> KResult<GpuBuffer> {
         let key = KernelKey::new(Kernel::Random, KDType::F32);
         let out = self.alloc_output((n * 4) as u64)?;
-        let p = [
-            u32_of(n, "element count")?,
-            lo_hi(seed).0,
-            lo_hi(seed).1,
-            lo_hi(offset).0,
-            lo_hi(offset).1,
-            normal as u32,
-            low.to_bits(),
-            high.to_bits(),
-        ];
+        let ((seed_lo, seed_hi), (offset_lo, offset_hi)) = (lo_hi(seed), lo_hi(offset));
+        let p = RandomParams {
+            numel: u32_of(n, "element count")?,
+            seed_lo,
+            seed_hi,
+            offset_lo,
+            offset_hi,
+            normal: normal as u32,
+            low: low.to_bits(),
+            high: high.to_bits(),
+        };
         let grid = self.grid_stride(key, n as u64)?;
-        self.dispatch(key, &[], &[&out], &p, grid)?;
+        self.dispatch(key, &[], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -331,9 +330,11 @@ impl Context {
     ) -> KResult<GpuBuffer> {
         let key = KernelKey::new(Kernel::RandomFromState, KDType::F32);
         let out = self.alloc_output((n * 4) as u64)?;
-        let p = [u32_of(n, "element count")?, 0, 0, 0, 0, normal as u32, low.to_bits(), high.to_bits()];
+        let mut p = RandomParams::zeroed();
+        (p.numel, p.normal, p.low, p.high) =
+            (u32_of(n, "element count")?, normal as u32, low.to_bits(), high.to_bits());
         let grid = self.grid_stride(key, n as u64)?;
-        self.dispatch(key, &[snapshot], &[&out], &p, grid)?;
+        self.dispatch(key, &[snapshot], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -342,7 +343,8 @@ impl Context {
     pub fn random_advance(self: &Arc<Self>, state: &GpuBuffer, blocks: u64) -> KResult<GpuBuffer> {
         let key = KernelKey::new(Kernel::RandomAdvance, KDType::F32);
         let snapshot = self.alloc_output(16)?;
-        self.dispatch(key, &[], &[state, &snapshot], &[lo_hi(blocks).0, lo_hi(blocks).1], (1, 1, 1))?;
+        let (blocks_lo, blocks_hi) = lo_hi(blocks);
+        self.dispatch(key, &[], &[state, &snapshot], AdvanceParams { blocks_lo, blocks_hi }.words(), (1, 1, 1))?;
         Ok(snapshot)
     }
 

@@ -22,6 +22,7 @@ mod nn;
 mod op_tables;
 mod optim;
 mod pack;
+mod params;
 mod platform;
 mod profile;
 mod readback;

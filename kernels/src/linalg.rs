@@ -3,6 +3,7 @@ use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
 use crate::launch::View;
+use crate::params::{FactorParams, LaunchParams, SolveParams};
 use crate::source::{KDType, Kernel, KernelKey};
 use std::sync::Arc;
 
@@ -61,8 +62,8 @@ impl Context {
         let sign = self.fill(batch, 1.0)?;
         let grid = self.grid_groups(key, batch as u64)?;
         for (k0, k1) in segments(n, |k| factor_step_cost(n, k)) {
-            let p = crate::launch::words([n, batch, k0, k1], "factorization size")?;
-            self.dispatch(key, &[], &[&lu, &piv, &info, &sign], &p, grid)?;
+            let p = factor_params(n, batch, k0, k1)?;
+            self.dispatch(key, &[], &[&lu, &piv, &info, &sign], p.words(), grid)?;
         }
         Ok(LuFactors { lu, piv, info, sign })
     }
@@ -75,14 +76,15 @@ impl Context {
         let key = KernelKey::new(Kernel::LuSolve, KDType::F32);
         let x = self.contiguous(b, shape)?;
         let grid = self.grid_1d(key, (batch * r) as u64)?;
-        let head = crate::launch::words([n, r, batch], "solve size")?;
-        self.dispatch(key, &[&f.lu, &f.piv], &[&x], &[head[0], head[1], head[2], 0, 0, 0], grid)?;
+        let [n_w, nrhs, batch] = crate::launch::words([n, r, batch], "solve size")?;
+        let mut p = SolveParams { n: n_w, nrhs, batch, phase: 0, i_begin: 0, i_end: 0 };
+        self.dispatch(key, &[&f.lu, &f.piv], &[&x], p.words(), grid)?;
         for phase in [1u32, 2] {
             // row i of the forward pass costs i iterations, step s of the backward pass s
             for (i0, i1) in segments(n, |i| i + 1) {
-                let [i0, i1] = crate::launch::words([i0, i1], "row")?;
-                let p = [head[0], head[1], head[2], phase, i0, i1];
-                self.dispatch(key, &[&f.lu, &f.piv], &[&x], &p, grid)?;
+                [p.i_begin, p.i_end] = crate::launch::words([i0, i1], "row")?;
+                p.phase = phase;
+                self.dispatch(key, &[&f.lu, &f.piv], &[&x], p.words(), grid)?;
             }
         }
         Ok(x)
@@ -98,14 +100,14 @@ impl Context {
         let info = self.zeros_u32(batch)?;
         let grid = self.grid_groups(key, batch as u64)?;
         for (k0, k1) in segments(n, |k| factor_step_cost(n, k)) {
-            self.dispatch(
-                key,
-                &[],
-                &[&l, &info],
-                &crate::launch::words([n, batch, k0, k1], "factorization size")?,
-                grid,
-            )?;
+            self.dispatch(key, &[], &[&l, &info], factor_params(n, batch, k0, k1)?.words(), grid)?;
         }
         Ok((l, info))
     }
+}
+
+/// The launch params of factorization steps [k0, k1) of `batch` n x n matrices.
+fn factor_params(n: usize, batch: usize, k0: usize, k1: usize) -> KResult<FactorParams> {
+    let [n, batch, k_begin, k_end] = crate::launch::words([n, batch, k0, k1], "factorization size")?;
+    Ok(FactorParams { n, batch, k_begin, k_end })
 }

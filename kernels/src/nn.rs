@@ -3,7 +3,8 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
-use crate::launch::{u32_of, View};
+use crate::launch::{u32_of, words, View};
+use crate::params::{ConvParams, LaunchParams, NormParams, PoolParams, RowsParams, SoftmaxVjpParams, XentParams};
 use crate::source::{KDType, Kernel, KernelKey, WG};
 use std::sync::Arc;
 
@@ -27,7 +28,8 @@ impl ConvGeometry {
     pub fn out_w(&self) -> usize {
         (self.width + 2 * self.padding - self.kernel_w) / self.stride + 1
     }
-    fn head(&self, numel: usize) -> KResult<Vec<u32>> {
+    /// The geometry's launch params; the strided operand's at `off` with `strides`.
+    fn params(&self, numel: usize, off: usize, strides: [usize; 4]) -> KResult<ConvParams> {
         let dims = [
             numel,
             self.channels,
@@ -39,8 +41,27 @@ impl ConvGeometry {
             self.padding,
             self.out_h(),
             self.out_w(),
+            off,
+            self.batch,
         ];
-        crate::launch::words_of(&dims, "convolution size")
+        let [numel, channels, height, width, kernel_h, kernel_w, stride, padding, out_h, out_w, off, batch] =
+            words(dims, "convolution size")?;
+        let strides = words(strides, "stride")?;
+        Ok(ConvParams {
+            numel,
+            channels,
+            height,
+            width,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+            out_h,
+            out_w,
+            off,
+            strides,
+            batch,
+        })
     }
 }
 
@@ -50,12 +71,10 @@ impl Context {
         let key = KernelKey::new(Kernel::Im2Col, KDType::F32);
         let n = g.batch * g.channels * g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
         let out = self.alloc_output((n * 4) as u64)?;
-        let mut p = g.head(n)?;
-        p.push(u32_of(x.offset, "offset")?);
-        p.extend(crate::launch::words_of(x.strides, "stride")?);
-        p.extend([0, u32_of(g.batch, "batch")?]);
+        let strides = [x.strides[0], x.strides[1], x.strides[2], x.strides[3]];
+        let p = g.params(n, x.offset, strides)?;
         let grid = self.grid_stride(key, n as u64)?;
-        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -64,11 +83,10 @@ impl Context {
         let key = KernelKey::new(Kernel::Col2Im, KDType::F32);
         let n = g.batch * g.channels * g.height * g.width;
         let out = self.alloc_output((n * 4) as u64)?;
-        let mut p = g.head(n)?;
-        p.push(u32_of(cols.offset, "offset")?);
-        p.extend(crate::launch::words([cols.strides[1], cols.strides[0], cols.strides[2]], "stride")?);
+        // [batch, row, location] (cols is [row, batch, location])
+        let p = g.params(n, cols.offset, [cols.strides[1], cols.strides[0], cols.strides[2], 0])?;
         let grid = self.grid_1d(key, n as u64)?;
-        self.dispatch(key, &[cols.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[cols.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -87,8 +105,9 @@ impl Context {
         }
         let key = KernelKey::new(Kernel::XentLoss, KDType::F32);
         let out = self.alloc_output(4)?;
-        let p = crate::launch::words([b, c, z.offset, labels.offset], "cross-entropy size")?;
-        self.dispatch(key, &[z.buffer, labels.buffer], &[&out], &p, (1, 1, 1))?;
+        let [b, c, z_off, labels_off] = words([b, c, z.offset, labels.offset], "cross-entropy size")?;
+        let p = XentParams { b, c, z_off, labels_off, g_off: 0 };
+        self.dispatch(key, &[z.buffer, labels.buffer], &[&out], p.words(), (1, 1, 1))?;
         Ok(Some(out))
     }
 
@@ -106,9 +125,11 @@ impl Context {
         }
         let key = KernelKey::new(Kernel::XentGrad, KDType::F32);
         let out = self.alloc_output((b * c * 4) as u64)?;
-        let p = crate::launch::words([b, c, z.offset, labels.offset, g.offset], "cross-entropy size")?;
+        let [b_w, c, z_off, labels_off, g_off] =
+            words([b, c, z.offset, labels.offset, g.offset], "cross-entropy size")?;
+        let p = XentParams { b: b_w, c, z_off, labels_off, g_off };
         let grid = self.grid_1d(key, b as u64)?;
-        self.dispatch(key, &[z.buffer, labels.buffer, g.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[z.buffer, labels.buffer, g.buffer], &[&out], p.words(), grid)?;
         Ok(Some(out))
     }
 
@@ -119,9 +140,10 @@ impl Context {
         }
         let key = KernelKey::new(Kernel::SoftmaxRows, KDType::F32);
         let out = self.alloc_output((outer * n * 4) as u64)?;
-        let p = crate::launch::words([outer, n, z.offset], "softmax size")?;
+        let [outer_w, n_w, z_off] = words([outer, n, z.offset], "softmax size")?;
+        let p = RowsParams { outer: outer_w, n: n_w, z_off };
         let grid = self.grid_1d(key, outer as u64)?;
-        self.dispatch(key, &[z.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[z.buffer], &[&out], p.words(), grid)?;
         Ok(Some(out))
     }
 
@@ -138,7 +160,8 @@ impl Context {
             return Ok(None);
         }
         let out = self.alloc_output((outer * n * 4) as u64)?;
-        let p = crate::launch::words([outer, n, 0], "softmax size")?.to_vec();
+        let [outer_w, n_w] = words([outer, n], "softmax size")?;
+        let p = RowsParams { outer: outer_w, n: n_w, z_off: 0 }.words().to_vec();
         let grid = self.grid_1d(KernelKey::new(Kernel::SoftmaxRows, KDType::F32), outer as u64)?;
         let extras = self.dispatch_prologue(Kernel::SoftmaxRows, prologue, p, &out, grid)?;
         Ok(Some((out, extras)))
@@ -166,10 +189,10 @@ impl Context {
             Some(g) => (g.buffer, u32_of(g.offset, "offset")?),
             None => (z.buffer, u32::MAX),
         };
-        let [outer_w, n_w, z_off, v_off] = crate::launch::words([outer, n, z.offset, v.offset], "softmax size")?;
-        let p = [outer_w, n_w, z_off, v_off, g_off, k.to_bits()];
+        let [rows, n_w, z_off, v_off] = words([outer, n, z.offset, v.offset], "softmax size")?;
+        let p = SoftmaxVjpParams { rows, n: n_w, z_off, v_off, g_off, k: k.to_bits() };
         let grid = self.grid_1d(key, outer as u64)?;
-        self.dispatch(key, &[z.buffer, v.buffer, g_buf], &[&out], &p, grid)?;
+        self.dispatch(key, &[z.buffer, v.buffer, g_buf], &[&out], p.words(), grid)?;
         Ok(Some(out))
     }
 
@@ -231,10 +254,10 @@ impl Context {
         let out = self.alloc_output((rows * n * 4) as u64)?;
         let (w_buf, w_off) = weight.map_or((x.buffer, 0), |w| (w.buffer, w.offset));
         let [rows_w, n_w, x_off, w_off, third_off] =
-            crate::launch::words([rows, n, x.offset, w_off, third_off], "normalization size")?;
-        let p = [rows_w, n_w, x_off, w_off, third_off, flags, eps.to_bits()];
+            words([rows, n, x.offset, w_off, third_off], "normalization size")?;
+        let p = NormParams { rows: rows_w, n: n_w, x_off, w_off, third_off, flags, eps: eps.to_bits() };
         let grid = self.grid_1d(key, rows as u64)?;
-        self.dispatch(key, &[x.buffer, w_buf, third], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer, w_buf, third], &[&out], p.words(), grid)?;
         Ok(Some(out))
     }
 
@@ -246,7 +269,7 @@ impl Context {
         let out = self.alloc_output((n * 4) as u64)?;
         let p = pool_params(&x, shape, k, n)?;
         let grid = self.grid_1d(key, n as u64)?;
-        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -265,19 +288,19 @@ impl Context {
         let n_in: usize = shape.iter().product();
         let out = self.alloc_output((n_in * 4) as u64)?;
         let mut p = pool_params(&x, shape, k, n_out)?;
-        p.extend(crate::launch::words([n_in, pooled.offset, g.offset], "pooling size")?);
+        [p.numel_in, p.pooled_off, p.g_off] = words([n_in, pooled.offset, g.offset], "pooling size")?;
         let grid = self.grid_1d(key, n_out as u64)?;
-        self.dispatch(key, &[x.buffer, pooled.buffer, g.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer, pooled.buffer, g.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 }
 
 /// [numel_out, C, OH, OW, k, x_off, xs_b, xs_c, xs_h, xs_w]
-fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> KResult<Vec<u32>> {
-    let mut p =
-        crate::launch::words([n_out, shape[1], shape[2] / k, shape[3] / k, k, x.offset], "pooling size")?.to_vec();
-    p.extend(crate::launch::words_of(x.strides, "stride")?);
-    Ok(p)
+fn pool_params(x: &View, shape: [usize; 4], k: usize, n_out: usize) -> KResult<PoolParams> {
+    let [numel_out, channels, out_h, out_w, k, x_off] =
+        words([n_out, shape[1], shape[2] / k, shape[3] / k, k, x.offset], "pooling size")?;
+    let x_strides = words([x.strides[0], x.strides[1], x.strides[2], x.strides[3]], "stride")?;
+    Ok(PoolParams { numel_out, channels, out_h, out_w, k, x_off, x_strides, numel_in: 0, pooled_off: 0, g_off: 0 })
 }
 
 /// Whether the row softmax kernel takes rows of `n` (each thread reads its row three

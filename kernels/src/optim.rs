@@ -4,6 +4,8 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
+use crate::launch::u32_of;
+use crate::params::{LaunchParams, MultiStepParams, ScheduleParams, SumSquaresParams, MAX_TENSORS};
 use crate::source::{KDType, Kernel, KernelKey};
 use std::sync::Arc;
 
@@ -91,8 +93,8 @@ impl MultiStep {
     }
 
     /// The WGSL: tensor k's gradient is `g{k}`, its weights and state `w{k}`, `s{k}_{j}`;
-    /// thread i updates element i of the concatenation (tensor k starts at param(10 + k);
-    /// its first param(10 + tensors + k) elements get weight decay).
+    /// thread i updates element i of the concatenation (params: [`MultiStepParams`];
+    /// tensor k starts at `starts[k]`, its first `decayed[k]` elements get weight decay).
     pub(crate) fn wgsl(self) -> String {
         let elem = if self.vec4 { "vec4<f32>" } else { "f32" };
         let k = self.tensors;
@@ -111,8 +113,8 @@ impl MultiStep {
             "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n",
             k * (1 + self.states())
         );
-        // hyperparameters at 1..9, tensor starts at 10.., the total at 0
-        s += "fn hp(i: u32) -> f32 { return bitcast<f32>(param(i)); }\n";
+        // hyperparameter k (f32 bits)
+        s += "fn hp(k: u32) -> f32 { return bitcast<f32>(p_hyper(k)); }\n";
         // the step-dependent ones from the device-side state, or from the params
         if self.dyn_hyper {
             s += &format!(
@@ -120,39 +122,37 @@ impl MultiStep {
                 k * (1 + self.states()) + 1
             );
             s += "fn sgd_h() -> SgdHyper { var h = sgd_hyper(); h.lr = step_state[0].x; return h; }\n\
-                  fn adam_h() -> AdamHyper { var h = adam_hyper(9u); h.lr = step_state[0].x; \
+                  fn adam_h() -> AdamHyper { var h = adam_hyper(); h.lr = step_state[0].x; \
                   h.bc1 = step_state[0].y; h.bc2 = step_state[0].z; return h; }\n\
                   fn gs() -> f32 { return step_state[1].x; }\n";
         } else {
             s += "fn sgd_h() -> SgdHyper { return sgd_hyper(); }\n\
-                  fn adam_h() -> AdamHyper { return adam_hyper(9u); }\n\
+                  fn adam_h() -> AdamHyper { return adam_hyper(); }\n\
                   fn gs() -> f32 { return 1.0; }\n";
         }
         // the update functions of optim_update.wgsl, the same as the one-tensor kernels'
-        // weight decay reaches the first param(10 + k + t) elements of tensor t only
+        // weight decay reaches the first decayed[t] elements of tensor t only
         let body = |t: u32| match self.kind {
             MultiStepKind::Sgd => format!(
-                "var h = sgd_h();\nif (j >= param({du}u)) {{ h.wd = T(0); }}\n\
+                "var h = sgd_h();\nif (j >= p_decayed({t}u)) {{ h.wd = T(0); }}\n\
                  let r = sgd_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], h);\n\
-                 if (hp(2u) != 0.0) {{ s{t}_1[j] = r.velocity; }}\n\
-                 w{t}[j] = r.w;",
-                du = 10 + k + t
+                 if (hp(1u) != 0.0) {{ s{t}_1[j] = r.velocity; }}\n\
+                 w{t}[j] = r.w;"
             ),
             MultiStepKind::Adam => format!(
-                "var h = adam_h();\nif (j >= param({du}u)) {{ h.wd = T(0); }}\n\
+                "var h = adam_h();\nif (j >= p_decayed({t}u)) {{ h.wd = T(0); }}\n\
                  let r = adam_update(w{t}[j], g{t}[j] * gs(), s{t}_1[j], s{t}_2[j], h);\n\
-                 s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;",
-                du = 10 + k + t
+                 s{t}_1[j] = r.m;\ns{t}_2[j] = r.v;\nw{t}[j] = r.w;"
             ),
         };
         s += "@compute @workgroup_size(WG)\n\
               fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                       @builtin(local_invocation_index) lid: u32) {\n\
-                  let span = stride_range(wid, nwg, lid, param(0));\n\
+                  let span = stride_range(wid, nwg, lid, p_total());\n\
                   for (var i = span.x; i < span.y; i = i + span.z) {\n\
                       var t = 0u;\n";
-        s += &format!("        for (var k = 1u; k < {k}u; k = k + 1u) {{ if (i >= param(10u + k)) {{ t = k; }} }}\n");
-        s += "        let j = i - param(10u + t);\n        switch t {\n";
+        s += &format!("        for (var k = 1u; k < {k}u; k = k + 1u) {{ if (i >= p_starts(k)) {{ t = k; }} }}\n");
+        s += "        let j = i - p_starts(t);\n        switch t {\n";
         for t in 0..k {
             s += &format!("            case {t}u: {{\n{}\n            }}\n", body(t));
         }
@@ -170,8 +170,8 @@ pub struct SumSquares {
 }
 
 impl SumSquares {
-    /// The WGSL: tensor k is `g{k}`; thread i reads element i of the concatenation (tensor
-    /// k starts at param(2 + k)); a workgroup tree-sums its threads' sums.
+    /// The WGSL: tensor k is `g{k}`; thread i reads element i of the concatenation (params:
+    /// [`SumSquaresParams`]); a workgroup tree-sums its threads' sums.
     pub(crate) fn wgsl(self) -> String {
         let k = self.tensors;
         let mut s = String::new();
@@ -184,12 +184,12 @@ impl SumSquares {
               @compute @workgroup_size(WG)\n\
               fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                       @builtin(local_invocation_index) lid: u32) {\n\
-                  let span = stride_range(wid, nwg, lid, param(0));\n\
+                  let span = stride_range(wid, nwg, lid, p_total());\n\
                   var acc = 0.0;\n\
                   for (var i = span.x; i < span.y; i = i + span.z) {\n\
                       var t = 0u;\n";
-        s += &format!("        for (var q = 1u; q < {k}u; q = q + 1u) {{ if (i >= param(2u + q)) {{ t = q; }} }}\n");
-        s += "        let j = i - param(2u + t);\n        switch t {\n";
+        s += &format!("        for (var q = 1u; q < {k}u; q = q + 1u) {{ if (i >= p_starts(q)) {{ t = q; }} }}\n");
+        s += "        let j = i - p_starts(t);\n        switch t {\n";
         for t in 0..k {
             s += &format!("            case {t}u: {{ acc = acc + g{t}[j] * g{t}[j]; }}\n");
         }
@@ -199,7 +199,7 @@ impl SumSquares {
                   workgroupBarrier();\n\
                   if (lid < w) { sums[lid] = sums[lid] + sums[lid + w]; }\n\
               }\n\
-              if (lid == 0u) { partials[param(1) + wid.y * nwg.x + wid.x] = sums[0]; }\n\
+              if (lid == 0u) { partials[p_out_at() + wid.y * nwg.x + wid.x] = sums[0]; }\n\
               }\n";
         s
     }
@@ -210,7 +210,8 @@ impl Context {
     /// buffer of f32 partials; returns it and how many partials it holds (their sum is the
     /// total). As few dispatches as the storage-buffer limit allows.
     pub fn sum_squares(self: &Arc<Self>, tensors: &[(&GpuBuffer, usize)]) -> KResult<(GpuBuffer, usize)> {
-        let group = (self.limits().max_storage_buffers_per_shader_stage.saturating_sub(1)).clamp(1, 16) as usize;
+        let group =
+            (self.limits().max_storage_buffers_per_shader_stage.saturating_sub(1) as usize).clamp(1, MAX_TENSORS);
         let mut plans = Vec::new();
         let mut partials = 0usize;
         for chunk in tensors.chunks(group) {
@@ -226,15 +227,16 @@ impl Context {
         }
         let out = self.alloc_output((partials.max(1) * 4) as u64)?;
         for (chunk, key, grid, at) in plans {
-            let mut p = vec![0u32, crate::launch::u32_of(at, "partials")?];
+            let mut p = SumSquaresParams::zeroed();
+            p.out_at = u32_of(at, "partials")?;
             let mut start = 0usize;
-            for (_, n) in chunk {
-                p.push(crate::launch::u32_of(start, "elements")?);
+            for (t, (_, n)) in chunk.iter().enumerate() {
+                p.starts[t] = u32_of(start, "elements")?;
                 start += n;
             }
-            p[0] = crate::launch::u32_of(start, "elements")?;
+            p.total = u32_of(start, "elements")?;
             let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(b, _)| *b).collect();
-            self.dispatch(key, &inputs, &[&out], &p, grid)?;
+            self.dispatch(key, &inputs, &[&out], p.words(), grid)?;
         }
         Ok((out, partials))
     }
@@ -243,7 +245,7 @@ impl Context {
     /// storage-buffer limit allows (at most 16).
     fn multi_step_group(&self, kind: MultiStepKind) -> usize {
         let per = 1 + MultiStep { kind, tensors: 1, vec4: false, dyn_hyper: false }.states();
-        (self.limits().max_storage_buffers_per_shader_stage / per).clamp(1, 16) as usize
+        ((self.limits().max_storage_buffers_per_shader_stage / per) as usize).clamp(1, MAX_TENSORS)
     }
 
     /// Update many tensors in place, as few dispatches as the binding limit allows (one
@@ -282,25 +284,23 @@ impl Context {
             };
             let key = KernelKey::new(Kernel::MultiStep(step), KDType::F32);
             let unit = if vec4 { 4 } else { 1 };
-            let mut p = vec![0u32; 10];
-            for (i, h) in hyper.iter().enumerate() {
-                p[1 + i] = h.to_bits();
+            let mut p = MultiStepParams::zeroed();
+            for (slot, h) in p.hyper.iter_mut().zip(hyper) {
+                *slot = h.to_bits();
             }
-            p[9] = decoupled as u32;
+            p.decoupled = decoupled as u32;
             let mut start = 0usize;
-            for (_, _, n, _) in chunk {
-                p.push(crate::launch::u32_of(start, "elements")?);
+            for (t, (_, _, n, decayed)) in chunk.iter().enumerate() {
+                p.starts[t] = u32_of(start, "elements")?;
+                p.decayed[t] = u32_of(decayed.min(n).div_ceil(unit), "elements")?;
                 start += n.div_ceil(unit);
             }
-            for (_, _, n, decayed) in chunk {
-                p.push(crate::launch::u32_of(decayed.min(n).div_ceil(unit), "elements")?);
-            }
-            p[0] = crate::launch::u32_of(start, "elements")?;
+            p.total = u32_of(start, "elements")?;
             let inputs: Vec<&GpuBuffer> = chunk.iter().map(|(g, _, _, _)| *g).collect();
             let outputs: Vec<&GpuBuffer> = chunk.iter().flat_map(|(_, s, _, _)| s.iter().copied()).collect();
             let grid = self.grid_stride(key, (start * unit) as u64)?;
             let uniforms: Vec<&GpuBuffer> = step_state.into_iter().collect();
-            self.dispatch_with(key, &inputs, &outputs, &uniforms, &p, grid)?;
+            self.dispatch_with(key, &inputs, &outputs, &uniforms, p.words(), grid)?;
         }
         Ok(())
     }
@@ -335,21 +335,20 @@ impl Context {
         values: [f32; 7],
         clip: Option<(&GpuBuffer, usize, f32)>,
     ) -> KResult<()> {
-        let mut p = vec![kind];
-        p.extend(values.iter().map(|v| v.to_bits()));
+        let mut p = ScheduleParams { kind, values: values.map(f32::to_bits), max_norm: 0, partials: 0 };
         match clip {
             None => self.dispatch(
                 KernelKey::new(Kernel::OptimSchedule { clip: false }, KDType::F32),
                 &[],
                 &[state],
-                &p,
+                p.words(),
                 (1, 1, 1),
             ),
             Some((partials, n, max_norm)) => {
-                p.push(max_norm.to_bits());
-                p.push(crate::launch::u32_of(n, "partials")?);
+                p.max_norm = max_norm.to_bits();
+                p.partials = u32_of(n, "partials")?;
                 let key = KernelKey::new(Kernel::OptimSchedule { clip: true }, KDType::F32);
-                self.dispatch(key, &[partials], &[state], &p, (1, 1, 1))
+                self.dispatch(key, &[partials], &[state], p.words(), (1, 1, 1))
             }
         }
     }

@@ -4,7 +4,7 @@
 use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
-use crate::launch::u32_of;
+use crate::params::{LaunchParams, PackParams, MAX_TENSORS};
 use crate::source::{KDType, Kernel, KernelKey};
 use std::sync::Arc;
 
@@ -25,9 +25,9 @@ pub struct PackSource<'a> {
 }
 
 impl Pack {
-    /// The WGSL: params [count, base, then (start, len, offset) per source]; thread i
-    /// writes output element base + i: source t's element i - start(t) when i falls in
-    /// its window (t the last source starting at or before i), else 0.
+    /// The WGSL (params: [`PackParams`]): thread i writes output element base + i: source
+    /// t's element i - starts[t] when i falls in its window (t the last source starting at
+    /// or before i), else 0.
     pub(crate) fn wgsl(self) -> String {
         let k = self.sources;
         let mut s = String::new();
@@ -39,25 +39,20 @@ impl Pack {
         s += "@compute @workgroup_size(WG)\n\
               fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                       @builtin(local_invocation_index) lid: u32) {\n\
-                  let span = stride_range(wid, nwg, lid, param(0));\n\
+                  let span = stride_range(wid, nwg, lid, p_count());\n\
                   for (var i = span.x; i < span.y; i = i + span.z) {\n";
         s += &format!("        var t = {k}u;\n");
-        s += &format!(
-            "        for (var q = 0u; q < {k}u; q = q + 1u) {{ if (i >= param(2u + 3u * q)) {{ t = q; }} }}\n"
-        );
+        s += &format!("        for (var q = 0u; q < {k}u; q = q + 1u) {{ if (i >= p_starts(q)) {{ t = q; }} }}\n");
         s += "        var v = 0u;\n        switch t {\n";
         for t in 0..k {
             s += &format!(
                 "            case {t}u: {{\n\
-                                 let j = i - param({start}u);\n\
-                                 if (j < param({len}u)) {{ v = src{t}[param({off}u) + j]; }}\n\
-                             }}\n",
-                start = 2 + 3 * t,
-                len = 3 + 3 * t,
-                off = 4 + 3 * t
+                                 let j = i - p_starts({t}u);\n\
+                                 if (j < p_lens({t}u)) {{ v = src{t}[p_offsets({t}u) + j]; }}\n\
+                             }}\n"
             );
         }
-        s += "            default: {}\n        }\n        out[param(1) + i] = v;\n    }\n}\n";
+        s += "            default: {}\n        }\n        out[p_base() + i] = v;\n    }\n}\n";
         s
     }
 }
@@ -71,7 +66,8 @@ impl Context {
         if len == 0 {
             return Ok(out);
         }
-        let group = (self.limits().max_storage_buffers_per_shader_stage.saturating_sub(1)).clamp(1, 16) as usize;
+        let group =
+            (self.limits().max_storage_buffers_per_shader_stage.saturating_sub(1) as usize).clamp(1, MAX_TENSORS);
         let chunks: Vec<&[PackSource]> = if sources.is_empty() { vec![&[]] } else { sources.chunks(group).collect() };
         for (c, chunk) in chunks.iter().enumerate() {
             // this dispatch writes [base, end): from its first window (the output's start
@@ -80,15 +76,15 @@ impl Context {
             let end = chunks.get(c + 1).map_or(len, |next| next[0].at);
             let key =
                 KernelKey::new(Kernel::Pack(Pack { sources: crate::launch::small_u32(chunk.len()) }), KDType::F32);
-            let mut p = vec![u32_of(end - base, "elements")?, u32_of(base, "offset")?];
-            for s in chunk.iter() {
-                p.push(u32_of(s.at - base, "offset")?);
-                p.push(u32_of(s.len, "elements")?);
-                p.push(u32_of(s.offset, "offset")?);
+            let mut p = PackParams::zeroed();
+            [p.count, p.base] = crate::launch::words([end - base, base], "pack window")?;
+            for (t, s) in chunk.iter().enumerate() {
+                [p.starts[t], p.lens[t], p.offsets[t]] =
+                    crate::launch::words([s.at - base, s.len, s.offset], "pack window")?;
             }
             let inputs: Vec<&GpuBuffer> = chunk.iter().map(|s| s.buffer).collect();
             let grid = self.grid_stride(key, (end - base) as u64)?;
-            self.dispatch(key, &inputs, &[&out], &p, grid)?;
+            self.dispatch(key, &inputs, &[&out], p.words(), grid)?;
         }
         Ok(out)
     }

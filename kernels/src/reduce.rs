@@ -6,6 +6,7 @@ use crate::context::Context;
 use crate::error::KResult;
 use crate::fused::Epilogue;
 use crate::launch::{check_rank, coalesce, is_contiguous, numel, u32_of, View};
+use crate::params::{LaunchParams, ReduceVec4Params};
 use crate::source::{ArgReduceOp, KDType, Kernel, KernelKey, ReduceOp};
 use std::sync::Arc;
 
@@ -105,15 +106,9 @@ impl Context {
             // 2^15 of them per thread, under lavapipe's 65,535-iteration cap)
             let key = KernelKey::new(Kernel::ReduceRowsVec4(op), KDType::F32);
             let out = self.out_f32(outer)?;
-            let p = [
-                u32_of(outer, "rows")?,
-                u32_of(inner, "row length")?,
-                1,
-                u32_of(inner, "row length")?,
-                u32_of(x.offset, "offset")?,
-            ];
+            let p = vec4_params(outer, inner, 1, inner, x.offset)?;
             let grid = self.grid_1d(key, outer as u64)?;
-            let extras = self.reduce_dispatch(key, &x, &out, p.to_vec(), grid)?;
+            let extras = self.reduce_dispatch(key, &x, &out, p.words().to_vec(), grid)?;
             return Ok((out, extras));
         }
         // Many short rows: a thread per row beats a mostly idle workgroup per row; so do
@@ -136,13 +131,7 @@ impl Context {
         let chunk = if nchunks > 1 { chunk_len } else { inner.max(1) };
         let out = self.out_f32(outer * nchunks)?;
         let p = if vec4 {
-            vec![
-                u32_of(outer, "rows")?,
-                u32_of(inner, "row length")?,
-                u32_of(nchunks, "chunks")?,
-                u32_of(chunk, "chunk length")?,
-                u32_of(x.offset, "offset")?,
-            ]
+            vec4_params(outer, inner, nchunks, chunk, x.offset)?.words().to_vec()
         } else {
             Self::reduce_params(&x, shape, split, outer, inner, nchunks, chunk)?
         };
@@ -193,4 +182,12 @@ pub fn two_level_strides(shape: &[usize], strides: &[usize], split: usize) -> Op
         dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(last)
     }
     Some((collapse(&shape[..split], &strides[..split])?, collapse(&shape[split..], &strides[split..])?))
+}
+
+/// The launch params of a vec4 reduction: `outer` rows of `inner` contiguous elements from
+/// `off`, in `nchunks` chunks of `chunk_len`.
+fn vec4_params(outer: usize, inner: usize, nchunks: usize, chunk_len: usize, off: usize) -> KResult<ReduceVec4Params> {
+    let [outer, inner, nchunks, chunk_len, off] =
+        crate::launch::words([outer, inner, nchunks, chunk_len, off], "reduction size")?;
+    Ok(ReduceVec4Params { outer, inner, nchunks, chunk_len, off })
 }

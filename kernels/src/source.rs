@@ -266,6 +266,9 @@ impl KernelKey {
             }
         }
         s += COMMON;
+        if let Some(accessors) = crate::params::accessors(self.kernel) {
+            s += &accessors;
+        }
         let generated;
         let (skeleton, op_fn) = match self.kernel {
             Kernel::Unary(op) => (UNARY, format!("fn unary_op(x: T, s: T) -> T {{ {} }}", op.wgsl_body())),
@@ -391,10 +394,14 @@ fn reduction_parts(kernel: Kernel) -> (&'static str, String) {
 /// `load_z`): a standalone kernel adds them from its `_io.wgsl`, a fused prologue
 /// declares its own and computes the loads.
 pub(crate) fn prologue_skeleton(kernel: Kernel) -> (String, String) {
-    let (body, helpers) = match kernel {
+    let (body, mut helpers) = match kernel {
         Kernel::SoftmaxRows => (SOFTMAX_ROWS, SOFTMAX_COMMON.to_string()),
         k => reduction_parts(k),
     };
+    // the host's own params come first (the program's follow them)
+    if let Some(accessors) = crate::params::accessors(kernel) {
+        helpers = format!("{accessors}\n{helpers}");
+    }
     (body.to_string(), helpers)
 }
 

@@ -1,5 +1,5 @@
 // Elementwise map of two strided, broadcast inputs (stored as ST, computed as T) (stride 0 on broadcast dims).
-// params: [numel, rank, contiguous, 0, shape[rank], a_off, a_strides[rank], b_off, b_strides[rank]]
+// params: ZipParams
 @group(0) @binding(0) var<storage, read> a: array<ST>;
 @group(0) @binding(1) var<storage, read> b: array<ST>;
 @group(0) @binding(2) var<storage, read_write> out: array<ST>;
@@ -9,13 +9,11 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride over a bounded grid (stride_range: interleaved or contiguous runs)
-    let numel = param(0);
-    let rank = param(1);
-    let a_at = 4u + rank;
-    let b_at = a_at + 1u + rank;
-    let contiguous = param(2) == 1u;
-    let a0 = param(a_at);
-    let b0 = param(b_at);
+    let numel = p_numel();
+    let rank = p_rank();
+    let contiguous = p_contiguous() == 1u;
+    let a0 = p_a_off();
+    let b0 = p_b_off();
     let first = flat_id(wid, nwg, lid);
     if (contiguous) {
         // four consecutive elements per step: fewer loop trips per element
@@ -34,10 +32,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // strided: runs of RUN consecutive elements, offsets decomposed once per run and
     // stepped along the last two dims after that (see Walk in common.wgsl)
-    let sa = stride_back(a_at + 1u, rank, 1u);
-    let sa2 = stride_back(a_at + 1u, rank, 2u);
-    let sb = stride_back(b_at + 1u, rank, 1u);
-    let sb2 = stride_back(b_at + 1u, rank, 2u);
+    let sa = stride_back(P_A_STRIDES, rank, 1u);
+    let sa2 = stride_back(P_A_STRIDES, rank, 2u);
+    let sb = stride_back(P_B_STRIDES, rank, 1u);
+    let sb2 = stride_back(P_B_STRIDES, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
     let span = stride_range(wid, nwg, lid, runs);
     for (var q = span.x; q < span.y; q = q + span.z) {
@@ -48,9 +46,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (i >= end) { break; }
             // decompose once per block of the last two dims, then only step (a branch
             // around the decomposition would still run it, masked, on SIMD CPUs)
-            var ai = strided_offset(i, rank, 4u, a_at + 1u, a0);
-            var bi = strided_offset(i, rank, 4u, b_at + 1u, b0);
-            var w = walk_start(i, rank, 4u);
+            var ai = strided_offset(i, rank, P_SHAPE, P_A_STRIDES, a0);
+            var bi = strided_offset(i, rank, P_SHAPE, P_B_STRIDES, b0);
+            var w = walk_start(i, rank, P_SHAPE);
             let stop = min(end, i + walk_left(w));
             for (; i < stop; i = i + 1u) {
                 out[i] = ST(binary_op(T(a[ai]), T(b[bi])));

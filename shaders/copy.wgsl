@@ -2,7 +2,7 @@
 // Serves `contiguous`, `cat` (each input into a slice of the output) and raw copies.
 // Grid-stride over runs of RUN elements: offsets are decomposed (integer divisions) once
 // per run and stepped along the last two dims after that (Walk in common.wgsl).
-// params: [numel, rank, 0, 0, shape[rank], src_off, src_strides[rank], dst_off, dst_strides[rank]]
+// params: CopyParams
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
@@ -10,19 +10,17 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let numel = param(0);
-    let rank = param(1);
-    let s_at = 4u + rank;
-    let d_at = s_at + 1u + rank;
+    let numel = p_numel();
+    let rank = p_rank();
     let first = flat_id(wid, nwg, lid);
     if (rank == 0u) {
-        if (first == 0u && numel == 1u) { dst[param(d_at)] = src[param(s_at)]; }
+        if (first == 0u && numel == 1u) { dst[p_dst_off()] = src[p_src_off()]; }
         return;
     }
-    let ss = stride_back(s_at + 1u, rank, 1u);
-    let ss2 = stride_back(s_at + 1u, rank, 2u);
-    let ds = stride_back(d_at + 1u, rank, 1u);
-    let ds2 = stride_back(d_at + 1u, rank, 2u);
+    let ss = stride_back(P_SRC_STRIDES, rank, 1u);
+    let ss2 = stride_back(P_SRC_STRIDES, rank, 2u);
+    let ds = stride_back(P_DST_STRIDES, rank, 1u);
+    let ds2 = stride_back(P_DST_STRIDES, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
     let span = stride_range(wid, nwg, lid, runs);
     for (var q = span.x; q < span.y; q = q + span.z) {
@@ -32,9 +30,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         loop {
             if (i >= end) { break; }
             // decomposed once per block of the last two dims (see binary.wgsl)
-            var si = strided_offset(i, rank, 4u, s_at + 1u, param(s_at));
-            var di = strided_offset(i, rank, 4u, d_at + 1u, param(d_at));
-            var w = walk_start(i, rank, 4u);
+            var si = strided_offset(i, rank, P_SHAPE, P_SRC_STRIDES, p_src_off());
+            var di = strided_offset(i, rank, P_SHAPE, P_DST_STRIDES, p_dst_off());
+            var w = walk_start(i, rank, P_SHAPE);
             let stop = min(end, i + walk_left(w));
             for (; i < stop; i = i + 1u) {
                 dst[di] = src[si];

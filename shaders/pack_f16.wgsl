@@ -1,22 +1,22 @@
 // f32 to f16 storage: word w of the output packs elements 2w and 2w + 1 of the strided f32
 // view (the high half of a last odd word is 0).
-// params: [numel, rank, contiguous, 0, shape[rank], x_off, x_strides[rank]]
+// params: MapParams
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 fn element(i: u32) -> f32 {
-    if (i >= param(0)) { return 0.0; }
-    let rank = param(1);
-    let x_off = param(4u + rank);
-    if (param(2) == 1u) { return x[x_off + i]; }
-    return x[strided_offset(i, rank, 4u, 5u + rank, x_off)];
+    if (i >= p_numel()) { return 0.0; }
+    let rank = p_rank();
+    let x_off = p_x_off();
+    if (p_contiguous() == 1u) { return x[x_off + i]; }
+    return x[strided_offset(i, rank, P_SHAPE, P_X_STRIDES, x_off)];
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let w = flat_id(wid, nwg, lid);
-    if (2u * w >= param(0)) { return; }
+    if (2u * w >= p_numel()) { return; }
     out[w] = pack2x16float(vec2<f32>(element(2u * w), element(2u * w + 1u)));
 }

@@ -1,5 +1,5 @@
 // Elementwise map of one strided input (stored as ST, computed as T): out[i] = unary_op(x[view(i)], scalar).
-// params: [numel, rank, contiguous, scalar_bits, shape[rank], x_off, x_strides[rank]]
+// params: MapParams
 @group(0) @binding(0) var<storage, read> x: array<ST>;
 @group(0) @binding(1) var<storage, read_write> out: array<ST>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
@@ -8,12 +8,12 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     // grid-stride over a bounded grid; contiguous inputs go four elements per step
-    let numel = param(0);
-    let rank = param(1);
-    let x_off = param(4u + rank);
-    let sc = T(bitcast<f32>(param(3)));
+    let numel = p_numel();
+    let rank = p_rank();
+    let x_off = p_x_off();
+    let sc = T(bitcast<f32>(p_scalar()));
     let first = flat_id(wid, nwg, lid);
-    if (param(2) == 1u) {
+    if (p_contiguous() == 1u) {
         let quads = numel / 4u;
         let span = stride_range(wid, nwg, lid, quads);
         for (var q = span.x; q < span.y; q = q + span.z) {
@@ -28,8 +28,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     // strided: runs of RUN elements, offsets decomposed once per run, then stepped
-    let sx = stride_back(5u + rank, rank, 1u);
-    let sx2 = stride_back(5u + rank, rank, 2u);
+    let sx = stride_back(P_X_STRIDES, rank, 1u);
+    let sx2 = stride_back(P_X_STRIDES, rank, 2u);
     let runs = (numel + RUN - 1u) / RUN;
     let span = stride_range(wid, nwg, lid, runs);
     for (var q = span.x; q < span.y; q = q + span.z) {
@@ -39,8 +39,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         loop {
             if (i >= end) { break; }
             // decomposed once per block of the last two dims (see binary.wgsl)
-            var xi = strided_offset(i, rank, 4u, 5u + rank, x_off);
-            var w = walk_start(i, rank, 4u);
+            var xi = strided_offset(i, rank, P_SHAPE, P_X_STRIDES, x_off);
+            var w = walk_start(i, rank, P_SHAPE);
             let stop = min(end, i + walk_left(w));
             for (; i < stop; i = i + 1u) {
                 out[i] = ST(unary_op(T(x[xi]), sc));

@@ -1,5 +1,5 @@
 // out[i] = cond[i] != 0 ? a[i] : b[i], all three strided and broadcast.
-// params: [numel, rank, contiguous, 0, shape[rank], (off, strides[rank]) for cond, a, b]
+// params: WhereParams
 @group(0) @binding(0) var<storage, read> cond: array<ST>;
 @group(0) @binding(1) var<storage, read> a: array<ST>;
 @group(0) @binding(2) var<storage, read> b: array<ST>;
@@ -10,18 +10,15 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
-    if (i >= param(0)) { return; }
-    let rank = param(1);
-    let c_at = 4u + rank;
-    let a_at = c_at + 1u + rank;
-    let b_at = a_at + 1u + rank;
-    var ci = param(c_at) + i;
-    var ai = param(a_at) + i;
-    var bi = param(b_at) + i;
-    if (param(2) == 0u) {
-        ci = strided_offset(i, rank, 4u, c_at + 1u, param(c_at));
-        ai = strided_offset(i, rank, 4u, a_at + 1u, param(a_at));
-        bi = strided_offset(i, rank, 4u, b_at + 1u, param(b_at));
+    if (i >= p_numel()) { return; }
+    let rank = p_rank();
+    var ci = p_cond_off() + i;
+    var ai = p_a_off() + i;
+    var bi = p_b_off() + i;
+    if (p_contiguous() == 0u) {
+        ci = strided_offset(i, rank, P_SHAPE, P_COND_STRIDES, p_cond_off());
+        ai = strided_offset(i, rank, P_SHAPE, P_A_STRIDES, p_a_off());
+        bi = strided_offset(i, rank, P_SHAPE, P_B_STRIDES, p_b_off());
     }
     out[i] = select(b[bi], a[ai], cond[ci] != ST(0));
 }

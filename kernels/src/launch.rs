@@ -7,7 +7,8 @@ use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
 use crate::params::{
-    AdvanceParams, BinaryVec4Params, FillParams, LaunchParams, PadParams, RandomParams, UnaryVec4Params,
+    dims, AdvanceParams, BinaryVec4Params, CopyParams, FillParams, IndexParams, LaunchParams, MapParams, OneHotParams,
+    PadParams, RandomParams, UnaryVec4Params, WhereParams, ZipParams,
 };
 use crate::source::{BinaryOp, KDType, Kernel, KernelKey, UnaryOp, Vec4Operand};
 use std::sync::Arc;
@@ -85,18 +86,32 @@ pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
     true
 }
 
-pub(crate) fn push_view(p: &mut Vec<u32>, v: &View) -> KResult<()> {
-    p.push(u32_of(v.offset, "offset")?);
-    for &s in v.strides {
-        p.push(u32_of(s, "stride")?);
-    }
-    Ok(())
+/// The launch params of a one-operand strided kernel: x viewed as `shape`.
+fn map_params(shape: &[usize], x: &View, scalar: u32) -> KResult<MapParams> {
+    Ok(MapParams {
+        numel: u32_of(numel(shape), "element count")?,
+        rank: small_u32(shape.len()),
+        contiguous: is_contiguous(shape, x.strides) as u32,
+        scalar,
+        shape: dims(shape, "dimension")?,
+        x_off: u32_of(x.offset, "offset")?,
+        x_strides: dims(x.strides, "stride")?,
+    })
 }
 
-pub(crate) fn header(shape: &[usize], contiguous: bool, scalar_bits: u32) -> KResult<Vec<u32>> {
-    let mut p = vec![u32_of(numel(shape), "element count")?, small_u32(shape.len()), contiguous as u32, scalar_bits];
-    p.extend(words_of(shape, "dimension")?);
-    Ok(p)
+/// The launch params of index_select and gather.
+fn index_params(out_shape: &[usize], x: &View, idx: &View, axis: usize, dim_size: usize) -> KResult<IndexParams> {
+    Ok(IndexParams {
+        numel: u32_of(numel(out_shape), "element count")?,
+        rank: small_u32(out_shape.len()),
+        axis: small_u32(axis),
+        dim_size: u32_of(dim_size, "dim")?,
+        shape: dims(out_shape, "dimension")?,
+        x_off: u32_of(x.offset, "offset")?,
+        x_strides: dims(x.strides, "stride")?,
+        idx_off: u32_of(idx.offset, "offset")?,
+        idx_strides: dims(idx.strides, "stride")?,
+    })
 }
 
 impl Context {
@@ -160,10 +175,9 @@ impl Context {
             return Ok(out);
         }
         let out = self.out_of(key.dtype, numel(shape))?;
-        let mut p = header(shape, is_contiguous(shape, x.strides), scalar.to_bits())?;
-        push_view(&mut p, &x)?;
+        let p = map_params(shape, &x, scalar.to_bits())?;
         let grid = self.grid_stride(key, numel(shape) as u64)?;
-        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -188,11 +202,18 @@ impl Context {
         let key = KernelKey::new(Kernel::Binary(op), dt);
         let out = self.out_of(dt, numel(shape))?;
         let contiguous = is_contiguous(shape, a.strides) && is_contiguous(shape, b.strides);
-        let mut p = header(shape, contiguous, 0)?;
-        push_view(&mut p, &a)?;
-        push_view(&mut p, &b)?;
+        let p = ZipParams {
+            numel: u32_of(numel(shape), "element count")?,
+            rank: small_u32(shape.len()),
+            contiguous: contiguous as u32,
+            shape: dims(shape, "dimension")?,
+            a_off: u32_of(a.offset, "offset")?,
+            a_strides: dims(a.strides, "stride")?,
+            b_off: u32_of(b.offset, "offset")?,
+            b_strides: dims(b.strides, "stride")?,
+        };
         let grid = self.grid_stride(key, numel(shape) as u64)?;
-        self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[a.buffer, b.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -209,12 +230,20 @@ impl Context {
         let key = KernelKey::new(Kernel::Where, dt);
         let out = self.out_of(dt, numel(shape))?;
         let contiguous = [cond.strides, a.strides, b.strides].iter().all(|s| is_contiguous(shape, s));
-        let mut p = header(shape, contiguous, 0)?;
-        for v in [&cond, &a, &b] {
-            push_view(&mut p, v)?;
-        }
+        let p = WhereParams {
+            numel: u32_of(numel(shape), "element count")?,
+            rank: small_u32(shape.len()),
+            contiguous: contiguous as u32,
+            shape: dims(shape, "dimension")?,
+            cond_off: u32_of(cond.offset, "offset")?,
+            cond_strides: dims(cond.strides, "stride")?,
+            a_off: u32_of(a.offset, "offset")?,
+            a_strides: dims(a.strides, "stride")?,
+            b_off: u32_of(b.offset, "offset")?,
+            b_strides: dims(b.strides, "stride")?,
+        };
         let grid = self.grid_1d(key, numel(shape) as u64)?;
-        self.dispatch(key, &[cond.buffer, a.buffer, b.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[cond.buffer, a.buffer, b.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -224,11 +253,17 @@ impl Context {
         let (shape, src, dst) = (&shape[..], View { strides: &st[0], ..src }, View { strides: &st[1], ..dst });
         check_rank(shape, "copy")?;
         let key = KernelKey::new(Kernel::Copy, KDType::F32);
-        let mut p = header(shape, false, 0)?;
-        push_view(&mut p, &src)?;
-        push_view(&mut p, &dst)?;
+        let p = CopyParams {
+            numel: u32_of(numel(shape), "element count")?,
+            rank: small_u32(shape.len()),
+            shape: dims(shape, "dimension")?,
+            src_off: u32_of(src.offset, "offset")?,
+            src_strides: dims(src.strides, "stride")?,
+            dst_off: u32_of(dst.offset, "offset")?,
+            dst_strides: dims(dst.strides, "stride")?,
+        };
         let grid = self.grid_stride(key, numel(shape) as u64)?;
-        self.dispatch(key, &[src.buffer], &[dst.buffer], &p, grid)
+        self.dispatch(key, &[src.buffer], &[dst.buffer], p.words(), grid)
     }
 
     /// `src` (contiguous words from `src_offset`, shape [outer, len, inner]) placed in the
@@ -272,10 +307,9 @@ impl Context {
         } else {
             (self.out_f32(n)?, n)
         };
-        let mut p = header(shape, is_contiguous(shape, x.strides), 0)?;
-        push_view(&mut p, &x)?;
+        let p = map_params(shape, &x, 0)?;
         let grid = self.grid_1d(key, threads as u64)?;
-        self.dispatch(key, &[x.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -365,13 +399,9 @@ impl Context {
         check_rank(out_shape, "index_select")?;
         let key = KernelKey::new(Kernel::IndexSelect, KDType::F32);
         let out = self.out_f32(numel(out_shape))?;
-        let mut p = header(out_shape, false, 0)?;
-        p[2] = small_u32(axis);
-        p[3] = u32_of(dim_size, "dim")?;
-        push_view(&mut p, &x)?;
-        push_view(&mut p, &idx)?;
+        let p = index_params(out_shape, &x, &idx, axis, dim_size)?;
         let grid = self.grid_1d(key, numel(out_shape) as u64)?;
-        self.dispatch(key, &[x.buffer, idx.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer, idx.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -387,13 +417,9 @@ impl Context {
         check_rank(out_shape, "gather")?;
         let key = KernelKey::new(Kernel::Gather, KDType::F32);
         let out = self.out_f32(numel(out_shape))?;
-        let mut p = header(out_shape, false, 0)?;
-        p[2] = small_u32(axis);
-        p[3] = u32_of(dim_size, "dim")?;
-        push_view(&mut p, &x)?;
-        push_view(&mut p, &idx)?;
+        let p = index_params(out_shape, &x, &idx, axis, dim_size)?;
         let grid = self.grid_1d(key, numel(out_shape) as u64)?;
-        self.dispatch(key, &[x.buffer, idx.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[x.buffer, idx.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 
@@ -403,12 +429,16 @@ impl Context {
         let key = KernelKey::new(Kernel::OneHot, KDType::F32);
         let n = numel(idx_shape) * classes;
         let out = self.out_f32(n)?;
-        let mut p = header(idx_shape, false, 0)?;
-        p[0] = u32_of(n, "element count")?;
-        p[2] = u32_of(classes, "classes")?;
-        push_view(&mut p, &idx)?;
+        let p = OneHotParams {
+            numel: u32_of(n, "element count")?,
+            rank: small_u32(idx_shape.len()),
+            classes: u32_of(classes, "classes")?,
+            shape: dims(idx_shape, "dimension")?,
+            idx_off: u32_of(idx.offset, "offset")?,
+            idx_strides: dims(idx.strides, "stride")?,
+        };
         let grid = self.grid_1d(key, n as u64)?;
-        self.dispatch(key, &[idx.buffer], &[&out], &p, grid)?;
+        self.dispatch(key, &[idx.buffer], &[&out], p.words(), grid)?;
         Ok(out)
     }
 }

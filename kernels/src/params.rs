@@ -3,9 +3,8 @@
 //! the WGSL its shaders read them by: for each field a `const P_<FIELD>: u32` (its first
 //! word) and an accessor, `fn p_<field>() -> u32` for a scalar or `fn p_<field>(i: u32) ->
 //! u32` for an array. Launchers fill the struct by name; shaders read by name; the word
-//! layout exists in one place. (The strided families, whose views take rank-dependent
-//! runs of words, and the generated fused and matmul kernels still lay out words by hand:
-//! `launch::header` / `push_view`, `fused_param_words`.)
+//! layout exists in one place. (The generated fused kernels, whose leaves are many and
+//! variable, lay out their words in one generator: `fused_param_words`.)
 use crate::source::Kernel;
 
 /// A family's launch params: its words as the dispatch uploads them, and the WGSL
@@ -181,6 +180,66 @@ pub(crate) fn accessors(kernel: Kernel) -> Option<String> {
         Kernel::MultiStep(_) => MultiStepParams::wgsl(),
         Kernel::SumSquares(_) => SumSquaresParams::wgsl(),
         Kernel::Pack(_) => PackParams::wgsl(),
+        k => return strided_accessors(k),
+    })
+}
+
+// The strided families: a shape and views (an offset and strides) of up to MAX_RANK dims,
+// each in a fixed run of words (dims past the rank are 0). Their shaders walk views with
+// common.wgsl's helpers, which take a field's first word: strided_offset(i, rank, P_SHAPE,
+// P_X_STRIDES, p_x_off()), stride_back(P_X_STRIDES, rank, 1u), walk_start(i, rank, P_SHAPE).
+const R: usize = crate::launch::MAX_RANK;
+
+launch_params!(
+    /// unary.wgsl, cast.wgsl, pack_f16.wgsl, unpack_f16.wgsl: x viewed as `shape`;
+    /// `contiguous` 1 when it is dense; `scalar` the op's scalar (f32 bits).
+    MapParams { numel, rank, contiguous, scalar, shape[R], x_off, x_strides[R] }
+);
+launch_params!(
+    /// binary.wgsl: a and b viewed as the output's `shape` (stride 0 on broadcast dims).
+    ZipParams { numel, rank, contiguous, shape[R], a_off, a_strides[R], b_off, b_strides[R] }
+);
+launch_params!(
+    /// where.wgsl: cond, a and b viewed as the output's `shape`.
+    WhereParams {
+        numel, rank, contiguous, shape[R], cond_off, cond_strides[R], a_off, a_strides[R], b_off, b_strides[R]
+    }
+);
+launch_params!(
+    /// copy.wgsl: src copied into the strided region dst, both viewed as `shape`.
+    CopyParams { numel, rank, shape[R], src_off, src_strides[R], dst_off, dst_strides[R] }
+);
+launch_params!(
+    /// index_select.wgsl, gather.wgsl: the output's `shape`; x's view, the indices' view
+    /// (index_select: a vector, idx_strides[0]); `axis` and its size in x, `dim_size`.
+    IndexParams { numel, rank, axis, dim_size, shape[R], x_off, x_strides[R], idx_off, idx_strides[R] }
+);
+launch_params!(
+    /// one_hot.wgsl: `numel` = indices x `classes` outputs; the indices viewed as `shape`.
+    OneHotParams { numel, rank, classes, shape[R], idx_off, idx_strides[R] }
+);
+
+/// The strided families' accessors.
+pub(crate) fn strided_accessors(kernel: Kernel) -> Option<String> {
+    Some(match kernel {
+        Kernel::Unary(_) | Kernel::UserUnary(_) | Kernel::Cast(..) => MapParams::wgsl(),
+        Kernel::Binary(_) => ZipParams::wgsl(),
+        Kernel::Where => WhereParams::wgsl(),
+        Kernel::Copy => CopyParams::wgsl(),
+        Kernel::IndexSelect | Kernel::Gather => IndexParams::wgsl(),
+        Kernel::OneHot => OneHotParams::wgsl(),
         _ => return None,
     })
+}
+
+/// `values` in a field of MAX_RANK words (the rest 0), each checked to fit in 32 bits.
+pub(crate) fn dims(values: &[usize], what: &str) -> crate::error::KResult<[u32; R]> {
+    if values.len() > R {
+        return Err(crate::error::KernelError::Unsupported(format!("{what}s of rank {} (at most {R})", values.len())));
+    }
+    let mut out = [0u32; R];
+    for (o, &v) in out.iter_mut().zip(values) {
+        *o = crate::launch::u32_of(v, what)?;
+    }
+    Ok(out)
 }

@@ -1,6 +1,6 @@
 // argmax / argmin of each row of a strided view [outer..., inner...]: one workgroup per row.
 // Ties go to the first index and NaN counts as the extreme value (PyTorch semantics).
-// params: [outer, inner, 1, inner, rank, shape[rank], off, strides[rank], contiguous]
+// params: ReduceParams
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 @group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
@@ -23,17 +23,17 @@ fn beats(va: T, ia: u32, vb: T, ib: u32) -> bool {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
-    if (row >= param(0)) { return; }
-    let inner = param(1);
-    let rank = param(4);
-    let off = param(5u + rank);
-    let contiguous = param(6u + 2u * rank) == 1u;
+    if (row >= p_outer()) { return; }
+    let inner = p_inner();
+    let rank = p_rank();
+    let off = p_off();
+    let contiguous = p_mode() == 1u;
     var bv = T(0);
     var bi = 0xffffffffu;
     for (var r = lid; r < inner; r = r + WG) {
         let lin = row * inner + r;
         var xi = off + lin;
-        if (!contiguous) { xi = strided_offset(lin, rank, 5u, 6u + rank, off); }
+        if (!contiguous) { xi = strided_offset(lin, rank, P_SHAPE, P_STRIDES, off); }
         let v = x[xi];
         if (beats(bv, bi, v, r)) { bv = v; bi = r; }
     }

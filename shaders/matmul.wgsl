@@ -2,7 +2,7 @@
 // need no copy: only the strides differ), C contiguous [batch, M, N].
 // Tiles of 64x64 outputs per workgroup staged through workgroup memory in K-steps of 16;
 // each of the 16x16 threads accumulates a 4x4 register block.
-// params: see matmul_common.wgsl
+// params: MatmulParams (see matmul_common.wgsl)
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
 // c and params: matmul_out.wgsl (standalone) or the fused epilogue
@@ -17,17 +17,17 @@ var<workgroup> b_tile: array<T, 1024>; // [BK][BN]
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let M = param(0);
-    let N = param(1);
-    let K = param(2);
-    let batch = wid.z + param(4);
+    let M = p_m();
+    let N = p_n();
+    let K = p_k();
+    let batch = wid.z + p_batch_base();
     let bases = batch_bases(batch);
     let a_base = bases.x;
     let b_base = bases.y;
-    let a_rs = param(6);
-    let a_cs = param(7);
-    let b_rs = param(9);
-    let b_cs = param(10);
+    let a_rs = p_a_rs();
+    let a_cs = p_a_cs();
+    let b_rs = p_b_rs();
+    let b_cs = p_b_cs();
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     // The 4x4 block lives in four vec4 rows and the loops over it are unrolled by hand:

@@ -8,17 +8,17 @@
 
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let M = param(0);
-    let N = param(1);
-    let K = param(2);
-    let batch = wid.z + param(4);
+    let M = p_m();
+    let N = p_n();
+    let K = p_k();
+    let batch = wid.z + p_batch_base();
     let bases = batch_bases(batch);
     let a_base = bases.x;
     let b_base = bases.y;
-    let a_rs = param(6);
-    let a_cs = param(7);
-    let b_rs = param(9);
-    let b_cs = param(10);
+    let a_rs = p_a_rs();
+    let a_cs = p_a_cs();
+    let b_rs = p_b_rs();
+    let b_cs = p_b_cs();
     let r0 = (wid.y * 8u + lid3.y) * 8u;
     let c0 = (wid.x * 8u + lid3.x) * 8u;
     if (r0 >= M || c0 >= N) { return; }

@@ -2,20 +2,20 @@
 // (the launcher permutes the reduced axes to the end). Workgroup g reduces chunk
 // g % nchunks of row g / nchunks; a second pass over [outer, nchunks] finishes.
 // Every element is visited in a fixed order and combined by a fixed tree: deterministic.
-// params: [outer, inner, nchunks, chunk_len, rank, shape[rank], off, strides[rank], mode, (row stride, element stride if mode 2)]
+// params: ReduceParams
 // bindings and load_x: reduce_io.wgsl (standalone) or the fused prologue
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let g = wid.y * nwg.x + wid.x;
-    let nchunks = param(2);
-    if (g >= param(0) * nchunks) { return; }
-    let inner = param(1);
-    let chunk_len = param(3);
-    let rank = param(4);
-    let off = param(5u + rank);
-    let mode = param(6u + 2u * rank);
+    let nchunks = p_nchunks();
+    if (g >= p_outer() * nchunks) { return; }
+    let inner = p_inner();
+    let chunk_len = p_chunk_len();
+    let rank = p_rank();
+    let off = p_off();
+    let mode = p_mode();
     let c = chunk_of(g, nchunks, inner, chunk_len);
     let row = c.x;
     let start = c.y;
@@ -37,8 +37,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             a = reduce_combine(a, load_x(base + r));
         }
     } else if (mode == 2u) {
-        let si = param(8u + 2u * rank);
-        let base = off + row * param(7u + 2u * rank);
+        let si = p_elem_stride();
+        let base = off + row * p_row_stride();
         let span = lane_range(lid, start, end);
         for (var r = span.x; r < span.y; r = r + span.z) {
             a = reduce_combine(a, load_x(base + r * si));
@@ -47,7 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let span = lane_range(lid, start, end);
         for (var r = span.x; r < span.y; r = r + span.z) {
             let lin = row * inner + r;
-            a = reduce_combine(a, load_x(strided_offset(lin, rank, 5u, 6u + rank, off)));
+            a = reduce_combine(a, load_x(strided_offset(lin, rank, P_SHAPE, P_STRIDES, off)));
         }
     }
     let total = workgroup_combine(lid, a);

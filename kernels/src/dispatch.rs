@@ -84,11 +84,14 @@ impl Context {
         let pipeline = self.pipeline(key)?;
         let started = self.profiling().then(web_time::Instant::now);
         let (n_in, n_out) = key.bindings();
-        debug_assert_eq!((small_u32(inputs.len()), small_u32(outputs.len())), (n_in, n_out));
-        if small_u32(uniforms.len()) != key.extra_uniforms() {
+        // the arity check, against the family's declaration (KernelKey::bindings)
+        let given = (small_u32(inputs.len()), small_u32(outputs.len()), small_u32(uniforms.len()));
+        if given != (n_in, n_out, key.extra_uniforms()) {
             return Err(KernelError::Unsupported(format!(
-                "{}: {} uniform buffers given, the kernel binds {}",
+                "{}: {} inputs, {} outputs and {} uniform buffers given, the kernel binds {n_in}, {n_out} and {}",
                 key.name(),
+                inputs.len(),
+                outputs.len(),
                 uniforms.len(),
                 key.extra_uniforms()
             )));

@@ -45,11 +45,6 @@ pub(crate) fn words<const N: usize>(values: [usize; N], what: &str) -> KResult<[
     Ok(out)
 }
 
-/// [`words`] of a slice.
-pub(crate) fn words_of(values: &[usize], what: &str) -> KResult<Vec<u32>> {
-    values.iter().map(|&v| u32_of(v, what)).collect()
-}
-
 /// A count bounded far below 2^32 by construction (a binding slot, a registry id, a rank,
 /// tensors per dispatch): saturates instead of wrapping, so it can never alias a small
 /// value.

@@ -5,8 +5,9 @@ use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::{KResult, KernelError};
 use crate::fused::Epilogue;
-use crate::launch::{numel, u32_of, View, MAX_BATCH_RANK};
+use crate::launch::{numel, u32_of, words, View, MAX_BATCH_RANK};
 use crate::matmul_vec4::{vec4_layout, Block, MatmulVec4};
+use crate::params::{LaunchParams, MatmulParams};
 use crate::source::{KDType, Kernel, KernelKey, ReduceOp};
 use std::sync::Arc;
 
@@ -87,21 +88,14 @@ impl Context {
             }
         }
         let br = batch_shape.len();
-        let mut p = vec![0u32; 30];
-        p[0] = u32_of(m, "m")?;
-        p[1] = u32_of(n, "n")?;
-        p[2] = u32_of(k, "k")?;
-        p[3] = crate::launch::small_u32(br);
-        p[5] = u32_of(a.offset, "offset")?;
-        p[6] = u32_of(a.strides[br], "stride")?;
-        p[7] = u32_of(a.strides[br + 1], "stride")?;
-        p[8] = u32_of(b.offset, "offset")?;
-        p[9] = u32_of(b.strides[br], "stride")?;
-        p[10] = u32_of(b.strides[br + 1], "stride")?;
+        let mut p = MatmulParams::zeroed();
+        [p.m, p.n, p.k] = words([m, n, k], "matrix size")?;
+        p.batch_rank = crate::launch::small_u32(br);
+        [p.a_off, p.a_rs, p.a_cs] = words([a.offset, a.strides[br], a.strides[br + 1]], "stride")?;
+        [p.b_off, p.b_rs, p.b_cs] = words([b.offset, b.strides[br], b.strides[br + 1]], "stride")?;
         for d in 0..br {
-            p[12 + d] = u32_of(batch_shape[d], "batch dimension")?;
-            p[18 + d] = u32_of(a.strides[d], "stride")?;
-            p[24 + d] = u32_of(b.strides[d], "stride")?;
+            p.batch_shape[d] = u32_of(batch_shape[d], "batch dimension")?;
+            [p.a_batch_strides[d], p.b_batch_strides[d]] = words([a.strides[d], b.strides[d]], "stride")?;
         }
         // On CPU adapters (lavapipe) barriers are costly and memory is cached: register
         // blocks win, read as vec4 where the layout allows; GPUs get the shared-memory tiles.
@@ -126,14 +120,14 @@ impl Context {
         };
         if let Some(epi) = epilogue {
             let Some(batch) = within(batch) else { return Ok(None) };
-            return self.matmul_epilogue(key.kernel, [a.buffer, b.buffer], p, (gx, gy, batch), epi);
+            return self.matmul_epilogue(key.kernel, [a.buffer, b.buffer], p.words().to_vec(), (gx, gy, batch), epi);
         }
         let out = self.out_f32(batch * m * n)?;
         let mut base = 0usize;
         while base < batch {
             let z = (batch - base).min(max as usize);
-            p[4] = u32_of(base, "batch")?;
-            self.dispatch(key, &[a.buffer, b.buffer], &[&out], &p, (gx, gy, u32_of(z, "batch")?))?;
+            p.batch_base = u32_of(base, "batch")?;
+            self.dispatch(key, &[a.buffer, b.buffer], &[&out], p.words(), (gx, gy, u32_of(z, "batch")?))?;
             base += z;
         }
         Ok(Some(vec![out]))

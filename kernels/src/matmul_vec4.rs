@@ -120,20 +120,20 @@ impl MatmulVec4 {
         s += "\n";
         s += "@compute @workgroup_size(8, 8, 1)\n";
         s += "fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n";
-        s += "    let M = param(0);\n    let N = param(1);\n    let K = param(2);\n";
-        s += "    let batch = wid.z + param(4);\n    let bases = batch_bases(batch);\n";
+        s += "    let M = p_m();\n    let N = p_n();\n    let K = p_k();\n";
+        s += "    let batch = wid.z + p_batch_base();\n    let bases = batch_bases(batch);\n";
         s += &format!("    let r0 = (wid.y * 8u + lid.y) * {tr}u;\n    let c0 = (wid.x * 8u + lid.x) * {nb}u;\n");
         s += "    if (r0 >= M || c0 >= N) { return; }\n";
         // per-row / per-column vec4 base indices (clamped rows and columns)
         match self.a {
             Vec4Layout::Row => {
-                s += "    let a_rs = param(6);\n";
+                s += "    let a_rs = p_a_rs();\n";
                 for i in 0..tr {
                     s += &format!("    let pa{i} = (bases.x + min(r0 + {i}u, M - 1u) * a_rs) / 4u;\n");
                 }
             }
             Vec4Layout::Col => {
-                s += "    let a_cs4 = param(7) / 4u;\n";
+                s += "    let a_cs4 = p_a_cs() / 4u;\n";
                 for g in 0..tr / 4 {
                     s += &format!("    let pa{g} = bases.x / 4u + min(r0 / 4u + {g}u, M / 4u - 1u);\n");
                 }
@@ -141,13 +141,13 @@ impl MatmulVec4 {
         }
         match self.b {
             Vec4Layout::Row => {
-                s += "    let b_rs4 = param(9) / 4u;\n";
+                s += "    let b_rs4 = p_b_rs() / 4u;\n";
                 for j in 0..tc {
                     s += &format!("    let pb{j} = bases.y / 4u + min(c0 / 4u + {j}u, N / 4u - 1u);\n");
                 }
             }
             Vec4Layout::Col => {
-                s += "    let b_cs = param(10);\n";
+                s += "    let b_cs = p_b_cs();\n";
                 for cc in 0..nb {
                     s += &format!("    let pb{cc} = (bases.y + min(c0 + {cc}u, N - 1u) * b_cs) / 4u;\n");
                 }

@@ -228,6 +228,8 @@ pub(crate) fn strided_accessors(kernel: Kernel) -> Option<String> {
         Kernel::Copy => CopyParams::wgsl(),
         Kernel::IndexSelect | Kernel::Gather => IndexParams::wgsl(),
         Kernel::OneHot => OneHotParams::wgsl(),
+        Kernel::Reduce(_) | Kernel::ReduceRows(_) | Kernel::ArgReduce(_) => ReduceParams::wgsl(),
+        Kernel::Matmul | Kernel::MatmulReg | Kernel::MatmulVec4(_) => MatmulParams::wgsl(),
         _ => return None,
     })
 }
@@ -242,4 +244,34 @@ pub(crate) fn dims(values: &[usize], what: &str) -> crate::error::KResult<[u32; 
         *o = crate::launch::u32_of(v, what)?;
     }
     Ok(out)
+}
+
+launch_params!(
+    /// reduce.wgsl, reduce_rows.wgsl, argreduce.wgsl: `outer` rows of `inner` reduced
+    /// elements of x viewed as `shape` (reduced dims last), in `nchunks` chunks of
+    /// `chunk_len`; `mode` 1 contiguous, 2 two-level (element (row, r) at off + row *
+    /// row_stride + r * elem_stride), 0 general strided.
+    ReduceParams {
+        outer, inner, nchunks, chunk_len, rank, shape[R], off, strides[R], mode, row_stride, elem_stride
+    }
+);
+
+/// Batch dims a product takes at most (as `launch::MAX_BATCH_RANK`).
+const B: usize = crate::launch::MAX_BATCH_RANK;
+
+launch_params!(
+    /// The matmul kernels (matmul.wgsl, matmul_reg.wgsl, the vec4 variants, and the fused
+    /// epilogues, whose program's params follow from EPILOGUE_PARAMS): C [m, n] = A [m, k]
+    /// B [k, n] per batch; A's row and column strides `a_rs`, `a_cs` from `a_off` (B's
+    /// alike); batches from `batch_base` (z of the grid added) over `batch_shape` with each
+    /// operand's batch strides (matmul_common.wgsl's `batch_bases`).
+    MatmulParams {
+        m, n, k, batch_rank, batch_base, a_off, a_rs, a_cs, b_off, b_rs, b_cs,
+        batch_shape[B], a_batch_strides[B], b_batch_strides[B]
+    }
+);
+
+/// The accessors of the matmul kernels' params (for the fused epilogues' generator).
+pub(crate) fn matmul_accessors() -> String {
+    MatmulParams::wgsl()
 }

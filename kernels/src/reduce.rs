@@ -5,8 +5,8 @@ use crate::buffer::GpuBuffer;
 use crate::context::Context;
 use crate::error::KResult;
 use crate::fused::Epilogue;
-use crate::launch::{check_rank, coalesce, is_contiguous, numel, u32_of, View};
-use crate::params::{LaunchParams, ReduceVec4Params};
+use crate::launch::{check_rank, coalesce, is_contiguous, numel, View};
+use crate::params::{dims, LaunchParams, ReduceParams, ReduceVec4Params};
 use crate::source::{ArgReduceOp, KDType, Kernel, KernelKey, ReduceOp};
 use std::sync::Arc;
 
@@ -20,26 +20,32 @@ impl Context {
         nchunks: usize,
         chunk: usize,
     ) -> KResult<Vec<u32>> {
-        let mut p = vec![
-            u32_of(outer, "rows")?,
-            u32_of(inner, "row length")?,
-            u32_of(nchunks, "chunks")?,
-            u32_of(chunk, "chunk length")?,
-            crate::launch::small_u32(shape.len()),
-        ];
-        p.extend(crate::launch::words_of(shape, "dimension")?);
-        p.push(u32_of(x.offset, "offset")?);
-        for &s in x.strides {
-            p.push(u32_of(s, "stride")?);
-        }
+        let [outer, inner, nchunks, chunk_len, off] =
+            crate::launch::words([outer, inner, nchunks, chunk, x.offset], "reduction size")?;
+        let mut p = ReduceParams {
+            outer,
+            inner,
+            nchunks,
+            chunk_len,
+            rank: crate::launch::small_u32(shape.len()),
+            shape: dims(shape, "dimension")?,
+            off,
+            strides: dims(x.strides, "stride")?,
+            mode: 0,
+            row_stride: 0,
+            elem_stride: 0,
+        };
         // mode: 1 contiguous; 2 two-level (element (row, r) at off + row * so + r * si,
         // no per-element index arithmetic over the dims); 0 general strided
         match (is_contiguous(shape, x.strides), two_level_strides(shape, x.strides, split)) {
-            (true, _) => p.push(1),
-            (false, Some((so, si))) => p.extend([2, u32_of(so, "stride")?, u32_of(si, "stride")?]),
-            (false, None) => p.push(0),
+            (true, _) => p.mode = 1,
+            (false, Some((so, si))) => {
+                p.mode = 2;
+                [p.row_stride, p.elem_stride] = crate::launch::words([so, si], "stride")?;
+            }
+            (false, None) => p.mode = 0,
         }
-        Ok(p)
+        Ok(p.words().to_vec())
     }
 
     /// Reduce the last `n_reduced` dims of the strided view: returns `outer` values.

@@ -228,6 +228,7 @@ pub(super) fn generate_epilogue(p: &Program, matmul: Kernel, name: &str) -> Stri
     let mut s = header(name);
     // the skeleton declares the operands (bindings 0 and 1)
     s += &declarations(p, 2, "f32");
+    s += &crate::params::matmul_accessors();
     s += crate::source::MATMUL_HELPERS;
     s += "\n";
     s += &expression(p, e + 4);

@@ -1,9 +1,6 @@
 // argmax / argmin of each row of a strided view [outer..., inner...]: one workgroup per row.
 // Ties go to the first index and NaN counts as the extreme value (PyTorch semantics).
 // params: ReduceParams
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 var<workgroup> acc_v: array<T, WG>;
 var<workgroup> acc_i: array<u32, WG>;

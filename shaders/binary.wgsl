@@ -1,9 +1,5 @@
 // Elementwise map of two strided, broadcast inputs (stored as ST, computed as T) (stride 0 on broadcast dims).
 // params: ZipParams
-@group(0) @binding(0) var<storage, read> a: array<ST>;
-@group(0) @binding(1) var<storage, read> b: array<ST>;
-@group(0) @binding(2) var<storage, read_write> out: array<ST>;
-@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

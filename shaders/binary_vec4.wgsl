@@ -4,10 +4,6 @@
 // The modes A_MODE and B_MODE are constants of the generated header (one pipeline each).
 // params: BinaryVec4Params
 // (offsets in quads for modes 0 and 1, in elements for mode 2; periods in quads)
-@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 fn operand_a(q: u32, mode: u32, off: u32, period: u32) -> vec4<f32> {
     if (mode == 0u) { return a[off + q]; }

@@ -1,8 +1,5 @@
 // Dtype conversion of a strided input: out[i] = D(x[view(i)]). The header defines S and D.
 // params: MapParams
-@group(0) @binding(0) var<storage, read> x: array<S>;
-@group(0) @binding(1) var<storage, read_write> out: array<D>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -2,9 +2,6 @@
 // l holds the contiguous matrices on entry and L, with zeros above the diagonal, on exit;
 // info[b] is 0, or k + 1 for the first non-positive (or NaN) pivot: not positive definite.
 // params: FactorParams
-@group(0) @binding(0) var<storage, read_write> l: array<T>;
-@group(0) @binding(1) var<storage, read_write> info: array<u32>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

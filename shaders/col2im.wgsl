@@ -2,9 +2,6 @@
 // the column entries that copied it. cols is a strided view of [C*KH*KW, B, OH*OW]
 // given by its strides in (b, r, l) order.
 // params: ConvParams (column strides [batch, row, location])
-@group(0) @binding(0) var<storage, read> cols: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -3,9 +3,6 @@
 // Grid-stride over runs of RUN elements: offsets are decomposed (integer divisions) once
 // per run and stepped along the last two dims after that (Walk in common.wgsl).
 // params: CopyParams
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,7 +1,5 @@
 // out[i] = value, for zeros / ones / full without a host upload.
 // params: FillParams
-@group(0) @binding(0) var<storage, read_write> out: array<T>;
-@group(0) @binding(1) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -2,9 +2,6 @@
 // L = OH*OW; batch inside the rows so a convolution is one matmul of K = R):
 // out[(c*KH + i)*KW + j, b, oh*OW + ow] = x[b, c, oh*S + i - P, ow*S + j - P] (0 outside).
 // params: ConvParams (image strides [b, c, h, w])
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,10 +1,6 @@
 // out = x.index_select(axis, idx) for strided x and 1-D idx. An index past the axis
 // is never dereferenced: the element becomes NaN (the launcher checks bounds first).
 // params: IndexParams (the indices a vector: idx_strides[0])
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> idx: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
-@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,11 +1,6 @@
 // Layer / RMS normalization over contiguous rows x [rows, n], one thread per row:
 // out[r, j] = (x[r, j] - mu_r) * r_r * w[j] + b[j] (weight and bias optional).
 // params: NormParams (the third buffer: the bias)
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> w: array<T>;
-@group(0) @binding(2) var<storage, read> b: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
-@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -3,11 +3,6 @@
 // the (symmetric) Jacobian of the normalization (c = 1 centered, 0 for RMS):
 // out[r, :] = J a = r (a - c mean(a) - xh mean(a xh)).
 // params: NormParams (the third buffer: the cotangent g)
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> w: array<T>;
-@group(0) @binding(2) var<storage, read> g: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
-@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 fn cot(gb: u32, j: u32) -> T {
     var a = g[gb + j];

@@ -6,11 +6,6 @@
 // caps one invocation at 65,535 loop iterations in total); info and det_sign carry the
 // state between dispatches and must be 0 and 1 before the first.
 // params: FactorParams
-@group(0) @binding(0) var<storage, read_write> lu: array<T>;
-@group(0) @binding(1) var<storage, read_write> piv: array<u32>;
-@group(0) @binding(2) var<storage, read_write> info: array<u32>;
-@group(0) @binding(3) var<storage, read_write> det_sign: array<T>;
-@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 var<workgroup> best_v: array<T, WG>;
 var<workgroup> best_i: array<u32, WG>;

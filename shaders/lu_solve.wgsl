@@ -4,10 +4,6 @@
 // substitution (U) over rows n-1-i for i in i_begin..i_end. The launcher splits the rows
 // over dispatches so no invocation exceeds lavapipe's 65,535 loop iterations.
 // params: SolveParams
-@group(0) @binding(0) var<storage, read> lu: array<T>;
-@group(0) @binding(1) var<storage, read> piv: array<u32>;
-@group(0) @binding(2) var<storage, read_write> x: array<T>;
-@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

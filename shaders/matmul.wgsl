@@ -3,9 +3,7 @@
 // Tiles of 64x64 outputs per workgroup staged through workgroup memory in K-steps of 16;
 // each of the 16x16 threads accumulates a 4x4 register block.
 // params: MatmulParams (see matmul_common.wgsl)
-@group(0) @binding(0) var<storage, read> a: array<T>;
-@group(0) @binding(1) var<storage, read> b: array<T>;
-// c and params: matmul_out.wgsl (standalone) or the fused epilogue
+// bindings: a and b, then c and the params (standalone) or a fused epilogue's outputs
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;

@@ -2,9 +2,7 @@
 // (lavapipe): there, workgroup barriers are expensive and "global" reads hit the CPU's
 // caches, so each invocation accumulates an 8x8 register block straight from A and B.
 // Same params and bindings as matmul.wgsl; workgroup 8x8 covers a 64x64 output tile (8x8 per invocation).
-@group(0) @binding(0) var<storage, read> a: array<T>;
-@group(0) @binding(1) var<storage, read> b: array<T>;
-// c and params: matmul_out.wgsl (standalone) or the fused epilogue
+// bindings: a and b, then c and the params (standalone) or a fused epilogue's outputs
 
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {

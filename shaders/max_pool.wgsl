@@ -1,9 +1,6 @@
 // Max over non-overlapping k x k windows of a strided image batch x [B, C, H, W] (stride
 // k), one thread per output [B, C, H/k, W/k]; NaN wins (max_nan).
 // params: PoolParams
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

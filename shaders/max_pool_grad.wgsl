@@ -3,11 +3,6 @@
 // NaN gives NaN, as 0 / 0). x strided [B, C, H, W], the pooled max and g contiguous
 // [B, C, H/k, W/k] from their offsets; dx contiguous [B, C, H, W].
 // params: PoolParams
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> pooled: array<T>;
-@group(0) @binding(2) var<storage, read> g: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
-@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,8 +1,5 @@
 // out[i, c] = (idx[i] == c) ? 1 : 0 for strided idx of n elements, out [n, classes].
 // params: OneHotParams
-@group(0) @binding(0) var<storage, read> idx: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<T>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,9 +1,6 @@
 // The optimizer step state with a global-norm clip (torch.nn.utils.clip_grad_norm_): the
 // gradients' norm from the partial sums of squares of sum_squares, and the scale
 // min(1, max_norm / (norm + 1e-6)). params (ScheduleParams): max_norm (f32 bits), partials.
-@group(0) @binding(0) var<storage, read> partials: array<f32>;
-@group(0) @binding(1) var<storage, read_write> state: array<f32>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 fn grad_scale() -> f32 {
     var total = 0.0;

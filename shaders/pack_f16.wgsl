@@ -1,9 +1,6 @@
 // f32 to f16 storage: word w of the output packs elements 2w and 2w + 1 of the strided f32
 // view (the high half of a last odd word is 0).
 // params: MapParams
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 fn element(i: u32) -> f32 {
     if (i >= p_numel()) { return 0.0; }

@@ -3,9 +3,6 @@
 // axis holds src [outer, len, inner] (contiguous from word src_off); the rest is 0.
 // Moves 32-bit words (any 4-byte dtype).
 // params: PadParams
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

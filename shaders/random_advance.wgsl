@@ -2,9 +2,6 @@
 // offset_hi] into the draw's snapshot, then advance the offset past the draw's Philox blocks
 // (64-bit, with carry). Replays of a jitted step advance it exactly as eager calls do.
 // params: AdvanceParams
-@group(0) @binding(0) var<storage, read_write> state: array<u32>;
-@group(0) @binding(1) var<storage, read_write> snapshot: array<u32>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(1)
 fn main() {

@@ -2,11 +2,6 @@
 // out[r, j] = c * p_j * (v[r, j] - sum_k p_k v[r, k]), p = softmax(z_r), c = k * g (g a
 // device scalar at g_off, or 1 when g_off is 0xffffffff).
 // params: SoftmaxVjpParams
-@group(0) @binding(0) var<storage, read> z: array<T>;
-@group(0) @binding(1) var<storage, read> v: array<T>;
-@group(0) @binding(2) var<storage, read> g: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
-@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 // the load of z[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
 fn load_z(i: u32) -> T { return z[i]; }
 

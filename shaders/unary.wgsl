@@ -1,8 +1,5 @@
 // Elementwise map of one strided input (stored as ST, computed as T): out[i] = unary_op(x[view(i)], scalar).
 // params: MapParams
-@group(0) @binding(0) var<storage, read> x: array<ST>;
-@group(0) @binding(1) var<storage, read_write> out: array<ST>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,9 +1,6 @@
 // Contiguous f32 elementwise map read and written as vec4 (element count and offset are
 // multiples of 4): on CPU adapters a vec4 load costs about what a scalar load does.
 // params: UnaryVec4Params (x_off in quads)
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(2) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

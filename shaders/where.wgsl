@@ -1,10 +1,5 @@
 // out[i] = cond[i] != 0 ? a[i] : b[i], all three strided and broadcast.
 // params: WhereParams
-@group(0) @binding(0) var<storage, read> cond: array<ST>;
-@group(0) @binding(1) var<storage, read> a: array<ST>;
-@group(0) @binding(2) var<storage, read> b: array<ST>;
-@group(0) @binding(3) var<storage, read_write> out: array<ST>;
-@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,11 +1,6 @@
 // Gradient of the mean softmax cross-entropy times the scalar cotangent g, one thread per
 // row: out[r, j] = (softmax(z_r)_j - [j == label_r]) * g / B. g stays on the device.
 // params: XentParams
-@group(0) @binding(0) var<storage, read> z: array<T>;
-@group(0) @binding(1) var<storage, read> labels: array<u32>;
-@group(0) @binding(2) var<storage, read> g: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
-@group(0) @binding(4) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 // the load of z[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
 fn load_z(i: u32) -> T { return z[i]; }
 

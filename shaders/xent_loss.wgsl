@@ -3,10 +3,6 @@
 // then a fixed tree: deterministic. loss_r = logsumexp(z_r) - z_r[label_r].
 // Labels are bounds-checked on the host; a label >= C still reads no memory (NaN).
 // params: XentParams
-@group(0) @binding(0) var<storage, read> z: array<T>;
-@group(0) @binding(1) var<storage, read> labels: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
-@group(0) @binding(3) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;
 // the load of z[i]; a fused prologue computes it instead (kernels/src/fused/wgsl.rs)
 fn load_z(i: u32) -> T { return z[i]; }
 

@@ -7,6 +7,7 @@
 #![deny(clippy::cast_possible_truncation)]
 
 mod batch;
+mod bindings;
 mod buffer;
 mod capture;
 mod context;

@@ -99,20 +99,14 @@ impl MultiStep {
         let elem = if self.vec4 { "vec4<f32>" } else { "f32" };
         let k = self.tensors;
         let mut s = String::new();
+        let grads: Vec<(String, &str)> = (0..k).map(|t| (format!("g{t}"), elem)).collect();
+        let mut states: Vec<(String, &str)> = Vec::new();
         for t in 0..k {
-            s += &format!("@group(0) @binding({t}) var<storage, read> g{t}: array<{elem}>;\n");
+            states.push((format!("w{t}"), elem));
+            states.extend((1..self.states()).map(|j| (format!("s{t}_{j}"), elem)));
         }
-        for t in 0..k {
-            let b = k + t * self.states();
-            s += &format!("@group(0) @binding({b}) var<storage, read_write> w{t}: array<{elem}>;\n");
-            for j in 1..self.states() {
-                s += &format!("@group(0) @binding({}) var<storage, read_write> s{t}_{j}: array<{elem}>;\n", b + j);
-            }
-        }
-        s += &format!(
-            "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n",
-            k * (1 + self.states())
-        );
+        s += &crate::bindings::storage(0, &grads, &states);
+        s += &crate::bindings::params_block(k * (1 + self.states()));
         // hyperparameter k (f32 bits)
         s += "fn hp(k: u32) -> f32 { return bitcast<f32>(p_hyper(k)); }\n";
         // the step-dependent ones from the device-side state, or from the params
@@ -175,11 +169,9 @@ impl SumSquares {
     pub(crate) fn wgsl(self) -> String {
         let k = self.tensors;
         let mut s = String::new();
-        for t in 0..k {
-            s += &format!("@group(0) @binding({t}) var<storage, read> g{t}: array<f32>;\n");
-        }
-        s += &format!("@group(0) @binding({k}) var<storage, read_write> partials: array<f32>;\n");
-        s += &format!("@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", k + 1);
+        let grads: Vec<(String, &str)> = (0..k).map(|t| (format!("g{t}"), "f32")).collect();
+        s += &crate::bindings::storage(0, &grads, &[("partials".to_string(), "f32")]);
+        s += &crate::bindings::params_block(k + 1);
         s += "var<workgroup> sums: array<f32, WG>;\n\
               @compute @workgroup_size(WG)\n\
               fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\

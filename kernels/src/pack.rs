@@ -31,11 +31,9 @@ impl Pack {
     pub(crate) fn wgsl(self) -> String {
         let k = self.sources;
         let mut s = String::new();
-        for t in 0..k {
-            s += &format!("@group(0) @binding({t}) var<storage, read> src{t}: array<u32>;\n");
-        }
-        s += &format!("@group(0) @binding({k}) var<storage, read_write> out: array<u32>;\n");
-        s += &format!("@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;\n", k + 1);
+        let sources: Vec<(String, &str)> = (0..k).map(|t| (format!("src{t}"), "u32")).collect();
+        s += &crate::bindings::storage(0, &sources, &[("out".to_string(), "u32")]);
+        s += &crate::bindings::params_block(k + 1);
         s += "@compute @workgroup_size(WG)\n\
               fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                       @builtin(local_invocation_index) lid: u32) {\n\

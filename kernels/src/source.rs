@@ -37,7 +37,6 @@ const ARGREDUCE: &str = include_str!("../../shaders/argreduce.wgsl");
 const MATMUL_COMMON: &str = include_str!("../../shaders/matmul_common.wgsl");
 const MATMUL_STORE: &str = include_str!("../../shaders/matmul_store.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
-const MATMUL_OUT: &str = include_str!("../../shaders/matmul_out.wgsl");
 const MATMUL_REG: &str = include_str!("../../shaders/matmul_reg.wgsl");
 const INDEX_SELECT: &str = include_str!("../../shaders/index_select.wgsl");
 const GATHER: &str = include_str!("../../shaders/gather.wgsl");
@@ -197,49 +196,23 @@ impl KernelKey {
     }
 
     /// (read-only inputs, read-write outputs); a params buffer is bound after them, then
-    /// any [`KernelKey::extra_uniforms`].
+    /// any [`KernelKey::extra_uniforms`]. A standalone family's come from its declaration
+    /// (`bindings::family`); the generated families' from their shape.
     pub fn bindings(&self) -> (u32, u32) {
+        if let Some((inputs, outputs)) = crate::bindings::family(self.kernel) {
+            return (crate::launch::small_u32(inputs.len()), crate::launch::small_u32(outputs.len()));
+        }
         match self.kernel {
             Kernel::Fused(id) => {
                 let (_, _, inputs, outputs) = crate::fused::entry(id);
                 (inputs, outputs)
             }
             Kernel::MultiStep(m) => (m.tensors, m.tensors * m.states()),
-            Kernel::Unary(_)
-            | Kernel::UserUnary(_)
-            | Kernel::Copy
-            | Kernel::Pad
-            | Kernel::Cast(..)
-            | Kernel::Reduce(_)
-            | Kernel::ReduceRows(_) => (1, 1),
-            Kernel::UnaryVec4(_) | Kernel::UserUnaryVec4(_) | Kernel::ReduceVec4(_) | Kernel::ReduceRowsVec4(_) => {
-                (1, 1)
-            }
-            Kernel::BinaryVec4(..) => (2, 1),
-            Kernel::ArgReduce(_) | Kernel::OneHot => (1, 1),
-            Kernel::Binary(_)
-            | Kernel::Matmul
-            | Kernel::MatmulReg
-            | Kernel::MatmulVec4(_)
-            | Kernel::IndexSelect
-            | Kernel::Gather => (2, 1),
-            Kernel::Where => (3, 1),
-            Kernel::Fill | Kernel::Random | Kernel::OptimSchedule { clip: false } => (0, 1),
-            Kernel::OptimSchedule { clip: true } => (1, 1),
             Kernel::SumSquares(s) => (s.tensors, 1),
             Kernel::Pack(p) => (p.sources, 1),
-            Kernel::RandomFromState => (1, 1),
-            Kernel::RandomAdvance => (0, 2),
-            Kernel::Lu => (0, 4),
-            Kernel::LuSolve => (2, 1),
-            Kernel::Cholesky => (0, 2),
-            Kernel::Im2Col | Kernel::Col2Im | Kernel::MaxPool => (1, 1),
-            Kernel::MaxPoolGrad => (3, 1),
-            Kernel::XentLoss => (2, 1),
-            Kernel::SoftmaxRows => (1, 1),
-            Kernel::SoftmaxVjp => (3, 1),
-            Kernel::LayerNorm | Kernel::LayerNormGrad => (3, 1),
-            Kernel::XentGrad => (3, 1),
+            // the vec4 matmuls: A and B as quads, C
+            Kernel::MatmulVec4(_) => (2, 1),
+            k => unreachable!("{k:?} declares its bindings in bindings::family"),
         }
     }
 
@@ -268,6 +241,10 @@ impl KernelKey {
         s += COMMON;
         if let Some(accessors) = crate::params::accessors(self.kernel) {
             s += &accessors;
+        }
+        // a standalone family's bindings (the generated ones declare their own)
+        if let Some(declarations) = crate::bindings::declarations(self.kernel) {
+            s += &declarations;
         }
         let generated;
         let (skeleton, op_fn) = match self.kernel {
@@ -321,8 +298,8 @@ impl KernelKey {
                 generated = p.wgsl();
                 (generated.as_str(), String::new())
             }
-            Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
-            Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}\n{MATMUL_OUT}")),
+            Kernel::Matmul => (MATMUL, format!("{MATMUL_COMMON}\n{MATMUL_STORE}")),
+            Kernel::MatmulReg => (MATMUL_REG, format!("{MATMUL_COMMON}\n{MATMUL_STORE}")),
             Kernel::MatmulVec4(v) => {
                 generated = v.wgsl();
                 // row-layout B stores whole vec4s; otherwise store_row's checked scalars

@@ -1,6 +1,7 @@
 //! The WGSL of fused programs: the elementwise kernel (vec4, scalar, and strided walks),
 //! and the hooks a host kernel runs them in (a matmul's stores, a reduction's loads).
 use super::{FusedStep, Mode, Program, EPILOGUE_PARAMS};
+use crate::bindings::{params_block, storage};
 use crate::source::{Kernel, PARAMS_QUADS, WG};
 use std::fmt::Write;
 
@@ -15,20 +16,11 @@ fn header(name: &str) -> String {
 
 /// Binding declarations: inputs `in{b}` from `first`, then outputs `out{o}`, then params.
 fn declarations(p: &Program, first: usize, elem: &str) -> String {
-    let mut s = String::new();
-    for b in 0..p.buffers as usize {
-        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> in{b}: array<{elem}>;", first + b);
-    }
-    let outs = first + p.buffers as usize;
-    for o in 0..p.outputs.len() {
-        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> out{o}: array<{elem}>;", outs + o);
-    }
-    let _ = writeln!(
-        s,
-        "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;",
-        outs + p.outputs.len()
-    );
-    s
+    let inputs: Vec<(String, &str)> = (0..p.buffers).map(|b| (format!("in{b}"), elem)).collect();
+    let outputs: Vec<(String, &str)> = (0..p.outputs.len()).map(|o| (format!("out{o}"), elem)).collect();
+    let first = crate::launch::small_u32(first);
+    let at = first + crate::launch::small_u32(inputs.len() + outputs.len());
+    storage(first, &inputs, &outputs) + &params_block(at)
 }
 
 /// One function per distinct op, the `Outs` struct and `fn expr(acc, l0, l1..) -> Outs`
@@ -226,7 +218,10 @@ fn evaluate_at(p: &Program, idx: &str, acc: &str) -> String {
 pub(super) fn generate_epilogue(p: &Program, matmul: Kernel, name: &str) -> String {
     let e = EPILOGUE_PARAMS;
     let mut s = header(name);
-    // the skeleton declares the operands (bindings 0 and 1)
+    // the operands (bindings 0 and 1): a standalone family's, or the vec4 skeleton's own
+    if let Some((operands, _)) = crate::bindings::family(matmul) {
+        s += &storage(0, &operands, &[]);
+    }
     s += &declarations(p, 2, "f32");
     s += &crate::params::matmul_accessors();
     s += crate::source::MATMUL_HELPERS;
@@ -257,19 +252,12 @@ pub(super) fn generate_prologue(p: &Program, reduce: Kernel, name: &str) -> Stri
     let e = EPILOGUE_PARAMS;
     let (body, helpers) = crate::source::prologue_skeleton(reduce);
     let mut s = header(name);
-    for b in 0..p.buffers as usize {
-        let _ = writeln!(s, "@group(0) @binding({b}) var<storage, read> in{b}: array<f32>;");
-    }
-    let first_out = p.buffers as usize;
-    let _ = writeln!(s, "@group(0) @binding({first_out}) var<storage, read_write> out: array<T>;");
-    for o in 1..p.outputs.len() {
-        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> xo{o}: array<f32>;", first_out + o);
-    }
-    let _ = writeln!(
-        s,
-        "@group(0) @binding({}) var<uniform> params: array<vec4<u32>, PARAMS_QUADS>;",
-        first_out + p.outputs.len()
-    );
+    // the host's output `out`, then the program's other outputs `xo{o}`
+    let inputs: Vec<(String, &str)> = (0..p.buffers).map(|b| (format!("in{b}"), "f32")).collect();
+    let mut outputs: Vec<(String, &str)> = vec![("out".into(), "T")];
+    outputs.extend((1..p.outputs.len()).map(|o| (format!("xo{o}"), "f32")));
+    s += &storage(0, &inputs, &outputs);
+    s += &params_block(crate::launch::small_u32(inputs.len() + outputs.len()));
     s += &expression(p, e + 4);
     s += "fn load_x(i: u32) -> T {\n";
     s += &evaluate_at(p, "i", "0.0");

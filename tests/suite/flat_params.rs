@@ -68,6 +68,21 @@ fn pack_derivatives_check() {
     };
     let x = Tensor::from_slice(&rand_vec(6, -1.0, 1.0), &[2, 3], &c).unwrap();
     check_grads(f, &x, 2).unwrap();
+    // the GPU's gradient and tangent equal the CPU's (the VJP slices windows, the JVP packs)
+    let grad_cpu = wgrad::grad(f, &x).unwrap();
+    let t = Tensor::from_slice(&rand_vec(6, -1.0, 1.0), &[2, 3], &c).unwrap();
+    let (_, tan_cpu) = wgrad::jvp(f, &x, &t).unwrap();
+    with_gpu!(g);
+    let on_gpu = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(&g).unwrap();
+    let (other_g, w_g) = (on_gpu(&other), on_gpu(&w));
+    let fg = |x: &Tensor| -> Result<Tensor> {
+        let p = Tensor::pack(&[x.square()?, other_g.clone()], &[1, 8], 12)?;
+        p.mul(&w_g)?.sum_all()
+    };
+    let grad_gpu = wgrad::grad(fg, &on_gpu(&x)).unwrap();
+    let (_, tan_gpu) = wgrad::jvp(fg, &on_gpu(&x), &on_gpu(&t)).unwrap();
+    assert_close(&grad_gpu, &on_gpu(&grad_cpu), 1e-5, 1e-6, "pack gradient on the GPU");
+    assert_close(&tan_gpu, &on_gpu(&tan_cpu), 1e-5, 1e-6, "pack tangent on the GPU");
 }
 
 /// A two-layer net over [w1 (5x6), b1 (6), w2 (6x3), b2 (3), s ()]: odd sizes, so the

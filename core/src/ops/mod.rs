@@ -31,6 +31,19 @@ pub(crate) fn cpu_of(t: &Tensor) -> &CpuStorage {
     t.storage().cpu().expect("CPU tensor")
 }
 
+/// The tangents of a linear op of several inputs with zeros where an input has none; None
+/// when no input has one (the output's tangent is then zero).
+pub(crate) fn tangents_or_zeros(x: &[Tensor], t: &[Option<Tensor>]) -> Result<Option<Vec<Tensor>>> {
+    if t.iter().all(|t| t.is_none()) {
+        return Ok(None);
+    }
+    let parts = x.iter().zip(t).map(|(x, t)| match t {
+        Some(t) => Ok(t.clone()),
+        None => x.detach().zeros_like(),
+    });
+    Ok(Some(parts.collect::<Result<Vec<_>>>()?))
+}
+
 /// The error of a rule that reads a value its saves rule does not keep.
 pub(crate) fn unsaved(what: &str) -> Error {
     Error::Internal { op: "vjp", msg: format!("a rule read {what}, which its saves rule does not keep") }

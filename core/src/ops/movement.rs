@@ -365,17 +365,7 @@ impl Primitive for Cat {
     }
     /// jvp = cat of the tangents (zeros where an input has none)
     fn jvp(&self, x: &[Tensor], _y: &Tensor, t: &[Option<Tensor>]) -> Result<Option<Tensor>> {
-        if t.iter().all(|t| t.is_none()) {
-            return Ok(None);
-        }
-        let parts = x
-            .iter()
-            .zip(t)
-            .map(|(x, t)| match t {
-                Some(t) => Ok(t.clone()),
-                None => x.detach().zeros_like(),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let Some(parts) = super::tangents_or_zeros(x, t)? else { return Ok(None) };
         Ok(Some(Tensor::cat(&parts, self.axis as isize)?))
     }
     /// batch: every input with the batch in front (shared ones broadcast), the axis

@@ -450,7 +450,7 @@ impl Tensor {
     // ---------------------------------------------------------------- conversions
 
     /// Whether elementwise kernels run on this f16 tensor's storage directly (a GPU with
-    /// SHADER_F16); otherwise f16 goes through f32 copies ([`Tensor::via_f32`]).
+    /// SHADER_F16); otherwise f16 is computed in f32 (`Primitive::computes_in_f32`).
     pub(crate) fn native_f16(&self) -> bool {
         self.dtype() == DType::F16 && self.device().context().is_some_and(|c| c.supports_f16())
     }
@@ -474,13 +474,6 @@ impl Tensor {
     pub(crate) fn any_f16_not_native(inputs: &[&Tensor]) -> bool {
         inputs.iter().any(|t| t.dtype() == DType::F16 && !t.native_f16())
     }
-
-    /// f16 is a storage format: an op on f16 runs `f` on an f32 copy and stores the result
-    /// back as f16 (both conversions are kernels, and differentiable).
-    pub(crate) fn via_f32(&self, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-        f(&self.to_dtype(DType::F32)?)?.to_dtype(DType::F16)
-    }
-
     /// The GPU view of this tensor (panics on a CPU tensor: internal use after a device check).
     pub(crate) fn view(&self) -> wgrad_kernels::View<'_> {
         wgrad_kernels::View {

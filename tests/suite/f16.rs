@@ -130,3 +130,47 @@ fn poisoned_outputs_read_as_nan_in_f32_and_in_both_f16_halves() {
     assert!(f32::from_bits(word).is_nan());
     assert!(f16::from_bits((word & 0xFFFF) as u16).is_nan() && f16::from_bits((word >> 16) as u16).is_nan());
 }
+
+#[test]
+fn layer_norm_of_f16_is_computed_in_f32_with_f16_or_f32_affine() {
+    // reference: the f16 values widened, normalized in f64 on the CPU, rounded to f16
+    let x32: Vec<f32> = rand_vec(24, -3.0, 3.0).iter().map(|&v| f16::from_f64(v).to_f32()).collect();
+    let w32: Vec<f32> = rand_vec(6, 0.5, 1.5).iter().map(|&v| f16::from_f64(v).to_f32()).collect();
+    let b32: Vec<f32> = rand_vec(6, -0.5, 0.5).iter().map(|&v| f16::from_f64(v).to_f32()).collect();
+    let c = cpu();
+    let wide = |v: &[f32], s: &[usize]| Tensor::from_slice(&v.iter().map(|&x| x as f64).collect::<Vec<_>>(), s, &c);
+    let (xr, wr, br) = (wide(&x32, &[4, 6]).unwrap(), wide(&w32, &[6]).unwrap(), wide(&b32, &[6]).unwrap());
+    let want: Vec<f16> = xr
+        .layer_norm(Some(&wr), Some(&br), 1e-5)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap()
+        .iter()
+        .map(|&v| f16::from_f64(v))
+        .collect();
+    for dev in f16_devices() {
+        let x = Tensor::from_slice(&h(&x32), &[4, 6], &dev).unwrap();
+        for affine in [DType::F16, DType::F32] {
+            let w = Tensor::from_slice(&w32, &[6], &dev).unwrap().to_dtype(affine).unwrap();
+            let b = Tensor::from_slice(&b32, &[6], &dev).unwrap().to_dtype(affine).unwrap();
+            let y = x.layer_norm(Some(&w), Some(&b), 1e-5).unwrap();
+            assert_eq!(y.dtype(), DType::F16, "{}", path(&dev));
+            let got = y.to_vec::<f16>().unwrap();
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                // within one f16 ulp of the reference rounding
+                assert!(
+                    (g.to_f64() - w.to_f64()).abs() <= 1e-3 * w.to_f64().abs().max(1.0),
+                    "{} {affine:?} [{k}]: {g} vs {w}",
+                    path(&dev)
+                );
+            }
+        }
+        // integer affine parameters are a dtype error naming the op
+        let w_u32 = Tensor::from_slice(&[1.0f32; 6], &[6], &dev).unwrap().to_dtype(DType::U32).unwrap();
+        assert!(
+            matches!(x.layer_norm(Some(&w_u32), None, 1e-5), Err(wgrad::Error::DTypeMismatch { .. })),
+            "{}",
+            path(&dev)
+        );
+    }
+}

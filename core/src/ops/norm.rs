@@ -93,7 +93,10 @@ impl NormKind {
             if t.device() != x.device() {
                 return Err(Error::DeviceMismatch { op, lhs: x.device().name(), rhs: t.device().name() });
             }
-            if t.dtype() != x.dtype() {
+            // f16 is computed in f32 (the dtype policy at bind), so f32 affine parameters
+            // serve f16 inputs
+            let computed = |d: DType| if d == DType::F16 { DType::F32 } else { d };
+            if computed(t.dtype()) != computed(x.dtype()) {
                 return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: t.dtype() });
             }
         }
@@ -141,6 +144,11 @@ impl LayerNorm {
 }
 
 impl Primitive for LayerNorm {
+    /// f16 storage is normalized in f32 (bind widens the f16 inputs and stores the result
+    /// back as f16)
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         self.kind().op().into()
     }
@@ -408,11 +416,6 @@ impl Tensor {
     }
 
     fn normalized(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, rms: bool) -> Result<Tensor> {
-        if self.dtype() == DType::F16 {
-            let w = weight.map(|w| w.to_dtype(DType::F32)).transpose()?;
-            let b = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
-            return self.via_f32(|x| x.normalized(w.as_ref(), b.as_ref(), eps, rms));
-        }
         if eps.is_nan() || eps < 0.0 {
             return Err(Error::Invalid { op: NormKind { eps, rms }.op(), msg: format!("eps = {eps} must be >= 0") });
         }

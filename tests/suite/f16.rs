@@ -174,3 +174,21 @@ fn layer_norm_of_f16_is_computed_in_f32_with_f16_or_f32_affine() {
         );
     }
 }
+
+#[test]
+fn cat_and_pack_of_f16_keep_every_value() {
+    let a = h(&[1.5, -2.25, 3.0, 0.125, 7.0, -0.5]);
+    let b = h(&[10.0, 20.0, -30.0]);
+    for dev in f16_devices() {
+        let (ta, tb) = (Tensor::from_slice(&a, &[2, 3], &dev).unwrap(), Tensor::from_slice(&b, &[1, 3], &dev).unwrap());
+        let joined = Tensor::cat(&[ta.clone(), tb.clone()], 0).unwrap();
+        assert_eq!(joined.dtype(), DType::F16);
+        assert_eq!(joined.to_vec::<f16>().unwrap(), [a.clone(), b.clone()].concat(), "cat {}", path(&dev));
+        let packed = Tensor::pack(&[ta, tb], &[1, 8], 12).unwrap();
+        let z = f16::from_f32(0.0);
+        let mut want = vec![z; 12];
+        want[1..7].copy_from_slice(&a);
+        want[8..11].copy_from_slice(&b);
+        assert_eq!(packed.to_vec::<f16>().unwrap(), want, "pack {}", path(&dev));
+    }
+}

@@ -277,6 +277,11 @@ pub struct Cat {
 }
 
 impl Primitive for Cat {
+    /// the GPU's copies move 4-byte words: f16 windows go through f32 there (the CPU
+    /// joins f16 as it is)
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs) && inputs[0].device().is_gpu()
+    }
     fn name(&self) -> String {
         "cat".into()
     }
@@ -488,10 +493,6 @@ impl Tensor {
         let refs: Vec<&Tensor> = tensors.iter().collect();
         check_same("cat", &refs)?;
         let ax = normalize_axis("cat", axis, first.rank())?;
-        if first.dtype() == crate::DType::F16 && first.device().is_gpu() {
-            let up = tensors.iter().map(|t| t.to_dtype(crate::DType::F32)).collect::<Result<Vec<_>>>()?;
-            return Tensor::cat(&up, axis)?.to_dtype(crate::DType::F16);
-        }
         bind(Arc::new(Cat { axis: ax }), &refs)
     }
 

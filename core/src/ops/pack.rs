@@ -15,6 +15,11 @@ pub struct Pack {
 }
 
 impl Primitive for Pack {
+    /// the pack kernel moves 4-byte words: f16 windows go through f32 on a GPU (the CPU
+    /// places f16 as it is)
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs) && inputs[0].device().is_gpu()
+    }
     fn name(&self) -> String {
         "pack".into()
     }
@@ -128,11 +133,8 @@ impl Tensor {
     /// without overlapping. On a GPU it is one dispatch per group of tensors the adapter's
     /// storage-buffer limit allows (seven in browsers), however many there are.
     pub fn pack(parts: &[Tensor], offsets: &[usize], len: usize) -> Result<Tensor> {
-        let first = parts.first().ok_or_else(|| Error::Empty { op: "pack", msg: "no tensors to pack".into() })?;
-        if first.dtype() == DType::F16 && first.device().is_gpu() {
-            // the kernel moves 4-byte words: f16 windows go through f32
-            let wide = parts.iter().map(|t| t.to_dtype(DType::F32)).collect::<Result<Vec<_>>>()?;
-            return Tensor::pack(&wide, offsets, len)?.to_dtype(DType::F16);
+        if parts.is_empty() {
+            return Err(Error::Empty { op: "pack", msg: "no tensors to pack".into() });
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
         bind(Arc::new(Pack { offsets: offsets.to_vec(), len }), &refs)

@@ -207,6 +207,10 @@ pub struct ArgReduce {
 }
 
 impl Primitive for ArgReduce {
+    /// f16 is compared in f32 (bind widens it; the indices are u32 either way)
+    fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
+        Tensor::any_f16(inputs)
+    }
     fn name(&self) -> String {
         format!("{:?}", self.op).to_lowercase()
     }
@@ -310,9 +314,6 @@ impl Tensor {
     fn arg_reduce(&self, op: ArgReduceOp, axis: isize, keepdim: bool) -> Result<Tensor> {
         let name = if op == ArgReduceOp::ArgMax { "argmax" } else { "argmin" };
         check_float(name, self)?;
-        if self.dtype() == DType::F16 {
-            return self.to_dtype(DType::F32)?.arg_reduce(op, axis, keepdim);
-        }
         let axis = normalize_axis(name, axis, self.rank())?;
         bind(Arc::new(ArgReduce { op, axis, keepdim }), &[self])
     }

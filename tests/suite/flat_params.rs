@@ -240,7 +240,10 @@ fn flat_parameters_save_and_load_unchanged() {
 
 #[test]
 fn jitted_flat_step_equals_eager() {
-    for dev in devices() {
+    // the GPU: a device of its own, so the counters below see this test's work alone
+    let mut devs = vec![cpu()];
+    devs.extend(fresh_gpu());
+    for dev in devs {
         let run = |jitted: bool| -> Vec<Vec<f32>> {
             let mut params = net_params(&dev, DType::F32);
             params.flatten().unwrap();
@@ -255,10 +258,28 @@ fn jitted_flat_step_equals_eager() {
             for s in 0..6 {
                 let x = Tensor::randn(&[7, 5], 300 + s, &dev).unwrap();
                 let y = Tensor::randn(&[7, 3], 400 + s, &dev).unwrap();
-                losses.push(f.call(&[x, y]).unwrap().remove(0).to_vec::<f32>().unwrap());
+                dev.synchronize().unwrap();
+                let before = dev.counters();
+                let loss = f.call(&[x, y]).unwrap().remove(0);
+                let work = dev.counters() - before;
+                if jitted && dev.is_gpu() && s >= 3 {
+                    // a replay: no primitive, bind group, compilation or new buffer (the
+                    // result's copy comes from the pool)
+                    assert_eq!(
+                        (
+                            work.primitives,
+                            work.bind_group_creations,
+                            work.pipeline_compilations,
+                            work.buffer_allocations
+                        ),
+                        (0, 0, 0, 0),
+                        "call {s}: {work:?}"
+                    );
+                }
+                losses.push(loss.to_vec::<f32>().unwrap());
             }
             if jitted && dev.is_gpu() {
-                assert!(f.stats().replays >= 3, "{:?}", f.stats());
+                assert_eq!((f.stats().traces, f.stats().replays), (2, 4), "{:?}", f.stats());
             }
             drop(f);
             losses.extend(params.tensors().iter().map(|t| t.to_vec::<f32>().unwrap()));

@@ -22,40 +22,6 @@ pub struct AdamParams {
     pub decoupled: bool,
 }
 
-impl Context {
-    /// param -= lr * (momentum-averaged) (grad + wd param), in place; all contiguous of n
-    /// elements (the many-tensor update with one tensor: one SGD kernel for any count).
-    #[allow(clippy::too_many_arguments)]
-    pub fn sgd_step(
-        self: &Arc<Self>,
-        param: &GpuBuffer,
-        grad: &GpuBuffer,
-        velocity: &GpuBuffer,
-        n: usize,
-        lr: f32,
-        momentum: f32,
-        wd: f32,
-    ) -> KResult<()> {
-        let item = (grad, vec![param, velocity], n, n);
-        self.multi_step(MultiStepKind::Sgd, &[item], &[lr, momentum, wd], false, None)
-    }
-
-    /// One Adam / AdamW step in place; all buffers contiguous with n elements (the
-    /// many-tensor update with one tensor).
-    pub fn adam_step(
-        self: &Arc<Self>,
-        param: &GpuBuffer,
-        grad: &GpuBuffer,
-        m: &GpuBuffer,
-        v: &GpuBuffer,
-        n: usize,
-        h: AdamParams,
-    ) -> KResult<()> {
-        let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
-        self.multi_step(MultiStepKind::Adam, &[(grad, vec![param, m, v], n, n)], &hyper, h.decoupled, None)
-    }
-}
-
 /// One tensor of a multi-tensor step: (its gradient, [weights, state..], its elements,
 /// how many of its first elements get weight decay).
 pub type MultiStepItem<'a> = (&'a GpuBuffer, Vec<&'a GpuBuffer>, usize, usize);
@@ -143,16 +109,25 @@ impl MultiStep {
               fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
                       @builtin(local_invocation_index) lid: u32) {\n\
                   let span = stride_range(wid, nwg, lid, p_total());\n\
-                  for (var i = span.x; i < span.y; i = i + span.z) {\n\
-                      var t = 0u;\n";
-        s += &format!("        for (var k = 1u; k < {k}u; k = k + 1u) {{ if (i >= p_starts(k)) {{ t = k; }} }}\n");
-        s += "        let j = i - p_starts(t);\n        switch t {\n";
-        for t in 0..k {
-            s += &format!("            case {t}u: {{\n{}\n            }}\n", body(t));
-        }
-        s += "            default: {}\n        }\n    }\n}\n";
+                  for (var i = span.x; i < span.y; i = i + span.z) {\n";
+        s += &per_tensor(k, body);
+        s += "    }\n}\n";
         s
     }
+}
+
+/// The WGSL that runs `body(t)` for element i of the concatenation of `k` tensors, with t
+/// the tensor that holds it (the last whose `starts[t]` is at most i) and `j` its index in
+/// that tensor (MultiStep and SumSquares share it).
+fn per_tensor(k: u32, body: impl Fn(u32) -> String) -> String {
+    let mut s = String::from("        var t = 0u;\n");
+    s += &format!("        for (var q = 1u; q < {k}u; q = q + 1u) {{ if (i >= p_starts(q)) {{ t = q; }} }}\n");
+    s += "        let j = i - p_starts(t);\n        switch t {\n";
+    for t in 0..k {
+        s += &format!("            case {t}u: {{\n{}\n            }}\n", body(t));
+    }
+    s += "            default: {}\n        }\n";
+    s
 }
 
 /// The sum of squares of several tensors' elements (a global gradient norm), one partial
@@ -178,14 +153,9 @@ impl SumSquares {
                       @builtin(local_invocation_index) lid: u32) {\n\
                   let span = stride_range(wid, nwg, lid, p_total());\n\
                   var acc = 0.0;\n\
-                  for (var i = span.x; i < span.y; i = i + span.z) {\n\
-                      var t = 0u;\n";
-        s += &format!("        for (var q = 1u; q < {k}u; q = q + 1u) {{ if (i >= p_starts(q)) {{ t = q; }} }}\n");
-        s += "        let j = i - p_starts(t);\n        switch t {\n";
-        for t in 0..k {
-            s += &format!("            case {t}u: {{ acc = acc + g{t}[j] * g{t}[j]; }}\n");
-        }
-        s += "            default: {}\n        }\n    }\n\
+                  for (var i = span.x; i < span.y; i = i + span.z) {\n";
+        s += &per_tensor(k, |t| format!("acc = acc + g{t}[j] * g{t}[j];"));
+        s += "    }\n\
               sums[lid] = acc;\n\
               for (var w = WG / 2u; w > 0u; w = w / 2u) {\n\
                   workgroupBarrier();\n\

@@ -163,19 +163,13 @@ impl Tensor {
         check_state("sgd", self, &[grad, velocity])?;
         match self.device().clone() {
             Device::Gpu(ctx) => {
-                // an in-place write: pending fused values that read these buffers run first
-                crate::fusion::flush(&ctx)?;
-                let g = grad.contiguous()?.materialized()?;
-                let gb = g.storage().gpu().unwrap();
-                ctx.sgd_step(
-                    self.storage().gpu().unwrap(),
-                    gb,
-                    velocity.storage().gpu().unwrap(),
-                    self.numel(),
-                    lr as f32,
-                    momentum as f32,
-                    weight_decay as f32,
-                )?;
+                // the many-tensor update with one tensor
+                let hyper = [lr as f32, momentum as f32, weight_decay as f32];
+                let hyper = Hyper { values: &hyper, decoupled: false, step_state: None };
+                let (params, grads) = (std::slice::from_ref(self), std::slice::from_ref(grad));
+                let states: [&[Tensor]; 1] = [std::slice::from_ref(velocity)];
+                let kind = wgrad_kernels::MultiStepKind::Sgd;
+                gpu_multi_step(&ctx, kind, params, grads, &states, hyper, &[self.numel()])?;
             }
             Device::Cpu => {
                 cpu_update([self, velocity], grad, |_, g, x| {
@@ -208,25 +202,13 @@ impl Tensor {
     ) -> Result<()> {
         check_state("adam", self, &[grad, m, v])?;
         match self.device().clone() {
-            Device::Gpu(ctx) if decayed < self.numel() => {
+            Device::Gpu(ctx) => {
+                // the many-tensor update with one tensor
                 let hyper = [h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_correction1, h.bias_correction2];
                 let hyper = Hyper { values: &hyper, decoupled: h.decoupled, step_state: None };
                 let (params, grads) = (std::slice::from_ref(self), std::slice::from_ref(grad));
                 let states: [&[Tensor]; 2] = [std::slice::from_ref(m), std::slice::from_ref(v)];
                 gpu_multi_step(&ctx, wgrad_kernels::MultiStepKind::Adam, params, grads, &states, hyper, &[decayed])?;
-            }
-            Device::Gpu(ctx) => {
-                // an in-place write: pending fused values that read these buffers run first
-                crate::fusion::flush(&ctx)?;
-                let g = grad.contiguous()?.materialized()?;
-                ctx.adam_step(
-                    self.storage().gpu().unwrap(),
-                    g.storage().gpu().unwrap(),
-                    m.storage().gpu().unwrap(),
-                    v.storage().gpu().unwrap(),
-                    self.numel(),
-                    h,
-                )?;
             }
             Device::Cpu => {
                 let r = |x: f32| x as f64;

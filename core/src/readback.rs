@@ -47,7 +47,7 @@ impl Tensor {
                     let picked: Vec<E> = offs.iter().map(|&o| v[o]).collect();
                     bytemuck::cast_slice(&picked).to_vec()
                 }
-                Ok(Pending::Ready(match s.data() {
+                Ok(Pending::Ready(match &*s.read() {
                     CpuStorage::F32(v) => gather(v, &offs),
                     CpuStorage::F64(v) => gather(v, &offs),
                     CpuStorage::U32(v) => gather(v, &offs),

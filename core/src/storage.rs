@@ -1,7 +1,7 @@
 //! The data behind a tensor: a host vector or a pooled GPU buffer, shared by views.
 use crate::DType;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use wgrad_kernels::GpuBuffer;
 
 #[derive(Debug)]
@@ -41,6 +41,16 @@ impl CpuStorage {
             CpuStorage::F16(v) => v[i].to_f64(),
         }
     }
+    /// Set element `i` to `v` rounded to the dtype.
+    #[inline]
+    pub fn set(&mut self, i: usize, v: f64) {
+        match self {
+            CpuStorage::F32(d) => d[i] = v as f32,
+            CpuStorage::F64(d) => d[i] = v,
+            CpuStorage::U32(d) => d[i] = v as u32,
+            CpuStorage::F16(d) => d[i] = half::f16::from_f64(v),
+        }
+    }
     /// Build storage of `dtype` from f64 values (rounded to the dtype).
     pub fn from_f64(values: Vec<f64>, dtype: DType) -> CpuStorage {
         match dtype {
@@ -56,11 +66,22 @@ impl CpuStorage {
     }
 }
 
-/// CPU storage held by tensors, counted in the CPU device's live and peak bytes.
+/// CPU storage held by tensors, counted in the CPU device's live and peak bytes. Views
+/// share it; in-place updates (optimizer steps, `assign_`) write it under its lock, so
+/// every handle sees them, as on a GPU. `id` is unique for the process (a jit trace tells
+/// buffers apart by it, whatever addresses the allocator reuses).
 #[derive(Debug)]
 pub struct CpuBuffer {
-    data: CpuStorage,
+    data: RwLock<CpuStorage>,
+    id: u64,
 }
+
+/// A read of a CPU buffer (held while a kernel reads it).
+pub type CpuRead<'a> = RwLockReadGuard<'a, CpuStorage>;
+/// A write into a CPU buffer (held while an in-place update writes it).
+pub type CpuWrite<'a> = RwLockWriteGuard<'a, CpuStorage>;
+
+static CPU_BUFFER_IDS: AtomicU64 = AtomicU64::new(1);
 
 static CPU_LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
 static CPU_PEAK_LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -83,19 +104,32 @@ impl CpuBuffer {
         let now = CPU_LIVE_BYTES.fetch_add(data.bytes(), Ordering::Relaxed) + data.bytes();
         CPU_PEAK_LIVE_BYTES.fetch_max(now, Ordering::Relaxed);
         CPU_LIVE_BUFFERS.fetch_add(1, Ordering::Relaxed);
-        CpuBuffer { data }
+        CpuBuffer { data: RwLock::new(data), id: CPU_BUFFER_IDS.fetch_add(1, Ordering::Relaxed) }
     }
-    pub fn data(&self) -> &CpuStorage {
-        &self.data
+    /// The elements, for reading (a panic elsewhere never poisons them: writes are whole
+    /// element updates).
+    pub fn read(&self) -> CpuRead<'_> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
     }
-    pub fn data_mut(&mut self) -> &mut CpuStorage {
-        &mut self.data
+    /// The elements, for an in-place update (the length never changes).
+    pub fn write(&self) -> CpuWrite<'_> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
     }
+    /// This buffer's process-wide unique number, in order of creation.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The id the next CPU buffer will get: buffers made from now on have ids at least this.
+pub(crate) fn next_cpu_buffer_id() -> u64 {
+    CPU_BUFFER_IDS.load(Ordering::Relaxed)
 }
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        CPU_LIVE_BYTES.fetch_sub(self.data.bytes(), Ordering::Relaxed);
+        let bytes = self.data.get_mut().unwrap_or_else(|e| e.into_inner()).bytes();
+        CPU_LIVE_BYTES.fetch_sub(bytes, Ordering::Relaxed);
         CPU_LIVE_BUFFERS.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -136,9 +170,9 @@ impl Storage {
     pub fn cpu_owned(data: CpuStorage) -> Storage {
         Storage::Cpu(Arc::new(CpuBuffer::new(data)))
     }
-    pub fn cpu(&self) -> Option<&CpuStorage> {
+    pub fn cpu(&self) -> Option<CpuRead<'_>> {
         match self {
-            Storage::Cpu(c) => Some(c.data()),
+            Storage::Cpu(c) => Some(c.read()),
             Storage::Gpu(_) | Storage::Lazy(_) => None,
         }
     }

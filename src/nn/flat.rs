@@ -132,17 +132,12 @@ impl Params {
             .collect()
     }
 
-    /// Run an in-place update on the flat buffers. On the CPU the views are dropped first,
-    /// so that the update owns each buffer and writes where it is, and made again after; on
-    /// a GPU the update writes the buffers the views read.
+    /// Run an in-place update on the flat buffers: it writes the buffers the views read (on
+    /// either device); views are made again only if it replaced a buffer.
     pub(crate) fn update_flat<R>(&mut self, f: impl FnOnce(&mut [Tensor]) -> Result<R>) -> Result<R> {
-        let on_cpu = self.flat.tensors.iter().any(|t| !t.device().is_gpu());
-        if on_cpu {
-            self.drop_views();
-        }
-        let before: Vec<Tensor> = if on_cpu { Vec::new() } else { self.flat.tensors.clone() };
+        let before: Vec<Tensor> = self.flat.tensors.clone();
         let out = f(&mut self.flat.tensors);
-        let moved = on_cpu || before.iter().zip(&self.flat.tensors).any(|(a, b)| !a.shares_storage(b));
+        let moved = before.iter().zip(&self.flat.tensors).any(|(a, b)| !a.shares_storage(b));
         if moved {
             self.views_of_flat()?;
         }
@@ -175,17 +170,5 @@ impl Params {
             }
         }
         Ok(())
-    }
-
-    /// Replace the member parameters by tiny placeholders, so that nothing but the flat
-    /// buffers holds their storage.
-    fn drop_views(&mut self) {
-        for (g, flat) in self.flat.groups.iter().zip(&self.flat.tensors) {
-            for (i, _, _) in &g.members {
-                if let Ok(empty) = Tensor::zeros(&[0], flat.dtype(), flat.device()) {
-                    self.tensors[*i] = empty;
-                }
-            }
-        }
     }
 }

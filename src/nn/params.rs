@@ -25,13 +25,10 @@ pub struct Buffers {
 }
 
 impl Clone for Buffers {
-    /// A copy of the values: GPU buffers are updated in place ([`Buffers::set`]), so a
-    /// clone gets buffers of its own.
+    /// A copy of the values: buffers are updated in place ([`Buffers::set`]), so a clone
+    /// gets buffers of its own.
     fn clone(&self) -> Self {
         let own = |t: Tensor| -> Tensor {
-            if !t.device().is_gpu() {
-                return t;
-            }
             let mut copy = match t.zeros_like() {
                 Ok(z) => z,
                 Err(_) => return t,
@@ -50,14 +47,14 @@ impl Buffers {
     pub fn get(&self, i: usize) -> Tensor {
         self.lock()[i].clone()
     }
-    /// Set buffer `i` to `t`'s values (detached: buffers carry no derivatives). A GPU
-    /// buffer of the same shape and dtype is overwritten in place (so a jitted step updates
+    /// Set buffer `i` to `t`'s values (detached: buffers carry no derivatives). A buffer of
+    /// the same shape, dtype and device is overwritten in place (so a jitted step updates
     /// it on every replay); anything else replaces it.
     pub fn set(&self, i: usize, t: Tensor) {
         let mut all = self.lock();
         let cur = &mut all[i];
         let same = cur.shape() == t.shape() && cur.dtype() == t.dtype() && cur.device() == t.device();
-        if same && cur.device().is_gpu() && cur.assign_(&t.detach()).is_ok() {
+        if same && cur.assign_(&t.detach()).is_ok() {
             return;
         }
         *cur = t.detach();

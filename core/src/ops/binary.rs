@@ -209,7 +209,8 @@ impl Primitive for Binary {
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (a, b) = (x[0].broadcast_view(&out.shape), x[1].broadcast_view(&out.shape));
-        let (va, vb) = ((a.cpu_storage(), a.layout()), (b.cpu_storage(), b.layout()));
+        let (sa, sb) = (a.cpu_storage(), b.cpu_storage());
+        let (va, vb) = ((&*sa, a.layout()), (&*sb, b.layout()));
         // + - * / in f32 directly (bitwise the f64 reference rounded; see cpu::zip_f32)
         let fast = match self.op {
             BinaryOp::Add => cpu::zip_f32(va, vb, out.dtype, |p, q| p + q),

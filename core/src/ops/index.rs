@@ -279,7 +279,7 @@ impl Tensor {
     /// CPU reference of the index ops: output element i (of `shape`) reads x at the output's
     /// multi-index with the `axis` coordinate replaced by `index(i, coordinate)`.
     fn cpu_pick(&self, shape: &[usize], axis: usize, index: impl Fn(usize, usize) -> usize) -> CpuStorage {
-        let x = cpu::read(cpu_of(self), self.layout());
+        let x = cpu::read(&cpu_of(self), self.layout());
         let xs = crate::shape::contiguous_strides(self.shape());
         let os = crate::shape::contiguous_strides(shape);
         let v = (0..crate::shape::numel(shape))

@@ -266,7 +266,7 @@ fn square(op: &'static str, a: &Tensor) -> Result<(usize, Vec<usize>)> {
 
 /// Per-matrix f64 copies of a CPU tensor [batch.., n, m].
 fn cpu_matrices(t: &Tensor) -> Vec<f64> {
-    cpu::read(cpu_of(t), t.layout())
+    cpu::read(&cpu_of(t), t.layout())
 }
 
 fn info_tensor(info: Vec<f64>, batch: &[usize], dev: &Device) -> Tensor {

@@ -145,7 +145,7 @@ impl Primitive for Matmul {
         if k == 1 {
             let (a, b) =
                 (x[0].with_layout(la).broadcast_view(&out.shape), x[1].with_layout(lb).broadcast_view(&out.shape));
-            return Ok(out.cpu(cpu::zip((cpu_of(&a), a.layout()), (cpu_of(&b), b.layout()), out.dtype, |p, q| p * q)));
+            return Ok(out.cpu(cpu::zip((&cpu_of(&a), a.layout()), (&cpu_of(&b), b.layout()), out.dtype, |p, q| p * q)));
         }
         let (la, lb, batch, rows) = match fold_rows(&la, &lb, batch.len(), m) {
             Some((la, lb, rows)) => (la, lb, Vec::new(), rows),
@@ -155,8 +155,8 @@ impl Primitive for Matmul {
         let base =
             |l: &Layout| Layout { shape: batch.clone(), strides: l.strides[..nb].to_vec(), offset: l.offset }.offsets();
         let c = cpu::matmul(
-            cpu_of(x[0]),
-            cpu_of(x[1]),
+            &cpu_of(x[0]),
+            &cpu_of(x[1]),
             &base(&la),
             &base(&lb),
             (la.strides[nb], la.strides[nb + 1]),

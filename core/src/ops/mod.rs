@@ -24,10 +24,11 @@ mod user;
 pub use operators::Operand;
 pub use user::ElementwiseKernel;
 
-use crate::storage::CpuStorage;
+use crate::storage::CpuRead;
 use crate::{Error, Result, Tensor};
 
-pub(crate) fn cpu_of(t: &Tensor) -> &CpuStorage {
+/// The elements of a CPU tensor's storage, read-locked while the guard lives.
+pub(crate) fn cpu_of(t: &Tensor) -> CpuRead<'_> {
     t.storage().cpu().expect("CPU tensor")
 }
 
@@ -51,12 +52,12 @@ pub(crate) fn unsaved(what: &str) -> Error {
 
 impl Tensor {
     /// The host storage of a CPU tensor (internal: after the device is known).
-    pub(crate) fn cpu_storage(&self) -> &CpuStorage {
+    pub(crate) fn cpu_storage(&self) -> CpuRead<'_> {
         cpu_of(self)
     }
     /// The elements of a CPU tensor, row-major, in f64.
     pub(crate) fn cpu_values(&self) -> Vec<f64> {
-        crate::cpu::read(cpu_of(self), self.layout())
+        crate::cpu::read(&cpu_of(self), self.layout())
     }
     /// A plain view broadcast to `shape` (stride 0 on new axes), for kernels.
     pub(crate) fn broadcast_view(&self, shape: &[usize]) -> Tensor {

@@ -252,7 +252,7 @@ impl Primitive for Contiguous {
     }
     /// A strided walk row by row (f32 is copied without widening).
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        Ok(out.cpu(cpu::map(x[0].cpu_storage(), x[0].layout(), out.dtype, |v| v)))
+        Ok(out.cpu(cpu::map(&x[0].cpu_storage(), x[0].layout(), out.dtype, |v| v)))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         Ok(out.gpu(ctx.contiguous(x[0].view(), x[0].shape())?, x[0].device()))
@@ -324,7 +324,7 @@ impl Primitive for Cat {
         let inner: usize = out.shape[ax + 1..].iter().product();
         let lens: Vec<usize> = x.iter().map(|t| t.shape()[ax]).collect();
         let blocks: Vec<CpuStorage> =
-            x.iter().map(|t| cpu::map(t.cpu_storage(), t.layout(), out.dtype, |v| v)).collect();
+            x.iter().map(|t| cpu::map(&t.cpu_storage(), t.layout(), out.dtype, |v| v)).collect();
         macro_rules! joined {
             ($variant:ident) => {{
                 let parts: Vec<&[_]> = blocks

@@ -33,16 +33,11 @@ fn check_state(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// The f32 elements of a contiguous CPU tensor that owns its storage alone.
-fn owned_f32(t: &mut Tensor) -> Option<&mut [f32]> {
-    let (n, ok) = (t.numel(), t.layout().is_contiguous() && t.layout().offset == 0);
-    let inner = Arc::get_mut(&mut t.0).filter(|_| ok)?;
-    match &mut inner.storage {
-        Storage::Cpu(s) => match Arc::get_mut(s)?.data_mut() {
-            CpuStorage::F32(v) => Some(&mut v[..n]),
-            _ => None,
-        },
-        _ => None,
+/// The CPU buffer of a CPU tensor.
+fn cpu_buffer(t: &Tensor) -> &Arc<crate::storage::CpuBuffer> {
+    match t.storage() {
+        Storage::Cpu(b) => b,
+        _ => unreachable!("a CPU tensor has CPU storage"),
     }
 }
 
@@ -64,43 +59,62 @@ fn update_f32<const N: usize>(
     }
 }
 
-/// Apply `f(i, g_i, [p_i, state_i..])` to every element i (in f64). f32 tensors that own their
-/// storage are updated where they are (no allocation in a training loop); others are read
-/// to f64, updated and replaced.
-fn cpu_update<const N: usize>(mut ts: [&mut Tensor; N], grad: &Tensor, f: impl Fn(usize, f64, &mut [f64; N])) {
+/// Apply `f(i, g_i, [p_i, state_i..])` to every element i (in f64), in place in each
+/// target's buffer (contiguous from element 0, as `check_state` requires): every handle to
+/// the buffer sees the update (views of flat parameters, a jit plan's references), as on a
+/// GPU. The targets must be distinct buffers; a gradient that shares one is read first.
+fn cpu_update<const N: usize>(ts: [&Tensor; N], grad: &Tensor, f: impl Fn(usize, f64, &mut [f64; N])) -> Result<()> {
     let n = grad.numel();
-    let gs = grad.storage().cpu().expect("CPU tensor");
+    for i in 0..N {
+        for j in i + 1..N {
+            if ts[i].shares_storage(ts[j]) {
+                return Err(Error::Invalid {
+                    op: "optimizer update",
+                    msg: "a parameter and its optimizer state share one buffer".into(),
+                });
+            }
+        }
+    }
+    // a read lock beside a write lock on one buffer would deadlock: an aliased gradient is
+    // copied out first
+    let aliased = ts.iter().any(|t| t.shares_storage(grad));
+    let g_copy = aliased.then(|| cpu::read(&grad.cpu_storage(), grad.layout()));
+    let g_read = (!aliased).then(|| grad.cpu_storage());
     let gl = grad.layout();
-    let g_f32 = match gs {
-        CpuStorage::F32(v) if gl.is_contiguous() => Some(&v[gl.offset..gl.offset + n]),
+    let g_f32 = match g_read.as_deref() {
+        Some(CpuStorage::F32(v)) if gl.is_contiguous() => Some(&v[gl.offset..gl.offset + n]),
         _ => None,
     };
-    let g_f64 = if g_f32.is_none() { cpu::read(gs, gl) } else { Vec::new() };
+    let g_f64 = match (&g_copy, g_f32) {
+        (Some(v), _) => std::borrow::Cow::Borrowed(v),
+        (None, Some(_)) => std::borrow::Cow::Owned(Vec::new()),
+        (None, None) => std::borrow::Cow::Owned(cpu::read(g_read.as_deref().expect("read above"), gl)),
+    };
     let g_at = |i: usize| g_f32.map_or_else(|| g_f64[i], |g| g[i] as f64);
-    if ts.iter_mut().all(|t| owned_f32(t).is_some()) {
-        let mut slices = ts.each_mut().map(|t| owned_f32(t).expect("checked above"));
+    let mut writes = ts.map(|t| cpu_buffer(t).write());
+    if writes.iter().all(|w| matches!(**w, CpuStorage::F32(_))) {
+        let mut slices = writes.each_mut().map(|w| match &mut **w {
+            CpuStorage::F32(v) => &mut v[..n],
+            _ => unreachable!("checked above"),
+        });
         // one monomorphic loop per gradient source
         match g_f32 {
             Some(g) => update_f32(&mut slices, n, |i| g[i] as f64, &f),
             None => update_f32(&mut slices, n, |i| g_f64[i], &f),
         }
-        return;
+        return Ok(());
     }
-    let mut vals: Vec<Vec<f64>> = ts.iter().map(|t| cpu::read(t.storage().cpu().unwrap(), t.layout())).collect();
     let mut x = [0.0; N];
     for i in 0..n {
         for k in 0..N {
-            x[k] = vals[k][i];
+            x[k] = writes[k].get(i);
         }
         f(i, g_at(i), &mut x);
         for k in 0..N {
-            vals[k][i] = x[k];
+            writes[k].set(i, x[k]);
         }
     }
-    for (t, v) in ts.iter_mut().zip(vals) {
-        let (dtype, shape) = (t.dtype(), t.shape().to_vec());
-        **t = Tensor::new_contiguous(Storage::cpu_owned(CpuStorage::from_f64(v, dtype)), &shape, dtype, Device::Cpu);
-    }
+    Ok(())
 }
 
 impl Tensor {
@@ -143,8 +157,13 @@ impl Tensor {
                 Ok(())
             }
             _ => {
-                // the CPU: a fresh copy replaces the handle
-                *self = src.contiguous()?.detach();
+                // the CPU: the values written into this tensor's buffer (a source that
+                // shares it is read out first)
+                let values = src.cpu_values();
+                let mut w = cpu_buffer(self).write();
+                for (i, v) in values.into_iter().enumerate() {
+                    w.set(i, v);
+                }
                 Ok(())
             }
         }
@@ -172,14 +191,14 @@ impl Tensor {
                 gpu_multi_step(&ctx, kind, params, grads, &states, hyper, &[self.numel()])?;
             }
             Device::Cpu => {
-                cpu_update([self, velocity], grad, |_, g, x| {
+                cpu_update([&*self, &*velocity], grad, |_, g, x| {
                     let mut g = g + weight_decay * x[0];
                     if momentum != 0.0 {
                         g += momentum * x[1];
                         x[1] = g;
                     }
                     x[0] -= lr * g;
-                });
+                })?;
             }
         }
         Ok(())
@@ -212,7 +231,7 @@ impl Tensor {
             }
             Device::Cpu => {
                 let r = |x: f32| x as f64;
-                cpu_update([self, m, v], grad, |i, g, x| {
+                cpu_update([&*self, &*m, &*v], grad, |i, g, x| {
                     let (mut p, mut g) = (x[0], g);
                     let wd = if i < decayed { r(h.weight_decay) } else { 0.0 };
                     if h.decoupled {
@@ -224,7 +243,7 @@ impl Tensor {
                     x[2] = r(h.beta2) * x[2] + (1.0 - r(h.beta2)) * g * g;
                     x[0] = p - r(h.lr) * (x[1] / r(h.bias_correction1))
                         / ((x[2] / r(h.bias_correction2)).sqrt() + r(h.eps));
-                });
+                })?;
             }
         }
         Ok(())

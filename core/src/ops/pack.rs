@@ -76,9 +76,11 @@ impl Primitive for Pack {
         }
         macro_rules! placed {
             ($variant:ident) => {{
+                let reads: Vec<_> = x.iter().map(|t| t.cpu_storage()).collect();
                 let parts: Vec<(&[_], &Layout)> = x
                     .iter()
-                    .map(|t| match t.cpu_storage() {
+                    .zip(&reads)
+                    .map(|(t, s)| match &**s {
                         CpuStorage::$variant(v) => (&v[..], t.layout()),
                         _ => unreachable!("pack inputs share one dtype"),
                     })

@@ -160,7 +160,8 @@ impl Primitive for Reduce {
         let pt = x.with_layout(x.layout().permute(&perm));
         let outer = numel(&kept.iter().map(|&d| x.shape()[d]).collect::<Vec<_>>());
         let inner: usize = self.axes.iter().map(|&d| x.shape()[d]).product();
-        let (st, l) = (cpu_of(&pt), pt.layout());
+        let st = cpu_of(&pt);
+        let (st, l) = (&*st, pt.layout());
         let r = match self.kind {
             ReduceKind::Sum => cpu::reduce_view(st, l, inner, outer, 0.0, |a, b| a + b),
             ReduceKind::Max => cpu::reduce_view(st, l, inner, outer, f64::NEG_INFINITY, cpu::max_nan),
@@ -236,7 +237,7 @@ impl Primitive for ArgReduce {
         let outer = numel(&kept.iter().map(|&d| x.shape()[d]).collect::<Vec<_>>());
         let r = match x.device().context() {
             None => {
-                let vals = cpu::read(cpu_of(&pt), pt.layout());
+                let vals = cpu::read(&cpu_of(&pt), pt.layout());
                 let r = if self.op == ArgReduceOp::ArgMax {
                     cpu::arg_rows(&vals, inner, outer, |v, b| v > b)
                 } else {

@@ -319,7 +319,8 @@ impl Primitive for Unary {
         Some(crate::fusion::Fusible::Unary(self.op, self.scalar))
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
-        let (st, l) = (x[0].cpu_storage(), x[0].layout());
+        let st = x[0].cpu_storage();
+        let (st, l) = (&*st, x[0].layout());
         if let Some(fast) = fast_f32(self.op, st, l, out.dtype) {
             return Ok(out.cpu(fast));
         }

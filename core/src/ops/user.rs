@@ -126,14 +126,14 @@ impl Primitive for UserKernel {
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let (k, s) = (&self.kernel, self.scalar);
         if let Some(fast) = &k.cpu_f32 {
-            if let Some(v) = cpu::contiguous_f32(cpu_of(x[0]), x[0].layout()) {
+            if let Some(v) = cpu::contiguous_f32(&cpu_of(x[0]), x[0].layout()) {
                 // the slice closure writes every element
                 let mut o = cpu::scratch_f32(v.len());
                 cpu::par_chunks(&mut o, 1, |start, part| fast(part, &v[start..start + part.len()], s as f32));
                 return Ok(out.cpu(crate::storage::CpuStorage::F32(o)));
             }
         }
-        Ok(out.cpu(cpu::map(cpu_of(x[0]), x[0].layout(), x[0].dtype(), |v| (k.cpu)(v, s))))
+        Ok(out.cpu(cpu::map(&cpu_of(x[0]), x[0].layout(), x[0].dtype(), |v| (k.cpu)(v, s))))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let buf = ctx.user_unary(self.kernel.id, self.scalar as f32, x[0].view(), x[0].shape())?;

@@ -26,60 +26,75 @@ type Clip<'a> = (f64, &'a [Tensor]);
 /// An optimizer's step state on a GPU (`[lr, 1 - b1^t, 1 - b2^t, t, grad scale, ..]`).
 type DeviceState = std::sync::Arc<wgrad_core::kernels::GpuBuffer>;
 
-/// A step's (lr, 1 - b1^t, 1 - b2^t) computed on the host (what the CPU update uses).
-type HostStep = (f64, f64, f64);
+/// The CPU's step state: the schedule and the step count, advanced by the CPU update
+/// itself (a host step, [`wgrad_core::host_step`]), so a jitted CPU step advances it on
+/// every replay as the device state is on a GPU.
+#[derive(Debug)]
+struct HostSteps {
+    schedule: LrSchedule,
+    steps: u64,
+}
+
+impl HostSteps {
+    /// This step's (lr, 1 - b1^t, 1 - b2^t), counting it.
+    fn advance(&mut self, betas: (f64, f64)) -> (f64, f64, f64) {
+        let lr = self.schedule.lr_at(self.steps);
+        self.steps += 1;
+        let t = self.steps as i32;
+        (lr, 1.0 - betas.0.powi(t), 1.0 - betas.1.powi(t))
+    }
+}
+
+type SharedHostSteps = std::sync::Arc<std::sync::Mutex<HostSteps>>;
+
+fn advance(host: &SharedHostSteps, betas: (f64, f64)) -> (f64, f64, f64) {
+    host.lock().unwrap_or_else(|e| e.into_inner()).advance(betas)
+}
 
 /// What every optimizer's step shares: the learning-rate schedule, the step count and an
 /// optional global-norm clip. On a GPU the count lives in a device-side state advanced by
-/// one kernel per step (optim_schedule.wgsl), which the update reads; on the CPU the same
-/// values are computed on the host.
+/// one kernel per step (optim_schedule.wgsl), which the update reads; on the CPU in
+/// [`HostSteps`], advanced by the update.
 struct StepControl {
     schedule: LrSchedule,
     max_grad_norm: Option<f64>,
     device: Option<DeviceState>,
-    host_steps: u64,
+    host: SharedHostSteps,
 }
 
 impl StepControl {
     fn new(lr: f64) -> Self {
-        StepControl { schedule: LrSchedule::Constant { lr }, max_grad_norm: None, device: None, host_steps: 0 }
+        let schedule = LrSchedule::Constant { lr };
+        let host = std::sync::Arc::new(std::sync::Mutex::new(HostSteps { schedule, steps: 0 }));
+        StepControl { schedule, max_grad_norm: None, device: None, host }
     }
 
     /// Begin one step: `lr` is the optimizer's public rate, followed while no schedule is
     /// set. Returns the gradients to update with (clipped here on the CPU; on a GPU the
-    /// update scales them), the device state on a GPU, and the host's (lr, 1 - b1^t,
-    /// 1 - b2^t).
+    /// update scales them) and the device state on a GPU (on the CPU the update advances
+    /// the host's step state).
     fn begin<'a>(
         &mut self,
         lr: f64,
         params: &Params,
         grads: &'a [Tensor],
         betas: (f64, f64),
-    ) -> Result<(std::borrow::Cow<'a, [Tensor]>, Option<DeviceState>, HostStep)> {
+    ) -> Result<(std::borrow::Cow<'a, [Tensor]>, Option<DeviceState>)> {
         if let LrSchedule::Constant { .. } = self.schedule {
             self.schedule = LrSchedule::Constant { lr };
         }
+        self.host.lock().unwrap_or_else(|e| e.into_inner()).schedule = self.schedule;
         let (grads, clip) = clip_in_step(self.max_grad_norm, params, grads)?;
-        let (state, host) = self.advance(params, betas, clip)?;
-        Ok((grads, state, host))
+        let state = self.advance(params, betas, clip)?;
+        Ok((grads, state))
     }
 
-    /// Advance one step under the schedule. GPU: the device state (returned, for the
-    /// update to read); CPU: (lr, 1 - b1^t, 1 - b2^t) on the host. With `clip` = (max_norm,
-    /// grads) on a GPU the state also gets the scale of a global-norm clip of `grads`,
-    /// which the update applies.
-    fn advance(
-        &mut self,
-        params: &Params,
-        betas: (f64, f64),
-        clip: Option<Clip>,
-    ) -> Result<(Option<DeviceState>, HostStep)> {
-        let lr = self.schedule.lr_at(self.host_steps);
-        self.host_steps += 1;
-        let t = self.host_steps as i32;
-        let host = (lr, 1.0 - betas.0.powi(t), 1.0 - betas.1.powi(t));
+    /// Advance one step under the schedule on a GPU: the device state (returned, for the
+    /// update to read). With `clip` = (max_norm, grads) the state also gets the scale of a
+    /// global-norm clip of `grads`, which the update applies. None on the CPU.
+    fn advance(&mut self, params: &Params, betas: (f64, f64), clip: Option<Clip>) -> Result<Option<DeviceState>> {
         let Some(ctx) = params.tensors().first().and_then(|p| p.device().context()) else {
-            return Ok((None, host));
+            return Ok(None);
         };
         let state = self.device.get_or_insert_with(|| std::sync::Arc::new(ctx.optim_step_state()));
         let (kind, mut values) = self.schedule.words();
@@ -92,8 +107,31 @@ impl StepControl {
                 ctx.optim_schedule(state, kind, values, Some((&partials, n, max_norm as f32)))?;
             }
         }
-        Ok((Some(state.clone()), host))
+        Ok(Some(state.clone()))
     }
+}
+
+/// A CPU update as a host step over `[targets.., grads.., states..]` (in place; a jitted
+/// CPU step runs it on every replay). `key` names its host values.
+fn cpu_step(
+    name: &str,
+    key: String,
+    targets: &[Tensor],
+    grads: &[Tensor],
+    states: &[&[Tensor]],
+    update: impl Fn(&mut [Tensor], &[Tensor], &mut [&mut [Tensor]]) -> Result<()> + Send + Sync + 'static,
+) -> Result<()> {
+    let n = targets.len();
+    let mut all: Vec<Tensor> = targets.iter().chain(grads).cloned().collect();
+    for s in states {
+        all.extend(s.iter().cloned());
+    }
+    wgrad_core::host_step(name, key, &mut all, move |all| {
+        let (targets, rest) = all.split_at_mut(n);
+        let (grads, rest) = rest.split_at_mut(n);
+        let mut states: Vec<&mut [Tensor]> = rest.chunks_mut(n).collect();
+        update(targets, grads, &mut states)
+    })
 }
 
 /// The gradients a step updates with and the clip its device state applies: on a GPU the
@@ -176,13 +214,21 @@ impl Optimizer for Sgd {
         check(params, grads)?;
         let packed = flat_grads(params, grads)?;
         let grads = packed.as_deref().unwrap_or(grads);
-        let (grads, state, (lr, _, _)) = self.control.begin(self.lr, params, grads, (0.0, 0.0))?;
+        let (grads, state) = self.control.begin(self.lr, params, grads, (0.0, 0.0))?;
         let (momentum, wd, velocity) = (self.momentum, self.weight_decay, &mut self.velocity);
+        let host = self.control.host.clone();
         on_targets(params, packed.is_some(), |targets| {
             if velocity.is_empty() {
                 *velocity = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
             }
-            Tensor::sgd_update_many_(targets, &grads, velocity, lr, momentum, wd, state.as_deref())
+            if state.is_some() {
+                return Tensor::sgd_update_many_(targets, &grads, velocity, 0.0, momentum, wd, state.as_deref());
+            }
+            let key = format!("momentum {momentum}, weight decay {wd}, {:?}", host.lock().map(|h| h.schedule).ok());
+            cpu_step("sgd", key, targets, &grads, &[velocity], move |p, g, s| {
+                let (lr, _, _) = advance(&host, (0.0, 0.0));
+                Tensor::sgd_update_many_(p, g, s[0], lr, momentum, wd, None)
+            })
         })
     }
     fn set_lr(&mut self, lr: f64) {
@@ -260,22 +306,19 @@ impl Optimizer for Adam {
         let grads = packed.as_deref().unwrap_or(grads);
         // on a GPU the step's lr and bias corrections are computed on the device (`state`);
         // the host values serve the CPU
-        let (grads, state, (lr, bc1, bc2)) = self.control.begin(self.lr, params, grads, self.betas)?;
+        let (grads, state) = self.control.begin(self.lr, params, grads, self.betas)?;
+        // nothing step-dependent is in the launch params: on a GPU the device state supplies
+        // the lr and bias corrections, on the CPU the host step state (a jitted step replays
+        // faithfully)
         let h = AdamParams {
-            lr: lr as f32,
+            lr: 0.0,
             beta1: self.betas.0 as f32,
             beta2: self.betas.1 as f32,
             eps: self.eps as f32,
             weight_decay: self.weight_decay as f32,
-            bias_correction1: bc1 as f32,
-            bias_correction2: bc2 as f32,
+            bias_correction1: 1.0,
+            bias_correction2: 1.0,
             decoupled: self.decoupled,
-        };
-        // with a device state, nothing step-dependent is in the launch params: a jitted step
-        // replays faithfully
-        let h = match state {
-            Some(_) => AdamParams { lr: 0.0, bias_correction1: 1.0, bias_correction2: 1.0, ..h },
-            None => h,
         };
         // weight decay on every element, or (decay_matrices_only) on the matrices: whole
         // tensors of rank >= 2, or the prefix of a flat buffer that holds them
@@ -284,13 +327,22 @@ impl Optimizer for Adam {
             true => params.flat_buffers().1.iter().map(|g| if all { g.len() } else { g.matrices_end() }).collect(),
             false => params.tensors().iter().map(|t| if all || t.rank() >= 2 { t.numel() } else { 0 }).collect(),
         };
-        let (m, v) = (&mut self.m, &mut self.v);
+        let (m, v, betas, host) = (&mut self.m, &mut self.v, self.betas, self.control.host.clone());
         on_targets(params, packed.is_some(), |targets| {
             if m.is_empty() {
                 *m = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
                 *v = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
             }
-            Tensor::adam_update_many_decayed_(targets, &grads, m, v, h, state.as_deref(), &decayed)
+            if state.is_some() {
+                return Tensor::adam_update_many_decayed_(targets, &grads, m, v, h, state.as_deref(), &decayed);
+            }
+            let key = format!("{h:?}, decayed {decayed:?}, {:?}", host.lock().map(|h| h.schedule).ok());
+            cpu_step("adam", key, targets, &grads, &[m, v], move |p, g, s| {
+                let (lr, bc1, bc2) = advance(&host, betas);
+                let h = AdamParams { lr: lr as f32, bias_correction1: bc1 as f32, bias_correction2: bc2 as f32, ..h };
+                let (m, v) = s.split_at_mut(1);
+                Tensor::adam_update_many_decayed_(p, g, m[0], v[0], h, None, &decayed)
+            })
         })
     }
     fn set_lr(&mut self, lr: f64) {

@@ -20,8 +20,12 @@
 //! must otherwise be pure: state it replaces by assignment (`w = w - g`) is not updated
 //! by replays. Reading a value back inside it is an error naming `jit`; so is a tracked
 //! argument (a jitted function is not differentiated from outside; transforms inside it
-//! are traced like any op). On the CPU device, calls run the closure eagerly (the same
-//! results; no replay yet).
+//! are traced like any op).
+//!
+//! On the CPU device the same holds with a plan of CPU kernels instead of launches
+//! (`cpu_plan`): a replay runs the recorded primitives' CPU kernels and in-place host
+//! steps over the new arguments, with no graph, shape rule or interpreter work.
+use crate::cpu_plan;
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Layout, Result, Tensor};
 use std::cell::Cell;
@@ -50,11 +54,11 @@ pub(crate) fn check_not_tracing(op: &'static str) -> Result<()> {
 /// What a [`Jit`] has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JitStats {
-    /// Calls that ran the closure (traced on a GPU; eager on the CPU).
+    /// Calls that ran the closure (traced).
     pub traces: u64,
     /// Calls served by replaying a plan.
     pub replays: u64,
-    /// Plans held (one per signature seen twice on a GPU).
+    /// Plans held (one per signature traced twice).
     pub plans: usize,
     /// Launches in the most recently built plan.
     pub launches: usize,
@@ -64,6 +68,7 @@ pub struct JitStats {
 pub struct Jit<F> {
     f: F,
     entries: HashMap<Signature, Entry>,
+    cpu_entries: HashMap<Signature, CpuEntry>,
     stats: JitStats,
     enabled: bool,
     /// The device of the plans.
@@ -87,6 +92,12 @@ enum Entry {
     Ready(Box<Ready>),
 }
 
+/// A signature's state on the CPU device (as [`Entry`] on a GPU).
+enum CpuEntry {
+    Traced { capture: cpu_plan::Capture, retried: bool },
+    Ready { plan: cpu_plan::CpuPlan, args: Vec<Tensor> },
+}
+
 /// A replayable step: the plan, the argument buffers it reads, the results it writes.
 struct Ready {
     ctx: Arc<Context>,
@@ -102,7 +113,15 @@ pub fn jit<F>(f: F) -> Jit<F>
 where
     F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
 {
-    Jit { f, entries: HashMap::new(), stats: JitStats::default(), enabled: true, context: None, replayed: false }
+    Jit {
+        f,
+        entries: HashMap::new(),
+        cpu_entries: HashMap::new(),
+        stats: JitStats::default(),
+        enabled: true,
+        context: None,
+        replayed: false,
+    }
 }
 
 impl<F> Jit<F>
@@ -133,26 +152,27 @@ where
                 });
             }
         }
+        let sig: Signature = args.iter().map(|a| (a.shape().to_vec(), a.dtype())).collect();
         let ctx = match args.first().map(|a| a.device()) {
             Some(Device::Gpu(ctx))
                 if args.iter().all(|a| a.device().context().is_some_and(|c| Arc::ptr_eq(c, ctx))) =>
             {
                 ctx.clone()
             }
+            Some(Device::Cpu) if args.iter().all(|a| !a.device().is_gpu()) => return self.call_cpu(args, sig),
             _ => {
-                // the CPU device (or mixed / no arguments): the closure, eagerly
+                // mixed devices or no arguments: the closure, eagerly
                 self.stats.traces += 1;
                 return (self.f)(args);
             }
         };
-        let sig: Signature = args.iter().map(|a| (a.shape().to_vec(), a.dtype())).collect();
         if self.context.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &ctx)) {
             // plans belong to one device: another device starts over
             self.entries.clear();
         }
         self.context = Some(ctx.clone());
         if let Some(Entry::Ready(ready)) = self.entries.get(&sig) {
-            if within_traced_bounds(ready, args) {
+            if within_traced_bounds(&ready.args, args) {
                 let out = replay(ready, args)?;
                 self.stats.replays += 1;
                 self.replayed = true;
@@ -193,7 +213,62 @@ where
             }
             Some(Entry::Ready(_)) => unreachable!("served by the replay above"),
         }
-        self.stats.plans = self.entries.values().filter(|e| matches!(e, Entry::Ready(_))).count();
+        self.count_plans();
+        Ok(user_out)
+    }
+
+    fn count_plans(&mut self) {
+        let gpu = self.entries.values().filter(|e| matches!(e, Entry::Ready(_))).count();
+        let cpu = self.cpu_entries.values().filter(|e| matches!(e, CpuEntry::Ready { .. })).count();
+        self.stats.plans = gpu + cpu;
+    }
+
+    /// [`Jit::call`] on the CPU device: trace twice, then replay the CPU plan.
+    fn call_cpu(&mut self, args: &[Tensor], sig: Signature) -> Result<Vec<Tensor>> {
+        if let Some(CpuEntry::Ready { plan, args: traced }) = self.cpu_entries.get(&sig) {
+            if within_traced_bounds(traced, args) {
+                let dense: Vec<Tensor> = args.iter().map(dense_cpu).collect();
+                let out = plan.replay(&dense)?;
+                self.stats.replays += 1;
+                return Ok(out);
+            }
+            // indices past those the trace's host checks saw: trace again, checking them
+            self.cpu_entries.remove(&sig);
+        }
+        let own_args: Vec<Tensor> = args.iter().map(cpu_plan::own_copy).collect();
+        cpu_plan::begin(&own_args)?;
+        TRACING.with(|t| t.set(true));
+        let run = (self.f)(&own_args);
+        TRACING.with(|t| t.set(false));
+        let capture = cpu_plan::end(run.as_ref().ok().map(|v| v.as_slice()));
+        let user_out = run?;
+        let capture = capture?.ok_or_else(|| Error::Internal { op: "jit", msg: "a CPU trace ended twice".into() })?;
+        self.stats.traces += 1;
+        match self.cpu_entries.remove(&sig) {
+            Some(CpuEntry::Traced { capture: previous, retried }) => {
+                if let Err((i, op, what)) = previous.steady_state(&capture) {
+                    if !retried {
+                        self.cpu_entries.insert(sig, CpuEntry::Traced { capture, retried: true });
+                        return Ok(user_out);
+                    }
+                    return Err(Error::Jit {
+                        op,
+                        msg: format!(
+                            "{what} of step {i} changed between two traces in a row: a host value reaches \
+                             the kernel and would be frozen by a replay (keep it in a tensor, or call \
+                             reset() to trace again)"
+                        ),
+                    });
+                }
+                let plan = cpu_plan::CpuPlan::new(capture);
+                self.stats.launches = plan.len();
+                self.cpu_entries.insert(sig, CpuEntry::Ready { plan, args: own_args });
+            }
+            _ => {
+                self.cpu_entries.insert(sig, CpuEntry::Traced { capture, retried: false });
+            }
+        }
+        self.count_plans();
         Ok(user_out)
     }
 
@@ -204,6 +279,7 @@ where
     /// Drop the plans and recordings: the next call traces again.
     pub fn reset(&mut self) {
         self.entries.clear();
+        self.cpu_entries.clear();
         self.stats.plans = 0;
     }
 }
@@ -311,11 +387,20 @@ fn with_buffer(like: &Tensor, buf: GpuBuffer) -> Tensor {
 
 /// Whether the arguments' indices stay below those the trace saw: index ops check their
 /// range on the host, which a replay does not do again (an unknown bound is a retrace).
-fn within_traced_bounds(ready: &Ready, args: &[Tensor]) -> bool {
-    args.iter().zip(&ready.args).all(|(a, own)| match own.index_bound() {
+fn within_traced_bounds(traced: &[Tensor], args: &[Tensor]) -> bool {
+    args.iter().zip(traced).all(|(a, own)| match own.index_bound() {
         None => true,
         Some(traced) => a.index_bound().is_some_and(|b| b <= traced),
     })
+}
+
+/// A CPU argument as the plan reads it: contiguous from element 0 of its buffer (else a
+/// copy).
+fn dense_cpu(t: &Tensor) -> Tensor {
+    match t.layout().is_contiguous() && t.layout().offset == 0 {
+        true => t.clone(),
+        false => cpu_plan::own_copy(t),
+    }
 }
 
 /// One replay: the new arguments into the plan's argument buffers, the launches, the

@@ -8,6 +8,7 @@ mod checkpoint;
 pub mod cpu;
 mod cpu_buffers;
 pub mod cpu_linalg;
+mod cpu_plan;
 mod cpu_profile;
 mod custom_op;
 mod device;
@@ -29,6 +30,7 @@ mod tensor;
 mod transform;
 
 pub use checkpoint::{checkpoint, checkpoint_name, checkpoint_replays, checkpoint_with, CheckpointPolicy, ReplayCount};
+pub use cpu_plan::host_step;
 pub use device::{AdapterSummary, Context, Counters, Device};
 pub use dtype::{DType, Element};
 pub use error::{Error, KernelError, Result};

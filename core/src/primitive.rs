@@ -69,6 +69,17 @@ pub trait Primitive: Send + Sync + 'static {
             Device::Gpu(ctx) => self.gpu(ctx, inputs, out),
         }
     }
+    /// The host values the primitive carries (a scale, an epsilon): a CPU jit trace compares
+    /// them between calls, as launch parameters are compared on a GPU.
+    fn host_values(&self) -> Vec<f64> {
+        Vec::new()
+    }
+    /// A primitive keyed by the host generator (CPU random draws): the same draw under the
+    /// key `next(key, blocks)` gives it, so that a CPU jit replay draws fresh numbers as an
+    /// eager call does. None for every other primitive.
+    fn rekeyed(&self, _next: &mut dyn FnMut((u64, u64), u64) -> (u64, u64)) -> Option<Arc<dyn Primitive>> {
+        None
+    }
     /// The CPU reference (f64 inside, rounded to the dtype).
     fn cpu(&self, _inputs: &[&Tensor], _out: &OutSpec) -> Result<Tensor> {
         Err(Error::Invalid { op: "forward", msg: format!("{} has no CPU reference", self.name()) })
@@ -172,7 +183,12 @@ pub fn bind(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
         let out = bind(prim, &wide.iter().collect::<Vec<_>>())?;
         return if spec.dtype == DType::F16 { out.to_dtype(DType::F16) } else { Ok(out) };
     }
-    let mut forward = |p: &dyn Primitive, plain: &[&Tensor], spec: &OutSpec| p.forward(plain, spec);
+    // on the CPU through the jit's recorder (a step when a trace is open); `p` is `prim`
+    let recorded = prim.clone();
+    let mut forward = |p: &dyn Primitive, plain: &[&Tensor], spec: &OutSpec| match plain.first().map(|t| t.device()) {
+        Some(Device::Cpu) => crate::cpu_plan::forward(&recorded, plain, spec),
+        _ => p.forward(plain, spec),
+    };
     bind_levels(&prim, inputs, inputs, Some(&spec), &mut forward)
 }
 

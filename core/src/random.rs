@@ -145,11 +145,12 @@ fn device_generator(ctx: &Arc<Context>) -> Result<Arc<GpuBuffer>> {
     })
 }
 
-/// (seed, offset) of the next draw of `n` samples, advancing the global generator.
-fn next_draw(n: usize, dist: Distribution) -> (u64, u64) {
+/// (seed, offset) of the next draw of `blocks` Philox blocks, advancing the global
+/// generator.
+pub(crate) fn next_key(blocks: u64) -> (u64, u64) {
     GENERATOR.with(|g| {
         let at = g.get();
-        g.set((at.0, at.1.wrapping_add(dist.blocks(n))));
+        g.set((at.0, at.1.wrapping_add(blocks)));
         at
     })
 }
@@ -197,6 +198,8 @@ struct RandomLike {
     dist: Distribution,
     seed: u64,
     offset: u64,
+    /// The Philox blocks of a CPU draw from the host generator (None on a GPU).
+    host_blocks: Option<u64>,
 }
 
 impl Primitive for RandomLike {
@@ -215,6 +218,12 @@ impl Primitive for RandomLike {
     }
     fn cpu(&self, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         draw(x[0].shape(), self.dist, self.seed, self.offset, out.dtype, &Device::Cpu)
+    }
+    /// on the CPU the key comes from the host generator: a replay takes its next one
+    fn rekeyed(&self, next: &mut dyn FnMut((u64, u64), u64) -> (u64, u64)) -> Option<Arc<dyn Primitive>> {
+        let blocks = self.host_blocks?;
+        let (seed, offset) = next((self.seed, self.offset), blocks);
+        Some(Arc::new(RandomLike { seed, offset, ..*self }))
     }
     fn gpu(&self, ctx: &Arc<Context>, x: &[&Tensor], out: &OutSpec) -> Result<Tensor> {
         let device = Device::Gpu(ctx.clone());
@@ -267,9 +276,11 @@ impl Tensor {
             let snapshot = ctx.random_advance(&state, dist.blocks(self.numel()))?;
             let snapshot =
                 Tensor::new_contiguous(Storage::Gpu(Arc::new(snapshot)), &[4], DType::U32, self.device().clone());
-            return bind(Arc::new(RandomLike { dist, seed: 0, offset: 0 }), &[&self.detach(), &snapshot]);
+            let prim = RandomLike { dist, seed: 0, offset: 0, host_blocks: None };
+            return bind(Arc::new(prim), &[&self.detach(), &snapshot]);
         }
-        let (seed, offset) = next_draw(self.numel(), dist);
-        bind(Arc::new(RandomLike { dist, seed, offset }), &[&self.detach()])
+        let blocks = dist.blocks(self.numel());
+        let (seed, offset) = next_key(blocks);
+        bind(Arc::new(RandomLike { dist, seed, offset, host_blocks: Some(blocks) }), &[&self.detach()])
     }
 }

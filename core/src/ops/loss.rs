@@ -71,6 +71,9 @@ pub struct SoftmaxVjp {
 }
 
 impl Primitive for SoftmaxVjp {
+    fn host_values(&self) -> Vec<f64> {
+        vec![self.k]
+    }
     fn name(&self) -> String {
         "softmax_vjp".into()
     }

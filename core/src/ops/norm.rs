@@ -149,6 +149,9 @@ impl Primitive for LayerNorm {
     fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
         Tensor::any_f16(inputs)
     }
+    fn host_values(&self) -> Vec<f64> {
+        vec![self.eps]
+    }
     fn name(&self) -> String {
         self.kind().op().into()
     }
@@ -272,6 +275,9 @@ impl LayerNormGrad {
 }
 
 impl Primitive for LayerNormGrad {
+    fn host_values(&self) -> Vec<f64> {
+        vec![self.eps]
+    }
     fn name(&self) -> String {
         format!("{}_grad", self.kind().op())
     }

@@ -158,13 +158,16 @@ impl Tensor {
             }
             _ => {
                 // the CPU: the values written into this tensor's buffer (a source that
-                // shares it is read out first)
-                let values = src.cpu_values();
-                let mut w = cpu_buffer(self).write();
-                for (i, v) in values.into_iter().enumerate() {
-                    w.set(i, v);
-                }
-                Ok(())
+                // shares it is read out first); a host step, so a jitted CPU step assigns on
+                // every replay
+                crate::cpu_plan::host_step(op, String::new(), &mut [self.clone(), src.clone()], |ts| {
+                    let values = ts[1].cpu_values();
+                    let mut w = cpu_buffer(&ts[0]).write();
+                    for (i, v) in values.into_iter().enumerate() {
+                        w.set(i, v);
+                    }
+                    Ok(())
+                })
             }
         }
     }

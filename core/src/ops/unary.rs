@@ -302,6 +302,9 @@ impl Primitive for Unary {
     fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
         Tensor::any_f16_not_native(inputs)
     }
+    fn host_values(&self) -> Vec<f64> {
+        vec![self.scalar]
+    }
     fn name(&self) -> String {
         format!("{:?}", self.op).to_lowercase()
     }

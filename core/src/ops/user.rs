@@ -110,6 +110,9 @@ impl Primitive for UserKernel {
     fn computes_in_f32(&self, inputs: &[&Tensor]) -> bool {
         Tensor::any_f16(inputs)
     }
+    fn host_values(&self) -> Vec<f64> {
+        vec![self.scalar]
+    }
     fn name(&self) -> String {
         self.kernel.name.clone()
     }

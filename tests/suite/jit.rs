@@ -193,8 +193,13 @@ fn transforms_inside_a_jitted_function_replay() {
 
 #[test]
 fn a_new_signature_traces_again_and_results_stay_valid() {
-    with_gpu!(_g);
-    let dev = fresh_gpu().unwrap();
+    for dev in std::iter::once(cpu()).chain(fresh_gpu()) {
+        new_signatures(&dev);
+    }
+}
+
+fn new_signatures(dev: &Device) {
+    let dev = dev.clone();
     let mut f = jit(|a: &[Tensor]| Ok(vec![a[0].exp()?.sum(&[0], false)?]));
     let mut kept = Vec::new();
     for n in [3usize, 3, 3, 5, 5, 5, 3] {
@@ -203,11 +208,11 @@ fn a_new_signature_traces_again_and_results_stay_valid() {
         kept.push((n, out));
     }
     let s = f.stats();
-    assert_eq!((s.traces, s.replays, s.plans), (4, 3, 2), "{s:?}");
+    assert_eq!((s.traces, s.replays, s.plans), (4, 3, 2), "{dev}: {s:?}");
     // every returned tensor still holds its own call's value
     for (n, out) in &kept {
         let want: f64 = (0..*n).map(|i| (i as f64).exp()).sum();
-        assert!(close(out.item().unwrap(), want, 1e-6, 0.0), "n {n}");
+        assert!(close(out.item().unwrap(), want, 1e-6, 0.0), "{dev}: n {n}");
     }
     f.reset();
     let x = Tensor::ones(&[3, 1], DType::F32, &dev).unwrap();

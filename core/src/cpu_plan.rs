@@ -298,6 +298,8 @@ pub(crate) struct CpuPlan {
     outputs: Vec<Slot>,
     /// Per step: the values it reads last (dropped after it ran).
     frees: Vec<Vec<usize>>,
+    /// The arguments a host step may write: copied first, so the caller's stay as they are.
+    written_args: Vec<usize>,
 }
 
 impl CpuPlan {
@@ -317,7 +319,15 @@ impl CpuPlan {
                 }
             }
         }
-        CpuPlan { values: capture.values, steps: capture.steps, outputs: capture.outputs, frees }
+        let mut written_args = Vec::new();
+        for s in capture.steps.iter().filter(|s| matches!(s.kind, Kind::Host(_))) {
+            for slot in &s.inputs {
+                if let Value::Arg(i) = capture.values[slot.value] {
+                    written_args.push(i);
+                }
+            }
+        }
+        CpuPlan { values: capture.values, steps: capture.steps, outputs: capture.outputs, frees, written_args }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -331,6 +341,9 @@ impl CpuPlan {
             .iter()
             .map(|v| match v {
                 Value::Held { buf, .. } => Ok(Some(buf.clone())),
+                Value::Arg(i) if self.written_args.contains(i) => {
+                    buffer_of(&own_copy(&args[*i])).map(|b| Some(b.clone()))
+                }
                 Value::Arg(i) => buffer_of(&args[*i]).map(|b| Some(b.clone())),
                 Value::Step(_) => Ok(None),
             })

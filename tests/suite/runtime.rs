@@ -150,7 +150,7 @@ fn a_readback_past_its_timeout_is_an_error_and_a_later_read_succeeds() {
 }
 
 #[test]
-fn an_allocation_the_driver_refuses_is_out_of_memory_and_loses_nothing() {
+fn an_allocation_refused_as_out_of_memory_is_an_error_and_loses_nothing() {
     let Some(g) = fresh_gpu() else { return };
     let ctx = g.context().unwrap();
     let keep = Tensor::from_slice(&[1.0f32, 2.0, 3.0], &[3], &g).unwrap();

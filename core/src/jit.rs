@@ -238,9 +238,19 @@ where
         let own_args: Vec<Tensor> = args.iter().map(cpu_plan::own_copy).collect();
         cpu_plan::begin(&own_args)?;
         TRACING.with(|t| t.set(true));
+        // a panic inside the closure ends the trace too (nothing keeps recording after it)
+        struct EndTrace;
+        impl Drop for EndTrace {
+            fn drop(&mut self) {
+                TRACING.with(|t| t.set(false));
+                let _ = cpu_plan::end(None);
+            }
+        }
+        let end_trace = EndTrace;
         let run = (self.f)(&own_args);
         TRACING.with(|t| t.set(false));
         let capture = cpu_plan::end(run.as_ref().ok().map(|v| v.as_slice()));
+        drop(end_trace);
         let user_out = run?;
         let capture = capture?.ok_or_else(|| Error::Internal { op: "jit", msg: "a CPU trace ended twice".into() })?;
         self.stats.traces += 1;

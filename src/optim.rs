@@ -216,7 +216,7 @@ impl Optimizer for Sgd {
         let grads = packed.as_deref().unwrap_or(grads);
         let (grads, state) = self.control.begin(self.lr, params, grads, (0.0, 0.0))?;
         let (momentum, wd, velocity) = (self.momentum, self.weight_decay, &mut self.velocity);
-        let host = self.control.host.clone();
+        let (host, schedule) = (self.control.host.clone(), self.control.schedule);
         on_targets(params, packed.is_some(), |targets| {
             if velocity.is_empty() {
                 *velocity = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
@@ -224,7 +224,7 @@ impl Optimizer for Sgd {
             if state.is_some() {
                 return Tensor::sgd_update_many_(targets, &grads, velocity, 0.0, momentum, wd, state.as_deref());
             }
-            let key = format!("momentum {momentum}, weight decay {wd}, {:?}", host.lock().map(|h| h.schedule).ok());
+            let key = format!("momentum {momentum}, weight decay {wd}, {schedule:?}");
             cpu_step("sgd", key, targets, &grads, &[velocity], move |p, g, s| {
                 let (lr, _, _) = advance(&host, (0.0, 0.0));
                 Tensor::sgd_update_many_(p, g, s[0], lr, momentum, wd, None)
@@ -304,8 +304,6 @@ impl Optimizer for Adam {
         check(params, grads)?;
         let packed = flat_grads(params, grads)?;
         let grads = packed.as_deref().unwrap_or(grads);
-        // on a GPU the step's lr and bias corrections are computed on the device (`state`);
-        // the host values serve the CPU
         let (grads, state) = self.control.begin(self.lr, params, grads, self.betas)?;
         // nothing step-dependent is in the launch params: on a GPU the device state supplies
         // the lr and bias corrections, on the CPU the host step state (a jitted step replays
@@ -327,7 +325,8 @@ impl Optimizer for Adam {
             true => params.flat_buffers().1.iter().map(|g| if all { g.len() } else { g.matrices_end() }).collect(),
             false => params.tensors().iter().map(|t| if all || t.rank() >= 2 { t.numel() } else { 0 }).collect(),
         };
-        let (m, v, betas, host) = (&mut self.m, &mut self.v, self.betas, self.control.host.clone());
+        let (m, v, betas) = (&mut self.m, &mut self.v, self.betas);
+        let (host, schedule) = (self.control.host.clone(), self.control.schedule);
         on_targets(params, packed.is_some(), |targets| {
             if m.is_empty() {
                 *m = targets.iter().map(|t| t.zeros_like()).collect::<Result<_>>()?;
@@ -336,7 +335,7 @@ impl Optimizer for Adam {
             if state.is_some() {
                 return Tensor::adam_update_many_decayed_(targets, &grads, m, v, h, state.as_deref(), &decayed);
             }
-            let key = format!("{h:?}, decayed {decayed:?}, {:?}", host.lock().map(|h| h.schedule).ok());
+            let key = format!("{h:?}, decayed {decayed:?}, {schedule:?}");
             cpu_step("adam", key, targets, &grads, &[m, v], move |p, g, s| {
                 let (lr, bc1, bc2) = advance(&host, betas);
                 let h = AdamParams { lr: lr as f32, bias_correction1: bc1 as f32, bias_correction2: bc2 as f32, ..h };

@@ -90,7 +90,7 @@ impl Capture {
         let value = match self.by_id.get(&buf.id()) {
             Some(&v) => v,
             None => {
-                let made = (buf.id() >= self.first_new_id).then(|| Arc::new(clone_storage(&buf.read())));
+                let made = (buf.id() >= self.first_new_id).then(|| Arc::new(buf.read().clone()));
                 self.values.push(Value::Held { buf: buf.clone(), made });
                 self.by_id.insert(buf.id(), self.values.len() - 1);
                 self.values.len() - 1
@@ -111,25 +111,6 @@ impl Capture {
             }
         };
         Ok(Slot { value, layout: t.layout().clone(), dtype: t.dtype(), index_bound: t.index_bound() })
-    }
-}
-
-fn clone_storage(s: &CpuStorage) -> CpuStorage {
-    match s {
-        CpuStorage::F32(v) => CpuStorage::F32(v.clone()),
-        CpuStorage::F64(v) => CpuStorage::F64(v.clone()),
-        CpuStorage::U32(v) => CpuStorage::U32(v.clone()),
-        CpuStorage::F16(v) => CpuStorage::F16(v.clone()),
-    }
-}
-
-fn same_bits(a: &CpuStorage, b: &CpuStorage) -> bool {
-    match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits())),
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits())),
-        (CpuStorage::U32(x), CpuStorage::U32(y)) => x == y,
-        (CpuStorage::F16(x), CpuStorage::F16(y)) => x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits())),
-        _ => false,
     }
 }
 
@@ -276,7 +257,7 @@ impl Capture {
         match (&self.values[x.value], &next.values[y.value]) {
             (Value::Arg(i), Value::Arg(j)) if i == j => Ok(()),
             (Value::Step(i), Value::Step(j)) if i == j => Ok(()),
-            (Value::Held { made: Some(a), .. }, Value::Held { made: Some(b), .. }) => match same_bits(a, b) {
+            (Value::Held { made: Some(a), .. }, Value::Held { made: Some(b), .. }) => match a.same_bits(b) {
                 true => Ok(()),
                 false => Err("a value made on the host inside the function".into()),
             },
@@ -397,7 +378,6 @@ impl CpuPlan {
 
 /// A contiguous copy of a CPU tensor in a buffer of its own.
 pub(crate) fn own_copy(t: &Tensor) -> Tensor {
-    let values = t.cpu_values();
-    let s = CpuStorage::from_f64(values, t.dtype());
+    let s = crate::cpu::map(&t.cpu_storage(), t.layout(), t.dtype(), |v| v);
     Tensor::new_contiguous(Storage::cpu_owned(s), t.shape(), t.dtype(), Device::Cpu).with_index_bound(t.index_bound())
 }

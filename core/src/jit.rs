@@ -238,7 +238,8 @@ where
         let own_args: Vec<Tensor> = args.iter().map(cpu_plan::own_copy).collect();
         cpu_plan::begin(&own_args)?;
         TRACING.with(|t| t.set(true));
-        // a panic inside the closure ends the trace too (nothing keeps recording after it)
+        // tracing stops when this guard drops, after the results are recorded below or on a
+        // panic inside the closure (the capture is then discarded: nothing keeps recording)
         struct EndTrace;
         impl Drop for EndTrace {
             fn drop(&mut self) {
@@ -248,7 +249,6 @@ where
         }
         let end_trace = EndTrace;
         let run = (self.f)(&own_args);
-        TRACING.with(|t| t.set(false));
         let capture = cpu_plan::end(run.as_ref().ok().map(|v| v.as_slice()));
         drop(end_trace);
         let user_out = run?;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use wgrad_kernels::GpuBuffer;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum CpuStorage {
     F32(Vec<f32>),
     F64(Vec<f64>),
@@ -39,6 +39,19 @@ impl CpuStorage {
             CpuStorage::F64(v) => v[i],
             CpuStorage::U32(v) => v[i] as f64,
             CpuStorage::F16(v) => v[i].to_f64(),
+        }
+    }
+    /// Whether both hold the same dtype and the same bits.
+    pub fn same_bits(&self, other: &CpuStorage) -> bool {
+        self.dtype() == other.dtype() && self.as_bytes() == other.as_bytes()
+    }
+    /// The elements' bytes.
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice(v),
+            CpuStorage::U32(v) => bytemuck::cast_slice(v),
+            CpuStorage::F16(v) => bytemuck::cast_slice(v),
         }
     }
     /// Set element `i` to `v` rounded to the dtype.

@@ -76,19 +76,18 @@ fn cpu_update<const N: usize>(ts: [&Tensor; N], grad: &Tensor, f: impl Fn(usize,
         }
     }
     // a read lock beside a write lock on one buffer would deadlock: an aliased gradient is
-    // copied out first
+    // not held, but read out into f64 first (as a strided or non-f32 one is)
     let aliased = ts.iter().any(|t| t.shares_storage(grad));
-    let g_copy = aliased.then(|| cpu::read(&grad.cpu_storage(), grad.layout()));
     let g_read = (!aliased).then(|| grad.cpu_storage());
     let gl = grad.layout();
     let g_f32 = match g_read.as_deref() {
         Some(CpuStorage::F32(v)) if gl.is_contiguous() => Some(&v[gl.offset..gl.offset + n]),
         _ => None,
     };
-    let g_f64 = match (&g_copy, g_f32) {
-        (Some(v), _) => std::borrow::Cow::Borrowed(v),
-        (None, Some(_)) => std::borrow::Cow::Owned(Vec::new()),
-        (None, None) => std::borrow::Cow::Owned(cpu::read(g_read.as_deref().expect("read above"), gl)),
+    let g_f64 = match (g_f32, g_read.as_deref()) {
+        (Some(_), _) => Vec::new(),
+        (None, Some(s)) => cpu::read(s, gl),
+        (None, None) => cpu::read(&grad.cpu_storage(), gl),
     };
     let g_at = |i: usize| g_f32.map_or_else(|| g_f64[i], |g| g[i] as f64);
     let mut writes = ts.map(|t| cpu_buffer(t).write());
